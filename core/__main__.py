@@ -1,0 +1,5 @@
+"""``python -m imgclust`` runs the CLI."""
+
+from .cli import main
+
+main()

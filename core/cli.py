@@ -1,0 +1,201 @@
+"""The ``imgclust`` command line: typer app, bundled commands, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from . import __version__
+from .errors import ImgclustError
+
+app = typer.Typer(
+    name="imgclust",
+    help="Cluster unlabelled images with neural networks. Every stage is a plugin.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _stderr() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"imgclust {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Cluster unlabelled images with neural networks. Every stage is a plugin."""
+
+
+# plugins / list --------------------------------------------------------------------------------
+@app.command("plugins")
+def plugins_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Installed plugins, their version and what each registers; broken plugins and collisions."""
+    from .plugins_host import get_host
+
+    host = get_host()
+    registry = host.registry
+    rows = [
+        {
+            "name": info.name,
+            "distribution": info.distribution,
+            "version": info.version,
+            "bundled": info.bundled,
+            "registers": info.registered,
+            "error": info.error or None,
+        }
+        for info in sorted(host.plugins.values(), key=lambda i: (not i.bundled, i.name))
+    ]
+    collisions = [
+        {"kind": kind[:-1], "name": name, "plugins": owners}
+        for (kind, name), owners in registry.collisions.items()
+    ]
+    if as_json:
+        typer.echo(json.dumps({"plugins": rows, "collisions": collisions}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("plugin", "from", "registers", box=None, pad_edge=False)
+    for row in rows:
+        origin = "bundled" if row["bundled"] else f"{row['distribution']} {row['version']}".strip()
+        what = "; ".join(f"{k}: {', '.join(v)}" for k, v in row["registers"].items())
+        if row["error"]:
+            what = f"[red]{row['error']}[/red]"
+        table.add_row(row["name"], origin, what or "-")
+    console = Console(highlight=False)
+    console.print(table)
+    for c in collisions:
+        console.print(f"[red]collision:[/red] {c['kind']} {c['name']!r} from " + " and ".join(c["plugins"]))
+
+
+class Kind(str, Enum):
+    datasets = "datasets"
+    encoders = "encoders"
+    clusterers = "clusterers"
+    recipes = "recipes"
+
+
+@app.command("list")
+def list_command(
+    kind: Kind = typer.Argument(..., help="What to list."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Each dataset, encoder, clusterer or recipe, its summary and its settings with defaults."""
+    from .listing import describe_kind
+
+    items = describe_kind(kind.value)
+    if as_json:
+        typer.echo(json.dumps(items, indent=2, default=str))
+        return
+    from .listing import print_items
+
+    print_items(kind.value, items)
+
+
+# run ------------------------------------------------------------------------------------------
+@app.command("run")
+def run_command(
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="A named configuration (see `imgclust list recipes`); default: article."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="A TOML config, e.g. a run folder's config.toml."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset plugin."),
+    encoder: Optional[list[str]] = typer.Option(None, "--encoder", "-e", help="Encoder plugin; repeat to chain."),
+    clusterer: Optional[str] = typer.Option(None, "--clusterer", "-k", help="Clusterer plugin."),
+    sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="stage.key=value, e.g. clusterer.n_clusters=10; repeatable."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for every random thing (default 0)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Which split to cluster."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run folders go."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Skip plots and the HTML report."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+) -> None:
+    """Fit a pipeline, cluster, score, and write a new run folder."""
+    from .config import resolve_config
+    from .plugins_host import get_registry
+    from .run import execute
+    from .summary import summary_lines
+
+    registry = get_registry()
+    resolved = resolve_config(
+        registry,
+        recipe=recipe,
+        config_file=config,
+        dataset=dataset,
+        encoders=encoder,
+        clusterer=clusterer,
+        sets=sets or (),
+        seed=seed,
+        split=split,
+    )
+    console = _stderr()
+    result = execute(
+        registry,
+        resolved,
+        runs_dir,
+        log=lambda message: console.print(f"[dim]{message}[/dim]"),
+        plots=not no_plots,
+    )
+    record = {**result.record, "run": str(result.path)}
+    if as_json:
+        typer.echo(json.dumps(record, indent=2, default=str))
+        return
+    for line in summary_lines(record):
+        typer.echo(line)
+    typer.echo(f"run folder {result.path}")
+
+
+# entry point ----------------------------------------------------------------------------------
+_commands_added = False
+
+
+def _add_plugin_commands() -> None:
+    global _commands_added
+    if _commands_added:
+        return
+    _commands_added = True
+    from .plugins_host import get_host
+
+    get_host().add_commands(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; user errors become one line on stderr and a non-zero exit."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        _add_plugin_commands()
+        app(args=argv, prog_name="imgclust")
+    except ImgclustError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except MemoryError:
+        typer.echo("Error: out of memory: use fewer images (dataset limit) or smaller settings.", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        if os.environ.get("IMGCLUST_DEBUG"):
+            raise
+        typer.echo(
+            f"Error: unexpected {type(exc).__name__}: {exc} (set IMGCLUST_DEBUG=1 for the traceback).",
+            err=True,
+        )
+        sys.exit(1)

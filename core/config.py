@@ -1,0 +1,300 @@
+"""A run's configuration: a recipe, then a TOML file, then ``--set stage.key=value``.
+
+The resolved configuration is a plain mapping shaped like ``config.toml``::
+
+    seed = 0
+    split = "test"            # the images that are clustered and reported
+    fit_split = "train"       # the images the encoders learn from (default: split)
+    validation_split = "test" # shown to encoders while they train (default: none)
+    [dataset]
+    name = "mnist"
+    [[encoder]]
+    name = "conv-ae"
+    epochs = 3
+    [clusterer]
+    name = "kmeans"
+    n_clusters = 10
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .errors import ImgclustError, SettingsError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+from .registry import Registry
+from .settings import resolve, settings_of
+
+DEFAULT_RECIPE = "article"
+TOP_LEVEL = ("seed", "split", "fit_split", "validation_split", "recipe")
+STAGES = ("dataset", "encoder", "clusterer")
+DEFAULT_SEED = 0
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a config file; a missing or malformed one is a one-line error."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ImgclustError(f"Config file {str(path)!r} does not exist.") from None
+    except IsADirectoryError:
+        raise ImgclustError(f"Config file {str(path)!r} is a folder; give a .toml file.") from None
+    except OSError as exc:
+        raise ImgclustError(f"Cannot read config file {str(path)!r}: {exc.strerror}.") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ImgclustError(f"Config file {str(path)!r} is not valid TOML: {exc}.") from None
+
+
+def normalise(config: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Check a config's shape and make ``encoder`` a list of stage tables."""
+    result = copy.deepcopy(dict(config))
+    unknown = [k for k in result if k not in TOP_LEVEL + STAGES + ("encoders", "description")]
+    if unknown:
+        raise SettingsError(
+            f"{source}: unknown key(s) {', '.join(unknown)}. "
+            f"Accepted: {', '.join(TOP_LEVEL + STAGES)}."
+        )
+    if "encoders" in result:
+        result["encoder"] = result.pop("encoders")
+    encoders = result.get("encoder")
+    if isinstance(encoders, (str, dict)):
+        encoders = [encoders]
+    if encoders is not None:
+        result["encoder"] = [_stage(e, source, "encoder") for e in encoders]
+    for stage in ("dataset", "clusterer"):
+        if stage in result:
+            result[stage] = _stage(result[stage], source, stage)
+    return result
+
+
+def _stage(value: Any, source: str, stage: str) -> dict[str, Any]:
+    if isinstance(value, str):
+        return {"name": value}
+    if not isinstance(value, Mapping) or "name" not in value:
+        raise SettingsError(f"{source}: each {stage} needs a table with a 'name'.")
+    return dict(value)
+
+
+def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Overlay one config on another; a stage whose name changes drops the old settings."""
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        if key in ("dataset", "clusterer"):
+            old = result.get(key)
+            if old and old.get("name") == value.get("name"):
+                result[key] = {**old, **value}
+            else:
+                result[key] = dict(value)
+        elif key == "encoder":
+            result[key] = _merge_encoders(result.get(key) or [], value)
+        else:
+            result[key] = value
+    if "dataset" in override and base.get("dataset", {}).get("name") != override["dataset"].get("name"):
+        for key in ("split", "fit_split", "validation_split"):
+            if key not in override:
+                result.pop(key, None)
+    return result
+
+
+def _merge_encoders(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    names_match = [o.get("name") for o in old] == [n.get("name") for n in new]
+    if names_match:
+        return [{**o, **n} for o, n in zip(old, new)]
+    return [dict(n) for n in new]
+
+
+def apply_sets(config: dict[str, Any], assignments: Iterable[str]) -> dict[str, Any]:
+    """Apply ``stage.key=value`` assignments (values stay strings; stages convert them)."""
+    result = copy.deepcopy(config)
+    for assignment in assignments:
+        target, sep, value = assignment.partition("=")
+        if not sep or not target.strip():
+            raise SettingsError(f"--set {assignment!r}: write it as stage.key=value, e.g. clusterer.n_clusters=10.")
+        parts = target.strip().split(".")
+        if len(parts) == 1:
+            if parts[0] not in TOP_LEVEL:
+                raise SettingsError(
+                    f"--set {assignment!r}: {parts[0]!r} is not a run setting; use "
+                    f"dataset.KEY, encoder.KEY, clusterer.KEY or one of {', '.join(TOP_LEVEL[:-1])}."
+                )
+            result[parts[0]] = value
+            continue
+        stage, key = parts[0], parts[-1]
+        if stage in ("dataset", "clusterer") and len(parts) == 2:
+            if stage not in result:
+                raise SettingsError(f"--set {assignment!r}: this run has no {stage}.")
+            result[stage][key] = value
+        elif stage in ("encoder", "encoders"):
+            encoders = result.get("encoder") or []
+            index = _encoder_index(encoders, parts[1:-1], assignment)
+            encoders[index][key] = value
+        else:
+            raise SettingsError(
+                f"--set {assignment!r}: the stage must be dataset, encoder, encoder.NAME, "
+                "encoder.INDEX or clusterer."
+            )
+    return result
+
+
+def _encoder_index(encoders: list[dict[str, Any]], selector: list[str], assignment: str) -> int:
+    if not encoders:
+        raise SettingsError(f"--set {assignment!r}: this run has no encoder.")
+    if not selector:
+        if len(encoders) > 1:
+            raise SettingsError(
+                f"--set {assignment!r}: this run chains {len(encoders)} encoders; say which, "
+                f"e.g. encoder.{encoders[-1]['name']}.KEY or encoder.1.KEY."
+            )
+        return 0
+    which = selector[0]
+    if which.isdigit() and int(which) < len(encoders):
+        return int(which)
+    matches = [i for i, e in enumerate(encoders) if e.get("name") == which]
+    if len(matches) != 1:
+        names = ", ".join(e["name"] for e in encoders)
+        raise SettingsError(f"--set {assignment!r}: no single encoder {which!r} in this run ({names}).")
+    return matches[0]
+
+
+def resolve_config(
+    registry: Registry,
+    *,
+    recipe: str | None = None,
+    config_file: Path | None = None,
+    dataset: str | None = None,
+    encoders: list[str] | None = None,
+    clusterer: str | None = None,
+    sets: Iterable[str] = (),
+    seed: int | None = None,
+    split: str | None = None,
+) -> dict[str, Any]:
+    """Resolve recipe, then config file, then command line into a full, validated config."""
+    config: dict[str, Any] = {}
+    use_default = recipe is None and config_file is None and not (dataset and encoders and clusterer)
+    recipe_name = recipe or (DEFAULT_RECIPE if use_default else None)
+    if recipe_name:
+        entry = registry.get("recipes", recipe_name)
+        config = merge(config, normalise(entry.target, f"recipe {recipe_name!r}"))
+        config["recipe"] = recipe_name
+    if config_file is not None:
+        config = merge(config, normalise(read_toml(config_file), str(config_file)))
+    command_line: dict[str, Any] = {}
+    if dataset:
+        command_line["dataset"] = {"name": dataset}
+    if encoders:
+        command_line["encoder"] = [{"name": e} for e in encoders]
+    if clusterer:
+        command_line["clusterer"] = {"name": clusterer}
+    config = merge(config, command_line)
+    config = apply_sets(config, sets)
+    if seed is not None:
+        config["seed"] = seed
+    if split is not None:
+        config["split"] = split
+    return validate(registry, config)
+
+
+def validate(registry: Registry, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Check every stage against its factory; fill defaults so the config repeats the run."""
+    config = normalise(config, "configuration")
+    for stage in STAGES:
+        if not config.get(stage):
+            raise SettingsError(
+                f"The run has no {stage}: pass --{stage} NAME, a --recipe or a --config file."
+            )
+    try:
+        seed = int(config.get("seed", DEFAULT_SEED))
+    except (TypeError, ValueError):
+        raise SettingsError(f"seed must be an integer, not {config.get('seed')!r}.") from None
+    resolved: dict[str, Any] = {"seed": seed}
+    if config.get("recipe"):
+        resolved["recipe"] = config["recipe"]
+    for key in ("split", "fit_split", "validation_split"):
+        if config.get(key) not in (None, "", "none"):
+            resolved[key] = str(config[key])
+    resolved.setdefault("split", "all")
+    resolved["dataset"] = _resolve_stage(registry, "datasets", config["dataset"], seed)
+    resolved["encoder"] = [_resolve_stage(registry, "encoders", e, seed) for e in config["encoder"]]
+    resolved["clusterer"] = _resolve_stage(registry, "clusterers", config["clusterer"], seed)
+    return resolved
+
+
+def _resolve_stage(registry: Registry, kind: str, stage: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    name = stage["name"]
+    entry = registry.get(kind, name)
+    given = {k: v for k, v in stage.items() if k != "name"}
+    what = f"{kind[:-1]} {name!r}"
+    values = resolve(what, entry.target, given)
+    settings = settings_of(entry.target)
+    if "seed" in settings and "seed" not in values:
+        values["seed"] = seed
+    full = {
+        key: values.get(key, setting.default)
+        for key, setting in settings.items()
+        if key in values or _writable(setting.default)
+    }
+    return {"name": name, **full}
+
+
+def _writable(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, str)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (tuple, list)):
+        return all(_writable(v) and v is not None for v in value)
+    return False
+
+
+def stage_settings(stage: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved stage's settings without its name."""
+    return {k: v for k, v in stage.items() if k != "name"}
+
+
+# Writing -----------------------------------------------------------------------------------
+def to_toml(config: Mapping[str, Any]) -> str:
+    """Write a resolved config as TOML (None is written as the string "none")."""
+    lines = []
+    for key in TOP_LEVEL:
+        if key in config:
+            lines.append(f"{key} = {_toml_value(config[key])}")
+    lines += ["", "[dataset]", *_toml_table(config["dataset"])]
+    for encoder in config["encoder"]:
+        lines += ["", "[[encoder]]", *_toml_table(encoder)]
+    lines += ["", "[clusterer]", *_toml_table(config["clusterer"])]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_table(table: Mapping[str, Any]) -> list[str]:
+    return [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else f'"{key}"'
+
+
+def _toml_value(value: Any) -> str:
+    if value is None:
+        return '"none"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Path):
+        return _toml_value(str(value))
+    raise SettingsError(f"cannot write {value!r} to a config file")

@@ -1,0 +1,71 @@
+"""What ``imgclust list`` shows: each registered stage, its summary and its settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .plugins_host import get_registry
+from .settings import settings_of
+
+
+def describe_kind(kind: str) -> list[dict[str, Any]]:
+    """Each registered name of one kind with its plugin, summary and settings."""
+    registry = get_registry()
+    items = []
+    for name in registry.names(kind):
+        entry = registry.entries[kind][name]
+        item: dict[str, Any] = {"name": name, "plugin": entry.plugin, "summary": entry.doc}
+        if kind == "recipes":
+            item["runs"] = recipe_outline(entry.target)
+            item["config"] = entry.target
+        else:
+            item["settings"] = [
+                {
+                    "name": s.name,
+                    "type": s.type_name,
+                    "default": None if s.required else s.default,
+                    "required": s.required,
+                    "help": s.help,
+                }
+                for s in settings_of(entry.target).values()
+            ]
+        items.append(item)
+    return items
+
+
+def recipe_outline(recipe: dict[str, Any]) -> str:
+    """'mnist(test; fit on train) -> conv-ae -> kmeans(n_clusters=10)'."""
+
+    def stage(table: Any) -> str:
+        if isinstance(table, str):
+            return table
+        extra = ", ".join(f"{k}={v}" for k, v in table.items() if k != "name")
+        return f"{table['name']}({extra})" if extra else table["name"]
+
+    encoders = recipe.get("encoder") or recipe.get("encoders") or []
+    if isinstance(encoders, (str, dict)):
+        encoders = [encoders]
+    split = recipe.get("split", "all")
+    data = stage(recipe.get("dataset", "?"))
+    data += f" [{split}" + (f"; fit on {recipe['fit_split']}" if recipe.get("fit_split") else "") + "]"
+    return " -> ".join([data, *(stage(e) for e in encoders), stage(recipe.get("clusterer", "?"))])
+
+
+def print_items(kind: str, items: list[dict[str, Any]]) -> None:
+    """Print items readably with rich."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(highlight=False)
+    if not items:
+        console.print(f"No {kind} installed.")
+    for item in items:
+        console.print(f"[bold]{item['name']}[/bold]  [dim]({item['plugin']})[/dim]  {item['summary']}")
+        if kind == "recipes":
+            console.print(f"    {escape(item['runs'])}")
+            continue
+        for s in item["settings"]:
+            default = "required" if s["required"] else f"= {s['default']!r}"
+            help_text = f"  {s['help']}" if s["help"] else ""
+            console.print(f"    {s['name']}: {s['type']} {default}[dim]{help_text}[/dim]")
+        console.print()

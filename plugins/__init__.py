@@ -1,0 +1,1 @@
+"""The plugins bundled with imgclust, loaded through entry points like any third-party plugin."""
