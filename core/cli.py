@@ -169,7 +169,10 @@ def _add_plugin_commands() -> None:
     if _commands_added:
         return
     _commands_added = True
+    from .commands import register_all
     from .plugins_host import get_host
+
+    register_all(app)
 
     get_host().add_commands(app)
 

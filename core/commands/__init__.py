@@ -1,0 +1,16 @@
+"""Bundled CLI commands beyond ``run``, ``plugins`` and ``list``: one module each, with a
+``register(app)`` function, imported only when the CLI starts (they import heavy code lazily).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+MODULES: tuple[str, ...] = ()
+
+
+def register_all(app: Any) -> None:
+    """Add every bundled command module's commands to the typer app."""
+    for name in MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(app)

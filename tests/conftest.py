@@ -1,0 +1,72 @@
+"""Shared fixtures: bundled plugins only, a CLI runner, temporary run folders, real MNIST if set."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["IMGCLUST_LOAD_PLUGINS"] = ""  # bundled plugins only, whatever else is installed
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plugin_host():
+    """Each test sees plugins loaded afresh, so registering test plugins cannot leak."""
+    from imgclust.plugins_host import reset_host
+
+    reset_host()
+    yield
+    reset_host()
+
+
+@pytest.fixture
+def registry():
+    from imgclust.plugins_host import get_registry
+
+    return get_registry()
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def cli():
+    """Call the CLI in-process: ``result = cli("run", "--dataset", "digits", ...)``.
+
+    Returns an object with ``exit_code``, ``stdout`` and ``stderr`` as the real console script
+    produces them (one-line errors included).
+    """
+    from imgclust.cli import main
+
+    class Result:
+        def __init__(self, code: int, stdout: str, stderr: str) -> None:
+            self.exit_code, self.stdout, self.stderr = code, stdout, stderr
+
+    def invoke(*args: str) -> Result:
+        import contextlib
+        import io
+
+        out, err = io.StringIO(), io.StringIO()
+        code = 0
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main([str(a) for a in args])
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return Result(code, out.getvalue(), err.getvalue())
+
+    return invoke
+
+
+@pytest.fixture
+def mnist_path() -> Path:
+    """Real MNIST from IMGCLUST_MNIST; tests that need it are skipped where it is not set."""
+    value = os.environ.get("IMGCLUST_MNIST")
+    if not value or not Path(value).exists():
+        pytest.skip("IMGCLUST_MNIST is not set to a copy of MNIST")
+    return Path(value)
