@@ -1,0 +1,163 @@
+"""The plugin host: entry points, third-party plugins, broken ones, collisions, the registry."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import warnings
+from types import SimpleNamespace
+
+import pytest
+
+from imgclust.errors import PluginError
+from imgclust.hookspecs import hookimpl
+from imgclust.plugins_host import PluginHost, get_host, reset_host
+
+from thirdparty import MEDIAN_CLUSTERER, make_distribution
+
+BUNDLED = {"digits", "arrays", "basic-encoders", "sklearn-clusterers", "recipes"}
+
+
+@pytest.fixture
+def third_party(tmp_path, monkeypatch):
+    """Put a directory of fake installed distributions on sys.path; allow every plugin."""
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.delenv("IMGCLUST_LOAD_PLUGINS", raising=False)
+
+    def install(dist: str, module: str, source: str) -> None:
+        make_distribution(root, dist, module, source)
+        importlib.invalidate_caches()
+        reset_host()
+
+    yield install
+    for name in list(sys.modules):
+        if name.startswith("tp_"):
+            del sys.modules[name]
+
+
+def test_bundled_plugins_load_through_entry_points():
+    host = get_host()
+    assert BUNDLED <= set(host.plugins)
+    assert all(host.plugins[name].bundled and not host.plugins[name].error for name in BUNDLED)
+    registry = host.registry
+    assert {"digits", "arrays"} <= set(registry.names("datasets"))
+    assert {"flatten", "pca"} <= set(registry.names("encoders"))
+    assert "kmeans" in registry.names("clusterers")
+    assert {"article", "pixels-kmeans"} <= set(registry.names("recipes"))
+    assert registry.get("encoders", "pca").plugin == "basic-encoders"
+
+
+def test_third_party_plugin_loads_from_a_real_entry_point(third_party, cli, runs_dir):
+    third_party("imgclust-median", "tp_median", MEDIAN_CLUSTERER)
+    host = get_host()
+    assert "median-split" in host.registry.names("clusterers")
+    info = host.plugins["imgclust-median"]
+    assert (info.distribution, info.version, info.bundled) == ("imgclust-median", "1.0", False)
+    assert info.registered == {"clusterers": ["median-split"]}
+    result = cli("run", "--dataset", "digits", "--encoder", "pca", "--clusterer", "median-split",
+                 "--runs-dir", runs_dir, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["metrics"]["acc"] > 0.1
+    assert "feature = 0" in (next(runs_dir.iterdir()) / "config.toml").read_text()
+
+
+def test_load_plugins_variable_restricts_third_party_plugins(third_party, monkeypatch):
+    third_party("imgclust-median", "tp_median", MEDIAN_CLUSTERER)
+    monkeypatch.setenv("IMGCLUST_LOAD_PLUGINS", "")
+    reset_host()
+    host = get_host()
+    assert "imgclust-median" not in host.plugins and BUNDLED <= set(host.plugins)
+    monkeypatch.setenv("IMGCLUST_LOAD_PLUGINS", "imgclust-median, other")
+    reset_host()
+    assert "imgclust-median" in get_host().plugins
+
+
+def test_broken_plugin_is_reported_and_the_rest_keep_working(third_party, cli):
+    third_party("imgclust-broken", "tp_broken", "import no_such_module_anywhere\n")
+    with pytest.warns(RuntimeWarning, match="imgclust-broken"):
+        host = get_host()
+    assert "ModuleNotFoundError" in host.plugins["imgclust-broken"].error
+    assert "kmeans" in host.registry.names("clusterers")
+    result = cli("plugins", "--json")
+    assert result.exit_code == 0
+    rows = {row["name"]: row for row in json.loads(result.stdout)["plugins"]}
+    assert "no_such_module_anywhere" in rows["imgclust-broken"]["error"]
+
+
+def test_plugin_failing_to_register_is_reported(third_party):
+    source = (
+        "from imgclust import hookimpl\n"
+        "@hookimpl\n"
+        "def register_encoders(register):\n"
+        "    raise RuntimeError('boom')\n"
+    )
+    third_party("imgclust-badreg", "tp_badreg", source)
+    with pytest.warns(RuntimeWarning, match="boom"):
+        registry = get_host().registry
+    assert "pca" in registry.names("encoders")
+    assert "boom" in get_host().plugins["imgclust-badreg"].error
+
+
+def test_name_collision_names_both_plugins(third_party):
+    third_party("imgclust-kmeans-too", "tp_collide", (
+        "from imgclust import hookimpl\n"
+        "def other(n_clusters: int = 3):\n"
+        "    '''Another k-means.'''\n"
+        "@hookimpl\n"
+        "def register_clusterers(register):\n"
+        "    register('kmeans', other)\n"
+    ))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        registry = get_host().registry
+    assert any("kmeans" in str(w.message) for w in caught)
+    with pytest.raises(PluginError, match="sklearn-clusterers.*imgclust-kmeans-too|imgclust-kmeans-too.*sklearn-clusterers"):
+        registry.get("clusterers", "kmeans")
+
+
+def test_misspelled_hook_is_a_load_failure():
+    @hookimpl
+    def register_encoder(register):  # misspelled on purpose
+        pass
+
+    host = PluginHost()
+    with pytest.raises(Exception, match="unknown hook"):
+        host.register(SimpleNamespace(register_encoder=register_encoder), "typo")
+        host.pm.check_pending()
+
+
+def test_registered_names_are_validated():
+    @hookimpl
+    def register_encoders(register):
+        register("Bad Name", lambda: None)
+
+    host = PluginHost()
+    host.register(SimpleNamespace(register_encoders=register_encoders), "badname")
+    with pytest.warns(RuntimeWarning, match="lowercase"):
+        assert "Bad Name" not in host.registry.names("encoders")
+
+
+def test_unknown_names_suggest_the_nearest(registry):
+    with pytest.raises(PluginError, match="Did you mean 'pca'"):
+        registry.get("encoders", "pcaa")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["plugins"], ["list", "encoders"]])
+def test_light_commands_import_no_heavy_library(argv):
+    code = (
+        "import sys\n"
+        "from imgclust.cli import main\n"
+        f"sys.argv = ['imgclust'] + {argv!r}\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = ('tensorflow', 'keras', 'umap', 'numba', 'hdbscan', 'torch', 'jax', 'matplotlib')\n"
+        "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    env = {**os.environ, "IMGCLUST_LOAD_PLUGINS": ""}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "[]"

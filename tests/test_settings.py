@@ -1,0 +1,97 @@
+"""Settings read from signatures, converted from CLI strings, validated with one-line errors."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pytest
+
+from imgclust.errors import SettingsError
+from imgclust.settings import convert, resolve, settings_of
+
+
+def factory(
+    k: int = 10,
+    rate: float = 0.5,
+    verbose: bool = False,
+    name: str = "x",
+    size: tuple[int, int] | None = None,
+    widths: tuple[int, ...] = (16, 2),
+    kind: Literal["bce", "mse"] = "bce",
+    limit: int | None = None,
+):
+    """A factory for tests.
+
+    Parameters
+    ----------
+    k : int
+        Number of clusters.
+    rate : float
+        A rate.
+    """
+
+
+def test_settings_come_from_the_signature_and_docstring():
+    settings = settings_of(factory)
+    assert list(settings) == ["k", "rate", "verbose", "name", "size", "widths", "kind", "limit"]
+    assert settings["k"].default == 10 and settings["k"].help == "Number of clusters."
+    assert settings["size"].type_name == "tuple[int, int] | None"
+
+
+def test_settings_of_a_class_use_init():
+    class Thing:
+        def __init__(self, depth: int = 3) -> None:
+            self.depth = depth
+
+    assert settings_of(Thing)["depth"].annotation is int
+
+
+@pytest.mark.parametrize(
+    "value, annotation, expected",
+    [
+        ("12", int, 12),
+        ("0.25", float, 0.25),
+        ("3", float, 3.0),
+        ("true", bool, True),
+        ("no", bool, False),
+        ("hello", str, "hello"),
+        ("28x28", tuple[int, int] | None, (28, 28)),
+        ("28,32", tuple[int, int] | None, (28, 32)),
+        ("none", tuple[int, int] | None, None),
+        ("32,64,128", tuple[int, ...], (32, 64, 128)),
+        ([8, 4], tuple[int, ...], (8, 4)),
+        ("mse", Literal["bce", "mse"], "mse"),
+        ("7", int | None, 7),
+        (5, float, 5.0),
+    ],
+)
+def test_convert(value, annotation, expected):
+    assert convert(value, annotation) == expected
+
+
+@pytest.mark.parametrize(
+    "value, annotation",
+    [("ten", int), ("1.5", int), ("maybe", bool), ("huber", Literal["bce", "mse"]), ("1,2,3", tuple[int, int]), (True, int)],
+)
+def test_convert_rejects(value, annotation):
+    with pytest.raises(ValueError):
+        convert(value, annotation)
+
+
+def test_resolve_names_accepted_settings_for_unknown_ones():
+    with pytest.raises(SettingsError, match=r"Unknown setting 'kk'.*Accepted: k, rate"):
+        resolve("clusterer 'x'", factory, {"kk": 3})
+
+
+def test_resolve_says_what_type_was_expected():
+    with pytest.raises(SettingsError, match=r"clusterer 'x'\.k = 'many' is not a valid int"):
+        resolve("clusterer 'x'", factory, {"k": "many"})
+
+
+def test_required_settings_must_be_given():
+    def needs_path(path: str, depth: int = 1):
+        """Needs a path."""
+
+    with pytest.raises(SettingsError, match="needs the setting"):
+        resolve("dataset 'y'", needs_path, {})
+    assert resolve("dataset 'y'", needs_path, {"path": "a", "depth": "2"}) == {"path": "a", "depth": 2}
