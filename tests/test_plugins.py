@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -161,3 +162,16 @@ def test_light_commands_import_no_heavy_library(argv):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_the_guide_s_example_plugin_works(third_party, cli, runs_dir):
+    """The complete plugin in docs/plugins.md, installed through its entry point, clusters digits."""
+    guide = (Path(__file__).parent.parent / "docs" / "plugins.md").read_text()
+    source = guide.split("`imgclust_median.py` implements one hook")[1].split("```python\n")[1].split("```")[0]
+    third_party("median", "tp_guide_median", source)
+    result = cli("run", "--dataset", "digits", "--encoder", "pca", "--clusterer", "median-split",
+                 "--set", "clusterer.feature=1", "--runs-dir", runs_dir, "--json")
+    assert result.exit_code == 0, result.stderr
+    folder = Path(json.loads(result.stdout)["run"])
+    assert "feature = 1" in (folder / "config.toml").read_text()
+    assert len({row.split(",")[1] for row in (folder / "assignments.csv").read_text().splitlines()[1:]}) == 2
