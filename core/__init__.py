@@ -19,6 +19,7 @@ _LAZY = {
     "ImgclustError": "imgclust.errors",
     "hookimpl": "imgclust.hookspecs",
     "get_registry": "imgclust.plugins_host",
+    "load": "imgclust.persist",
 }
 
 __all__ = ["__version__", *_LAZY]

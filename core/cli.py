@@ -122,6 +122,9 @@ def run_command(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for every random thing (default 0)."),
     split: Optional[str] = typer.Option(None, "--split", help="Which split to cluster."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run folders go."),
+    resume: Optional[Path] = typer.Option(
+        None, "--resume", help="Continue an interrupted run (NAME.incomplete) from its checkpoints."
+    ),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip plots and the HTML report."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
 ) -> None:
@@ -132,6 +135,13 @@ def run_command(
     from .summary import summary_lines
 
     registry = get_registry()
+    folder = None
+    if resume is not None:
+        from .resume import resume_config
+
+        given = dict(recipe=recipe, config=config, dataset=dataset, encoder=encoder)
+        given.update(clusterer=clusterer, set=sets, seed=seed, split=split)
+        config, folder = resume_config(resume, given)
     resolved = resolve_config(
         registry,
         recipe=recipe,
@@ -150,6 +160,7 @@ def run_command(
         runs_dir,
         log=lambda message: console.print(f"[dim]{message}[/dim]"),
         plots=not no_plots,
+        folder=folder,
     )
     record = {**result.record, "run": str(result.path)}
     if as_json:
@@ -189,7 +200,9 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        typer.echo("Interrupted.", err=True)
+        from .resume import interrupted_message
+
+        typer.echo(interrupted_message(), err=True)
         sys.exit(130)
     except MemoryError:
         typer.echo("Error: out of memory: use fewer images (dataset limit) or smaller settings.", err=True)

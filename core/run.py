@@ -108,6 +108,7 @@ def execute(
     log: Log = lambda message: None,
     plots: bool = True,
     after_fit: Callable[[RunResult], None] | None = None,
+    folder: Path | None = None,
 ) -> RunResult:
     """Run a resolved config end to end and return the finished run folder's result."""
     seed = int(config["seed"])
@@ -122,7 +123,9 @@ def execute(
     data, fit_data, validation = splits["data"], splits["fit"], splits["validation"]
     _check_cluster_count(pipeline, len(data))
 
-    folder = create_incomplete(Path(runs_dir), run_name(config))
+    # ``folder``: an interrupted run's NAME.incomplete folder to continue in (imgclust run --resume)
+    if folder is None:
+        folder = create_incomplete(Path(runs_dir), run_name(config))
     try:
         atomic.write_text(folder / "config.toml", to_toml(config))
         for stage in pipeline.encoders:
@@ -167,6 +170,9 @@ def execute(
                         metrics[key] = float(history[key][-1])
         clock = time.perf_counter()
         write_outputs(result)
+        from .persist import save_pipeline
+
+        save_pipeline(pipeline, folder, config, data, registry=registry)
         if after_fit is not None:
             after_fit(result)
         timings["write"] = time.perf_counter() - clock
@@ -176,6 +182,10 @@ def execute(
     except BaseException:
         if not any((folder / "checkpoints").glob("**/*")):
             discard(folder)
+        else:
+            from .resume import remember_kept
+
+            remember_kept(folder)
         raise
     result.path = finalise(folder)
     return result
