@@ -59,9 +59,15 @@ def main() -> None:
     rows = {}
     for name, argv in COMMANDS.items():
         times = time_command(argv, args.repeats)
-        rows[name] = {"median_s": round(median(times), 3), "min_s": round(min(times), 3),
-                      "heavy_imports": heavy_imports(argv)}
-        print(f"{name:26s} median {rows[name]['median_s']:.3f} s  heavy imports: {rows[name]['heavy_imports'] or 'none'}")
+        rows[name] = {
+            "median_s": round(median(times), 3),
+            "min_s": round(min(times), 3),
+            "heavy_imports": heavy_imports(argv),
+        }
+        print(
+            f"{name:26s} median {rows[name]['median_s']:.3f} s  "
+            f"heavy imports: {rows[name]['heavy_imports'] or 'none'}"
+        )
     save_results("startup", {"repeats": args.repeats, "commands": rows})
     lines = [
         f"`python benchmarks/startup.py` (median of {args.repeats} fresh processes each):",
@@ -69,7 +75,10 @@ def main() -> None:
         "| command | median | heavy libraries imported |",
         "| --- | ---: | --- |",
     ]
-    lines += [f"| `{name}` | {r['median_s']:.2f} s | {', '.join(r['heavy_imports']) or 'none'} |" for name, r in rows.items()]
+    lines += [
+        f"| `{name}` | {r['median_s']:.2f} s | {', '.join(r['heavy_imports']) or 'none'} |"
+        for name, r in rows.items()
+    ]
     update_doc_section("startup", "\n".join(lines))
 
 

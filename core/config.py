@@ -21,8 +21,9 @@ from __future__ import annotations
 import copy
 import math
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .errors import ImgclustError, SettingsError
 
@@ -99,7 +100,9 @@ def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
             result[key] = _merge_encoders(result.get(key) or [], value)
         else:
             result[key] = value
-    if "dataset" in override and base.get("dataset", {}).get("name") != override["dataset"].get("name"):
+    if "dataset" in override and base.get("dataset", {}).get("name") != override["dataset"].get(
+        "name"
+    ):
         for key in ("split", "fit_split", "validation_split"):
             if key not in override:
                 result.pop(key, None)
@@ -109,7 +112,7 @@ def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 def _merge_encoders(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
     names_match = [o.get("name") for o in old] == [n.get("name") for n in new]
     if names_match:
-        return [{**o, **n} for o, n in zip(old, new)]
+        return [{**o, **n} for o, n in zip(old, new, strict=True)]
     return [dict(n) for n in new]
 
 
@@ -119,13 +122,16 @@ def apply_sets(config: dict[str, Any], assignments: Iterable[str]) -> dict[str, 
     for assignment in assignments:
         target, sep, value = assignment.partition("=")
         if not sep or not target.strip():
-            raise SettingsError(f"--set {assignment!r}: write it as stage.key=value, e.g. clusterer.n_clusters=10.")
+            raise SettingsError(
+                f"--set {assignment!r}: write it as stage.key=value, e.g. clusterer.n_clusters=10."
+            )
         parts = target.strip().split(".")
         if len(parts) == 1:
             if parts[0] not in TOP_LEVEL:
                 raise SettingsError(
                     f"--set {assignment!r}: {parts[0]!r} is not a run setting; use "
-                    f"dataset.KEY, encoder.KEY, clusterer.KEY or one of {', '.join(TOP_LEVEL[:-1])}."
+                    "dataset.KEY, encoder.KEY, clusterer.KEY or one of "
+                    f"{', '.join(TOP_LEVEL[:-1])}."
                 )
             result[parts[0]] = value
             continue
@@ -162,7 +168,9 @@ def _encoder_index(encoders: list[dict[str, Any]], selector: list[str], assignme
     matches = [i for i, e in enumerate(encoders) if e.get("name") == which]
     if len(matches) != 1:
         names = ", ".join(e["name"] for e in encoders)
-        raise SettingsError(f"--set {assignment!r}: no single encoder {which!r} in this run ({names}).")
+        raise SettingsError(
+            f"--set {assignment!r}: no single encoder {which!r} in this run ({names})."
+        )
     return matches[0]
 
 
@@ -180,7 +188,9 @@ def resolve_config(
 ) -> dict[str, Any]:
     """Resolve recipe, then config file, then command line into a full, validated config."""
     config: dict[str, Any] = {}
-    use_default = recipe is None and config_file is None and not (dataset and encoders and clusterer)
+    use_default = (
+        recipe is None and config_file is None and not (dataset and encoders and clusterer)
+    )
     recipe_name = recipe or (DEFAULT_RECIPE if use_default else None)
     if recipe_name:
         entry = registry.get("recipes", recipe_name)
@@ -229,7 +239,9 @@ def validate(registry: Registry, config: Mapping[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def _resolve_stage(registry: Registry, kind: str, stage: Mapping[str, Any], seed: int) -> dict[str, Any]:
+def _resolve_stage(
+    registry: Registry, kind: str, stage: Mapping[str, Any], seed: int
+) -> dict[str, Any]:
     name = stage["name"]
     entry = registry.get(kind, name)
     given = {k: v for k, v in stage.items() if k != "name"}

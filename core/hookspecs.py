@@ -6,7 +6,8 @@ record which plugin provided what, and report collisions between plugins.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 

@@ -6,9 +6,10 @@ methods below. Arrays are NumPy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -47,17 +48,13 @@ class ImageSet:
         if len(images) == 0:
             raise DataError(f"{name} holds no images: point it at data that has some.")
         if images.ndim != 4:
-            raise DataError(
-                f"{name} images must be (N, H, W, C); got shape {tuple(images.shape)}."
-            )
+            raise DataError(f"{name} images must be (N, H, W, C); got shape {tuple(images.shape)}.")
         if images.dtype != np.uint8 and images.dtype != np.float32:
             raise DataError(
                 f"{name} images must be uint8 or float32 in [0, 1]; got {images.dtype}."
             )
         if self.labels is not None and len(self.labels) != len(images):
-            raise DataError(
-                f"{name} has {len(images)} images but {len(self.labels)} labels."
-            )
+            raise DataError(f"{name} has {len(images)} images but {len(self.labels)} labels.")
         if self.ids is not None and len(self.ids) != len(images):
             raise DataError(f"{name} has {len(images)} images but {len(self.ids)} ids.")
         return self

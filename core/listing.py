@@ -47,7 +47,9 @@ def recipe_outline(recipe: dict[str, Any]) -> str:
         encoders = [encoders]
     split = recipe.get("split", "all")
     data = stage(recipe.get("dataset", "?"))
-    data += f" [{split}" + (f"; fit on {recipe['fit_split']}" if recipe.get("fit_split") else "") + "]"
+    data += (
+        f" [{split}" + (f"; fit on {recipe['fit_split']}" if recipe.get("fit_split") else "") + "]"
+    )
     return " -> ".join([data, *(stage(e) for e in encoders), stage(recipe.get("clusterer", "?"))])
 
 
@@ -60,7 +62,9 @@ def print_items(kind: str, items: list[dict[str, Any]]) -> None:
     if not items:
         console.print(f"No {kind} installed.")
     for item in items:
-        console.print(f"[bold]{item['name']}[/bold]  [dim]({item['plugin']})[/dim]  {item['summary']}")
+        console.print(
+            f"[bold]{item['name']}[/bold]  [dim]({item['plugin']})[/dim]  {item['summary']}"
+        )
         if kind == "recipes":
             console.print(f"    {escape(item['runs'])}")
             continue

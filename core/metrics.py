@@ -7,7 +7,8 @@ Noise (label -1) is never matched to a class: its points count as wrong.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +16,9 @@ NOISE = -1
 SILHOUETTE_SAMPLE = 10_000
 
 
-def contingency(clusters: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def contingency(
+    clusters: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Counts of (cluster, class), noise excluded, with the cluster ids and class ids."""
     clusters = np.asarray(clusters)
     labels = np.asarray(labels)
@@ -37,7 +40,7 @@ def hungarian_match(clusters: np.ndarray, labels: np.ndarray) -> dict[int, Any]:
     if table.size == 0:
         return {}
     rows, cols = linear_sum_assignment(-table)
-    return {int(cluster_ids[r]): class_ids[c].item() for r, c in zip(rows, cols)}
+    return {int(cluster_ids[r]): class_ids[c].item() for r, c in zip(rows, cols, strict=True)}
 
 
 def clustering_accuracy(clusters: np.ndarray, labels: np.ndarray) -> float:
@@ -70,7 +73,11 @@ def external_scores(clusters: np.ndarray, labels: np.ndarray) -> dict[str, float
 
 
 def internal_scores(
-    features: np.ndarray, clusters: np.ndarray, *, seed: int = 0, sample_size: int = SILHOUETTE_SAMPLE
+    features: np.ndarray,
+    clusters: np.ndarray,
+    *,
+    seed: int = 0,
+    sample_size: int = SILHOUETTE_SAMPLE,
 ) -> dict[str, float | None]:
     """Silhouette (on a fixed-seed sample when large), Davies-Bouldin and Calinski-Harabasz.
 
@@ -116,7 +123,11 @@ def composition(
 
 
 def _label_name(label: Any, class_names: Sequence[str] | None) -> str:
-    if class_names is not None and isinstance(label, (int, np.integer)) and 0 <= label < len(class_names):
+    if (
+        class_names is not None
+        and isinstance(label, (int, np.integer))
+        and 0 <= label < len(class_names)
+    ):
         return str(class_names[label])
     return str(label)
 

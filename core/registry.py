@@ -5,13 +5,19 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .errors import PluginError
 
 KINDS = ("datasets", "encoders", "clusterers", "recipes")
-SINGULAR = {"datasets": "dataset", "encoders": "encoder", "clusterers": "clusterer", "recipes": "recipe"}
+SINGULAR = {
+    "datasets": "dataset",
+    "encoders": "encoder",
+    "clusterers": "clusterer",
+    "recipes": "recipe",
+}
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 

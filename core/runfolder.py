@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 INCOMPLETE = ".incomplete"
 
@@ -16,7 +17,11 @@ INCOMPLETE = ".incomplete"
 def run_name(config: Mapping[str, Any], now: datetime | None = None) -> str:
     """'2026-11-27T22-40-05-mnist-conv-ae-kmeans'."""
     stamp = (now or datetime.now()).strftime("%Y-%m-%dT%H-%M-%S")
-    parts = [config["dataset"]["name"], *(e["name"] for e in config["encoder"]), config["clusterer"]["name"]]
+    parts = [
+        config["dataset"]["name"],
+        *(e["name"] for e in config["encoder"]),
+        config["clusterer"]["name"],
+    ]
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join([stamp, *parts]))
 
 

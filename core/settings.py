@@ -10,8 +10,9 @@ import inspect
 import re
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 from .errors import SettingsError
 
@@ -53,7 +54,9 @@ def settings_of(factory: Callable[..., Any]) -> dict[str, Setting]:
             continue
         annotation = hints.get(parameter.name, parameter.annotation)
         if annotation is NO_DEFAULT:
-            annotation = type(parameter.default) if parameter.default not in (NO_DEFAULT, None) else Any
+            annotation = (
+                type(parameter.default) if parameter.default not in (NO_DEFAULT, None) else Any
+            )
         result[parameter.name] = Setting(
             parameter.name, annotation, parameter.default, descriptions.get(parameter.name, "")
         )
@@ -62,7 +65,9 @@ def settings_of(factory: Callable[..., Any]) -> dict[str, Setting]:
 
 def parameter_descriptions(doc: str) -> dict[str, str]:
     """First description line of each parameter in a numpydoc ``Parameters`` section."""
-    match = re.search(r"^Parameters\s*\n-+\s*\n(.*?)(?:\n\s*\n[A-Z][a-z]+\s*\n-+|\Z)", doc, re.S | re.M)
+    match = re.search(
+        r"^Parameters\s*\n-+\s*\n(.*?)(?:\n\s*\n[A-Z][a-z]+\s*\n-+|\Z)", doc, re.S | re.M
+    )
     if not match:
         return {}
     found: dict[str, str] = {}
@@ -87,9 +92,7 @@ def describe_type(annotation: Any) -> str:
     return re.sub(r"<class '(\w+)'>", r"\1", text)
 
 
-def resolve(
-    what: str, factory: Callable[..., Any], values: Mapping[str, Any]
-) -> dict[str, Any]:
+def resolve(what: str, factory: Callable[..., Any], values: Mapping[str, Any]) -> dict[str, Any]:
     """Check ``values`` against the factory's settings and convert strings; return them typed.
 
     Unknown names, missing required settings and badly typed values raise one clear line.
@@ -143,7 +146,7 @@ def convert(value: Any, annotation: Any) -> Any:
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             if len(items) != len(args):
                 raise ValueError(f"expected {len(args)} values")
-            converted = [convert(v, a) for v, a in zip(items, args)]
+            converted = [convert(v, a) for v, a in zip(items, args, strict=True)]
         else:
             inner = args[0] if args else Any
             converted = [convert(v, inner) for v in items]

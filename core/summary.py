@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .metrics import describe_cluster
 
@@ -27,14 +28,21 @@ def clusters_markdown(result: Mapping[str, Any]) -> str:
         ]
     has_labels = any("classes" in c for c in clusters)
     if has_labels:
-        lines += ["| cluster | images | what it holds (count x class, largest first) |", "| --- | ---: | --- |"]
+        lines += [
+            "| cluster | images | what it holds (count x class, largest first) |",
+            "| --- | ---: | --- |",
+        ]
     else:
         lines += ["| cluster | images |", "| --- | ---: |"]
     for entry in clusters:
         name = "noise" if entry["cluster"] == -1 else str(entry["cluster"])
         row = f"| {name} | {entry['size']} |"
         if has_labels:
-            row += " " + ", ".join(f"{c['count']} x {c['label']}" for c in entry.get("classes", [])) + " |"
+            row += (
+                " "
+                + ", ".join(f"{c['count']} x {c['label']}" for c in entry.get("classes", []))
+                + " |"
+            )
         lines.append(row)
     lines += ["", "In words:", ""]
     lines += [f"- {describe_cluster(entry)}" for entry in clusters]
@@ -58,7 +66,11 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
             f"ARI {metrics['ari']:.4f}  purity {metrics['purity']:.4f}"
         )
     else:
-        parts = [f"{k} {v:.4f}" for k, v in metrics.items() if k in ("silhouette", "davies_bouldin", "calinski_harabasz") and v is not None]
+        parts = [
+            f"{k} {v:.4f}"
+            for k, v in metrics.items()
+            if k in ("silhouette", "davies_bouldin", "calinski_harabasz") and v is not None
+        ]
         if parts:
             lines.append("scores    " + "  ".join(parts))
     found = [c for c in result["clusters"] if c["cluster"] != -1]

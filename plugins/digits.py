@@ -1,4 +1,4 @@
-"""The ``digits`` dataset: scikit-learn's 1,797 8x8 handwritten digits, shipped with it (offline)."""
+"""The ``digits`` dataset: scikit-learn's 1,797 8x8 handwritten digits (offline)."""
 
 from __future__ import annotations
 
@@ -43,4 +43,8 @@ class DigitsDataset:
 
 @hookimpl
 def register_datasets(register):
-    register("digits", DigitsDataset, summary="scikit-learn's 1,797 8x8 digits (offline, for demos and tests)")
+    register(
+        "digits",
+        DigitsDataset,
+        summary="scikit-learn's 1,797 8x8 digits (offline, for demos and tests)",
+    )

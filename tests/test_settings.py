@@ -71,7 +71,14 @@ def test_convert(value, annotation, expected):
 
 @pytest.mark.parametrize(
     "value, annotation",
-    [("ten", int), ("1.5", int), ("maybe", bool), ("huber", Literal["bce", "mse"]), ("1,2,3", tuple[int, int]), (True, int)],
+    [
+        ("ten", int),
+        ("1.5", int),
+        ("maybe", bool),
+        ("huber", Literal["bce", "mse"]),
+        ("1,2,3", tuple[int, int]),
+        (True, int),
+    ],
 )
 def test_convert_rejects(value, annotation):
     with pytest.raises(ValueError):
@@ -94,4 +101,7 @@ def test_required_settings_must_be_given():
 
     with pytest.raises(SettingsError, match="needs the setting"):
         resolve("dataset 'y'", needs_path, {})
-    assert resolve("dataset 'y'", needs_path, {"path": "a", "depth": "2"}) == {"path": "a", "depth": 2}
+    assert resolve("dataset 'y'", needs_path, {"path": "a", "depth": "2"}) == {
+        "path": "a",
+        "depth": 2,
+    }

@@ -6,7 +6,9 @@ import textwrap
 from pathlib import Path
 
 
-def make_distribution(root: Path, dist: str, module: str, source: str, version: str = "1.0") -> Path:
+def make_distribution(
+    root: Path, dist: str, module: str, source: str, version: str = "1.0"
+) -> Path:
     """Write ``module.py`` and ``dist-version.dist-info`` declaring it in the ``imgclust`` group."""
     root.mkdir(parents=True, exist_ok=True)
     (root / f"{module}.py").write_text(textwrap.dedent(source))
