@@ -128,6 +128,8 @@ def execute(
         folder = create_incomplete(Path(runs_dir), run_name(config))
     try:
         atomic.write_text(folder / "config.toml", to_toml(config))
+        if data.info.get("skipped"):  # unreadable input files the dataset left out
+            atomic.write_text(folder / "skipped.txt", "\n".join(data.info["skipped"]) + "\n")
         for stage in pipeline.encoders:
             if hasattr(stage.instance, "checkpoint_dir"):
                 stage.instance.checkpoint_dir = folder / "checkpoints" / stage.name
@@ -146,6 +148,8 @@ def execute(
 
         clock = time.perf_counter()
         metrics = score(features, labels, data, seed)
+        if "skipped" in data.info:
+            metrics["skipped"] = len(data.info["skipped"])
         timings["score"] = time.perf_counter() - clock
         record = {
             "imgclust_version": __version__,
