@@ -1,4 +1,8 @@
-"""Encoders without a neural network: ``flatten`` (raw pixels) and ``pca``."""
+"""Encoders without a neural network: ``flatten`` (raw pixels) and ``pca``.
+
+Both read their input a batch at a time, so a uint8 memory map of a million images is never
+held as floats all at once (``flatten``'s output is, by definition, every pixel as float32).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgclust.arrays import as_matrix
+from imgclust.arrays import as_matrix, map_batches, sample_matrix
 from imgclust.errors import SettingsError
 from imgclust.hookspecs import hookimpl
 
@@ -24,15 +28,20 @@ class FlattenEncoder:
 
     def save(self, directory: Path) -> None:
         Path(directory).mkdir(parents=True, exist_ok=True)
-        (Path(directory) / "flatten.json").write_text(json.dumps({"input_shape": self.input_shape_}))
+        state = json.dumps({"input_shape": self.input_shape_})
+        (Path(directory) / "flatten.json").write_text(state)
 
     def load(self, directory: Path) -> FlattenEncoder:
-        self.input_shape_ = tuple(json.loads((Path(directory) / "flatten.json").read_text())["input_shape"])
+        state = json.loads((Path(directory) / "flatten.json").read_text())
+        self.input_shape_ = tuple(state["input_shape"])
         return self
 
 
 class PCAEncoder:
-    """Principal components of the flattened input, fitted on at most ``max_fit`` rows.
+    """Principal components of the flattened input, fitted on a sample, applied batch by batch.
+
+    The fit sees a fixed-seed sample of at most ``max_fit`` rows (and at most 512 MiB of
+    float32); ``transform`` projects every row in batches into a float32 (N, n_components) array.
 
     Parameters
     ----------
@@ -41,12 +50,14 @@ class PCAEncoder:
     whiten : bool
         Scale components to unit variance.
     max_fit : int
-        Fit on a fixed-seed sample of at most this many rows; transform every row.
+        Fit on a fixed-seed sample of at most this many rows (fewer for large images).
     seed : int
         Seed of the sample and the randomized solver.
     """
 
-    def __init__(self, n_components: int = 50, whiten: bool = False, max_fit: int = 100_000, seed: int = 0) -> None:
+    def __init__(
+        self, n_components: int = 50, whiten: bool = False, max_fit: int = 100_000, seed: int = 0
+    ) -> None:
         if n_components < 1:
             raise SettingsError("encoder 'pca' needs n_components >= 1.")
         self.n_components = n_components
@@ -58,16 +69,13 @@ class PCAEncoder:
         from sklearn.decomposition import PCA
 
         self.input_shape_ = tuple(images.shape[1:])
-        index = np.arange(len(images))
-        if len(index) > self.max_fit:
-            index = np.sort(np.random.default_rng(self.seed).choice(index, self.max_fit, replace=False))
-        x = as_matrix(images[index] if len(index) < len(images) else images)
+        x = sample_matrix(images, self.max_fit, self.seed)
         k = min(self.n_components, x.shape[0], x.shape[1])
         self.pca_ = PCA(n_components=k, whiten=self.whiten, random_state=self.seed).fit(x)
         return self
 
     def transform(self, images: np.ndarray) -> np.ndarray:
-        return self.pca_.transform(as_matrix(images)).astype(np.float32)
+        return map_batches(images, self.pca_.transform, int(self.pca_.n_components_))
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)
@@ -94,4 +102,6 @@ class PCAEncoder:
 @hookimpl
 def register_encoders(register):
     register("flatten", FlattenEncoder, summary="raw pixels scaled to [0, 1] (no learning)")
-    register("pca", PCAEncoder, summary="principal components of the pixels or of the previous features")
+    register(
+        "pca", PCAEncoder, summary="principal components of the pixels or of the previous features"
+    )
