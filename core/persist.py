@@ -476,7 +476,7 @@ class SavedPipeline:
 
     def assign(self, images: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Clusters of new images, with a per-image distance or probability where there is one."""
-        self._check_can_predict()
+        self.check_can_predict()
         features = self.transform(images)
         clusterer = self.pipeline.clusterer.instance
         labels = np.asarray(clusterer.predict(features), dtype=np.int64)
@@ -493,7 +493,7 @@ class SavedPipeline:
                 scores = {"score": found.astype(np.float64)}
         return labels, scores
 
-    def _check_can_predict(self) -> None:
+    def check_can_predict(self) -> None:
         if self.can_predict:
             return
         stage = self.pipeline.clusterer

@@ -1,0 +1,288 @@
+"""``imgclust predict`` and ``imgclust evaluate``: put new images into a finished run's clusters.
+
+Inputs are image files, folders of images and ``.npy``/``.npz`` arrays. Image files are read as
+the pipeline was fitted (its height and width, grayscale or RGB); arrays must already match.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import typer
+
+from ..errors import DataError, SettingsError
+
+ARRAY_SUFFIXES = (".npy", ".npz")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class Batch:
+    """Images from one input, named by ``ids``, with labels when the input has them."""
+
+    source: str
+    ids: list[str]
+    images: np.ndarray
+    labels: np.ndarray | None = None
+
+
+# Reading inputs ----------------------------------------------------------------------------
+def read_inputs(inputs: list[str], saved: Any) -> Iterator[Batch]:
+    """Each input as a batch of images prepared as the pipeline was fitted (one at a time)."""
+    size, mode = _file_reading(saved)
+    loose: list[Path] = []
+    for text in inputs:
+        path = Path(text)
+        if not path.exists():
+            raise DataError(f"input {text!r} does not exist: give image files, folders or .npy/.npz.")
+        if path.is_file() and path.suffix.lower() not in ARRAY_SUFFIXES:
+            loose.append(path)
+            continue
+        if loose:
+            yield _image_files(loose, size, mode, saved)
+            loose = []
+        if path.is_dir():
+            yield _image_folder(path, text, size, mode, saved)
+        else:
+            yield _array_file(path, text, saved)
+    if loose:
+        yield _image_files(loose, size, mode, saved)
+
+
+def _file_reading(saved: Any) -> tuple[tuple[int, int], str | None]:
+    """The size and colour mode image files are read with: the fitted height, width, channels."""
+    height, width, channels = saved.input_shape
+    return (height, width), {1: "grayscale", 3: "rgb"}.get(channels)
+
+
+def _need_mode(mode: str | None, saved: Any, what: str) -> str:
+    if mode is None:
+        raise DataError(
+            f"this pipeline was fitted on images with {saved.input_shape[2]} channels; image "
+            f"files ({what}) can only be read as grayscale or RGB: give arrays instead."
+        )
+    return mode
+
+
+def _image_files(files: list[Path], size: tuple[int, int], mode: str | None, saved: Any) -> Batch:
+    mode = _need_mode(mode, saved, str(files[0]))
+    bad = [str(f) for f in files if f.suffix.lower() not in IMAGE_SUFFIXES]
+    if bad:
+        raise DataError(
+            f"input {bad[0]!r} is neither an image ({', '.join(IMAGE_SUFFIXES)}) nor an array "
+            "(.npy, .npz) nor a folder."
+        )
+    images = read_image_files(files, size, mode)
+    ids = [str(f) for f in files]
+    return Batch(ids[0] if len(ids) == 1 else f"{len(ids)} image files", ids,
+                 saved.prepare(images, "image files"))
+
+
+def _image_folder(folder: Path, text: str, size: tuple[int, int], mode: str | None, saved: Any) -> Batch:
+    mode = _need_mode(mode, saved, text)
+    files = sorted(
+        (p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+        key=lambda p: p.relative_to(folder).as_posix(),
+    )
+    if not files:
+        raise DataError(f"folder {text!r} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+    images = read_image_files(files, size, mode)
+    ids = [(Path(text) / f.relative_to(folder)).as_posix() for f in files]
+    return Batch(text, ids, saved.prepare(images, f"images in {text!r}"))
+
+
+def _array_file(path: Path, text: str, saved: Any) -> Batch:
+    from imgclust.plugins.arrays import ArraysDataset
+
+    data = ArraysDataset(path=str(path), channels="last").load("all")
+    images = saved.prepare(data.images, f"images in {text!r}")
+    ids = [f"{text}:{i}" for i in range(len(images))]
+    labels = None if data.labels is None else np.asarray(data.labels)
+    if labels is not None and len(labels) != len(images):
+        labels = None
+    return Batch(text, ids, images, labels)
+
+
+def read_image_files(files: list[Path], size: tuple[int, int], mode: str) -> np.ndarray:
+    """Decode image files with Pillow as uint8 (N, H, W, C), resized to ``size`` (H, W)."""
+    from PIL import Image, UnidentifiedImageError
+
+    height, width = size
+    channels = 1 if mode == "grayscale" else 3
+    out = np.empty((len(files), height, width, channels), dtype=np.uint8)
+    for index, file in enumerate(files):
+        try:
+            with Image.open(file) as image:
+                image.seek(0)
+                image = image.convert("L" if channels == 1 else "RGB")
+                if image.size != (width, height):
+                    image = image.resize((width, height), Image.Resampling.BILINEAR)
+                pixels = np.asarray(image, dtype=np.uint8)
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+            raise DataError(f"cannot read image {str(file)!r}: {exc}") from None
+        out[index] = pixels.reshape(height, width, channels)
+    return out
+
+
+# Predict -----------------------------------------------------------------------------------
+def predict_rows(saved: Any, inputs: list[str]) -> tuple[list[str], list[list[Any]]]:
+    """The CSV header and one row (id, cluster, distance or probability, label) per image."""
+    batches: list[tuple[Batch, np.ndarray, dict[str, np.ndarray]]] = []
+    for batch in read_inputs(inputs, saved):
+        labels, scores = saved.assign(batch.images)
+        batches.append((batch, labels, scores))
+    score_names = sorted({name for _, _, scores in batches for name in scores})
+    with_labels = any(batch.labels is not None for batch, _, _ in batches)
+    header = ["id", "cluster", *score_names, *(["label"] if with_labels else [])]
+    rows: list[list[Any]] = []
+    for batch, labels, scores in batches:
+        for i, image_id in enumerate(batch.ids):
+            row: list[Any] = [image_id, int(labels[i])]
+            row += [_number(scores[name][i]) if name in scores else "" for name in score_names]
+            if with_labels:
+                row.append("" if batch.labels is None else _plain(batch.labels[i]))
+            rows.append(row)
+    return header, rows
+
+
+def _number(value: Any) -> float:
+    return round(float(value), 6)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def to_csv(header: list[str], rows: list[list[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def predict_command(
+    run: Path = typer.Argument(..., help="A finished run folder (it holds pipeline/)."),
+    inputs: list[str] = typer.Argument(..., help="Image files, folders of images, .npy/.npz arrays."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the CSV here (default: stdout)."),
+    trust: bool = typer.Option(
+        False, "--trust", help="Allow pickled stages (they can run code): only for runs you trust."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Assign new images to a finished run's clusters: id, cluster, distance or probability."""
+    from .. import atomic
+    from ..persist import load_pipeline
+
+    saved = load_pipeline(run, trust=trust)
+    saved.check_can_predict()
+    header, rows = predict_rows(saved, inputs)
+    text = to_csv(header, rows)
+    counts = Counter(int(row[1]) for row in rows)
+    if output is not None:
+        atomic.write_text(output, text)
+    if as_json:
+        record: dict[str, Any] = {
+            "run": str(run),
+            "pipeline": saved.pipeline.name,
+            "n_images": len(rows),
+            "clusters": {str(k): counts[k] for k in sorted(counts)},
+            "output": None if output is None else str(output),
+        }
+        if output is None:
+            record["assignments"] = [dict(zip(header, row)) for row in rows]
+        typer.echo(json.dumps(record, indent=2))
+        return
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    largest = ", ".join(f"{k}: {n}" for k, n in counts.most_common(5))
+    typer.echo(
+        f"assigned {len(rows)} images to {len([k for k in counts if k != -1])} clusters "
+        f"(largest {largest}); wrote {output}"
+    )
+
+
+# Evaluate ----------------------------------------------------------------------------------
+def evaluation(
+    saved: Any, dataset: str | None, split: str | None, sets: list[str]
+) -> dict[str, Any]:
+    """Predict a labelled split with a saved pipeline and score it against the labels."""
+    from ..config import apply_sets
+    from ..metrics import external_scores
+    from ..plugins_host import get_registry
+    from ..run import load_split
+    from ..settings import resolve
+
+    registry = get_registry()
+    trained = dict(saved.manifest["preprocessing"]["dataset"])
+    stage = trained if dataset in (None, trained.get("name")) else {"name": dataset}
+    for assignment in sets:
+        if not assignment.strip().startswith(("dataset.", "split=")):
+            raise SettingsError(f"--set {assignment!r}: evaluate takes only dataset.KEY=VALUE.")
+    config = apply_sets({"dataset": stage}, sets)
+    stage = config["dataset"]
+    split = split or config.get("split") or saved.manifest["preprocessing"].get("split") or "all"
+    name = stage["name"]
+    entry = registry.get("datasets", name)
+    what = f"dataset {name!r}"
+    values = resolve(what, entry.target, {k: v for k, v in stage.items() if k != "name"})
+    data = load_split(entry.target(**values), name, split)
+    if data.labels is None:
+        raise DataError(
+            f"{what} ({split}) has no labels to score against: use `imgclust predict` instead."
+        )
+    labels, _ = saved.assign(data.images)
+    truth = np.asarray(data.labels)
+    scores = external_scores(labels, truth)
+    return {
+        "dataset": name,
+        "split": split,
+        "n_images": len(labels),
+        **scores,
+        "n_clusters": int(len(np.unique(labels[labels != -1]))),
+        "noise": int((labels == -1).sum()),
+    }
+
+
+def evaluate_command(
+    run: Path = typer.Argument(..., help="A finished run folder (it holds pipeline/)."),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="Dataset (default: the run's)."),
+    split: str | None = typer.Option(None, "--split", help="Split to score (default: the run's)."),
+    sets: list[str] | None = typer.Option(None, "--set", "-s", help="dataset.key=value; repeatable."),
+    trust: bool = typer.Option(
+        False, "--trust", help="Allow pickled stages (they can run code): only for runs you trust."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Score a finished run's pipeline on a labelled split: ACC, NMI, ARI, purity."""
+    from ..persist import load_pipeline
+
+    saved = load_pipeline(run, trust=trust)
+    saved.check_can_predict()
+    record = {"run": str(run), "pipeline": saved.pipeline.name,
+              **evaluation(saved, dataset, split, list(sets or []))}
+    if as_json:
+        typer.echo(json.dumps(record, indent=2))
+        return
+    typer.echo(
+        f"{record['pipeline']} on {record['dataset']} ({record['split']}), "
+        f"{record['n_images']} images, {record['n_clusters']} clusters"
+    )
+    typer.echo(
+        f"ACC {record['acc']:.4f}  NMI {record['nmi']:.4f}  ARI {record['ari']:.4f}  "
+        f"purity {record['purity']:.4f}" + (f"  noise {record['noise']}" if record["noise"] else "")
+    )
+
+
+def register(app: Any) -> None:
+    """Add ``predict`` and ``evaluate`` to the CLI."""
+    app.command("predict")(predict_command)
+    app.command("evaluate")(evaluate_command)
