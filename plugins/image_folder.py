@@ -660,7 +660,7 @@ def _note(message: str) -> None:
     """A one-line note on stderr, in the run log's style."""
     from rich.console import Console
 
-    Console(stderr=True, highlight=False).print(f"[dim]{message}[/dim]")
+    Console(stderr=True, highlight=False).print(f"[dim]{message}[/dim]", soft_wrap=True)
 
 
 @hookimpl
