@@ -1,0 +1,180 @@
+"""``imgclust predict`` (arrays, image files, folders) and ``imgclust evaluate``, end to end."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+FAST = ["--dataset", "digits", "--encoder", "pca", "--clusterer", "kmeans", "--no-plots"]
+
+
+def digit_images() -> tuple[np.ndarray, np.ndarray]:
+    from imgclust.plugins.digits import DigitsDataset
+
+    data = DigitsDataset().load("all")
+    return data.images, np.asarray(data.labels)
+
+
+@pytest.fixture(scope="module")
+def fitted_run(tmp_path_factory) -> Path:
+    """One finished digits + pca + kmeans run, shared (read-only) by the tests below."""
+    from imgclust.cli import main
+    from imgclust.plugins_host import reset_host
+
+    reset_host()
+    runs = tmp_path_factory.mktemp("runs")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", *FAST, "--runs-dir", str(runs)])
+    assert exit_info.value.code in (0, None)
+    [folder] = list(runs.iterdir())
+    return folder
+
+
+def run_labels(folder: Path) -> np.ndarray:
+    with open(folder / "assignments.csv") as handle:
+        return np.array([int(row["cluster"]) for row in csv.DictReader(handle)])
+
+
+def read_csv(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_predict_an_npy_array_writes_the_runs_clusters_with_distances(cli, fitted_run, tmp_path):
+    images, _ = digit_images()
+    np.save(tmp_path / "digits.npy", images)
+    out = tmp_path / "out.csv"
+    result = cli("predict", fitted_run, tmp_path / "digits.npy", "-o", out)
+    assert result.exit_code == 0, result.stderr
+    assert f"wrote {out}" in result.stdout and "assigned 1797 images" in result.stdout
+    rows = read_csv(out.read_text())
+    assert list(rows[0]) == ["id", "cluster", "distance"]
+    assert rows[0]["id"].endswith("digits.npy:0") and rows[-1]["id"].endswith("digits.npy:1796")
+    assert np.array_equal([int(r["cluster"]) for r in rows], run_labels(fitted_run))
+    distances = np.array([float(r["distance"]) for r in rows])
+    assert (distances >= 0).all() and distances.max() > 0
+
+
+def test_predict_an_npz_with_labels_channel_first_and_float(cli, fitted_run, tmp_path):
+    images, labels = digit_images()
+    first = np.moveaxis(images[:100], -1, 1).astype(np.float32) / 255  # (N, 1, 8, 8) in [0, 1]
+    np.savez(tmp_path / "few.npz", x=first, y=labels[:100])
+    result = cli("predict", fitted_run, tmp_path / "few.npz", "--json")
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["n_images"] == 100 and record["output"] is None
+    rows = record["assignments"]
+    assert [r["label"] for r in rows] == labels[:100].tolist()
+    assert [r["cluster"] for r in rows] == run_labels(fitted_run)[:100].tolist()
+    assert sum(record["clusters"].values()) == 100
+
+
+def test_predict_image_files_and_folders_reads_them_as_the_pipeline_was_fitted(cli, fitted_run, tmp_path):
+    images, _ = digit_images()
+    folder = tmp_path / "new"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(6):
+        Image.fromarray(images[i, :, :, 0]).save(folder / ("sub" if i % 2 else ".") / f"d{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    loose = tmp_path / "loose.png"
+    Image.fromarray(images[10, :, :, 0]).save(loose)
+    # an RGB image twice the size: read as 8x8 grayscale, as the pipeline was fitted
+    big = tmp_path / "big.png"
+    Image.fromarray(images[10, :, :, 0]).convert("RGB").resize((16, 16), Image.NEAREST).save(big)
+
+    result = cli("predict", fitted_run, folder, loose, big)
+    assert result.exit_code == 0, result.stderr
+    rows = read_csv(result.stdout)
+    ids = [r["id"] for r in rows]
+    expected = run_labels(fitted_run)
+    by_id = {r["id"]: int(r["cluster"]) for r in rows}
+    assert len(rows) == 8 and all("notes.txt" not in i for i in ids)
+    assert ids[-2:] == [str(loose), str(big)]
+    for i in range(6):
+        name = f"{folder.as_posix()}/{'sub/' if i % 2 else ''}d{i}.png"
+        assert by_id[name] == expected[i], name
+    assert by_id[str(loose)] == expected[10]
+    assert by_id[str(big)] == expected[10]
+
+
+def test_predict_refuses_arrays_of_another_size_or_channel_count(cli, fitted_run, tmp_path):
+    np.save(tmp_path / "big.npy", np.zeros((4, 28, 28), np.uint8))
+    np.save(tmp_path / "rgb.npy", np.zeros((4, 8, 8, 3), np.uint8))
+    for name, fragment in (("big.npy", "28x28 with 1 channel"), ("rgb.npy", "8x8 with 3 channels")):
+        result = cli("predict", fitted_run, tmp_path / name)
+        assert result.exit_code != 0
+        line = result.stderr.strip()
+        assert len(line.splitlines()) == 1 and "Traceback" not in line
+        assert fragment in line and "fitted on 8x8 with 1 channel" in line
+
+
+def test_predict_bad_inputs_get_one_clear_line(cli, fitted_run, tmp_path):
+    (tmp_path / "a.txt").write_text("hello")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        ((tmp_path / "missing.npy",), "does not exist"),
+        ((tmp_path / "a.txt",), "neither an image"),
+        ((tmp_path / "broken.png",), "cannot read image"),
+        ((tmp_path / "empty",), "holds no images"),
+    ]
+    for args, fragment in cases:
+        result = cli("predict", fitted_run, *args)
+        assert result.exit_code != 0, args
+        assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    result = cli("predict", tmp_path, tmp_path / "a.txt")
+    assert result.exit_code != 0 and "holds no fitted pipeline" in result.stderr
+
+
+def test_evaluate_scores_a_split_with_the_saved_pipeline(cli, fitted_run):
+    result = cli("evaluate", fitted_run, "--dataset", "digits", "--split", "all", "--json")
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(result.stdout)
+    metrics = json.loads((fitted_run / "metrics.json").read_text())
+    # the same images give the same clusters, so the same scores as the run
+    for key in ("acc", "nmi", "ari", "purity"):
+        assert record[key] == pytest.approx(metrics[key])
+    assert record["n_images"] == 1797 and record["split"] == "all"
+    text = cli("evaluate", fitted_run, "--split", "test", "--set", "dataset.limit=50")
+    assert text.exit_code == 0, text.stderr
+    assert "50 images" in text.stdout and "ACC " in text.stdout and "NMI " in text.stdout
+
+
+def test_evaluate_needs_labels_and_valid_settings(cli, fitted_run, tmp_path):
+    np.save(tmp_path / "x.npy", digit_images()[0][:20])
+    result = cli("evaluate", fitted_run, "--dataset", "arrays", "--set", f"dataset.path={tmp_path / 'x.npy'}")
+    assert result.exit_code != 0 and "no labels" in result.stderr
+    result = cli("evaluate", fitted_run, "--set", "clusterer.n_clusters=3")
+    assert result.exit_code != 0 and "only dataset" in result.stderr
+    result = cli("evaluate", fitted_run, "--set", "dataset.bogus=1")
+    assert result.exit_code != 0 and "Unknown setting 'bogus'" in result.stderr
+
+
+def test_a_run_whose_clusterer_cannot_predict_says_which_can(cli, runs_dir, tmp_path):
+    result = cli("run", "--dataset", "digits", "--encoder", "pca", "--clusterer", "agglomerative",
+                 "--set", "dataset.limit=200", "--no-plots", "--runs-dir", runs_dir)
+    assert result.exit_code == 0, result.stderr
+    [folder] = list(runs_dir.iterdir())
+    np.save(tmp_path / "x.npy", digit_images()[0][:5])
+    for command in (("predict", folder, tmp_path / "x.npy"), ("evaluate", folder)):
+        result = cli(*command)
+        assert result.exit_code != 0
+        assert "'agglomerative' cannot assign new images" in result.stderr
+        assert "kmeans" in result.stderr and "gmm" in result.stderr
+
+
+def test_predict_on_a_copied_run_folder(cli, fitted_run, tmp_path):
+    """A run folder moved elsewhere still loads: nothing in it refers to where it was made."""
+    moved = Path(shutil.copytree(fitted_run, tmp_path / "moved"))
+    np.save(tmp_path / "x.npy", digit_images()[0][:30])
+    result = cli("predict", moved, tmp_path / "x.npy", "--json", "-o", tmp_path / "o.csv")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["output"] == str(tmp_path / "o.csv")
+    rows = read_csv((tmp_path / "o.csv").read_text())
+    assert [int(r["cluster"]) for r in rows] == run_labels(fitted_run)[:30].tolist()
