@@ -204,6 +204,12 @@ def main(argv: list[str] | None = None) -> None:
 
         typer.echo(interrupted_message(), err=True)
         sys.exit(130)
+    except SystemExit as exc:
+        if exc.code == 130:  # typer turns Ctrl-C inside a command into exit code 130
+            from .resume import interrupted_message
+
+            typer.echo(interrupted_message(), err=True)
+        raise
     except MemoryError:
         typer.echo("Error: out of memory: use fewer images (dataset limit) or smaller settings.", err=True)
         sys.exit(1)
