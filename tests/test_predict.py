@@ -118,11 +118,13 @@ def test_predict_bad_inputs_get_one_clear_line(cli, fitted_run, tmp_path):
     (tmp_path / "a.txt").write_text("hello")
     (tmp_path / "broken.png").write_bytes(b"not a png")
     (tmp_path / "empty").mkdir()
+    Image.fromarray(digit_images()[0][0, :, :, 0]).save(tmp_path / "good.png")
     cases = [
         ((tmp_path / "missing.npy",), "does not exist"),
         ((tmp_path / "a.txt",), "neither an image"),
-        ((tmp_path / "broken.png",), "cannot read image"),
-        ((tmp_path / "empty",), "holds no images"),
+        ((tmp_path / "broken.png",), "broken.png: not a readable image"),
+        ((tmp_path / "good.png", tmp_path / "broken.png"), "cannot read image"),
+        ((tmp_path / "empty",), "no images in"),
     ]
     for args, fragment in cases:
         result = cli("predict", fitted_run, *args)

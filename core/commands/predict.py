@@ -20,7 +20,6 @@ import typer
 from ..errors import DataError, SettingsError
 
 ARRAY_SUFFIXES = (".npy", ".npz")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 @dataclass
@@ -72,30 +71,39 @@ def _need_mode(mode: str | None, saved: Any, what: str) -> str:
 
 
 def _image_files(files: list[Path], size: tuple[int, int], mode: str | None, saved: Any) -> Batch:
+    """Image files named one by one: each must be readable."""
+    import warnings
+
+    from imgclust.plugins.image_folder import DEFAULT_EXTENSIONS, load_image_files
+
     mode = _need_mode(mode, saved, str(files[0]))
-    bad = [str(f) for f in files if f.suffix.lower() not in IMAGE_SUFFIXES]
+    bad = [str(f) for f in files if f.suffix.lower() not in DEFAULT_EXTENSIONS]
     if bad:
         raise DataError(
-            f"input {bad[0]!r} is neither an image ({', '.join(IMAGE_SUFFIXES)}) nor an array "
+            f"input {bad[0]!r} is neither an image ({', '.join(DEFAULT_EXTENSIONS)}) nor an array "
             "(.npy, .npz) nor a folder."
         )
-    images = read_image_files(files, size, mode)
-    ids = [str(f) for f in files]
-    return Batch(ids[0] if len(ids) == 1 else f"{len(ids)} image files", ids,
-                 saved.prepare(images, "image files"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = load_image_files(files, None, size, mode, workers=1)
+    skipped = data.info.get("skipped") or []
+    if skipped:
+        raise DataError(f"cannot read image {skipped[0]}")
+    name = str(files[0]) if len(files) == 1 else f"{len(files)} image files"
+    return Batch(name, [str(f) for f in files], saved.prepare(data.images, "image files"))
 
 
 def _image_folder(folder: Path, text: str, size: tuple[int, int], mode: str | None, saved: Any) -> Batch:
+    """Every image below a folder, read as ``image-folder`` reads them (unreadable ones skipped)."""
+    from imgclust.plugins.image_folder import ImageFolderDataset
+
     mode = _need_mode(mode, saved, text)
-    files = sorted(
-        (p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-        key=lambda p: p.relative_to(folder).as_posix(),
-    )
-    if not files:
-        raise DataError(f"folder {text!r} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
-    images = read_image_files(files, size, mode)
-    ids = [(Path(text) / f.relative_to(folder)).as_posix() for f in files]
-    return Batch(text, ids, saved.prepare(images, f"images in {text!r}"))
+    data = ImageFolderDataset(path=str(folder), size=size, mode=mode, cache=False).load("all")
+    ids = [(Path(text) / name).as_posix() for name in data.ids]
+    labels = None
+    if data.labels is not None and data.class_names is not None:
+        labels = np.asarray([data.class_names[int(i)] for i in data.labels], dtype=object)
+    return Batch(text, ids, saved.prepare(data.images, f"images in {text!r}"), labels)
 
 
 def _array_file(path: Path, text: str, saved: Any) -> Batch:
@@ -108,27 +116,6 @@ def _array_file(path: Path, text: str, saved: Any) -> Batch:
     if labels is not None and len(labels) != len(images):
         labels = None
     return Batch(text, ids, images, labels)
-
-
-def read_image_files(files: list[Path], size: tuple[int, int], mode: str) -> np.ndarray:
-    """Decode image files with Pillow as uint8 (N, H, W, C), resized to ``size`` (H, W)."""
-    from PIL import Image, UnidentifiedImageError
-
-    height, width = size
-    channels = 1 if mode == "grayscale" else 3
-    out = np.empty((len(files), height, width, channels), dtype=np.uint8)
-    for index, file in enumerate(files):
-        try:
-            with Image.open(file) as image:
-                image.seek(0)
-                image = image.convert("L" if channels == 1 else "RGB")
-                if image.size != (width, height):
-                    image = image.resize((width, height), Image.Resampling.BILINEAR)
-                pixels = np.asarray(image, dtype=np.uint8)
-        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
-            raise DataError(f"cannot read image {str(file)!r}: {exc}") from None
-        out[index] = pixels.reshape(height, width, channels)
-    return out
 
 
 # Predict -----------------------------------------------------------------------------------
