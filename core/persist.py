@@ -18,10 +18,11 @@ import shutil
 import sys
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -281,7 +282,9 @@ def read_manifest(path: Path | str) -> dict[str, Any]:
     return manifest
 
 
-def load_pipeline(run_dir: Path | str, trust: bool = False, *, registry: Any = None) -> SavedPipeline:
+def load_pipeline(
+    run_dir: Path | str, trust: bool = False, *, registry: Any = None
+) -> SavedPipeline:
     """Rebuild a run's fitted pipeline from its folder.
 
     Each stage is built by its installed plugin's factory with the saved settings, then loads
@@ -377,7 +380,9 @@ def _load_stage(
     except ImgclustError as exc:
         raise ImgclustError(f"cannot rebuild {what} with its saved settings: {exc}") from None
     except (TypeError, ValueError) as exc:
-        raise ImgclustError(f"cannot rebuild {what} with its saved settings: {_one_line(exc)}") from None
+        raise ImgclustError(
+            f"cannot rebuild {what} with its saved settings: {_one_line(exc)}"
+        ) from None
     stage = Stage(name, instance, settings)
     if not info.get("saved"):
         stage.unsaved_reason = info.get("reason") or f"{what} was not saved"  # type: ignore[attr-defined]
@@ -423,7 +428,9 @@ class SavedPipeline:
     channel, or channel-first; they must match the size and channels the pipeline was fitted on.
     """
 
-    def __init__(self, pipeline: Pipeline, manifest: dict[str, Any], root: Path, shape: tuple[int, ...]) -> None:
+    def __init__(
+        self, pipeline: Pipeline, manifest: dict[str, Any], root: Path, shape: tuple[int, ...]
+    ) -> None:
         self.pipeline = pipeline
         self.manifest = manifest
         self.path = root
@@ -498,26 +505,14 @@ class SavedPipeline:
             return
         stage = self.pipeline.clusterer
         if not self.manifest["clusterer"].get("can_predict", True):
-            able = ", ".join(clusterers_that_predict()) or "none installed"
+            from .sklearn_adapter import predicting_clusterers
+
+            able = ", ".join(predicting_clusterers()) or "none installed"
             raise ImgclustError(
-                f"clusterer {stage.name!r} cannot assign new images; refit with one that can: {able}."
+                f"clusterer {stage.name!r} cannot assign new images; refit with one that can: "
+                f"{able}."
             )
         raise ImgclustError(f"this run's pipeline cannot predict: {self.manifest.get('reason')}.")
-
-
-def clusterers_that_predict() -> list[str]:
-    """Names of the installed clusterers that can assign new points (built with defaults)."""
-    from .plugins_host import get_registry
-
-    registry = get_registry()
-    able = []
-    for name in registry.names("clusterers"):
-        try:
-            if can_predict(registry.get("clusterers", name).target()):
-                able.append(name)
-        except Exception:
-            continue
-    return able
 
 
 def _describe(shape: tuple[int, ...]) -> str:

@@ -62,7 +62,7 @@ def resume_config(path: Path | str, given: dict[str, Any]) -> tuple[Path, Path]:
     ``given`` holds the other run options; any of them set is an error, since a resumed run
     must repeat the configuration its checkpoints were made with.
     """
-    clashing = [f"--{name.replace('_', '-')}" for name, value in given.items() if value not in (None, [], ())]
+    clashing = [f"--{name}" for name, value in given.items() if value not in (None, [], ())]
     if clashing:
         raise SettingsError(
             f"--resume continues a run exactly as it was configured; drop {', '.join(clashing)}."

@@ -75,7 +75,7 @@ def test_predict_an_npz_with_labels_channel_first_and_float(cli, fitted_run, tmp
     assert sum(record["clusters"].values()) == 100
 
 
-def test_predict_image_files_and_folders_reads_them_as_the_pipeline_was_fitted(cli, fitted_run, tmp_path):
+def test_predict_reads_image_files_and_folders_as_fitted(cli, fitted_run, tmp_path):
     images, _ = digit_images()
     folder = tmp_path / "new"
     (folder / "sub").mkdir(parents=True)
@@ -150,7 +150,8 @@ def test_evaluate_scores_a_split_with_the_saved_pipeline(cli, fitted_run):
 
 def test_evaluate_needs_labels_and_valid_settings(cli, fitted_run, tmp_path):
     np.save(tmp_path / "x.npy", digit_images()[0][:20])
-    result = cli("evaluate", fitted_run, "--dataset", "arrays", "--set", f"dataset.path={tmp_path / 'x.npy'}")
+    path = f"dataset.path={tmp_path / 'x.npy'}"
+    result = cli("evaluate", fitted_run, "--dataset", "arrays", "--set", path)
     assert result.exit_code != 0 and "no labels" in result.stderr
     result = cli("evaluate", fitted_run, "--set", "clusterer.n_clusters=3")
     assert result.exit_code != 0 and "only dataset" in result.stderr

@@ -79,7 +79,7 @@ def folders(runs_dir: Path) -> list[Path]:
     return sorted(runs_dir.iterdir()) if runs_dir.exists() else []
 
 
-def test_an_interrupted_run_resumes_from_its_checkpoint_and_finishes_the_same(cli, runs_dir, tmp_path):
+def test_an_interrupted_run_resumes_and_finishes_the_same(cli, runs_dir, tmp_path):
     result = cli("run", *RUN, "--set", "encoder.interrupt_after=1", "--runs-dir", runs_dir)
     assert result.exit_code == 130
     [incomplete] = folders(runs_dir)
@@ -115,7 +115,8 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_and_finishes_the_same(cl
 
 
 def test_resume_takes_the_folder_with_or_without_its_suffix(cli, runs_dir):
-    assert cli("run", *RUN, "--set", "encoder.interrupt_after=2", "--runs-dir", runs_dir).exit_code == 130
+    interrupted = cli("run", *RUN, "--set", "encoder.interrupt_after=2", "--runs-dir", runs_dir)
+    assert interrupted.exit_code == 130
     [incomplete] = folders(runs_dir)
     plain = incomplete.with_name(incomplete.name.removesuffix(".incomplete"))
     result = cli("run", "--resume", plain)
@@ -147,7 +148,8 @@ def test_resume_errors_are_one_clear_line(cli, runs_dir, tmp_path):
     for args, fragment in cases:
         result = cli("run", *args)
         assert result.exit_code != 0, args
-        assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert fragment in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 @pytest.mark.slow

@@ -10,9 +10,10 @@ import csv
 import io
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import typer
@@ -40,7 +41,9 @@ def read_inputs(inputs: list[str], saved: Any) -> Iterator[Batch]:
     for text in inputs:
         path = Path(text)
         if not path.exists():
-            raise DataError(f"input {text!r} does not exist: give image files, folders or .npy/.npz.")
+            raise DataError(
+                f"input {text!r} does not exist: give image files, folders or .npy/.npz."
+            )
         if path.is_file() and path.suffix.lower() not in ARRAY_SUFFIXES:
             loose.append(path)
             continue
@@ -93,7 +96,9 @@ def _image_files(files: list[Path], size: tuple[int, int], mode: str | None, sav
     return Batch(name, [str(f) for f in files], saved.prepare(data.images, "image files"))
 
 
-def _image_folder(folder: Path, text: str, size: tuple[int, int], mode: str | None, saved: Any) -> Batch:
+def _image_folder(
+    folder: Path, text: str, size: tuple[int, int], mode: str | None, saved: Any
+) -> Batch:
     """Every image below a folder, read as ``image-folder`` reads them (unreadable ones skipped)."""
     from imgclust.plugins.image_folder import ImageFolderDataset
 
@@ -157,8 +162,12 @@ def to_csv(header: list[str], rows: list[list[Any]]) -> str:
 
 def predict_command(
     run: Path = typer.Argument(..., help="A finished run folder (it holds pipeline/)."),
-    inputs: list[str] = typer.Argument(..., help="Image files, folders of images, .npy/.npz arrays."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Write the CSV here (default: stdout)."),
+    inputs: list[str] = typer.Argument(
+        ..., help="Image files, folders of images, .npy/.npz arrays."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write the CSV here (default: stdout)."
+    ),
     trust: bool = typer.Option(
         False, "--trust", help="Allow pickled stages (they can run code): only for runs you trust."
     ),
@@ -184,7 +193,7 @@ def predict_command(
             "output": None if output is None else str(output),
         }
         if output is None:
-            record["assignments"] = [dict(zip(header, row)) for row in rows]
+            record["assignments"] = [dict(zip(header, row, strict=True)) for row in rows]
         typer.echo(json.dumps(record, indent=2))
         return
     if output is None:
@@ -241,9 +250,13 @@ def evaluation(
 
 def evaluate_command(
     run: Path = typer.Argument(..., help="A finished run folder (it holds pipeline/)."),
-    dataset: str | None = typer.Option(None, "--dataset", "-d", help="Dataset (default: the run's)."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", "-d", help="Dataset (default: the run's)."
+    ),
     split: str | None = typer.Option(None, "--split", help="Split to score (default: the run's)."),
-    sets: list[str] | None = typer.Option(None, "--set", "-s", help="dataset.key=value; repeatable."),
+    sets: list[str] | None = typer.Option(
+        None, "--set", "-s", help="dataset.key=value; repeatable."
+    ),
     trust: bool = typer.Option(
         False, "--trust", help="Allow pickled stages (they can run code): only for runs you trust."
     ),
