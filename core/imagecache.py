@@ -69,8 +69,20 @@ def cache_location(folder: Path, cache_dir: str | Path | None = None) -> tuple[P
     for directory in candidates:
         if _usable(directory):
             inside = directory.resolve() == (folder / FOLDER_CACHE).resolve()
+            if inside:
+                _ignore_in_git(directory)
             return directory, "" if inside else str(folder)
     return None, ""
+
+
+def _ignore_in_git(directory: Path) -> None:
+    """A cache inside an image folder tells git to ignore it, in case the folder is a repo."""
+    marker = directory / ".gitignore"
+    if not marker.exists():
+        try:
+            atomic.write_text(marker, "# decoded-image cache of imgclust\n*\n")
+        except OSError:
+            pass
 
 
 def _digest(*parts: str) -> str:

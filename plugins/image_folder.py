@@ -266,9 +266,7 @@ def normalise_extensions(extensions: Sequence[str]) -> tuple[str, ...]:
 
 # Finding files -------------------------------------------------------------------------------
 def scan_folder(folder: Path, recursive: bool, extensions: Sequence[str]) -> list[ImageFile]:
-    """Image files below ``folder`` by extension, sorted by relative path; the cache is skipped."""
-    from imgclust.imagecache import FOLDER_CACHE
-
+    """Image files below ``folder`` by extension, sorted by relative path; hidden ones skipped."""
     folder = Path(folder)
     if not folder.exists():
         raise DataError(f"image folder {str(folder)!r} does not exist.")
@@ -280,10 +278,12 @@ def scan_folder(folder: Path, recursive: bool, extensions: Sequence[str]) -> lis
     endings = tuple(extensions)
     found: list[ImageFile] = []
     for directory, subdirs, names in os.walk(folder, onerror=None, followlinks=False):
-        subdirs[:] = sorted(d for d in subdirs if d != FOLDER_CACHE) if recursive else []
+        # hidden folders (the cache, .git, ...) and hidden files (such as macOS's "._x.jpg"
+        # companions) are not part of the collection
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith(".")) if recursive else []
         base = Path(directory)
         for name in names:
-            if not name.lower().endswith(endings):
+            if name.startswith(".") or not name.lower().endswith(endings):
                 continue
             path = base / name
             try:

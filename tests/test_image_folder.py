@@ -184,6 +184,14 @@ def test_recursive_extensions_and_limit(tmp_path: Path):
     assert load(tmp_path, limit=2).ids == ["sub/inner.png", "top.jpg"]
 
 
+def test_hidden_files_and_folders_are_not_part_of_the_collection(tmp_path: Path):
+    save(tmp_path / "a.png")
+    corrupt(tmp_path / "._a.png")  # a macOS companion file
+    save(tmp_path / ".thumbnails" / "a.png")
+    data = load(tmp_path)
+    assert data.ids == ["a.png"] and data.info["skipped"] == []
+
+
 def test_decompression_bombs_are_refused_like_corrupt_files(tmp_path: Path):
     save(tmp_path / "small.png", size=(10, 10))
     save(tmp_path / "big.png", size=(30, 30))  # 900 pixels

@@ -55,6 +55,7 @@ def test_first_load_writes_a_memory_map_that_the_second_reuses(folder: Path):
     assert Path(second.info["cache_path"]).stat().st_mtime_ns == written
     assert second.labels.tolist() == first.labels.tolist()
     assert [int(v) for v in second.images[:, 0, 0, 0]] == [0, 40, 80, 20, 60, 100]
+    assert (cache / ".gitignore").read_text().splitlines()[-1] == "*"
 
 
 def test_touching_adding_or_removing_a_file_invalidates_it(folder: Path):
@@ -129,12 +130,12 @@ def test_failed_decoding_leaves_no_entry_or_temporary_file(folder: Path):
     with pytest.raises(DataError, match="differ in size"):
         load(folder)
     cache = folder / imagecache.FOLDER_CACHE
-    assert list(cache.iterdir()) == []
+    assert [p.name for p in cache.iterdir()] == [".gitignore"]
     (folder / "even" / "big.png").unlink()
     (folder / "even" / "bad.png").write_bytes(b"junk")
     with pytest.raises(DataError, match="unreadable"):
         load(folder, strict=True)
-    assert list(cache.iterdir()) == []
+    assert [p.name for p in cache.iterdir()] == [".gitignore"]
 
 
 def test_an_incomplete_or_damaged_entry_is_rewritten(folder: Path):
