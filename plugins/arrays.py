@@ -128,6 +128,12 @@ def read_arrays(
             labels = archive[label_key] if label_key else None
         return images, labels, info
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, struct.error) as exc:
+        if "Object arrays" in str(exc):
+            raise DataError(
+                f"{str(path)!r} holds an object array (images of different shapes, or Python "
+                "objects): save one (N, H, W[, C]) array of numbers, or resize the images to one "
+                "size with the image-folder dataset's size setting."
+            ) from None
         raise DataError(f"cannot read array file {str(path)!r}: {exc}") from None
 
 
