@@ -13,12 +13,14 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import typer
 
 from ..errors import DataError, SettingsError
+
+if TYPE_CHECKING:  # numpy loads with the first command that needs it, not with the CLI
+    import numpy as np
 
 ARRAY_SUFFIXES = (".npy", ".npz")
 
@@ -105,6 +107,8 @@ def _image_folder(
     mode = _need_mode(mode, saved, text)
     data = ImageFolderDataset(path=str(folder), size=size, mode=mode, cache=False).load("all")
     ids = [(Path(text) / name).as_posix() for name in data.ids]
+    import numpy as np
+
     labels = None
     if data.labels is not None and data.class_names is not None:
         labels = np.asarray([data.class_names[int(i)] for i in data.labels], dtype=object)
@@ -112,6 +116,8 @@ def _image_folder(
 
 
 def _array_file(path: Path, text: str, saved: Any) -> Batch:
+    import numpy as np
+
     from imgclust.plugins.arrays import ArraysDataset
 
     data = ArraysDataset(path=str(path), channels="last").load("all")
@@ -149,7 +155,7 @@ def _number(value: Any) -> float:
 
 
 def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
+    return value.item() if hasattr(value, "item") else value
 
 
 def to_csv(header: list[str], rows: list[list[Any]]) -> str:
@@ -211,6 +217,8 @@ def evaluation(
     saved: Any, dataset: str | None, split: str | None, sets: list[str]
 ) -> dict[str, Any]:
     """Predict a labelled split with a saved pipeline and score it against the labels."""
+    import numpy as np
+
     from ..config import apply_sets
     from ..metrics import external_scores
     from ..plugins_host import get_registry
