@@ -207,9 +207,13 @@ def load_image_files(
     entries = []
     for file in files:
         path = Path(file)
-        if not path.is_file():
-            raise DataError(f"image file {str(path)!r} does not exist.")
-        entries.append(ImageFile(_relative_name(path, root), path))
+        try:
+            stat = path.stat()
+        except OSError:
+            stat = None
+        if stat is None or not _is_regular(stat.st_mode):
+            raise DataError(f"image file {str(path)!r} does not exist or is not a file.")
+        entries.append(ImageFile(_relative_name(path, root), path, stat.st_size, stat.st_mtime_ns))
     if not entries:
         raise DataError("no image files were given.")
     source = str(root) if root is not None else "the given files"
