@@ -90,6 +90,7 @@ def save_pipeline(
             "n_clusters": _n_clusters(pipeline.labels_),
             "can_predict": not reasons,
             "reason": "; ".join(reasons) or None,
+            "needs_trust": any(s["needs_trust"] for s in [*encoders, clusterer]),
         }
         atomic.write_json(work / MANIFEST, manifest)
         if target.exists():  # a resumed run rewrites what an earlier attempt left
@@ -114,6 +115,7 @@ def _save_stage(registry: Any, kind: str, stage: Stage, root: Path, folder: str)
         "dir": folder,
         "format": None,
         "saved": False,
+        "needs_trust": False,
         "reason": None,
     }
     entry = registry.entries.get(kind, {}).get(stage.name)
@@ -131,7 +133,7 @@ def _save_stage(registry: Any, kind: str, stage: Stage, root: Path, folder: str)
     try:
         path.mkdir(parents=True)
         instance.save(path)
-        info.update(format="native", saved=True)
+        info.update(format="native", saved=True, needs_trust=_needs_trust(path))
         return info
     except Exception as exc:  # the run must not fail because one stage cannot be kept
         errors.append(_one_line(exc))
@@ -140,7 +142,7 @@ def _save_stage(registry: Any, kind: str, stage: Stage, root: Path, folder: str)
     if state is not None:
         path.mkdir(parents=True)
         atomic.write_bytes(path / STATE_PICKLE, state)
-        info.update(format="pickle", saved=True)
+        info.update(format="pickle", saved=True, needs_trust=True)
         info["note"] = f"{what} has no file format of its own ({errors[0]}); its state is a pickle"
         return info
     info["reason"] = f"{what} could not be saved: {errors[0]}; {problem}"
@@ -327,6 +329,15 @@ def audit(root: Path) -> None:
                 f"{rel} holds a Keras Lambda layer or serialized Python function, which can run "
                 f"code when loaded; {TRUST_HINT}."
             )
+
+
+def _needs_trust(folder: Path) -> bool:
+    """Whether loading a saved stage's files needs ``trust`` (what :func:`audit` refuses)."""
+    try:
+        audit(folder)
+    except ImgclustError:
+        return True
+    return False
 
 
 def _looks_pickled(file: Path) -> bool:

@@ -80,6 +80,7 @@ def test_every_run_folder_holds_its_pipeline_and_a_manifest(fitted_run):
     assert encoder["plugin"] == "basic-encoders" and encoder["format"] == "native"
     assert manifest["clusterer"]["settings"]["n_clusters"] == 10
     assert manifest["can_predict"] is True and manifest["n_clusters"] == 10
+    assert manifest["needs_trust"] is False
     assert (root / encoder["dir"]).is_dir() and (root / manifest["clusterer"]["dir"]).is_dir()
     assert encoder["dir"] == "encoder-0-pca" and manifest["clusterer"]["dir"] == "clusterer-kmeans"
 
@@ -167,9 +168,8 @@ def test_save_load_round_trip_of_every_predicting_clusterer(tmp_path, name):
     pipeline, new, folder = _save_fitted(tmp_path, name)
     manifest = read_manifest(folder)
     assert manifest["can_predict"], manifest["reason"]
-    pickled = manifest["clusterer"]["format"] == "pickle" or any(
-        p.suffix == ".pkl" for p in (folder / "pipeline").rglob("*")
-    )
+    pickled = manifest["needs_trust"]
+    assert pickled == any(p.suffix == ".pkl" for p in (folder / "pipeline").rglob("*"))
     if pickled:
         with pytest.raises(ImgclustError, match="--trust"):
             load_pipeline(folder)
@@ -236,6 +236,7 @@ def test_a_picklable_stage_without_a_format_is_pickled_and_loads_only_when_trust
     [folder] = list(runs_dir.iterdir())
     manifest = read_manifest(folder)
     assert manifest["encoders"][0]["format"] == "pickle" and manifest["can_predict"]
+    assert manifest["encoders"][0]["needs_trust"] and manifest["needs_trust"]
     with pytest.raises(ImgclustError, match="pickle.*--trust"):
         load_pipeline(folder)
     saved = load_pipeline(folder, trust=True)
