@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-MODULES: tuple[str, ...] = ("predict",)
+MODULES: tuple[str, ...] = ("predict", "sweep")
 
 
 def register_all(app: Any) -> None:

@@ -1,0 +1,252 @@
+"""The umap, dense-ae and deskew encoders, and chaining encoders on the CLI and in config files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgclust.errors import DataError, ImgclustError, SettingsError
+
+SMALL = ["--dataset", "digits", "--set", "dataset.limit=600", "--no-plots", "--json"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.round(bunch.images * (255 / 16)).astype(np.uint8)[..., None]
+    return images, bunch.target
+
+
+def run_json(cli, *args):
+    result = cli("run", *args)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+# Import cost ---------------------------------------------------------------------------------
+def test_plugins_import_no_heavy_library():
+    code = (
+        "import sys\n"
+        "import imgclust.plugins.umap_encoder, imgclust.plugins.dense_ae\n"
+        "import imgclust.plugins.deskew, imgclust.plugins.hdbscan_clusterer\n"
+        "import imgclust.plugins.sklearn_clusterers, imgclust.plugins.recipes\n"
+        "heavy = {'umap', 'numba', 'keras', 'tensorflow', 'hdbscan', 'sklearn', 'matplotlib'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_umap_is_imported_without_tensorflow():
+    code = (
+        "import sys\n"
+        "from imgclust.plugins.umap_encoder import import_umap\n"
+        "umap = import_umap()\n"
+        "print('tensorflow' in sys.modules, hasattr(umap, 'UMAP'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
+
+
+# umap ----------------------------------------------------------------------------------------
+def test_umap_with_a_seed_is_reproducible_and_keeps_its_embedding(digits):
+    from imgclust.plugins.umap_encoder import UMAPEncoder
+
+    x = digits[0][:400]
+    settings = dict(n_components=3, n_neighbors=10, n_epochs=60)
+    first = UMAPEncoder(**settings, seed=1).fit(x)
+    again = UMAPEncoder(**settings, seed=1).fit(x)
+    other = UMAPEncoder(**settings, seed=2).fit(x)
+    assert first.embedding_.shape == (400, 3) and first.embedding_.dtype == np.float32
+    np.testing.assert_array_equal(first.embedding_, again.embedding_)
+    assert not np.allclose(first.embedding_, other.embedding_)
+    new = first.transform(digits[0][400:420])
+    assert new.shape == (20, 3) and new.dtype == np.float32 and np.isfinite(new).all()
+
+
+def test_umap_saves_a_pickle_that_loads_only_with_trust(digits, tmp_path):
+    from imgclust.plugins.umap_encoder import UMAPEncoder
+
+    x = digits[0][:300]
+    encoder = UMAPEncoder(n_components=2, n_neighbors=8, n_epochs=40).fit(x)
+    encoder.save(tmp_path)
+    assert (tmp_path / "umap.pkl").is_file()
+    with pytest.raises(ImgclustError, match="refusing to unpickle.*trust"):
+        UMAPEncoder().load(tmp_path)
+    loaded = UMAPEncoder().load(tmp_path, trust=True)
+    np.testing.assert_allclose(loaded.transform(x[:10]), encoder.transform(x[:10]), atol=1e-5)
+
+
+def test_umap_needs_more_images_than_dimensions(digits):
+    from imgclust.plugins.umap_encoder import UMAPEncoder
+
+    with pytest.raises(DataError, match="needs more than"):
+        UMAPEncoder(n_components=10).fit(digits[0][:8])
+    with pytest.raises(SettingsError, match="n_neighbors >= 2"):
+        UMAPEncoder(n_neighbors=1)
+
+
+def test_encoders_chain_on_the_cli_each_with_its_settings(cli, runs_dir):
+    record = run_json(
+        cli, *SMALL, "--encoder", "pca", "--encoder", "umap", "--clusterer", "gmm",
+        "--set", "encoder.pca.n_components=20", "--set", "encoder.umap.n_neighbors=10",
+        "--set", "encoder.umap.min_dist=0", "--set", "encoder.umap.n_epochs=100",
+        "--runs-dir", runs_dir,
+    )  # fmt: skip
+    assert record["pipeline"] == "digits -> pca -> umap -> gmm"
+    assert record["feature_dim"] == 10 and record["metrics"]["acc"] > 0.6
+    folder = Path(record["run"])
+    from imgclust.config import read_toml
+
+    config = read_toml(folder / "config.toml")
+    assert [e["name"] for e in config["encoder"]] == ["pca", "umap"]
+    assert config["encoder"][0]["n_components"] == 20
+    assert config["encoder"][1]["n_neighbors"] == 10 and config["encoder"][1]["min_dist"] == 0
+    assert np.load(folder / "embeddings.npy").shape == (600, 10)
+
+
+def test_encoders_chain_in_a_config_file_and_the_cli_overrides_one(cli, runs_dir, tmp_path):
+    config = tmp_path / "chain.toml"
+    config.write_text(
+        '[dataset]\nname = "digits"\nlimit = 500\n\n'
+        '[[encoder]]\nname = "deskew"\n\n'
+        '[[encoder]]\nname = "pca"\nn_components = 16\n\n'
+        '[[encoder]]\nname = "umap"\nn_components = 4\nn_neighbors = 30\nn_epochs = 50\n\n'
+        '[clusterer]\nname = "kmeans"\nn_clusters = 10\n'
+    )
+    record = run_json(
+        cli, "--config", config, "--set", "encoder.umap.n_neighbors=10", "--no-plots", "--json",
+        "--runs-dir", runs_dir,
+    )  # fmt: skip
+    assert record["pipeline"] == "digits -> deskew -> pca -> umap -> kmeans"
+    assert record["feature_dim"] == 4 and record["n_images"] == 500
+    saved = (Path(record["run"]) / "config.toml").read_text()
+    assert "n_neighbors = 10" in saved and "n_components = 16" in saved
+
+
+def test_a_setting_for_an_encoder_not_in_the_chain_is_refused(cli, runs_dir):
+    result = cli(
+        "run", *SMALL, "--encoder", "pca", "--encoder", "umap", "--clusterer", "kmeans",
+        "--set", "encoder.dense-ae.epochs=2", "--runs-dir", runs_dir,
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "no single encoder 'dense-ae'" in result.stderr and "Traceback" not in result.stderr
+    assert not runs_dir.exists() or not list(runs_dir.iterdir())
+
+
+# dense-ae ------------------------------------------------------------------------------------
+def test_dense_ae_has_the_dec_architecture():
+    from imgclust.plugins.dense_ae import DenseAutoencoder
+
+    model = DenseAutoencoder().build(784)
+    widths = [layer.units for layer in model.layers if hasattr(layer, "units")]
+    assert widths == [500, 500, 2000, 10, 2000, 500, 500, 784]
+    sizes = [784, 500, 500, 2000, 10, 2000, 500, 500, 784]
+    expected = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    assert model.count_params() == expected
+    assert model.get_layer("code").activation.__name__ == "linear"
+    assert model.get_layer("reconstruction").activation.__name__ == "linear"
+    assert type(model.optimizer).__name__ == "Adam"
+
+
+def test_dense_ae_trains_reports_on_stderr_and_round_trips(digits, tmp_path, capfd):
+    from imgclust.plugins.dense_ae import DenseAutoencoder
+
+    images = digits[0]
+    encoder = DenseAutoencoder(dims=(32, 16), code_size=4, epochs=3, batch_size=64, seed=3)
+    encoder.fit(images[:1500], validation=images[1500:])
+    out, err = capfd.readouterr()
+    assert "dense-ae epoch 3/3" in err and "dense-ae" not in out
+    assert len(encoder.history_["loss"]) == 3 and len(encoder.history_["val_loss"]) == 3
+    assert encoder.history_["loss"][-1] < encoder.history_["loss"][0]
+    codes = encoder.transform(images[:100])
+    assert codes.shape == (100, 4) and codes.dtype == np.float32
+    restored = encoder.reconstruct(images[:5])
+    assert restored.shape == (5, 8, 8, 1)
+    encoder.save(tmp_path)
+    assert (tmp_path / "dense_ae.keras").is_file()
+    loaded = DenseAutoencoder().load(tmp_path)
+    np.testing.assert_allclose(loaded.transform(images[:100]), codes, rtol=1e-5, atol=1e-5)
+    assert loaded.history_["loss"] == encoder.history_["loss"]
+    with pytest.raises(DataError, match="fitted on inputs of 64 numbers"):
+        loaded.transform(np.zeros((2, 5, 5, 1), dtype=np.uint8))
+
+
+def test_dense_ae_with_the_same_seed_gives_the_same_code(digits):
+    from imgclust.plugins.dense_ae import DenseAutoencoder
+
+    def codes(seed: int) -> np.ndarray:
+        encoder = DenseAutoencoder(dims=(16,), code_size=3, epochs=1, batch_size=128, seed=seed)
+        return encoder.fit(digits[0][:600]).transform(digits[0][:50])
+
+    np.testing.assert_allclose(codes(4), codes(4), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(codes(4), codes(5))
+
+
+def test_dense_ae_chains_after_pca_on_the_cli(cli, runs_dir):
+    record = run_json(
+        cli, *SMALL, "--encoder", "pca", "--encoder", "dense-ae", "--clusterer", "kmeans",
+        "--set", "encoder.dense-ae.epochs=2", "--set", "encoder.dense-ae.dims=32,16",
+        "--set", "encoder.dense-ae.code_size=5", "--runs-dir", runs_dir,
+    )  # fmt: skip
+    assert record["feature_dim"] == 5
+    metrics = json.loads((Path(record["run"]) / "metrics.json").read_text())
+    assert len(metrics["training"]["dense-ae"]["loss"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [("encoder.dims=0", "dims must be positive"), ("encoder.epochs=0", "at least 1"),
+     ("encoder.learning_rate=-1", "learning_rate must be positive")],
+)  # fmt: skip
+def test_dense_ae_bad_settings_are_one_line(cli, runs_dir, setting, message):
+    result = cli("run", *SMALL, "--encoder", "dense-ae", "--clusterer", "kmeans",
+                 "--set", setting, "--runs-dir", runs_dir)  # fmt: skip
+    assert result.exit_code != 0 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# deskew --------------------------------------------------------------------------------------
+def slanted_bar(size: int = 28, slope: float = 0.5) -> np.ndarray:
+    image = np.zeros((size, size), dtype=np.uint8)
+    for row in range(4, size - 4):
+        col = int(round(size / 2 + slope * (row - size / 2))) - 3
+        image[row, col : col + 3] = 255
+    return image
+
+
+def test_deskew_straightens_a_slanted_bar_and_centres_it():
+    from imgclust.plugins.deskew import DeskewEncoder
+
+    images = np.stack([slanted_bar(slope=0.5), slanted_bar(slope=-0.4)])[..., None]
+    out = DeskewEncoder().fit(images).transform(images)
+    assert out.shape == images.shape and out.dtype == np.uint8
+    for before, after in zip(images[..., 0], out[..., 0]):
+
+        def centres(img: np.ndarray) -> np.ndarray:
+            rows = img.sum(axis=1) > 0
+            weights = img[rows].astype(float)
+            return (weights * np.arange(img.shape[1])).sum(axis=1) / weights.sum(axis=1)
+
+        assert np.ptp(centres(before)) > 6 and np.ptp(centres(after)) < 2
+        mass = after.astype(float)
+        col = (mass * np.arange(28)[None, :]).sum() / mass.sum()
+        assert abs(col - 13.5) < 1
+
+
+def test_deskew_keeps_float_images_in_range_and_needs_images(digits):
+    from imgclust.plugins.deskew import DeskewEncoder
+
+    floats = digits[0][:20].astype(np.float32) / 255
+    out = DeskewEncoder(center=False).fit(floats).transform(floats)
+    assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
+    with pytest.raises(DataError, match="put it first"):
+        DeskewEncoder().fit(np.zeros((5, 10), dtype=np.float32))
