@@ -25,12 +25,14 @@ from imgclust.pipeline import Pipeline, Stage
 from imgclust.plugins_host import get_host, get_registry
 
 FAST = ["--dataset", "digits", "--encoder", "pca", "--clusterer", "kmeans", "--no-plots"]
+SMALL = ["--dataset", "digits", "--set", "dataset.limit=300", "--clusterer", "kmeans",
+         "--set", "clusterer.n_init=2"]
 
 
-def digits() -> ImageSet:
+def digits(limit: int | None = None) -> ImageSet:
     from imgclust.plugins.digits import DigitsDataset
 
-    return DigitsDataset().load("all")
+    return DigitsDataset(limit=limit).load("all")
 
 
 def run_cli(*args: str) -> None:
@@ -230,7 +232,7 @@ def register_test_encoder() -> None:
 
 def test_a_picklable_stage_without_a_format_is_pickled_and_loads_only_when_trusted(cli, runs_dir):
     register_test_encoder()
-    result = cli("run", "--dataset", "digits", "--encoder", "no-format", "--clusterer", "kmeans",
+    result = cli("run", *SMALL, "--encoder", "no-format",
                  "--no-plots", "--runs-dir", runs_dir)
     assert result.exit_code == 0, result.stderr
     [folder] = list(runs_dir.iterdir())
@@ -240,12 +242,12 @@ def test_a_picklable_stage_without_a_format_is_pickled_and_loads_only_when_trust
     with pytest.raises(ImgclustError, match="pickle.*--trust"):
         load_pipeline(folder)
     saved = load_pipeline(folder, trust=True)
-    assert np.array_equal(saved.predict(digits().images), run_labels(folder))
+    assert np.array_equal(saved.predict(digits(limit=300).images), run_labels(folder))
 
 
 def test_a_stage_that_cannot_be_saved_does_not_fail_the_run(cli, runs_dir):
     register_test_encoder()
-    result = cli("run", "--dataset", "digits", "--encoder", "no-format", "--clusterer", "kmeans",
+    result = cli("run", *SMALL, "--encoder", "no-format",
                  "--set", "encoder.picklable=false", "--no-plots", "--runs-dir", runs_dir)
     assert result.exit_code == 0, result.stderr
     [folder] = list(runs_dir.iterdir())
@@ -254,7 +256,7 @@ def test_a_stage_that_cannot_be_saved_does_not_fail_the_run(cli, runs_dir):
     assert "no-format" in manifest["reason"] and "hook_" in manifest["reason"]
     saved = load_pipeline(folder, trust=True)
     with pytest.raises(ImgclustError, match="cannot predict.*no-format"):
-        saved.predict(digits().images)
+        saved.predict(digits(limit=300).images)
     predicted = cli("predict", folder, folder / "embeddings.npy")
     assert predicted.exit_code != 0 and "cannot predict" in predicted.stderr
 
@@ -342,7 +344,7 @@ def test_arrays_replaced_by_a_malicious_pickle_are_never_unpickled(run_copy, tmp
 
 def test_a_malicious_pickled_stage_runs_only_when_trusted(cli, runs_dir, tmp_path):
     register_test_encoder()
-    assert cli("run", "--dataset", "digits", "--encoder", "no-format", "--clusterer", "kmeans",
+    assert cli("run", *SMALL, "--encoder", "no-format",
                "--no-plots", "--runs-dir", runs_dir).exit_code == 0
     [folder] = list(runs_dir.iterdir())
     [state] = list((folder / "pipeline").rglob("*.pkl"))
