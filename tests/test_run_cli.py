@@ -270,7 +270,7 @@ BAD_INPUTS = {
             "--clusterer",
             "kmeans",
         ],
-        "must be (N, H, W)",
+        "reshape them to (N, H, W)",
     ),
     "mixed shapes": (
         [
