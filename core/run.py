@@ -180,9 +180,17 @@ def execute(
         if after_fit is not None:
             after_fit(result)
         timings["write"] = time.perf_counter() - clock
+        if plots:
+            from .plots import plot_run
+
+            timings["plots"] = plot_run(result, log)
         timings["total"] = time.perf_counter() - started
         metrics["timings"] = {k: round(v, 3) for k, v in timings.items()}
         atomic.write_json(folder / "metrics.json", {**metrics, "n_images": len(data), "n_clusters": _n_clusters(labels)})
+        if plots:
+            from .report_html import write_report_quietly
+
+            write_report_quietly(folder, log)
     except BaseException:
         if not any((folder / "checkpoints").glob("**/*")):
             discard(folder)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-MODULES: tuple[str, ...] = ("predict", "sweep")
+MODULES: tuple[str, ...] = ("predict", "sweep", "report")
 
 
 def register_all(app: Any) -> None:
