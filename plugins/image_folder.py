@@ -10,12 +10,13 @@ reuse while the folder is unchanged. Unreadable files are skipped and listed, or
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from imgclust.errors import DataError, SettingsError
 from imgclust.hookspecs import hookimpl
@@ -32,12 +33,11 @@ class ImageSkippedWarning(UserWarning):
     """Some image files could not be read and were left out."""
 
 
-@dataclass(frozen=True)
-class ImageFile:
+class ImageFile(NamedTuple):
     """One candidate file: its id (path relative to the folder, posix) and where it lies."""
 
     name: str
-    path: Path
+    path: str
     size: int = 0
     mtime_ns: int = 0
 
@@ -213,7 +213,8 @@ def load_image_files(
             stat = None
         if stat is None or not _is_regular(stat.st_mode):
             raise DataError(f"image file {str(path)!r} does not exist or is not a file.")
-        entries.append(ImageFile(_relative_name(path, root), path, stat.st_size, stat.st_mtime_ns))
+        name = _relative_name(path, root)
+        entries.append(ImageFile(name, os.fspath(path), stat.st_size, stat.st_mtime_ns))
     if not entries:
         raise DataError("no image files were given.")
     source = str(root) if root is not None else "the given files"
@@ -270,7 +271,12 @@ def normalise_extensions(extensions: Sequence[str]) -> tuple[str, ...]:
 
 # Finding files -------------------------------------------------------------------------------
 def scan_folder(folder: Path, recursive: bool, extensions: Sequence[str]) -> list[ImageFile]:
-    """Image files below ``folder`` by extension, sorted by relative path; hidden ones skipped."""
+    """Image files below ``folder`` by extension, sorted by relative path; hidden ones skipped.
+
+    Hidden folders (the cache, .git, ...) and hidden files (such as macOS's "._x.jpg"
+    companions) are not part of the collection. Links to files are followed, links to folders
+    are not.
+    """
     folder = Path(folder)
     if not folder.exists():
         raise DataError(f"image folder {str(folder)!r} does not exist.")
@@ -281,35 +287,40 @@ def scan_folder(folder: Path, recursive: bool, extensions: Sequence[str]) -> lis
         )
     endings = tuple(extensions)
     found: list[ImageFile] = []
-    for directory, subdirs, names in os.walk(folder, onerror=None, followlinks=False):
-        # hidden folders (the cache, .git, ...) and hidden files (such as macOS's "._x.jpg"
-        # companions) are not part of the collection
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith(".")) if recursive else []
-        base = Path(directory)
-        for name in names:
-            if name.startswith(".") or not name.lower().endswith(endings):
+    pending = [(os.fspath(folder), "")]
+    while pending:
+        directory, prefix = pending.pop()
+        try:
+            with os.scandir(directory) as listing:
+                entries = list(listing)
+        except OSError:
+            continue  # unreadable sub-folder
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
                 continue
-            path = base / name
             try:
-                stat = path.stat()
+                if entry.is_dir(follow_symlinks=False):
+                    if recursive:
+                        pending.append((entry.path, f"{prefix}{name}/"))
+                    continue
+                if not name.lower().endswith(endings):
+                    continue
+                stat = entry.stat()
             except OSError:
-                continue  # vanished or a broken link
-            if not _is_regular(stat.st_mode):
-                continue
-            relative = path.relative_to(folder).as_posix()
-            found.append(ImageFile(relative, path, stat.st_size, stat.st_mtime_ns))
+                continue  # vanished, or a broken link
+            if _is_regular(stat.st_mode):
+                found.append(ImageFile(prefix + name, entry.path, stat.st_size, stat.st_mtime_ns))
     if not found:
         where = "in it or its sub-folders" if recursive else "in it"
         raise DataError(
             f"no images in {str(folder)!r}: found no {', '.join(endings)} files {where}."
         )
-    found.sort(key=lambda f: f.name)
+    found.sort()
     return found
 
 
 def _is_regular(mode: int) -> bool:
-    import stat
-
     return stat.S_ISREG(mode)
 
 
@@ -335,15 +346,27 @@ def folder_labels(names: Sequence[str]) -> tuple[Any, list[str] | None]:
 
 
 # Decoding ------------------------------------------------------------------------------------
-def decode_image(path: Path, size: tuple[int, int] | None, mode: str) -> Any:
+_IMAGING: tuple[Any, Any, Any] | None = None
+
+
+def _imaging() -> tuple[Any, Any, Any]:
+    """numpy, PIL.Image and PIL.ImageOps, imported on first use (once, not once per image)."""
+    global _IMAGING
+    if _IMAGING is None:
+        import numpy
+        from PIL import Image, ImageOps
+
+        _IMAGING = (numpy, Image, ImageOps)
+    return _IMAGING
+
+
+def decode_image(path: str | Path, size: tuple[int, int] | None, mode: str) -> Any:
     """One image as (H, W, C) uint8: first frame, EXIF orientation applied, converted, resized.
 
     Raises whatever Pillow raises for unreadable files; decompression-bomb warnings must be
     turned into errors by the caller (:func:`_bomb_guard`).
     """
-    import numpy as np
-    from PIL import Image, ImageOps
-
+    np, Image, ImageOps = _imaging()
     with Image.open(path) as image:
         if size is not None and image.format == "JPEG":
             side = max(size)
@@ -359,9 +382,7 @@ def decode_image(path: Path, size: tuple[int, int] | None, mode: str) -> Any:
 
 def _convert(image: Any, mode: str) -> Any:
     """To 8-bit 'L' or 'RGB', scaling 16-bit and float images instead of clipping them."""
-    import numpy as np
-    from PIL import Image
-
+    np, Image, _ = _imaging()
     if image.mode.startswith("I") or image.mode == "F":
         values = np.asarray(image)
         if image.mode.startswith("I;16"):
