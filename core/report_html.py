@@ -32,7 +32,7 @@ PLOTS: tuple[tuple[str, str, str], ...] = (
     (
         "plots/confusion.png",
         "Clusters against labels",
-        "How many images of each true label fell in each cluster; matched pairs on the diagonal.",
+        "How many images of each true label fell in each cluster; the matched pairs are outlined.",
     ),
     (
         "plots/reconstructions.png",

@@ -27,6 +27,8 @@ class PlotInputs:
     encoders: list[tuple[str, Any]] = field(default_factory=list)
     #: training history per encoder name: {"loss": [...], "val_loss": [...]}
     histories: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    #: resolved settings per encoder name (the loss a curve measures, for its axis)
+    encoder_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     seed: int = 0
     #: what the images are, for titles: "mnist (test)"
     source: str = "images"
@@ -104,6 +106,7 @@ def from_result(result: Any) -> PlotInputs:
         class_names=data.class_names,
         encoders=encoders,
         histories=histories,
+        encoder_settings={stage.name: dict(stage.settings) for stage in result.pipeline.encoders},
         seed=int(result.record.get("seed", 0)),
         source=source,
     )

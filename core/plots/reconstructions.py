@@ -84,9 +84,9 @@ def plot_reconstructions(inputs: PlotInputs, folder: Path, options: PlotOptions)
         axes.set_xticks([])
     for side in axes.spines.values():
         side.set_visible(False)
-    what = "spread over the classes" if labels is not None else "random"
+    what = ", spread over the classes," if labels is not None else ", at random,"
     axes.set_title(
-        f"Encoder {name}: {len(index)} images of {inputs.source} ({what}) above their "
+        f"Encoder {name}: {len(index)} images of {inputs.source}{what} above their "
         f"reconstructions\nmean squared error per pixel {error:.4f} (pixels scaled to 0..1)",
         fontsize=10,
     )

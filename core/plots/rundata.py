@@ -120,6 +120,7 @@ def load_run_inputs(run_dir: Path, registry: Any, log: Log = lambda message: Non
         features=features,
         labels=csv_labels,
         histories=histories_from(metrics),
+        encoder_settings={str(e["name"]): dict(e) for e in config.get("encoder", [])},
         seed=int(config.get("seed", 0)),
         source=describe_source(config["dataset"]["name"], config.get("split")),
     )

@@ -18,6 +18,16 @@ def loss_curves(history: dict[str, list[float]]) -> dict[str, list[float]]:
     }
 
 
+LOSS_NAMES = {"bce": "binary cross-entropy", "mse": "mean squared error"}
+
+
+def loss_label(loss: object) -> str:
+    """'loss (binary cross-entropy)' when the encoder names its loss, else 'loss'."""
+    if not isinstance(loss, str) or not loss:
+        return "loss"
+    return f"loss ({LOSS_NAMES.get(loss, loss)})"
+
+
 def plot_training(inputs: PlotInputs, folder: Path, options: PlotOptions) -> list[Path]:
     """Write ``training.png`` (one panel per trained encoder) and return its path."""
     trained = {name: curves for name, h in inputs.histories.items() if (curves := loss_curves(h))}
@@ -31,11 +41,14 @@ def plot_training(inputs: PlotInputs, folder: Path, options: PlotOptions) -> lis
         for key in sorted(curves, key=lambda k: (k != "loss", k)):
             values = curves[key]
             epochs = range(1, len(values) + 1)
-            label = {"loss": "training loss", "val_loss": "validation loss"}.get(key, key)
+            label = {
+                "loss": "training loss, mean over the epoch",
+                "val_loss": "validation loss, at the epoch's end",
+            }.get(key, key)
             axes.plot(epochs, values, marker="o", label=f"{label} (last {values[-1]:.4f})")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlabel("epoch")
-        axes.set_ylabel("loss")
+        axes.set_ylabel(loss_label(inputs.encoder_settings.get(name, {}).get("loss")))
         axes.grid(alpha=0.3)
         axes.legend(fontsize=9)
         longest = max(len(v) for v in curves.values())
