@@ -81,21 +81,40 @@ def _keras_classes() -> Any:
             return {**super().get_config(), "kind": self.kind, "scale": self.scale}
 
     class EpochEnd(keras.callbacks.Callback):
-        """After each epoch: record the history, report on stderr, checkpoint, stop early."""
+        """After each epoch: record the history, report on stderr, checkpoint, stop early.
+        On a terminal it also shows the step count within the epoch, twice a second at most."""
 
         def __init__(self, owner: ConvAutoencoder, monitor: str) -> None:
             super().__init__()
             self.owner = owner
             self.monitor = monitor
-            self.started = time.perf_counter()
+            self.live = sys.stderr.isatty()
+            self.epoch = 0
+            self.started = self.shown = time.perf_counter()
 
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self.started = time.perf_counter()
+            self.epoch = epoch + 1
+            self.started = self.shown = time.perf_counter()
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if not self.live:
+                return
+            now = time.perf_counter()
+            if now - self.shown >= 0.5:
+                self.shown = now
+                steps = (self.params or {}).get("steps") or "?"
+                sys.stderr.write(
+                    f"\rconv-ae epoch {self.epoch}/{self.owner.epochs}: step {batch + 1}/{steps}"
+                    f" ({now - self.started:.0f} s)"
+                )
+                sys.stderr.flush()
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             logs = logs or {}
             owner = self.owner
             seconds = time.perf_counter() - self.started
+            if self.live:
+                sys.stderr.write("\r\033[K")
             for key in ("loss", "val_loss"):
                 if key in logs:
                     owner.history_[key].append(float(logs[key]))
@@ -279,9 +298,7 @@ class ConvAutoencoder:
         state = self._read_checkpoint(shape, scale)
         keras.utils.set_random_seed(self.seed + (state["epoch"] if state else 0))
         if state:
-            model = keras.saving.load_model(
-                Path(self.checkpoint_dir) / state["model"], safe_mode=True
-            )
+            model = _load_model(Path(self.checkpoint_dir) / state["model"], compile=True)
             self.history_ = {k: list(state["history"].get(k, [])) for k in ("loss", "val_loss")}
             start = int(state["epoch"])
             done = state.get("stopped") or start >= self.epochs
@@ -446,8 +463,6 @@ class ConvAutoencoder:
 
     def load(self, directory: Path) -> ConvAutoencoder:
         """Load a saved encoder with Keras ``safe_mode`` (no code from the file is run)."""
-        keras = _keras()
-        _keras_classes()
         directory = Path(directory)
         try:
             meta = json.loads((directory / META_FILE).read_text())
@@ -457,18 +472,22 @@ class ConvAutoencoder:
             raise DataError(f"conv-ae: cannot read {str(directory / META_FILE)!r}: {exc}") from None
         if not (directory / MODEL_FILE).exists():
             raise DataError(f"conv-ae: {str(directory / MODEL_FILE)!r} is missing.")
-        try:
-            self.model_ = keras.saving.load_model(
-                directory / MODEL_FILE, safe_mode=True, compile=False
-            )
-        except (ValueError, TypeError, OSError) as exc:
-            reason = " ".join(str(exc).split())[:200]
-            raise DataError(
-                f"conv-ae: cannot load {str(directory / MODEL_FILE)!r} in Keras safe mode: {reason}"
-            ) from None
+        self.model_ = _load_model(directory / MODEL_FILE, compile=False)
         self.history_ = {k: list(meta.get("history", {}).get(k, [])) for k in ("loss", "val_loss")}
         self._encoder = None
         return self
+
+
+def _load_model(path: Path, compile: bool) -> Any:
+    """A ``.keras`` file in safe mode (no code from the file runs); failures are one line."""
+    keras = _keras()
+    _keras_classes()  # registers the loss the file names
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=compile)
+    except (ValueError, TypeError, OSError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        message = f"conv-ae: cannot load {str(path)!r} in Keras safe mode: {reason}"
+        raise DataError(message) from None
 
 
 def _as_images(images: Any, what: str) -> np.ndarray:
