@@ -98,17 +98,8 @@ def sweep(
 ) -> SweepResult:
     """Cluster a fixed-seed sample of ``features`` with ``factory(n_clusters=k, **settings)`` for
     each k and score it; recommend the k that ``criterion`` prefers."""
-    known = settings_of(factory)
-    if "n_clusters" not in known:
-        raise SettingsError(
-            f"clusterer {name!r} has no n_clusters to sweep (it finds the count itself): "
-            "sweep kmeans, gmm, minibatch-kmeans, agglomerative or spectral."
-        )
-    if criterion not in CRITERIA:
-        raise SettingsError(f"criterion {criterion!r}: choose one of {', '.join(CRITERIA)}.")
-    values = {k: v for k, v in dict(settings or {}).items() if k != "n_clusters"}
-    values = resolve(f"clusterer {name!r}", factory, values)
-    if "seed" in known and "seed" not in values:
+    values = check_sweepable(name, factory, criterion, settings)
+    if "seed" in settings_of(factory) and "seed" not in values:
         values["seed"] = seed
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2 or len(features) == 0:
@@ -119,11 +110,7 @@ def sweep(
         raise DataError("features contain NaN or infinite values: check the input or the encoder.")
     index = sample_index(len(features), sample_size, seed)
     x = features[index]
-    if ks[-1] >= len(x):
-        raise DataError(
-            f"k up to {ks[-1]} needs more than {ks[-1]} images; the sample has {len(x)}: "
-            "lower the largest k or raise --sample."
-        )
+    check_k_range(ks, len(x))
     rows = []
     for k in ks:
         start = time.perf_counter()
@@ -159,6 +146,34 @@ def sweep(
         sample_size=len(x),
         seed=seed,
     )
+
+
+def check_sweepable(
+    name: str,
+    factory: Callable[..., Any],
+    criterion: str = "silhouette",
+    settings: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Refuse, before any work, a clusterer without k or an unknown criterion; return the
+    clusterer's other settings, checked and typed."""
+    if "n_clusters" not in settings_of(factory):
+        raise SettingsError(
+            f"clusterer {name!r} has no n_clusters to sweep (it finds the count itself): "
+            "sweep kmeans, gmm, minibatch-kmeans, agglomerative or spectral."
+        )
+    if criterion not in CRITERIA:
+        raise SettingsError(f"criterion {criterion!r}: choose one of {', '.join(CRITERIA)}.")
+    values = {k: v for k, v in dict(settings or {}).items() if k != "n_clusters"}
+    return resolve(f"clusterer {name!r}", factory, values)
+
+
+def check_k_range(ks: list[int], n: int) -> None:
+    """Every k must leave at least one more image than clusters in the sample."""
+    if ks[-1] >= n:
+        raise DataError(
+            f"k up to {ks[-1]} needs more than {ks[-1]} images; the sample has {n}: "
+            "lower the largest k or raise --sample."
+        )
 
 
 def choose(rows: list[dict[str, Any]], criterion: str) -> int:

@@ -150,7 +150,7 @@ def test_dense_ae_has_the_dec_architecture():
     widths = [layer.units for layer in model.layers if hasattr(layer, "units")]
     assert widths == [500, 500, 2000, 10, 2000, 500, 500, 784]
     sizes = [784, 500, 500, 2000, 10, 2000, 500, 500, 784]
-    expected = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    expected = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
     assert model.count_params() == expected
     assert model.get_layer("code").activation.__name__ == "linear"
     assert model.get_layer("reconstruction").activation.__name__ == "linear"
@@ -229,7 +229,7 @@ def test_deskew_straightens_a_slanted_bar_and_centres_it():
     images = np.stack([slanted_bar(slope=0.5), slanted_bar(slope=-0.4)])[..., None]
     out = DeskewEncoder().fit(images).transform(images)
     assert out.shape == images.shape and out.dtype == np.uint8
-    for before, after in zip(images[..., 0], out[..., 0]):
+    for before, after in zip(images[..., 0], out[..., 0], strict=True):
 
         def centres(img: np.ndarray) -> np.ndarray:
             rows = img.sum(axis=1) > 0

@@ -49,6 +49,7 @@ def sweep_k_command(
         "silhouette", "--criterion", help="silhouette, davies_bouldin, calinski_harabasz or bic."
     ),
     then_run: bool = typer.Option(False, "--run", help="Then run with the recommended k."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="With --run: skip the run's plots."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where folders go."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
@@ -56,7 +57,7 @@ def sweep_k_command(
     from rich.console import Console
 
     from ..config import read_toml, resolve_config, validate
-    from ..ksweep import parse_range, sweep, write
+    from ..ksweep import check_k_range, check_sweepable, parse_range, sweep, write
     from ..plugins_host import get_registry
 
     console = Console(stderr=True, highlight=False)
@@ -88,10 +89,14 @@ def sweep_k_command(
             seed=seed,
             split=split,
         )
-        features = _fit_features(registry, resolved, log)
     stage = dict(resolved["clusterer"])
     name = stage.pop("name")
     entry = registry.get("clusterers", name)
+    check_sweepable(name, entry.target, criterion, stage)
+    if from_run is None:
+        features = _fit_features(
+            registry, resolved, log, lambda n: check_k_range(ks, min(n, sample))
+        )
     log(f"sweeping k over {ks[0]}..{ks[-1]} with {name} on {min(sample, len(features))} images")
     result = sweep(
         features,
@@ -113,7 +118,12 @@ def sweep_k_command(
         chosen = validate(registry, chosen)
         log(f"running with n_clusters={k}")
         run = execute(
-            registry, chosen, runs_dir, log=log, after_fit=lambda r: write(result, r.path)
+            registry,
+            chosen,
+            runs_dir,
+            log=log,
+            plots=not no_plots,
+            after_fit=lambda r: write(result, r.path),
         )
         final["folder"] = str(run.path)
         final["run"] = {**run.record, "run": str(run.path)}
@@ -145,14 +155,19 @@ def sweep_k_command(
         typer.echo(f"run it: imgclust run ... --set clusterer.n_clusters={k}")
 
 
-def _fit_features(registry: Any, config: dict[str, Any], log: Any) -> np.ndarray:
-    """Fit the config's encoders as a run does and return the features of the clustered split."""
+def _fit_features(
+    registry: Any, config: dict[str, Any], log: Any, check_size: Any = None
+) -> np.ndarray:
+    """Fit the config's encoders as a run does and return the features of the clustered split
+    (``check_size(n)`` sees the number of images before any encoder is fitted)."""
     from ..run import build_pipeline, load_data, seed_everything
 
     seed_everything(int(config["seed"]))
     pipeline = build_pipeline(registry, config)
     splits = load_data(registry, config, log)
     data, fit = splits["data"], splits["fit"]
+    if check_size is not None:
+        check_size(len(data))
     validation = splits["validation"]
     features = pipeline.fit_encoders(
         fit.images, None if validation is None else validation.images, log=log
