@@ -305,14 +305,30 @@ def markdown(results: dict[str, Any]) -> str:
             f"{row['peak_rss_mib']:,.0f} MiB | {row['peak_anon_mib']:,.0f} MiB |"
         )
     folders = results["folders"]
-    loads = [r["load_average"] for r in folders + results["arrays"]]
+    everything = folders + results["arrays"]
+    loads = [r["load_average"] for r in everything]
+    if len(everything) > 1:
+        small = min(everything, key=lambda r: r["n"])
+        large = max(everything, key=lambda r: (r["n"], r["peak_rss_mib"]))
+        lines += [
+            "",
+            f"From {small['n']:,} images ({_source(small, folders)}) to {large['n']:,} "
+            f"({_source(large, folders)}), {large['n'] / small['n']:.0f}x as many, "
+            f"peak RSS grew {large['peak_rss_mib'] / small['peak_rss_mib']:.1f}x, to "
+            f"{large['peak_rss_mib'] / 1024:.2f} GiB ({large['peak_anon_mib']:,.0f} MiB of it "
+            "the process's own memory); decoding ran at "
+            + ", ".join(
+                f"{r['images_per_s'] / r['pillow']['images_per_s']:.2f}x" for r in folders
+            )
+            + " the plain loop's speed.",
+        ]
     lines += [
         "",
         "*decode*: image-folder's cold load (listing, decoding in "
         f"{folders[0]['workers'] if folders else '?'} processes, writing the cache), images per "
         "second, best of the repeats; *Pillow loop*: a plain serial open-convert-copy loop over "
         "the same files, interleaved with it (page cache warm for both); *CPU per 1,000*: CPU "
-        "seconds (workers included) per 1,000 images, in ms, which other work on the machine "
+        "time of all the processes per 1,000 images decoded, which other work on the machine "
         "disturbs less than wall time. A second load from the cache took "
         + ", ".join(f"{r['cached_load_s']:.2f} s ({r['n']:,} images)" for r in folders)
         + ". *peak RSS* (VmHWM) counts the pages of memory-mapped images that were read; "
@@ -330,6 +346,10 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _source(row: dict[str, Any], folders: list[dict[str, Any]]) -> str:
+    return "a PNG folder" if any(row is f for f in folders) else "a .npy memory map"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, help="where the PNGs and arrays go (reused)")
@@ -337,6 +357,9 @@ def main() -> None:
     parser.add_argument("--array-sizes", default="100000,1000000", help=".npy sizes")
     parser.add_argument("--repeats", type=int, default=3, help="decode repeats up to 20,000 images")
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
+    parser.add_argument(
+        "--doc-only", action="store_true", help="rewrite the docs section from the saved results"
+    )
     parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("IMGCLUST_LOAD_PLUGINS", "")
@@ -344,6 +367,11 @@ def main() -> None:
         kind, *rest = args.case
         cases = {"folder": case_folder, "pillow": case_pillow, "array": case_array}
         print(json.dumps(cases[kind](*rest)))
+        return
+
+    if args.doc_only:
+        saved = json.loads((Path(__file__).parent / "results" / "scale.json").read_text())
+        update_doc_section("scale", markdown(saved))
         return
 
     temporary = args.root is None
