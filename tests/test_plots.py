@@ -256,3 +256,36 @@ def test_umap_map_of_a_sample(tmp_path: Path) -> None:
     assert projection.method == "UMAP" and projection.xy.shape == (600, 2)
     make_plots(inputs, tmp_path, options, only=("map.png",))
     assert_sensible(tmp_path / "plots" / "map.png")
+
+
+@pytest.mark.slow
+@pytest.mark.mnist
+def test_plotting_10000_mnist_images_takes_seconds(mnist_path: Path, tmp_path: Path) -> None:
+    import time
+
+    from sklearn.cluster import MiniBatchKMeans
+    from sklearn.decomposition import PCA
+
+    from imgclust.plugins.mnist import MnistDataset
+
+    data = MnistDataset(path=str(mnist_path)).load("test")
+    features = PCA(n_components=30, random_state=0).fit_transform(
+        data.images.reshape(len(data), -1).astype(np.float32) / 255
+    )
+    clusters = MiniBatchKMeans(10, random_state=0, n_init=1).fit_predict(features)
+    inputs = PlotInputs(
+        clusters=clusters,
+        images=data.images,
+        features=features.astype(np.float32),
+        labels=data.labels,
+        class_names=data.class_names,
+        encoders=[("fake-ae", FakeAutoencoder())],
+        histories={"fake-ae": FakeAutoencoder().history_},
+        source="mnist (test split)",
+    )
+    started = time.perf_counter()
+    outcome = make_plots(inputs, tmp_path, FAST)
+    assert time.perf_counter() - started < 30  # about 4 s on 2 busy cores
+    assert not outcome.failed
+    for name in MAIN_PLOTS:
+        assert_sensible(tmp_path / "plots" / name)
