@@ -7,7 +7,7 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -26,7 +26,7 @@ app = typer.Typer(
 def _stderr() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -83,7 +83,9 @@ def plugins_command(as_json: bool = typer.Option(False, "--json", help="Print JS
     console = Console(highlight=False)
     console.print(table)
     for c in collisions:
-        console.print(f"[red]collision:[/red] {c['kind']} {c['name']!r} from " + " and ".join(c["plugins"]))
+        console.print(
+            f"[red]collision:[/red] {c['kind']} {c['name']!r} from " + " and ".join(c["plugins"])
+        )
 
 
 class Kind(str, Enum):
@@ -113,16 +115,29 @@ def list_command(
 # run ------------------------------------------------------------------------------------------
 @app.command("run")
 def run_command(
-    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="A named configuration (see `imgclust list recipes`); default: article."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="A TOML config, e.g. a run folder's config.toml."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset plugin."),
-    encoder: Optional[list[str]] = typer.Option(None, "--encoder", "-e", help="Encoder plugin; repeat to chain."),
-    clusterer: Optional[str] = typer.Option(None, "--clusterer", "-k", help="Clusterer plugin."),
-    sets: Optional[list[str]] = typer.Option(None, "--set", "-s", help="stage.key=value, e.g. clusterer.n_clusters=10; repeatable."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for every random thing (default 0)."),
-    split: Optional[str] = typer.Option(None, "--split", help="Which split to cluster."),
+    recipe: str | None = typer.Option(
+        None,
+        "--recipe",
+        "-r",
+        help="A named configuration (see `imgclust list recipes`); default: article.",
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="A TOML config, e.g. a run folder's config.toml."
+    ),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="Dataset plugin."),
+    encoder: list[str] | None = typer.Option(
+        None, "--encoder", "-e", help="Encoder plugin; repeat to chain."
+    ),
+    clusterer: str | None = typer.Option(None, "--clusterer", "-k", help="Clusterer plugin."),
+    sets: list[str] | None = typer.Option(
+        None, "--set", "-s", help="stage.key=value, e.g. clusterer.n_clusters=10; repeatable."
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed for every random thing (default 0)."
+    ),
+    split: str | None = typer.Option(None, "--split", help="Which split to cluster."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run folders go."),
-    resume: Optional[Path] = typer.Option(
+    resume: Path | None = typer.Option(
         None, "--resume", help="Continue an interrupted run (NAME.incomplete) from its checkpoints."
     ),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip plots and the HTML report."),
@@ -154,11 +169,13 @@ def run_command(
         split=split,
     )
     console = _stderr()
+    from rich.markup import escape
+
     result = execute(
         registry,
         resolved,
         runs_dir,
-        log=lambda message: console.print(f"[dim]{message}[/dim]"),
+        log=lambda message: console.print(f"[dim]{escape(message)}[/dim]"),
         plots=not no_plots,
         folder=folder,
     )
@@ -211,13 +228,16 @@ def main(argv: list[str] | None = None) -> None:
             typer.echo(interrupted_message(), err=True)
         raise
     except MemoryError:
-        typer.echo("Error: out of memory: use fewer images (dataset limit) or smaller settings.", err=True)
+        typer.echo(
+            "Error: out of memory: use fewer images (dataset limit) or smaller settings.", err=True
+        )
         sys.exit(1)
     except Exception as exc:
         if os.environ.get("IMGCLUST_DEBUG"):
             raise
         typer.echo(
-            f"Error: unexpected {type(exc).__name__}: {exc} (set IMGCLUST_DEBUG=1 for the traceback).",
+            f"Error: unexpected {type(exc).__name__}: {exc} "
+            "(set IMGCLUST_DEBUG=1 for the traceback).",
             err=True,
         )
         sys.exit(1)

@@ -10,6 +10,7 @@ import pytest
 os.environ["IMGCLUST_LOAD_PLUGINS"] = ""  # bundled plugins only, whatever else is installed
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("IMGCLUST_PLOT_MAP", "pca")  # UMAP maps cost ~20 s of compiling per run
 
 
 @pytest.fixture(autouse=True)

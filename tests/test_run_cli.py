@@ -317,3 +317,16 @@ def test_bad_input_gets_one_line_and_no_run_folder(case, cli, tmp_path, runs_dir
     assert last.startswith("Error: ") and expected in last, result.stderr
     assert result.stderr.count("Error") == 1 and "Traceback" not in result.stderr, result.stderr
     assert not [p for p in run_folders(runs_dir)], "a failed run must leave no run folder"
+
+
+def test_files_written_whole_are_readable_like_ordinary_files(tmp_path):
+    import os
+
+    from imgclust import atomic
+
+    path = atomic.write_text(tmp_path / "a.txt", "hello")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.read_text() == "hello"
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
