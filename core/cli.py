@@ -205,11 +205,21 @@ def _add_plugin_commands() -> None:
     get_host().add_commands(app)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Warnings a user sees are one line without a source location."""
+    print(
+        f"warning: {str(message).splitlines()[0] if str(message) else category.__name__}",
+        file=sys.stderr,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; user errors become one line on stderr and a non-zero exit."""
     import warnings
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.showwarning = _show_warning
     try:
         _add_plugin_commands()
         app(args=argv, prog_name="imgclust")
