@@ -71,5 +71,6 @@ def print_items(kind: str, items: list[dict[str, Any]]) -> None:
         for s in item["settings"]:
             default = "required" if s["required"] else f"= {s['default']!r}"
             help_text = f"  {s['help']}" if s["help"] else ""
-            console.print(f"    {s['name']}: {s['type']} {default}[dim]{help_text}[/dim]")
+            head = f"    {s['name']}: {s['type']} {default}"
+            console.print(f"{escape(head)}[dim]{escape(help_text)}[/dim]")
         console.print()

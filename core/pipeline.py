@@ -44,20 +44,29 @@ class Pipeline:
         images: np.ndarray,
         validation: np.ndarray | None = None,
         log: Log | None = None,
-    ) -> np.ndarray:
-        """Fit each encoder in turn and return the features of ``images`` after the last."""
+        *,
+        return_features: bool = True,
+    ) -> np.ndarray | None:
+        """Fit each encoder in turn and return the features of ``images`` after the last.
+
+        With ``return_features=False`` the last encoder does not encode its training input,
+        which saves a pass when a different split is clustered.
+        """
         features: Any = images
-        for stage in self.encoders:
+        for position, stage in enumerate(self.encoders):
+            last = position == len(self.encoders) - 1
             if log:
                 log(f"fitting encoder {stage.name} on {len(features)} inputs")
             start = time.perf_counter()
             encoder: Encoder = stage.instance
             encoder.fit(features, validation=validation)
             self.timings[f"fit {stage.name}"] = time.perf_counter() - start
+            if last and not return_features:
+                return None
             start = time.perf_counter()
             fitted = getattr(encoder, "embedding_", None)
             features = fitted if fitted is not None else encoder.transform(features)
-            if validation is not None:
+            if validation is not None and not last:
                 validation = encoder.transform(validation)
             self.timings[f"encode {stage.name}"] = time.perf_counter() - start
         return check_encoded(features)

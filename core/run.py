@@ -6,9 +6,10 @@ import csv
 import io
 import random
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,9 @@ def load_split(dataset: Any, name: str, split: str) -> ImageSet:
     return data.validate(f"dataset {name!r} ({split})")
 
 
-def load_data(registry: Registry, config: Mapping[str, Any], log: Log) -> dict[str, ImageSet | None]:
+def load_data(
+    registry: Registry, config: Mapping[str, Any], log: Log
+) -> dict[str, ImageSet | None]:
     """The clustered split, the split the encoders learn from, and the validation split."""
     stage = build_stage(registry, "datasets", config["dataset"])
     split = config["split"]
@@ -135,9 +138,12 @@ def execute(
                 stage.instance.checkpoint_dir = folder / "checkpoints" / stage.name
         fit_images = fit_data.images
         features = pipeline.fit_encoders(
-            fit_images, None if validation is None else validation.images, log=log
+            fit_images,
+            None if validation is None else validation.images,
+            log=log,
+            return_features=fit_data is data,
         )
-        if fit_data is not data:
+        if features is None:
             clock = time.perf_counter()
             features = pipeline.transform(data.images)
             timings["encode clustered split"] = time.perf_counter() - clock
@@ -186,7 +192,10 @@ def execute(
             timings["plots"] = plot_run(result, log)
         timings["total"] = time.perf_counter() - started
         metrics["timings"] = {k: round(v, 3) for k, v in timings.items()}
-        atomic.write_json(folder / "metrics.json", {**metrics, "n_images": len(data), "n_clusters": _n_clusters(labels)})
+        atomic.write_json(
+            folder / "metrics.json",
+            {**metrics, "n_images": len(data), "n_clusters": _n_clusters(labels)},
+        )
         if plots:
             from .report_html import write_report_quietly
 
@@ -241,12 +250,14 @@ def assignments_csv(data: ImageSet, labels: np.ndarray) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     has_labels = data.labels is not None
     writer.writerow(["id", "cluster", "label"] if has_labels else ["id", "cluster"])
-    for index, (image_id, cluster) in enumerate(zip(data.ids, labels)):
+    for index, (image_id, cluster) in enumerate(zip(data.ids, labels, strict=True)):
         row = [image_id, int(cluster)]
         if has_labels:
             label = data.labels[index]
             if data.class_names is not None and isinstance(label, (int, np.integer)):
-                label = data.class_names[int(label)] if 0 <= label < len(data.class_names) else label
+                label = (
+                    data.class_names[int(label)] if 0 <= label < len(data.class_names) else label
+                )
             row.append(label.item() if isinstance(label, np.generic) else label)
         writer.writerow(row)
     return buffer.getvalue()
