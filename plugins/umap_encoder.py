@@ -72,12 +72,12 @@ class UMAPEncoder:
         self.embedding_: np.ndarray | None = None
 
     def _model(self, n: int) -> Any:
-        umap = import_umap()
         if n <= self.n_components + 1:
             raise DataError(
                 f"encoder 'umap' needs more than n_components + 1 = {self.n_components + 1} "
                 f"images; got {n}."
             )
+        umap = import_umap()
         return umap.UMAP(
             n_components=self.n_components,
             n_neighbors=min(self.n_neighbors, n - 1),
@@ -91,6 +91,12 @@ class UMAPEncoder:
     def fit(self, images: np.ndarray, validation: np.ndarray | None = None) -> UMAPEncoder:
         """Embed the inputs; the embedding of these inputs becomes ``embedding_``."""
         x = as_matrix(images)
+        if not np.isfinite(x).all():
+            bad = int((~np.isfinite(x)).any(axis=1).sum())
+            raise DataError(
+                f"encoder 'umap': {bad} of {len(x)} inputs contain NaN or infinite values: "
+                "check the images or the previous encoder."
+            )
         model = self._model(len(x))
         try:
             self.model_ = _quiet(model.fit, x)

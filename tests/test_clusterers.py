@@ -214,3 +214,38 @@ def test_list_clusterers_shows_every_method_and_whether_it_predicts(cli):
         assert "cannot assign new points" in items[name]["summary"]
     gmm_settings = {s["name"] for s in items["gmm"]["settings"]}
     assert {"n_clusters", "covariance_type", "n_init", "seed"} <= gmm_settings
+
+
+def test_a_saved_hdbscan_run_predicts_only_with_trust(cli, runs_dir, tmp_path):
+    from sklearn.datasets import load_digits
+
+    run = cli("run", "--dataset", "digits", "--encoder", "pca", "--clusterer", "hdbscan",
+              "--runs-dir", runs_dir, "--no-plots", "--json")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    record = json.loads(run.stdout)
+    images = np.round(load_digits().images[:30] * (255 / 16)).astype(np.uint8)
+    np.save(tmp_path / "new.npy", images)
+    refused = cli("predict", record["run"], tmp_path / "new.npy")
+    assert refused.exit_code != 0 and "model.pkl" in refused.stderr and "--trust" in refused.stderr
+    trusted = cli("predict", record["run"], tmp_path / "new.npy", "--trust")
+    assert trusted.exit_code == 0, trusted.stderr
+    predicted = [int(line.split(",")[1]) for line in trusted.stdout.strip().splitlines()[1:]]
+    fitted = [c["cluster"] for c in record["clusters"]]
+    assert len(predicted) == 30 and set(predicted) <= set(fitted) | {-1}
+
+
+def test_a_saved_gmm_run_predicts_without_trust(cli, runs_dir, tmp_path):
+    from sklearn.datasets import load_digits
+
+    run = cli("run", "--dataset", "digits", "--encoder", "pca", "--clusterer", "gmm",
+              "--set", "clusterer.covariance_type=diag", "--runs-dir", runs_dir,
+              "--no-plots")  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    folder = next(runs_dir.iterdir())
+    labels = [int(r.split(",")[1]) for r in (folder / "assignments.csv").read_text().split()[1:]]
+    images = np.round(load_digits().images[:40] * (255 / 16)).astype(np.uint8)
+    np.save(tmp_path / "same.npy", images)
+    result = cli("predict", folder, tmp_path / "same.npy")
+    assert result.exit_code == 0, result.stderr
+    predicted = [int(line.split(",")[1]) for line in result.stdout.strip().splitlines()[1:]]
+    assert predicted == labels[:40]

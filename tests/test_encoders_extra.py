@@ -92,6 +92,10 @@ def test_umap_needs_more_images_than_dimensions(digits):
         UMAPEncoder(n_components=10).fit(digits[0][:8])
     with pytest.raises(SettingsError, match="n_neighbors >= 2"):
         UMAPEncoder(n_neighbors=1)
+    features = np.ones((50, 4), dtype=np.float32)
+    features[3, 1] = np.nan
+    with pytest.raises(DataError, match="1 of 50 inputs contain NaN"):
+        UMAPEncoder().fit(features)
 
 
 def test_encoders_chain_on_the_cli_each_with_its_settings(cli, runs_dir):
