@@ -143,11 +143,11 @@ def execute(
             log=log,
             return_features=fit_data is data,
         )
+        timings.update(pipeline.timings)
         if features is None:
             clock = time.perf_counter()
             features = pipeline.transform(data.images)
-            timings["encode clustered split"] = time.perf_counter() - clock
-        timings.update(pipeline.timings)
+            timings[f"encode {config['split']}"] = time.perf_counter() - clock
         log(f"clustering {len(features)} feature vectors of {features.shape[1]} numbers")
         labels = pipeline.fit_clusterer(features)
         timings.update(pipeline.timings)
