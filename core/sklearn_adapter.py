@@ -46,7 +46,8 @@ ARRAY_STATE = {
     ],
 }
 # Fitted attributes that are not arrays but must exist for ``predict`` after loading.
-RUNTIME_STATE = {"KMeans": {"_n_threads": 1}, "MiniBatchKMeans": {"_n_threads": 1}}
+# (k-means's ``predict`` reads ``_n_threads``, which ``fit`` sets; without it a loaded model fails.)
+RUNTIME_STATE = {"KMeans": ("_n_threads",), "MiniBatchKMeans": ("_n_threads",)}
 STATE_FILE = "state.npz"
 META_FILE = "estimator.json"
 PREDICTING = ("kmeans", "minibatch-kmeans", "gmm", "hdbscan")
@@ -239,13 +240,25 @@ class SklearnClusterer:
             estimator = _rebuild(meta, directory)
             for key, value in state.items():
                 setattr(estimator, key, value.item() if value.ndim == 0 else value)
-            for key, value in RUNTIME_STATE.get(type(estimator).__name__, {}).items():
-                setattr(estimator, key, value)
+            for key in RUNTIME_STATE.get(type(estimator).__name__, ()):
+                setattr(estimator, key, _runtime_value(key))
         if fmt == "labels":
             self._predicts = False
         self.estimator_ = estimator
         self.labels_ = None if labels is None else labels.astype(np.int64)
         return self
+
+
+def _runtime_value(key: str) -> Any:
+    """What ``fit`` would have set for a runtime attribute (threads: scikit-learn's own choice)."""
+    if key == "_n_threads":
+        try:
+            from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+            return int(_openmp_effective_n_threads())
+        except (ImportError, AttributeError):  # pragma: no cover - private helper moved
+            return 1
+    raise KeyError(key)
 
 
 def predicting_clusterers() -> list[str]:
