@@ -205,12 +205,10 @@ def _add_plugin_commands() -> None:
     get_host().add_commands(app)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
     """Warnings a user sees are one line without a source location."""
-    print(
-        f"warning: {str(message).splitlines()[0] if str(message) else category.__name__}",
-        file=sys.stderr,
-    )
+    text = str(message).strip()
+    return f"warning: {text.splitlines()[0] if text else category.__name__}\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.showwarning = _show_warning
+    warnings.formatwarning = _format_warning
     try:
         _add_plugin_commands()
         app(args=argv, prog_name="imgclust")
