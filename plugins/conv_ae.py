@@ -13,25 +13,16 @@ epoch is saved there and an interrupted fit resumes from the last one.
 from __future__ import annotations
 
 import functools
-import json
 import math
-import os
-import sys
-import time
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from imgclust import atomic
-from imgclust.errors import DataError, ImgclustError, SettingsError
+from imgclust.autoencoder import CODE_LAYER, KerasAutoencoder
+from imgclust.errors import DataError, SettingsError
 from imgclust.hookspecs import hookimpl
+from imgclust.keras_support import import_keras
 
-MODEL_FILE = "model.keras"
-META_FILE = "conv_ae.json"
-STATE_FILE = "state.json"
-CODE_LAYER = "code"
-FORMAT = 1
 #: Keras class name and default learning rate of each optimizer setting. Adadelta's 1.0 is Keras
 #: 2's default, which the article used; Keras 3's 0.001 barely trains in 3 epochs.
 OPTIMIZERS = {
@@ -46,90 +37,7 @@ OPTIMIZERS = {
 BATCH_BYTES = 128 * 2**20
 
 
-def _keras() -> Any:
-    """Import Keras, TensorFlow backend unless the user chose another."""
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
-    return keras
-
-
-@functools.cache
-def _keras_classes() -> Any:
-    """The loss and callback classes, defined once Keras is imported (not at module import)."""
-    keras = _keras()
-    ops = keras.ops
-
-    @keras.saving.register_keras_serializable(package="imgclust", name="PixelLoss")
-    class PixelLoss(keras.losses.Loss):
-        """BCE or MSE between the reconstruction and the input rescaled like the network's."""
-
-        def __init__(self, kind: str = "bce", scale: float = 1.0, **kwargs: Any) -> None:
-            kwargs.setdefault("name", f"pixel_{kind}")
-            super().__init__(**kwargs)
-            self.kind = kind
-            self.scale = float(scale)
-
-        def call(self, y_true: Any, y_pred: Any) -> Any:
-            y_true = ops.cast(y_true, y_pred.dtype) * self.scale
-            if self.kind == "mse":
-                return ops.mean(ops.square(y_true - y_pred), axis=-1)
-            return keras.losses.binary_crossentropy(y_true, y_pred)
-
-        def get_config(self) -> dict[str, Any]:
-            return {**super().get_config(), "kind": self.kind, "scale": self.scale}
-
-    class EpochEnd(keras.callbacks.Callback):
-        """After each epoch: record the history, report on stderr, checkpoint, stop early.
-        On a terminal it also shows the step count within the epoch, twice a second at most."""
-
-        def __init__(self, owner: ConvAutoencoder, monitor: str) -> None:
-            super().__init__()
-            self.owner = owner
-            self.monitor = monitor
-            self.live = sys.stderr.isatty()
-            self.epoch = 0
-            self.started = self.shown = time.perf_counter()
-
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self.epoch = epoch + 1
-            self.started = self.shown = time.perf_counter()
-
-        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            if not self.live:
-                return
-            now = time.perf_counter()
-            if now - self.shown >= 0.5:
-                self.shown = now
-                steps = (self.params or {}).get("steps") or "?"
-                sys.stderr.write(
-                    f"\rconv-ae epoch {self.epoch}/{self.owner.epochs}: step {batch + 1}/{steps}"
-                    f" ({now - self.started:.0f} s)"
-                )
-                sys.stderr.flush()
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            logs = logs or {}
-            owner = self.owner
-            seconds = time.perf_counter() - self.started
-            if self.live:
-                sys.stderr.write("\r\033[K")
-            for key in ("loss", "val_loss"):
-                if key in logs:
-                    owner.history_[key].append(float(logs[key]))
-            owner.epoch_seconds_.append(seconds)
-            stop = owner._should_stop(self.monitor)
-            owner._report(epoch + 1, seconds, stopped=stop)
-            if owner.checkpoint_dir is not None:
-                owner._write_checkpoint(self.model, epoch + 1, stopped=stop)
-            if stop:
-                self.model.stop_training = True
-
-    return type("KerasClasses", (), {"PixelLoss": PixelLoss, "EpochEnd": EpochEnd})
-
-
-class ConvAutoencoder:
+class ConvAutoencoder(KerasAutoencoder):
     """Convolutional autoencoder; the code after the last pooling (or dense layer) is the feature.
 
     Each entry of ``filters`` adds a ``Conv2D`` (ReLU, ``padding="same"``) and a 2x2 max-pooling;
@@ -161,6 +69,10 @@ class ConvAutoencoder:
         Seed of weight initialisation and shuffling (keras.utils.set_random_seed).
     """
 
+    stage_name = "conv-ae"
+    model_file = "model.keras"
+    meta_file = "conv_ae.json"
+
     def __init__(
         self,
         filters: tuple[int, ...] = (16, 2),
@@ -180,17 +92,9 @@ class ConvAutoencoder:
         self.loss = loss
         self.optimizer = optimizer
         self.learning_rate = learning_rate
-        self.epochs = int(epochs)
         self.batch_size = int(batch_size)
-        self.patience = int(patience)
-        self.seed = int(seed)
+        super().__init__(epochs, patience, seed)
         self._check_settings()
-        #: Set by the run before ``fit``: where each epoch is checkpointed and resumed from.
-        self.checkpoint_dir: Path | None = None
-        self.history_: dict[str, list[float]] = {"loss": [], "val_loss": []}
-        self.epoch_seconds_: list[float] = []
-        self.model_: Any = None
-        self._encoder: Any = None
 
     # Settings ----------------------------------------------------------------------------------
     def _check_settings(self) -> None:
@@ -212,7 +116,7 @@ class ConvAutoencoder:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 0:
             raise bad("epochs and batch_size must be at least 1 and patience at least 0.")
 
-    def _fingerprint(self, input_shape: tuple[int, ...], scale: float) -> dict[str, Any]:
+    def fingerprint(self) -> dict[str, Any]:
         """What must match for a checkpoint to be resumed (not epochs or patience)."""
         return {
             "filters": list(self.filters),
@@ -223,15 +127,15 @@ class ConvAutoencoder:
             "learning_rate": self.learning_rate,
             "batch_size": self.batch_size,
             "seed": self.seed,
-            "input_shape": list(input_shape),
-            "scale": scale,
+            "input_shape": list(self.input_shape_),
+            "scale": self.scale_,
         }
 
     # Network -----------------------------------------------------------------------------------
     def build(self, input_shape: tuple[int, int, int], scale: float = 1 / 255) -> Any:
         """The compiled autoencoder for images of ``input_shape`` whose pixels times ``scale``
         lie in [0, 1] (1/255 for uint8, 1 for float images)."""
-        keras = _keras()
+        keras = import_keras()
         layers = keras.layers
         height, width, channels = (int(v) for v in input_shape)
         unit = 2 ** len(self.filters)
@@ -262,23 +166,19 @@ class ConvAutoencoder:
         if pad_h or pad_w:
             x = layers.Cropping2D(pads, name="crop")(x)
         model = keras.Model(inputs, x, name="conv_ae")
-        model.compile(optimizer=self._make_optimizer(), loss=self._make_loss(scale))
+        model.compile(optimizer=self._make_optimizer(), loss=self.pixel_loss(self.loss, scale))
         return model
 
     def _make_optimizer(self) -> Any:
-        keras = _keras()
+        keras = import_keras()
         class_name, default_rate = OPTIMIZERS[self.optimizer]
         rate = default_rate if self.learning_rate is None else float(self.learning_rate)
         return getattr(keras.optimizers, class_name)(learning_rate=rate)
-
-    def _make_loss(self, scale: float) -> Any:
-        return _keras_classes().PixelLoss(kind=self.loss, scale=scale)
 
     # Fitting -----------------------------------------------------------------------------------
     def fit(self, images: np.ndarray, validation: np.ndarray | None = None) -> ConvAutoencoder:
         """Train on ``images`` (validating on ``validation`` after each epoch); resume from
         ``checkpoint_dir`` when it holds an earlier, interrupted fit of the same settings."""
-        keras = _keras()
         images = _as_images(images, "training images")
         shape = tuple(int(v) for v in images.shape[1:])
         scale = _scale_of(images)
@@ -290,102 +190,13 @@ class ConvAutoencoder:
                     f"images {shape}: use images of one size."
                 )
             validation = _rescaled(validation, scale)
-        self.input_shape_, self.scale_ = shape, scale
-        self.history_ = {"loss": [], "val_loss": []}
-        self.epoch_seconds_ = []
-        self._encoder = None
-
-        state = self._read_checkpoint(shape, scale)
-        keras.utils.set_random_seed(self.seed + (state["epoch"] if state else 0))
-        if state:
-            model = _load_model(Path(self.checkpoint_dir) / state["model"], compile=True)
-            self.history_ = {k: list(state["history"].get(k, [])) for k in ("loss", "val_loss")}
-            start = int(state["epoch"])
-            done = state.get("stopped") or start >= self.epochs
-            _say(f"conv-ae: resuming from epoch {start} of {self.epochs} ({self.checkpoint_dir})")
-        else:
-            model, start, done = self.build(shape, scale), 0, False
-        self.model_ = model
-        if not done:
-            monitor = "val_loss" if validation is not None else "loss"
-            model.fit(
-                images,
-                images,
-                batch_size=self.batch_size,
-                epochs=self.epochs,
-                initial_epoch=start,
-                validation_data=None if validation is None else (validation, validation),
-                callbacks=[_keras_classes().EpochEnd(self, monitor)],
-                shuffle=True,
-                verbose=0,
-            )
+        self.train(images, validation, shape, scale)
         return self
-
-    def _should_stop(self, monitor: str) -> bool:
-        values = self.history_.get(monitor) or []
-        if self.patience < 1 or not values:
-            return False
-        best = int(np.argmin(values))
-        return len(values) - 1 - best >= self.patience
-
-    def _report(self, epoch: int, seconds: float, stopped: bool) -> None:
-        parts = [f"{k} {v[-1]:.4f}" for k, v in self.history_.items() if v]
-        note = " (stopping early)" if stopped else ""
-        _say(f"conv-ae epoch {epoch}/{self.epochs}: {', '.join(parts)} ({seconds:.1f} s){note}")
-
-    # Checkpoints -------------------------------------------------------------------------------
-    def _write_checkpoint(self, model: Any, epoch: int, stopped: bool) -> None:
-        """Save the model with its optimizer, then commit by rewriting the state file."""
-        folder = Path(self.checkpoint_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        name = f"epoch-{epoch:04d}.keras"
-        temporary = folder / f".tmp-{name}"
-        model.save(temporary)
-        os.replace(temporary, folder / name)
-        atomic.write_json(
-            folder / STATE_FILE,
-            {
-                "format": FORMAT,
-                "epoch": epoch,
-                "model": name,
-                "stopped": bool(stopped),
-                "history": self.history_,
-                "settings": self._fingerprint(self.input_shape_, self.scale_),
-            },
-        )
-        for old in folder.glob("epoch-*.keras"):
-            if old.name != name:
-                old.unlink(missing_ok=True)
-
-    def _read_checkpoint(self, shape: tuple[int, ...], scale: float) -> dict[str, Any] | None:
-        if self.checkpoint_dir is None:
-            return None
-        path = Path(self.checkpoint_dir) / STATE_FILE
-        if not path.exists():
-            return None
-        try:
-            state = json.loads(path.read_text())
-            model_file = Path(self.checkpoint_dir) / state["model"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DataError(
-                f"conv-ae: checkpoint {str(path)!r} is unreadable ({exc}); "
-                "delete the folder to start over."
-            ) from None
-        if state.get("settings") != self._fingerprint(shape, scale):
-            raise ImgclustError(
-                f"conv-ae: the checkpoint in {str(self.checkpoint_dir)!r} was written with other "
-                "settings or images; delete it to start over or use the settings it records."
-            )
-        if not model_file.exists():
-            raise DataError(
-                f"conv-ae: checkpoint model {str(model_file)!r} is missing; delete the folder."
-            )
-        return state
 
     # Using the fitted network --------------------------------------------------------------------
     def transform(self, images: np.ndarray) -> np.ndarray:
         """The code of each image, flattened: (N, D) float32, computed in batches."""
-        encoder = self._encoder_model()
+        encoder = self.encoder_model()
         images = self._check_fitted_input(images)
         width = math.prod(int(v) for v in encoder.output.shape[1:])
         out = np.empty((len(images), width), dtype=np.float32)
@@ -397,7 +208,7 @@ class ConvAutoencoder:
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
         """The network's restored images: float32 (N, H, W, C) in [0, 1], the input's size."""
-        model = self._fitted()
+        model = self.fitted()
         images = self._check_fitted_input(images)
         out = np.empty((len(images), *self.input_shape_), dtype=np.float32)
         for start, chunk in self._batches(images):
@@ -406,23 +217,11 @@ class ConvAutoencoder:
 
     def summary(self) -> list[tuple[str, tuple[int, ...], int]]:
         """(layer name, output shape without the batch axis, parameters) of each layer."""
-        model = self._fitted()
+        model = self.fitted()
         return [
             (layer.name, tuple(layer.output.shape[1:]), int(layer.count_params()))
             for layer in model.layers
         ]
-
-    def _fitted(self) -> Any:
-        if self.model_ is None:
-            raise ImgclustError("conv-ae is not fitted: call fit() or load() first.")
-        return self.model_
-
-    def _encoder_model(self) -> Any:
-        if self._encoder is None:
-            keras = _keras()
-            model = self._fitted()
-            self._encoder = keras.Model(model.input, model.get_layer(CODE_LAYER).output)
-        return self._encoder
 
     def _check_fitted_input(self, images: np.ndarray) -> np.ndarray:
         images = _as_images(images, "images")
@@ -440,54 +239,6 @@ class ConvAutoencoder:
         size = int(max(1, min(4096, BATCH_BYTES // max(per_image, 1))))
         for start in range(0, len(images), size):
             yield start, _rescaled(np.asarray(images[start : start + size]), self.scale_, copy=True)
-
-    # Saving ------------------------------------------------------------------------------------
-    def save(self, directory: Path) -> None:
-        """Write ``model.keras`` and ``conv_ae.json`` (shape, scale, settings, history)."""
-        model = self._fitted()
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        temporary = directory / f".tmp-{MODEL_FILE}"
-        model.save(temporary)
-        os.replace(temporary, directory / MODEL_FILE)
-        atomic.write_json(
-            directory / META_FILE,
-            {
-                "format": FORMAT,
-                "input_shape": list(self.input_shape_),
-                "scale": self.scale_,
-                "settings": self._fingerprint(self.input_shape_, self.scale_),
-                "history": self.history_,
-            },
-        )
-
-    def load(self, directory: Path) -> ConvAutoencoder:
-        """Load a saved encoder with Keras ``safe_mode`` (no code from the file is run)."""
-        directory = Path(directory)
-        try:
-            meta = json.loads((directory / META_FILE).read_text())
-            self.input_shape_ = tuple(int(v) for v in meta["input_shape"])
-            self.scale_ = float(meta["scale"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"conv-ae: cannot read {str(directory / META_FILE)!r}: {exc}") from None
-        if not (directory / MODEL_FILE).exists():
-            raise DataError(f"conv-ae: {str(directory / MODEL_FILE)!r} is missing.")
-        self.model_ = _load_model(directory / MODEL_FILE, compile=False)
-        self.history_ = {k: list(meta.get("history", {}).get(k, [])) for k in ("loss", "val_loss")}
-        self._encoder = None
-        return self
-
-
-def _load_model(path: Path, compile: bool) -> Any:
-    """A ``.keras`` file in safe mode (no code from the file runs); failures are one line."""
-    keras = _keras()
-    _keras_classes()  # registers the loss the file names
-    try:
-        return keras.saving.load_model(path, safe_mode=True, compile=compile)
-    except (ValueError, TypeError, OSError) as exc:
-        reason = " ".join(str(exc).split())[:200]
-        message = f"conv-ae: cannot load {str(path)!r} in Keras safe mode: {reason}"
-        raise DataError(message) from None
 
 
 def _as_images(images: Any, what: str) -> np.ndarray:
@@ -521,11 +272,6 @@ def _rescaled(images: np.ndarray, scale: float, copy: bool = False) -> np.ndarra
         return images.astype(np.float32) if copy else images
     factor = np.float32(_scale_of(images) / scale)
     return images.astype(np.float32) * factor
-
-
-def _say(message: str) -> None:
-    """Training progress goes to stderr, so that ``--json`` output on stdout stays clean."""
-    print(message, file=sys.stderr, flush=True)
 
 
 @hookimpl

@@ -128,11 +128,9 @@ def keras_cache_files() -> list[Path]:
 
 def keras_load_data() -> Any:
     """Keras's own download (and cache) of MNIST; imported only when nothing local exists."""
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    from imgclust.keras_support import import_keras
 
-    return keras.datasets.mnist.load_data()
+    return import_keras().datasets.mnist.load_data()
 
 
 def read_location(path: Path) -> Arrays:

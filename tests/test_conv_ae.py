@@ -172,13 +172,13 @@ def test_interrupted_fit_resumes_from_its_last_epoch(digits, tmp_path, monkeypat
     images, validation = digits[:160], digits[160:224]
     first = ConvAutoencoder(epochs=2)
     first.checkpoint_dir = checkpoints
-    write = ConvAutoencoder._write_checkpoint
+    write = ConvAutoencoder.write_checkpoint
 
     def write_then_die(self, model, epoch, stopped):
         write(self, model, epoch, stopped)
         raise KeyboardInterrupt  # the machine went away after epoch 1 was saved
 
-    monkeypatch.setattr(ConvAutoencoder, "_write_checkpoint", write_then_die)
+    monkeypatch.setattr(ConvAutoencoder, "write_checkpoint", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         first.fit(images, validation)
     monkeypatch.undo()

@@ -150,7 +150,7 @@ def test_a_setting_for_an_encoder_not_in_the_chain_is_refused(cli, runs_dir):
 def test_dense_ae_has_the_dec_architecture():
     from imgclust.plugins.dense_ae import DenseAutoencoder
 
-    model = DenseAutoencoder().build(784)
+    model = DenseAutoencoder().build((28, 28, 1))
     widths = [layer.units for layer in model.layers if hasattr(layer, "units")]
     assert widths == [500, 500, 2000, 10, 2000, 500, 500, 784]
     sizes = [784, 500, 500, 2000, 10, 2000, 500, 500, 784]

@@ -160,7 +160,7 @@ def test_conv_ae_resumes_from_its_checkpoint(cli, runs_dir, monkeypatch):
         pytest.skip("the conv-ae encoder is not installed")
     from imgclust.plugins.conv_ae import ConvAutoencoder
 
-    original = ConvAutoencoder._write_checkpoint
+    original = ConvAutoencoder.write_checkpoint
     calls = []
 
     def interrupt_after_first(self, model, epoch, stopped):
@@ -169,7 +169,7 @@ def test_conv_ae_resumes_from_its_checkpoint(cli, runs_dir, monkeypatch):
         if len(calls) == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(ConvAutoencoder, "_write_checkpoint", interrupt_after_first)
+    monkeypatch.setattr(ConvAutoencoder, "write_checkpoint", interrupt_after_first)
     args = ["--dataset", "digits", "--encoder", "conv-ae", "--clusterer", "kmeans", "--no-plots",
             "--set", "encoder.epochs=2", "--runs-dir", runs_dir]
     first = cli("run", *args)
