@@ -101,3 +101,16 @@ def test_best_recipe_runs_through_the_cli(cli, runs_dir):
 def test_unknown_recipe_names_the_nearest(cli):
     result = cli("run", "--recipe", "n2", "--dataset", "digits")
     assert result.exit_code != 0 and "Did you mean 'n2d'" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.mnist
+def test_best_recipe_on_part_of_mnist(cli, runs_dir, mnist_path):
+    result = cli(
+        "run", "--recipe", "deskew-umap-gmm", "--set", f"dataset.path={mnist_path}",
+        "--set", "dataset.limit=5000", "--runs-dir", runs_dir, "--no-plots", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["n_images"] == 5000 and record["pipeline"].startswith("mnist -> deskew")
+    assert record["metrics"]["acc"] > 0.93
