@@ -39,8 +39,7 @@ class DenseAutoencoder(KerasAutoencoder):
     learning_rate : float
         Adam's step size.
     patience : int
-        Stop when the validation loss (training loss without validation) has not improved for
-        this many epochs; 0 never stops early.
+        Stop after this many epochs without a lower (validation) loss; 0 never stops early.
     seed : int
         Seed of weight initialisation and shuffling (keras.utils.set_random_seed).
     """
