@@ -94,9 +94,11 @@ class Pipeline:
         """Assign new images to the fitted clusters."""
         clusterer: Clusterer = self.clusterer.instance
         if not can_predict(clusterer):
+            from .sklearn_adapter import predicting_clusterers
+
             raise ImgclustError(
                 f"clusterer {self.clusterer.name!r} cannot assign new images; "
-                "refit with one that can (kmeans, minibatch-kmeans, gmm, hdbscan)."
+                f"refit with one that can ({', '.join(predicting_clusterers())})."
             )
         return np.asarray(clusterer.predict(self.transform(images)), dtype=np.int64)
 
