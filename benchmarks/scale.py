@@ -317,9 +317,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"peak RSS grew {large['peak_rss_mib'] / small['peak_rss_mib']:.1f}x, to "
             f"{large['peak_rss_mib'] / 1024:.2f} GiB ({large['peak_anon_mib']:,.0f} MiB of it "
             "the process's own memory); decoding ran at "
-            + ", ".join(
-                f"{r['images_per_s'] / r['pillow']['images_per_s']:.2f}x" for r in folders
-            )
+            + ", ".join(f"{r['images_per_s'] / r['pillow']['images_per_s']:.2f}x" for r in folders)
             + " the plain loop's speed.",
         ]
     lines += [

@@ -321,8 +321,7 @@ def audit(root: Path) -> None:
         rel = file.relative_to(root.parent).as_posix()
         if file.suffix.lower() in _PICKLE_SUFFIXES or _looks_pickled(file):
             raise ImgclustError(
-                f"{rel} holds pickled Python objects, which can run code when loaded; "
-                f"{TRUST_HINT}."
+                f"{rel} holds pickled Python objects, which can run code when loaded; {TRUST_HINT}."
             )
         if file.suffix.lower() == ".keras" and _keras_has_code(file):
             raise ImgclustError(

@@ -230,9 +230,7 @@ def arrange(images: Any, channels: str, source: str) -> tuple[Any, dict[str, Any
         layout["channels"] = "none (one channel added)"
     elif images.ndim == 4:
         first = channels == "first" or (
-            channels == "auto"
-            and shape[1] in CHANNEL_SIZES
-            and shape[-1] not in CHANNEL_SIZES
+            channels == "auto" and shape[1] in CHANNEL_SIZES and shape[-1] not in CHANNEL_SIZES
         )
         layout["channels"] = "first" if first else "last"
         layout["channels_assumed"] = channels == "auto"

@@ -81,8 +81,13 @@ class PCAEncoder:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         p = self.pca_
-        np.savez(directory / "pca.npz", components_=p.components_, mean_=p.mean_,
-                 explained_variance_=p.explained_variance_, input_shape=np.array(self.input_shape_))
+        np.savez(
+            directory / "pca.npz",
+            components_=p.components_,
+            mean_=p.mean_,
+            explained_variance_=p.explained_variance_,
+            input_shape=np.array(self.input_shape_),
+        )
 
     def load(self, directory: Path) -> PCAEncoder:
         from sklearn.decomposition import PCA

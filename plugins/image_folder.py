@@ -162,8 +162,9 @@ class ImageFolderDataset:
         found = imagecache.lookup(directory, prefix, key)
         if found is not None:
             names, skipped = list(found.meta["ids"]), list(found.meta["skipped"])
-            return check_skipped(Decoded(found.images, names, skipped, "hit", str(found.path)),
-                                 self.strict, source)
+            return check_skipped(
+                Decoded(found.images, names, skipped, "hit", str(found.path)), self.strict, source
+            )
 
         def allocate(shape: tuple[int, ...]) -> Any:
             return imagecache.PendingEntry(directory, prefix, key, shape)
@@ -177,8 +178,12 @@ class ImageFolderDataset:
         except BaseException:
             pending.discard()
             raise
-        meta = {"ids": decoded.names, "skipped": decoded.skipped, "source": source,
-                "settings": settings}
+        meta = {
+            "ids": decoded.names,
+            "skipped": decoded.skipped,
+            "source": source,
+            "settings": settings,
+        }
         written = pending.commit(meta, decoded.kept)
         result = Decoded(written.images, decoded.names, decoded.skipped, "written")
         result.cache_path = str(written.path)
@@ -220,8 +225,12 @@ def load_image_files(
     source = str(root) if root is not None else "the given files"
     decoded = decode_files(entries, size, mode, check_workers(workers), max_pixels)
     check_skipped(decoded, strict, source, stacklevel=3)
-    info = {"source": str(root) if root is not None else "", "mode": mode,
-            "skipped": decoded.skipped, "cache": "off"}
+    info = {
+        "source": str(root) if root is not None else "",
+        "mode": mode,
+        "skipped": decoded.skipped,
+        "cache": "off",
+    }
     return ImageSet(decoded.images, None, decoded.names, None, info)
 
 
@@ -444,8 +453,12 @@ def describe_failure(error: BaseException, path: Path) -> str:
 # Status of one file after decoding: "" decoded, "size:HxW" another size than the first, else why
 # it was skipped.
 def _decode_into(
-    paths: Sequence[Path], size: tuple[int, int], mode: str, limit: int | None,
-    fixed: bool, out: Any,
+    paths: Sequence[Path],
+    size: tuple[int, int],
+    mode: str,
+    limit: int | None,
+    fixed: bool,
+    out: Any,
 ) -> list[str]:
     """Decode ``paths`` into the rows of ``out``; one status per file."""
     statuses = []
@@ -554,8 +567,14 @@ def _first_size(files: Sequence[ImageFile], mode: str, limit: int | None) -> tup
 
 
 def _run(
-    files: Sequence[ImageFile], size: tuple[int, int], mode: str, limit: int | None,
-    fixed: bool, out: Any, target: str | None, workers: int,
+    files: Sequence[ImageFile],
+    size: tuple[int, int],
+    mode: str,
+    limit: int | None,
+    fixed: bool,
+    out: Any,
+    target: str | None,
+    workers: int,
 ) -> list[str]:
     """Decode every file into ``out`` in order, serially or in a pool; statuses in file order."""
     paths = [f.path for f in files]
@@ -579,8 +598,16 @@ def _run(
 
 
 def _run_pool(
-    paths: list[Path], size: tuple[int, int], mode: str, limit: int | None, fixed: bool,
-    out: Any, target: str | None, workers: int, statuses: list[str], advance: Callable[[int], None],
+    paths: list[Path],
+    size: tuple[int, int],
+    mode: str,
+    limit: int | None,
+    fixed: bool,
+    out: Any,
+    target: str | None,
+    workers: int,
+    statuses: list[str],
+    advance: Callable[[int], None],
 ) -> int:
     """Decode in ``workers`` processes; return how many leading files are done (all, normally)."""
     import concurrent.futures as futures
@@ -641,8 +668,12 @@ class _progress:
         )
 
         self.bar = Progress(
-            TextColumn("decoding images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=True,
+            TextColumn("decoding images"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
         )
         self.bar.start()
         task = self.bar.add_task("decode", total=self.total)
@@ -696,4 +727,3 @@ def register_datasets(register):
         summary="every image below a folder (PNG, JPEG, BMP, GIF, TIFF, WebP), "
         "labels from sub-folders",
     )
-

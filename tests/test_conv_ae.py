@@ -137,8 +137,15 @@ def test_wrong_input_is_one_clear_error(fitted: ConvAutoencoder):
 
 @pytest.mark.parametrize(
     "settings",
-    [{"filters": ()}, {"filters": (16, 0)}, {"optimizer": "adagrad"}, {"loss": "l1"},
-     {"learning_rate": 0.0}, {"epochs": 0}, {"code_size": 0}],
+    [
+        {"filters": ()},
+        {"filters": (16, 0)},
+        {"optimizer": "adagrad"},
+        {"loss": "l1"},
+        {"learning_rate": 0.0},
+        {"epochs": 0},
+        {"code_size": 0},
+    ],
 )
 def test_bad_settings(settings):
     with pytest.raises(SettingsError, match="conv-ae"):
@@ -226,9 +233,25 @@ def test_registered_with_its_settings(registry):
 
 def test_run_json_stays_clean_and_records_losses(cli, runs_dir: Path):
     result = cli(
-        "run", "--dataset", "digits", "--encoder", "conv-ae", "--clusterer", "kmeans",
-        "--set", "encoder.epochs=1", "--set", "fit_split=train", "--set", "split=test",
-        "--set", "validation_split=test", "--runs-dir", runs_dir, "--no-plots", "--json",
+        "run",
+        "--dataset",
+        "digits",
+        "--encoder",
+        "conv-ae",
+        "--clusterer",
+        "kmeans",
+        "--set",
+        "encoder.epochs=1",
+        "--set",
+        "fit_split=train",
+        "--set",
+        "split=test",
+        "--set",
+        "validation_split=test",
+        "--runs-dir",
+        runs_dir,
+        "--no-plots",
+        "--json",
     )
     assert result.exit_code == 0, result.stderr
     record = json.loads(result.stdout)  # progress must not leak into stdout
@@ -243,8 +266,17 @@ def test_run_json_stays_clean_and_records_losses(cli, runs_dir: Path):
 
 def test_bad_setting_from_the_command_line(cli, runs_dir: Path):
     result = cli(
-        "run", "--dataset", "digits", "--encoder", "conv-ae", "--clusterer", "kmeans",
-        "--set", "encoder.optimizer=adagrad", "--runs-dir", runs_dir,
+        "run",
+        "--dataset",
+        "digits",
+        "--encoder",
+        "conv-ae",
+        "--clusterer",
+        "kmeans",
+        "--set",
+        "encoder.optimizer=adagrad",
+        "--runs-dir",
+        runs_dir,
     )
     assert result.exit_code != 0
     assert len(result.stderr.strip().splitlines()) == 1 and "optimizer" in result.stderr

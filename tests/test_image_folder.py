@@ -297,9 +297,23 @@ def digits_folder(tmp_path: Path) -> Path:
 def test_cli_run_on_an_image_folder(cli, runs_dir: Path, digits_folder: Path):
     with pytest.warns(ImageSkippedWarning, match="zz-broken.png"):
         result = cli(
-            "run", "--dataset", "image-folder", "--set", f"dataset.path={digits_folder}",
-            "--encoder", "pca", "--clusterer", "kmeans", "--set", "clusterer.n_clusters=3",
-            "--set", "dataset.workers=1", "--runs-dir", runs_dir, "--no-plots", "--json",
+            "run",
+            "--dataset",
+            "image-folder",
+            "--set",
+            f"dataset.path={digits_folder}",
+            "--encoder",
+            "pca",
+            "--clusterer",
+            "kmeans",
+            "--set",
+            "clusterer.n_clusters=3",
+            "--set",
+            "dataset.workers=1",
+            "--runs-dir",
+            runs_dir,
+            "--no-plots",
+            "--json",
         )
     assert result.exit_code == 0, result.stderr
     record = json.loads(result.stdout)
@@ -317,8 +331,17 @@ def test_cli_run_on_an_image_folder(cli, runs_dir: Path, digits_folder: Path):
 
 def test_cli_reports_a_folder_without_images_in_one_line(cli, runs_dir: Path, tmp_path: Path):
     result = cli(
-        "run", "--dataset", "image-folder", "--set", f"dataset.path={tmp_path}",
-        "--encoder", "pca", "--clusterer", "kmeans", "--runs-dir", runs_dir,
+        "run",
+        "--dataset",
+        "image-folder",
+        "--set",
+        f"dataset.path={tmp_path}",
+        "--encoder",
+        "pca",
+        "--clusterer",
+        "kmeans",
+        "--runs-dir",
+        runs_dir,
     )
     assert result.exit_code != 0
     assert "no images in" in result.stderr
@@ -331,9 +354,23 @@ def test_cli_run_with_the_articles_encoder(cli, runs_dir: Path, digits_folder: P
         pytest.skip("the conv-ae encoder is not installed")
     with pytest.warns(ImageSkippedWarning):
         result = cli(
-            "run", "--dataset", "image-folder", "--set", f"dataset.path={digits_folder}",
-            "--encoder", "conv-ae", "--set", "encoder.epochs=1", "--clusterer", "kmeans",
-            "--set", "clusterer.n_clusters=3", "--runs-dir", runs_dir, "--no-plots", "--json",
+            "run",
+            "--dataset",
+            "image-folder",
+            "--set",
+            f"dataset.path={digits_folder}",
+            "--encoder",
+            "conv-ae",
+            "--set",
+            "encoder.epochs=1",
+            "--clusterer",
+            "kmeans",
+            "--set",
+            "clusterer.n_clusters=3",
+            "--runs-dir",
+            runs_dir,
+            "--no-plots",
+            "--json",
         )
     assert result.exit_code == 0, result.stderr
     record = json.loads(result.stdout)

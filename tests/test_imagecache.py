@@ -117,9 +117,11 @@ def test_skipped_files_are_remembered_and_strict_still_refuses_a_cached_folder(f
     with pytest.warns(ImageSkippedWarning, match="odd/bad.png"):
         second = load(folder)
     assert second.info["cache"] == "hit"
-    assert second.info["skipped"] == first.info["skipped"] == [
-        "odd/bad.png: not a readable image (unknown format or corrupt header)"
-    ]
+    assert (
+        second.info["skipped"]
+        == first.info["skipped"]
+        == ["odd/bad.png: not a readable image (unknown format or corrupt header)"]
+    )
     assert len(second) == 6
     with pytest.raises(DataError, match="odd/bad.png"):
         load(folder, strict=True)

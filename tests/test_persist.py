@@ -25,8 +25,16 @@ from imgclust.pipeline import Pipeline, Stage
 from imgclust.plugins_host import get_host, get_registry
 
 FAST = ["--dataset", "digits", "--encoder", "pca", "--clusterer", "kmeans", "--no-plots"]
-SMALL = ["--dataset", "digits", "--set", "dataset.limit=300", "--clusterer", "kmeans",
-         "--set", "clusterer.n_init=2"]
+SMALL = [
+    "--dataset",
+    "digits",
+    "--set",
+    "dataset.limit=300",
+    "--clusterer",
+    "kmeans",
+    "--set",
+    "clusterer.n_init=2",
+]
 
 
 def digits(limit: int | None = None) -> ImageSet:
@@ -119,8 +127,10 @@ def _blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     fit = np.concatenate([c + rng.normal(0, 0.02, (60, 16)) for c in centres])
     new = np.concatenate([c + rng.normal(0, 0.02, (10, 16)) for c in centres])
     shape = (-1, 4, 4, 1)
-    return (np.clip(fit, 0, 1).astype(np.float32).reshape(shape),
-            np.clip(new, 0, 1).astype(np.float32).reshape(shape))
+    return (
+        np.clip(fit, 0, 1).astype(np.float32).reshape(shape),
+        np.clip(new, 0, 1).astype(np.float32).reshape(shape),
+    )
 
 
 def _small_settings(factory) -> dict:
@@ -148,13 +158,18 @@ def _save_fitted(tmp_path: Path, clusterer_name: str) -> tuple[Pipeline, np.ndar
 
 def _bundled_clusterers() -> list[str]:
     registry = get_registry()
-    names = [n for n in registry.names("clusterers") if registry.entries["clusterers"][n].plugin
-             in {name for name, info in get_host().plugins.items() if info.bundled}]
+    names = [
+        n
+        for n in registry.names("clusterers")
+        if registry.entries["clusterers"][n].plugin
+        in {name for name, info in get_host().plugins.items() if info.bundled}
+    ]
     return names
 
 
-PREDICTING = [n for n in _bundled_clusterers()
-              if can_predict(get_registry().get("clusterers", n).target())]
+PREDICTING = [
+    n for n in _bundled_clusterers() if can_predict(get_registry().get("clusterers", n).target())
+]
 NOT_PREDICTING = [n for n in _bundled_clusterers() if n not in PREDICTING]
 
 
@@ -232,8 +247,7 @@ def register_test_encoder() -> None:
 
 def test_a_picklable_stage_without_a_format_is_pickled_and_loads_only_when_trusted(cli, runs_dir):
     register_test_encoder()
-    result = cli("run", *SMALL, "--encoder", "no-format",
-                 "--no-plots", "--runs-dir", runs_dir)
+    result = cli("run", *SMALL, "--encoder", "no-format", "--no-plots", "--runs-dir", runs_dir)
     assert result.exit_code == 0, result.stderr
     [folder] = list(runs_dir.iterdir())
     manifest = read_manifest(folder)
@@ -247,8 +261,17 @@ def test_a_picklable_stage_without_a_format_is_pickled_and_loads_only_when_trust
 
 def test_a_stage_that_cannot_be_saved_does_not_fail_the_run(cli, runs_dir):
     register_test_encoder()
-    result = cli("run", *SMALL, "--encoder", "no-format",
-                 "--set", "encoder.picklable=false", "--no-plots", "--runs-dir", runs_dir)
+    result = cli(
+        "run",
+        *SMALL,
+        "--encoder",
+        "no-format",
+        "--set",
+        "encoder.picklable=false",
+        "--no-plots",
+        "--runs-dir",
+        runs_dir,
+    )
     assert result.exit_code == 0, result.stderr
     [folder] = list(runs_dir.iterdir())
     manifest = read_manifest(folder)
@@ -344,8 +367,10 @@ def test_arrays_replaced_by_a_malicious_pickle_are_never_unpickled(run_copy, tmp
 
 def test_a_malicious_pickled_stage_runs_only_when_trusted(cli, runs_dir, tmp_path):
     register_test_encoder()
-    assert cli("run", *SMALL, "--encoder", "no-format",
-               "--no-plots", "--runs-dir", runs_dir).exit_code == 0
+    assert (
+        cli("run", *SMALL, "--encoder", "no-format", "--no-plots", "--runs-dir", runs_dir).exit_code
+        == 0
+    )
     [folder] = list(runs_dir.iterdir())
     [state] = list((folder / "pipeline").rglob("*.pkl"))
     marker = tmp_path / "pwned"
@@ -364,13 +389,33 @@ def test_a_malicious_pickled_stage_runs_only_when_trusted(cli, runs_dir, tmp_pat
 def lambda_keras_archive(path: Path) -> Path:
     """A ``.keras`` archive whose model config holds a Lambda layer with serialized code."""
     config = {
-        "module": "keras", "class_name": "Sequential", "config": {"name": "m", "layers": [
-            {"module": "keras.layers", "class_name": "InputLayer",
-             "config": {"batch_shape": [None, 4], "dtype": "float32", "name": "input"}},
-            {"module": "keras.layers", "class_name": "Lambda", "config": {
-                "name": "lambda", "function": {"class_name": "__lambda__", "config": {
-                    "code": "4wEAAAAAAAAAAAAAAAEAAAADAAAA", "defaults": None, "closure": None}}}},
-        ]},
+        "module": "keras",
+        "class_name": "Sequential",
+        "config": {
+            "name": "m",
+            "layers": [
+                {
+                    "module": "keras.layers",
+                    "class_name": "InputLayer",
+                    "config": {"batch_shape": [None, 4], "dtype": "float32", "name": "input"},
+                },
+                {
+                    "module": "keras.layers",
+                    "class_name": "Lambda",
+                    "config": {
+                        "name": "lambda",
+                        "function": {
+                            "class_name": "__lambda__",
+                            "config": {
+                                "code": "4wEAAAAAAAAAAAAAAAEAAAADAAAA",
+                                "defaults": None,
+                                "closure": None,
+                            },
+                        },
+                    },
+                },
+            ],
+        },
     }
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
@@ -401,8 +446,20 @@ def _keras_lambda_model(path: Path, marker: Path) -> Path:
 def test_a_real_keras_lambda_never_runs_even_through_the_encoders_load(tmp_path, cli, runs_dir):
     if "conv-ae" not in get_registry().names("encoders"):
         pytest.skip("the conv-ae encoder is not installed")
-    result = cli("run", "--dataset", "digits", "--encoder", "conv-ae", "--clusterer", "kmeans",
-                 "--set", "encoder.epochs=1", "--no-plots", "--runs-dir", runs_dir)
+    result = cli(
+        "run",
+        "--dataset",
+        "digits",
+        "--encoder",
+        "conv-ae",
+        "--clusterer",
+        "kmeans",
+        "--set",
+        "encoder.epochs=1",
+        "--no-plots",
+        "--runs-dir",
+        runs_dir,
+    )
     assert result.exit_code == 0, result.stderr
     [folder] = list(runs_dir.iterdir())
     [model] = list((folder / "pipeline" / "encoder-0-conv-ae").glob("*.keras"))

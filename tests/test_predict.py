@@ -160,8 +160,20 @@ def test_evaluate_needs_labels_and_valid_settings(cli, fitted_run, tmp_path):
 
 
 def test_a_run_whose_clusterer_cannot_predict_says_which_can(cli, runs_dir, tmp_path):
-    result = cli("run", "--dataset", "digits", "--encoder", "pca", "--clusterer", "agglomerative",
-                 "--set", "dataset.limit=200", "--no-plots", "--runs-dir", runs_dir)
+    result = cli(
+        "run",
+        "--dataset",
+        "digits",
+        "--encoder",
+        "pca",
+        "--clusterer",
+        "agglomerative",
+        "--set",
+        "dataset.limit=200",
+        "--no-plots",
+        "--runs-dir",
+        runs_dir,
+    )
     assert result.exit_code == 0, result.stderr
     [folder] = list(runs_dir.iterdir())
     np.save(tmp_path / "x.npy", digit_images()[0][:5])

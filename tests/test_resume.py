@@ -15,8 +15,19 @@ from imgclust.arrays import as_matrix
 from imgclust.hookspecs import hookimpl
 from imgclust.plugins_host import get_host
 
-RUN = ["--dataset", "digits", "--encoder", "stepper", "--clusterer", "kmeans", "--no-plots",
-       "--set", "dataset.limit=500", "--set", "clusterer.n_init=2"]
+RUN = [
+    "--dataset",
+    "digits",
+    "--encoder",
+    "stepper",
+    "--clusterer",
+    "kmeans",
+    "--no-plots",
+    "--set",
+    "dataset.limit=500",
+    "--set",
+    "clusterer.n_init=2",
+]
 
 
 class Stepper:
@@ -46,7 +57,7 @@ class Stepper:
             start, weights = saved["epoch"], np.array(saved["weights"])
         Stepper.starts.append(start)
         for epoch in range(start, self.epochs):
-            weights = weights + x[epoch::self.epochs].mean(axis=0) / self.epochs
+            weights = weights + x[epoch :: self.epochs].mean(axis=0) / self.epochs
             if state is not None:
                 state.parent.mkdir(parents=True, exist_ok=True)
                 state.write_text(json.dumps({"epoch": epoch + 1, "weights": weights.tolist()}))
@@ -93,8 +104,13 @@ def test_an_interrupted_run_resumes_and_finishes_the_same(cli, runs_dir, tmp_pat
     assert finished.name == incomplete.name.removesuffix(".incomplete")
     assert json.loads(resumed.stdout)["run"] == str(finished)
     assert Stepper.starts == [0, 1]  # the second fit went on from epoch 1
-    for name in ("config.toml", "metrics.json", "assignments.csv", "embeddings.npy",
-                 "pipeline/manifest.json"):
+    for name in (
+        "config.toml",
+        "metrics.json",
+        "assignments.csv",
+        "embeddings.npy",
+        "pipeline/manifest.json",
+    ):
         assert (finished / name).is_file(), name
 
     # an uninterrupted run gives the same clusters
@@ -110,8 +126,10 @@ def test_an_interrupted_run_resumes_and_finishes_the_same(cli, runs_dir, tmp_pat
     from imgclust.plugins.digits import DigitsDataset
 
     labels = load_pipeline(finished).predict(DigitsDataset(limit=500).load("all").images)
-    assert labels.tolist() == [int(line.split(",")[1]) for line in
-                               (finished / "assignments.csv").read_text().splitlines()[1:]]
+    assert labels.tolist() == [
+        int(line.split(",")[1])
+        for line in (finished / "assignments.csv").read_text().splitlines()[1:]
+    ]
 
 
 def test_resume_takes_the_folder_with_or_without_its_suffix(cli, runs_dir):
@@ -170,8 +188,19 @@ def test_conv_ae_resumes_from_its_checkpoint(cli, runs_dir, monkeypatch):
             raise KeyboardInterrupt
 
     monkeypatch.setattr(ConvAutoencoder, "write_checkpoint", interrupt_after_first)
-    args = ["--dataset", "digits", "--encoder", "conv-ae", "--clusterer", "kmeans", "--no-plots",
-            "--set", "encoder.epochs=2", "--runs-dir", runs_dir]
+    args = [
+        "--dataset",
+        "digits",
+        "--encoder",
+        "conv-ae",
+        "--clusterer",
+        "kmeans",
+        "--no-plots",
+        "--set",
+        "encoder.epochs=2",
+        "--runs-dir",
+        runs_dir,
+    ]
     first = cli("run", *args)
     assert first.exit_code == 130 and "imgclust run --resume" in first.stderr
     [incomplete] = folders(runs_dir)

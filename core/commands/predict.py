@@ -275,8 +275,11 @@ def evaluate_command(
 
     saved = load_pipeline(run, trust=trust)
     saved.check_can_predict()
-    record = {"run": str(run), "pipeline": saved.pipeline.name,
-              **evaluation(saved, dataset, split, list(sets or []))}
+    record = {
+        "run": str(run),
+        "pipeline": saved.pipeline.name,
+        **evaluation(saved, dataset, split, list(sets or [])),
+    }
     if as_json:
         typer.echo(json.dumps(record, indent=2))
         return
