@@ -212,3 +212,14 @@ def test_the_guide_s_example_plugin_works(third_party, cli, runs_dir):
         )
         == 2
     )
+
+
+def test_cli_reference_is_current():
+    """docs/cli.md is generated from the CLI; regenerate it with python docs/cli_reference.py."""
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "docs" / "cli_reference.py"
+    spec = importlib.util.spec_from_file_location("cli_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.TARGET.read_text() == module.render(), "run: python docs/cli_reference.py"
