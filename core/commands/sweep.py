@@ -55,6 +55,7 @@ def sweep_k_command(
 ) -> None:
     """Sweep k on a sample, score each k without labels, recommend one (and run it with --run)."""
     from rich.console import Console
+    from rich.markup import escape
 
     from ..config import read_toml, resolve_config, validate
     from ..ksweep import check_k_range, check_sweepable, parse_range, sweep, write
@@ -63,7 +64,7 @@ def sweep_k_command(
     console = Console(stderr=True, highlight=False)
 
     def log(message: str) -> None:
-        console.print(f"[dim]{message}[/dim]")
+        console.print(f"[dim]{escape(message)}[/dim]")
 
     registry = get_registry()
     ks = parse_range(k_range)
