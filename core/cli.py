@@ -7,7 +7,6 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -21,12 +20,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def _stderr() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -168,14 +161,13 @@ def run_command(
         seed=seed,
         split=split,
     )
-    console = _stderr()
-    from rich.markup import escape
+    from .console import stderr_log
 
     result = execute(
         registry,
         resolved,
         runs_dir,
-        log=lambda message: console.print(f"[dim]{escape(message)}[/dim]"),
+        log=stderr_log(),
         plots=not no_plots,
         folder=folder,
     )

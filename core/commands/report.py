@@ -37,15 +37,11 @@ def register(app: Any) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
     ) -> None:
         """Redraw the plots of a run folder and rebuild its self-contained report.html."""
-        from rich.console import Console
-
+        from ..console import stderr_log
         from ..errors import DataError
         from ..report_html import write_report
 
-        console = Console(stderr=True, highlight=False)
-
-        def log(message: str) -> None:
-            console.print(f"[dim]{message}[/dim]")
+        log = stderr_log()
 
         if not run.is_dir():
             raise DataError(

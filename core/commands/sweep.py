@@ -54,17 +54,12 @@ def sweep_k_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Sweep k on a sample, score each k without labels, recommend one (and run it with --run)."""
-    from rich.console import Console
-    from rich.markup import escape
-
     from ..config import read_toml, resolve_config, validate
+    from ..console import stderr_log
     from ..ksweep import check_k_range, check_sweepable, parse_range, sweep, write
     from ..plugins_host import get_registry
 
-    console = Console(stderr=True, highlight=False)
-
-    def log(message: str) -> None:
-        console.print(f"[dim]{escape(message)}[/dim]")
+    log = stderr_log()
 
     registry = get_registry()
     ks = parse_range(k_range)

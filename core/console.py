@@ -1,0 +1,18 @@
+"""Progress lines for the CLI: dimmed, on stderr (stdout is for results and ``--json``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def stderr_log() -> Callable[[str], None]:
+    """A ``log(message)`` that prints one dimmed line on stderr, without reading markup in it."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    def log(message: str) -> None:
+        console.print(f"[dim]{escape(message)}[/dim]")
+
+    return log
