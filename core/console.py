@@ -16,3 +16,8 @@ def stderr_log() -> Callable[[str], None]:
         console.print(f"[dim]{escape(message)}[/dim]")
 
     return log
+
+
+def note(message: str) -> None:
+    """Print one progress line on stderr (for stages, which have no log of their own)."""
+    stderr_log()(message)

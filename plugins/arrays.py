@@ -308,9 +308,9 @@ def _convert(images: Any, dtype: Any, function: Any) -> Any:
 
 def _note(message: str) -> None:
     """A one-line note on stderr, in the run log's style."""
-    from rich.console import Console
+    from imgclust.console import note
 
-    Console(stderr=True, highlight=False).print(f"[dim]{message}[/dim]", soft_wrap=True)
+    note(message)
 
 
 @hookimpl
