@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 
-def write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (a reader never sees a half-written file)."""
+def write_bytes(path: Path, data: bytes, *, overwrite: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically (a reader never sees a half-written file); with
+    ``overwrite=False`` raise FileExistsError rather than replace a file that is there."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -23,11 +24,29 @@ def write_bytes(path: Path, data: bytes) -> Path:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            _move_to_new(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def _move_to_new(temporary: str, path: Path) -> None:
+    """Give the written file its name only if no file has that name (a hard link cannot
+    replace one); where links are not supported, check just before renaming."""
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        if os.path.lexists(path):
+            raise FileExistsError(path) from None
+        os.replace(temporary, path)
+    else:
+        os.unlink(temporary)
 
 
 def _umask() -> int:
@@ -36,9 +55,9 @@ def _umask() -> int:
     return mask
 
 
-def write_text(path: Path, text: str) -> Path:
+def write_text(path: Path, text: str, *, overwrite: bool = True) -> Path:
     """Write UTF-8 text atomically."""
-    return write_bytes(path, text.encode("utf-8"))
+    return write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -8,7 +8,6 @@ JSON and drawn as ``k-sweep.png``.
 
 from __future__ import annotations
 
-import csv
 import io
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +20,7 @@ import numpy as np
 from . import atomic
 from .errors import DataError, SettingsError
 from .metrics import internal_scores
+from .outputs import csv_text
 from .settings import resolve, settings_of
 
 #: Each criterion and whether larger values are better.
@@ -190,12 +190,7 @@ def choose(rows: list[dict[str, Any]], criterion: str) -> int:
 def table_csv(result: SweepResult) -> str:
     """The sweep as CSV: one row per k."""
     columns = ["k", *[c for c in CRITERIA if any(c in r for r in result.rows)], "found", "seconds"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    for row in result.rows:
-        writer.writerow({c: "" if row.get(c) is None else row[c] for c in columns})
-    return buffer.getvalue()
+    return csv_text(columns, ([row.get(c) for c in columns] for row in result.rows))
 
 
 def plot(result: SweepResult, path: Path) -> Path:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -18,6 +16,7 @@ from .config import stage_settings, to_toml
 from .errors import DataError, ImgclustError, SettingsError
 from .interfaces import ImageSet
 from .metrics import composition, external_scores, internal_scores
+from .outputs import csv_text
 from .pipeline import Pipeline, Stage
 from .registry import Registry
 from .runfolder import create_incomplete, discard, finalise, run_name
@@ -245,11 +244,9 @@ def write_outputs(result: RunResult) -> None:
 
 
 def assignments_csv(data: ImageSet, labels: np.ndarray) -> str:
-    """id, cluster and (when known) label of every image."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    """id, cluster and (when known) label of every image, safe to open in a spreadsheet."""
     has_labels = data.labels is not None
-    writer.writerow(["id", "cluster", "label"] if has_labels else ["id", "cluster"])
+    rows = []
     for index, (image_id, cluster) in enumerate(zip(data.ids, labels, strict=True)):
         row = [image_id, int(cluster)]
         if has_labels:
@@ -259,5 +256,5 @@ def assignments_csv(data: ImageSet, labels: np.ndarray) -> str:
                     data.class_names[int(label)] if 0 <= label < len(data.class_names) else label
                 )
             row.append(label.item() if isinstance(label, np.generic) else label)
-        writer.writerow(row)
-    return buffer.getvalue()
+        rows.append(row)
+    return csv_text(["id", "cluster", "label"] if has_labels else ["id", "cluster"], rows)

@@ -6,8 +6,6 @@ the pipeline was fitted (its height and width, grayscale or RGB); arrays must al
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -159,11 +157,10 @@ def _plain(value: Any) -> Any:
 
 
 def to_csv(header: list[str], rows: list[list[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
+    """The rows as CSV, safe to open in a spreadsheet (see :func:`imgclust.outputs.csv_cell`)."""
+    from ..outputs import csv_text
+
+    return csv_text(header, rows)
 
 
 def predict_command(
@@ -172,7 +169,10 @@ def predict_command(
         ..., help="Image files, folders of images, .npy/.npz arrays."
     ),
     output: Path | None = typer.Option(
-        None, "--output", "-o", help="Write the CSV here (default: stdout)."
+        None, "--output", "-o", help="Write the CSV to this new file (default: stdout)."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Let --output replace an existing file (never an input)."
     ),
     trust: bool = typer.Option(
         False, "--trust", help="Allow pickled stages (they can run code): only for runs you trust."
@@ -180,16 +180,18 @@ def predict_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Assign new images to a finished run's clusters: id, cluster, distance or probability."""
-    from .. import atomic
+    from ..outputs import claim_output, write_output
     from ..persist import load_pipeline
 
+    if output is not None:
+        output = claim_output(output, force=force, inputs=[run, *inputs])
     saved = load_pipeline(run, trust=trust)
     saved.check_can_predict()
     header, rows = predict_rows(saved, inputs)
     text = to_csv(header, rows)
     counts = Counter(int(row[1]) for row in rows)
     if output is not None:
-        atomic.write_text(output, text)
+        write_output(output, text, force=force)
     if as_json:
         record: dict[str, Any] = {
             "run": str(run),

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, ImgclustError
+from ..outputs import read_csv_cell
 from .inputs import PlotInputs, describe_source
 
 Log = Callable[[str], None]
@@ -37,11 +38,11 @@ def read_assignments(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | No
     except (IndexError, ValueError):
         raise DataError(f"{path} has a row without a whole-number cluster.") from None
     labels = (
-        np.array([r[2] if len(r) > 2 else "" for r in rows[1:]], dtype=object)
+        np.array([read_csv_cell(r[2]) if len(r) > 2 else "" for r in rows[1:]], dtype=object)
         if has_labels
         else None
     )
-    return [r[0] for r in rows[1:]], clusters, labels
+    return [read_csv_cell(r[0]) for r in rows[1:]], clusters, labels
 
 
 def read_features(path: Path, count: int) -> np.ndarray | None:

@@ -1,0 +1,143 @@
+"""Files a user names for imgclust to write, and the CSV text imgclust writes.
+
+An output never replaces a folder, replaces an existing file only with ``--force``, and never
+replaces one of the command's own inputs (not through a symlink or hard link either). CSV cells
+that a spreadsheet would read as a formula are escaped with a leading ``'``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import stat
+from collections.abc import Iterable, Sequence
+from numbers import Number
+from pathlib import Path
+from typing import Any
+
+from .errors import ImgclustError
+
+# Output files ------------------------------------------------------------------------------
+
+
+def claim_output(
+    path: Path | str, *, force: bool, inputs: Iterable[Path | str] = (), option: str = "--output"
+) -> Path:
+    """``path`` checked as a place to write a new file; every refusal is one line."""
+    path = Path(path)
+    shown = f"{option} {str(path)!r}"
+    try:
+        _check_output(path, shown, force, [Path(p) for p in inputs])
+    except (OSError, RuntimeError) as exc:  # unreadable folders, symlink loops
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ImgclustError(f"{shown} cannot be used: {reason}.") from None
+    return path
+
+
+def _check_output(path: Path, shown: str, force: bool, inputs: list[Path]) -> None:
+    if path.is_dir():
+        raise ImgclustError(f"{shown} is a folder: give a file name, for example {path / 'out'}.")
+    if _is_an_input(path, inputs):
+        raise ImgclustError(
+            f"{shown} is one of this command's inputs: write the output to another file."
+        )
+    if os.path.lexists(path):
+        if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+            raise ImgclustError(f"{shown} exists and is not a regular file: give another name.")
+        if not force:
+            raise ImgclustError(
+                f"{shown} already exists: give a new name, or --force to replace it."
+            )
+    parent = path.parent
+    if not parent.is_dir():
+        what = "is not a folder" if os.path.lexists(parent) else "does not exist"
+        raise ImgclustError(f"{shown}: folder {str(parent)!r} {what}: create it first.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ImgclustError(f"{shown}: folder {str(parent)!r} is not writable.")
+
+
+def write_output(path: Path, text: str, *, force: bool, option: str = "--output") -> Path:
+    """Write a claimed output whole or not at all; without ``force`` never over a file that
+    appeared since it was claimed."""
+    from . import atomic
+
+    shown = f"{option} {str(path)!r}"
+    try:
+        return atomic.write_text(path, text, overwrite=force)
+    except FileExistsError:
+        raise ImgclustError(
+            f"{shown} already exists: give a new name, or --force to replace it."
+        ) from None
+    except OSError as exc:
+        raise ImgclustError(f"cannot write {shown}: {exc.strerror or exc}.") from None
+
+
+def _is_an_input(path: Path, inputs: Sequence[Path]) -> bool:
+    """Whether writing ``path`` would replace an input or a file inside an input folder."""
+    target = path.resolve()
+    exists = path.exists()
+    for given in inputs:
+        source = given.resolve()
+        if target == source or (exists and given.exists() and os.path.samefile(path, given)):
+            return True
+        if exists and source.is_dir() and target.is_relative_to(source):
+            return True
+    if exists and path.is_file() and path.stat().st_nlink > 1:
+        return _linked_into_folders(path, [p for p in inputs if p.is_dir()])
+    return False
+
+
+def _linked_into_folders(path: Path, folders: Sequence[Path]) -> bool:
+    """Whether a hard-linked file is also one of the files below ``folders``."""
+    info = path.stat()
+    key = (info.st_dev, info.st_ino)
+    for folder in folders:
+        for root, _, names in os.walk(folder, followlinks=True):
+            for name in names:
+                try:
+                    other = os.stat(os.path.join(root, name))
+                except OSError:
+                    continue
+                if (other.st_dev, other.st_ino) == key:
+                    return True
+    return False
+
+
+# CSV ---------------------------------------------------------------------------------------
+
+#: A cell that starts with one of these (after any leading blanks) could be run as a formula by
+#: a spreadsheet; ``'`` is escaped as well so that reading back is exact.
+FORMULA_STARTS = frozenset("=+-@\t\r\n\0'\uff1d\uff0b\uff0d\uff20")
+_BLANKS = re.compile(r"[\s\u200b-\u200d\u2060\ufeff]*")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` safe to open in a spreadsheet: text that could start a formula gets a ``'``
+    in front (OWASP's advice); numbers and plain numeric text keep their form."""
+    if value is None:
+        return ""
+    if isinstance(value, Number) and not isinstance(value, bool):
+        return value
+    text = value if isinstance(value, str) else str(value)
+    if not text or _PLAIN_NUMBER.fullmatch(text):
+        return text
+    if text[0] in FORMULA_STARTS or text[_BLANKS.match(text).end() :][:1] in FORMULA_STARTS:
+        return "'" + text
+    return text
+
+
+def read_csv_cell(text: str) -> str:
+    """The value :func:`csv_cell` escaped, as it was before."""
+    return text[1:] if text.startswith("'") else text
+
+
+def csv_text(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
+    """A header and rows as CSV text (``\\n`` line ends), every cell through :func:`csv_cell`."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([csv_cell(cell) for cell in header])
+    writer.writerows([csv_cell(cell) for cell in row] for row in rows)
+    return buffer.getvalue()
