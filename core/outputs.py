@@ -111,7 +111,7 @@ def _linked_into_folders(path: Path, folders: Sequence[Path]) -> bool:
 #: a spreadsheet; ``'`` is escaped as well so that reading back is exact.
 FORMULA_STARTS = frozenset("=+-@\t\r\n\0'\uff1d\uff0b\uff0d\uff20")
 _BLANKS = re.compile(r"[\s\u200b-\u200d\u2060\ufeff]*")
-_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def csv_cell(value: Any) -> Any:
@@ -137,7 +137,11 @@ def read_csv_cell(text: str) -> str:
 def csv_text(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
     """A header and rows as CSV text (``\\n`` line ends), every cell through :func:`csv_cell`."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([csv_cell(cell) for cell in header])
-    writer.writerows([csv_cell(cell) for cell in row] for row in rows)
+    minimal = csv.writer(buffer, lineterminator="\n")
+    # with "\n" line ends the csv module leaves a lone "\r" unquoted, which would split a row
+    quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
+    for row in (header, *rows):
+        safe = [csv_cell(cell) for cell in row]
+        writer = quoted if any(isinstance(c, str) and "\r" in c for c in safe) else minimal
+        writer.writerow(safe)
     return buffer.getvalue()
