@@ -61,6 +61,23 @@ def test_predict_an_npy_array_writes_the_runs_clusters_with_distances(cli, fitte
     assert (distances >= 0).all() and distances.max() > 0
 
 
+def test_predict_writes_a_new_file_and_replaces_one_only_with_force(cli, fitted_run, tmp_path):
+    images, _ = digit_images()
+    np.save(tmp_path / "digits.npy", images[:50])
+    out = tmp_path / "out.csv"
+    first = cli("predict", fitted_run, tmp_path / "digits.npy", "-o", out)
+    assert first.exit_code == 0, first.stderr
+    written = out.read_text()
+    printed = cli("predict", fitted_run, tmp_path / "digits.npy")
+    assert printed.stdout == written
+    again = cli("predict", fitted_run, tmp_path / "digits.npy", "-o", out)
+    assert again.exit_code != 0 and "already exists" in again.stderr and "--force" in again.stderr
+    out.write_text("older\n")
+    forced = cli("predict", fitted_run, tmp_path / "digits.npy", "-o", out, "--force", "--json")
+    assert forced.exit_code == 0, forced.stderr
+    assert json.loads(forced.stdout)["output"] == str(out) and out.read_text() == written
+
+
 def test_predict_an_npz_with_labels_channel_first_and_float(cli, fitted_run, tmp_path):
     images, labels = digit_images()
     first = np.moveaxis(images[:100], -1, 1).astype(np.float32) / 255  # (N, 1, 8, 8) in [0, 1]

@@ -38,9 +38,7 @@ def one_line_error(result, fragment: str) -> None:
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file below ``folder`` (links followed) and its bytes."""
     return {
-        str(p.relative_to(folder)): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
     }
 
 
