@@ -40,9 +40,7 @@ def _check_output(path: Path, shown: str, force: bool, inputs: list[Path]) -> No
     if path.is_dir():
         raise ImgclustError(f"{shown} is a folder: give a file name, for example {path / 'out'}.")
     if _is_an_input(path, inputs):
-        raise ImgclustError(
-            f"{shown} is one of this command's inputs: write the output to another file."
-        )
+        raise ImgclustError(f"{shown} is one of this command's inputs: {_ELSEWHERE}")
     if os.path.lexists(path):
         if path.exists() and not stat.S_ISREG(path.stat().st_mode):
             raise ImgclustError(f"{shown} exists and is not a regular file: give another name.")
@@ -50,12 +48,17 @@ def _check_output(path: Path, shown: str, force: bool, inputs: list[Path]) -> No
             raise ImgclustError(
                 f"{shown} already exists: give a new name, or --force to replace it."
             )
+        if path.exists() and _found_in_folders(path, [p for p in inputs if p.is_dir()]):
+            raise ImgclustError(f"{shown} is one of this command's inputs: {_ELSEWHERE}")
     parent = path.parent
     if not parent.is_dir():
         what = "is not a folder" if os.path.lexists(parent) else "does not exist"
         raise ImgclustError(f"{shown}: folder {str(parent)!r} {what}: create it first.")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ImgclustError(f"{shown}: folder {str(parent)!r} is not writable.")
+
+
+_ELSEWHERE = "write the output to another file."
 
 
 def write_output(path: Path, text: str, *, force: bool, option: str = "--output") -> Path:
@@ -75,7 +78,7 @@ def write_output(path: Path, text: str, *, force: bool, option: str = "--output"
 
 
 def _is_an_input(path: Path, inputs: Sequence[Path]) -> bool:
-    """Whether writing ``path`` would replace an input or a file inside an input folder."""
+    """Whether ``path`` is an input, by name or link, or an existing file inside an input folder."""
     target = path.resolve()
     exists = path.exists()
     for given in inputs:
@@ -84,17 +87,16 @@ def _is_an_input(path: Path, inputs: Sequence[Path]) -> bool:
             return True
         if exists and source.is_dir() and target.is_relative_to(source):
             return True
-    if exists and path.is_file() and path.stat().st_nlink > 1:
-        return _linked_into_folders(path, [p for p in inputs if p.is_dir()])
     return False
 
 
-def _linked_into_folders(path: Path, folders: Sequence[Path]) -> bool:
-    """Whether a hard-linked file is also one of the files below ``folders``."""
+def _found_in_folders(path: Path, folders: Sequence[Path]) -> bool:
+    """Whether ``path`` is the same file as one below ``folders`` (a hard link, or a file that a
+    link in the folder points to); only asked with ``--force``, as it reads whole folders."""
     info = path.stat()
     key = (info.st_dev, info.st_ino)
     for folder in folders:
-        for root, _, names in os.walk(folder, followlinks=True):
+        for root, _, names in os.walk(folder):  # links to folders are not read, so not followed
             for name in names:
                 try:
                     other = os.stat(os.path.join(root, name))

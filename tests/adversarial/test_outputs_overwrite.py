@@ -86,11 +86,16 @@ def test_files_inside_an_input_folder_or_the_run_folder_are_inputs_too(cli, run_
     (folder / "notes.txt").write_text("mine")
     elsewhere = tmp_path / "elsewhere.png"
     os.link(folder / "d0.png", elsewhere)  # the same file as an input image, by another name
+    pointed = tmp_path / "pointed.png"  # read as an input through a link inside the folder
+    Image.fromarray(digits(1)[0][:, :, 0]).save(pointed)
+    (folder / "linked.png").symlink_to(pointed)
     images_before, run_before = snapshot(folder), snapshot(run_copy)
+    pointed_before = pointed.read_bytes()
     targets = [
         folder / "d1.png",
         folder / "notes.txt",
         elsewhere,
+        pointed,
         run_copy / "assignments.csv",
         run_copy / "pipeline" / "manifest.json",
     ]
@@ -98,6 +103,7 @@ def test_files_inside_an_input_folder_or_the_run_folder_are_inputs_too(cli, run_
         result = cli("predict", run_copy, folder, "-o", target, "--force")
         one_line_error(result, "is one of this command's inputs")
     assert snapshot(folder) == images_before and snapshot(run_copy) == run_before
+    assert pointed.read_bytes() == pointed_before and not pointed.is_symlink()
     # a new file next to the inputs is fine: it replaces nothing
     result = cli("predict", run_copy, folder, "-o", folder / "predicted.csv")
     assert result.exit_code == 0, result.stderr
