@@ -116,11 +116,21 @@ def _merge_encoders(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> lis
     return [dict(n) for n in new]
 
 
-def apply_sets(config: dict[str, Any], assignments: Iterable[str]) -> dict[str, Any]:
-    """Apply ``stage.key=value`` assignments (values stay strings; stages convert them)."""
+def apply_sets(
+    config: dict[str, Any], assignments: Iterable[str | tuple[str, Any]]
+) -> dict[str, Any]:
+    """Apply ``stage.key=value`` assignments (values stay strings; stages convert them).
+
+    An assignment may also be a ``("stage.key", value)`` pair with a real Python value (the
+    Python API's settings): it lands in the same place and is checked by the same code.
+    """
     result = copy.deepcopy(config)
     for assignment in assignments:
-        target, sep, value = assignment.partition("=")
+        if isinstance(assignment, tuple):
+            target, value = assignment
+            sep, assignment = "=", f"{target}={value!r}"
+        else:
+            target, sep, value = assignment.partition("=")
         if not sep or not target.strip():
             raise SettingsError(
                 f"--set {assignment!r}: write it as stage.key=value, e.g. clusterer.n_clusters=10."
@@ -182,11 +192,14 @@ def resolve_config(
     dataset: str | None = None,
     encoders: list[str] | None = None,
     clusterer: str | None = None,
-    sets: Iterable[str] = (),
+    sets: Iterable[str | tuple[str, Any]] = (),
     seed: int | None = None,
     split: str | None = None,
 ) -> dict[str, Any]:
-    """Resolve recipe, then config file, then command line into a full, validated config."""
+    """Resolve recipe, then config file, then command line into a full, validated config.
+
+    ``sets`` are ``--set`` strings or ``("stage.key", value)`` pairs (see :func:`apply_sets`).
+    """
     config: dict[str, Any] = {}
     use_default = (
         recipe is None and config_file is None and not (dataset and encoders and clusterer)
