@@ -128,18 +128,19 @@ def apply_sets(
     for assignment in assignments:
         if isinstance(assignment, tuple):
             target, value = assignment
-            sep, assignment = "=", f"{target}={value!r}"
+            sep, label = "=", f"setting {target!r}"
         else:
             target, sep, value = assignment.partition("=")
+            label = f"--set {assignment!r}"
         if not sep or not target.strip():
             raise SettingsError(
-                f"--set {assignment!r}: write it as stage.key=value, e.g. clusterer.n_clusters=10."
+                f"{label}: write it as stage.key=value, e.g. clusterer.n_clusters=10."
             )
         parts = target.strip().split(".")
         if len(parts) == 1:
             if parts[0] not in TOP_LEVEL:
                 raise SettingsError(
-                    f"--set {assignment!r}: {parts[0]!r} is not a run setting; use "
+                    f"{label}: {parts[0]!r} is not a run setting; use "
                     "dataset.KEY, encoder.KEY, clusterer.KEY or one of "
                     f"{', '.join(TOP_LEVEL[:-1])}."
                 )
@@ -148,27 +149,27 @@ def apply_sets(
         stage, key = parts[0], parts[-1]
         if stage in ("dataset", "clusterer") and len(parts) == 2:
             if stage not in result:
-                raise SettingsError(f"--set {assignment!r}: this run has no {stage}.")
+                raise SettingsError(f"{label}: this run has no {stage}.")
             result[stage][key] = value
         elif stage in ("encoder", "encoders"):
             encoders = result.get("encoder") or []
-            index = _encoder_index(encoders, parts[1:-1], assignment)
+            index = _encoder_index(encoders, parts[1:-1], label)
             encoders[index][key] = value
         else:
             raise SettingsError(
-                f"--set {assignment!r}: the stage must be dataset, encoder, encoder.NAME, "
+                f"{label}: the stage must be dataset, encoder, encoder.NAME, "
                 "encoder.INDEX or clusterer."
             )
     return result
 
 
-def _encoder_index(encoders: list[dict[str, Any]], selector: list[str], assignment: str) -> int:
+def _encoder_index(encoders: list[dict[str, Any]], selector: list[str], label: str) -> int:
     if not encoders:
-        raise SettingsError(f"--set {assignment!r}: this run has no encoder.")
+        raise SettingsError(f"{label}: this run has no encoder.")
     if not selector:
         if len(encoders) > 1:
             raise SettingsError(
-                f"--set {assignment!r}: this run chains {len(encoders)} encoders; say which, "
+                f"{label}: this run chains {len(encoders)} encoders; say which, "
                 f"e.g. encoder.{encoders[-1]['name']}.KEY or encoder.1.KEY."
             )
         return 0
@@ -178,9 +179,7 @@ def _encoder_index(encoders: list[dict[str, Any]], selector: list[str], assignme
     matches = [i for i, e in enumerate(encoders) if e.get("name") == which]
     if len(matches) != 1:
         names = ", ".join(e["name"] for e in encoders)
-        raise SettingsError(
-            f"--set {assignment!r}: no single encoder {which!r} in this run ({names})."
-        )
+        raise SettingsError(f"{label}: no single encoder {which!r} in this run ({names}).")
     return matches[0]
 
 
