@@ -138,8 +138,12 @@ def load(path: str | Path, trust: bool = False) -> Pipeline:
     Loading never runs code from the folder: pickled stages and Keras Lambda layers are refused
     unless ``trust=True``, which is only for folders whose origin you trust.
     """
+    import os
+
     from .persist import load_pipeline
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise SettingsError(f"load takes a folder's path, not {type(path).__name__}.")
     return load_pipeline(path, trust=trust is True)
 
 

@@ -9,7 +9,7 @@ and noise stays -1, so the same seed gives the same numbers whatever the cluster
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,9 @@ class Pipeline:
     then a clusterer. ``fit`` learns all of them; ``transform`` and ``predict`` apply them.
 
     Stages may be ``Stage`` objects (``imgclust.get_encoder(...)``), registered names
-    (``Pipeline(["pca"], "kmeans")``) or ``{"name": ..., setting: value}`` mappings. Images are
+    (``Pipeline(["pca"], "kmeans")``), ``{"name": ..., setting: value}`` mappings, or bare
+    objects with ``fit``/``transform`` (``fit_predict``) that fit and predict but save only
+    when they are registered stages. Images are
     (N, H, W) or (N, H, W, C) (or channel-first), uint8 0..255 or float in [0, 1].
     """
 
@@ -65,8 +67,13 @@ class Pipeline:
         *,
         registry: Any = None,
     ) -> None:
-        if isinstance(encoders, (Stage, str, Mapping)):
+        if isinstance(encoders, (Stage, str, Mapping)) or _is_stage_object("encoders", encoders):
             encoders = [encoders]
+        if not isinstance(encoders, Iterable):
+            raise SettingsError(
+                "a pipeline's encoders are a list of stages or names, "
+                f"not {type(encoders).__name__}."
+            )
         self.encoders: list[Stage] = [_as_stage("encoders", e, registry) for e in encoders]
         self.clusterer: Stage = _as_stage("clusterers", clusterer, registry)
         self.timings: dict[str, float] = {}
@@ -295,8 +302,19 @@ class Pipeline:
         pipeline imgclust wrote.
         """
         from .persist import MANIFEST, save_pipeline
+        from .plugins_host import get_registry
 
         self._check_fitted()
+        registry = get_registry()
+        for kind, stage in [
+            *(("encoders", e) for e in self.encoders),
+            ("clusterers", self.clusterer),
+        ]:
+            if stage.name not in registry.entries.get(kind, {}):
+                raise ImgclustError(
+                    f"{kind[:-1]} {stage.name!r} is not a registered stage, so imgclust.load "
+                    "could not rebuild it: register it through a plugin (docs/plugins.md)."
+                )
         target = Path(path)
         if target.exists() and not (target.is_dir() and not any(target.iterdir())):
             if not (target / MANIFEST).is_file():
@@ -309,7 +327,7 @@ class Pipeline:
                     "pass overwrite=True."
                 )
         target.parent.mkdir(parents=True, exist_ok=True)
-        self.manifest = save_pipeline(self, target, subfolder=None)
+        self.manifest = save_pipeline(self, target, registry=registry, subfolder=None)
         self.path = target
         return target
 
@@ -396,8 +414,8 @@ def _wrap_instance(kind: str, instance: Any, registry: Any) -> Stage:
         registry = get_registry()
     cls = type(instance)
     names = [e.name for e in registry.entries.get(kind, {}).values() if e.target is cls]
-    if len(names) != 1:
-        return Stage(cls.__name__.lower(), instance, {})
+    if len(names) != 1:  # "Name()" can never be a registered name, so save refuses it clearly
+        return Stage(f"{cls.__name__}()", instance, {})
     settings = {key: getattr(instance, key) for key in settings_of(cls) if hasattr(instance, key)}
     return Stage(names[0], instance, settings)
 

@@ -395,6 +395,22 @@ def test_a_bare_registered_instance_keeps_its_name_and_settings(tmp_path):
     np.testing.assert_array_equal(loaded.predict(images), pipe.labels_)
 
 
+def test_an_unregistered_encoder_fits_and_predicts_but_is_not_saved(tmp_path):
+    class PCA:  # a stranger's class whose name looks like a registered one
+        def fit(self, images, validation=None):
+            return self
+
+        def transform(self, images):
+            return np.asarray(images, dtype=np.float32).reshape(len(images), -1) / 255
+
+    images = digits_images(120)
+    pipe = imgclust.Pipeline(PCA(), imgclust.get_clusterer("kmeans", n_clusters=3)).fit(images)
+    np.testing.assert_array_equal(pipe.predict(images), pipe.labels_)
+    with pytest.raises(ImgclustError, match="'PCA\\(\\)' is not a registered stage"):
+        pipe.save(tmp_path / "stranger")
+    assert not (tmp_path / "stranger").exists()
+
+
 # Canonical numbers -------------------------------------------------------------------------------
 def test_canonical_order_is_by_size_then_first_member():
     raw = np.array([7, 3, 3, -1, 5, 7, 5, 9, 3])
