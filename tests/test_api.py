@@ -318,6 +318,22 @@ def test_pipeline_save_load_round_trip_keeps_numbers(tmp_path):
     np.testing.assert_array_equal(again.predict(images), pipe.labels_)
 
 
+def test_the_cli_reads_a_pipeline_saved_from_python(tmp_path, cli):
+    images = digits_images(300)
+    pipe = imgclust.Pipeline(["pca"], imgclust.get_clusterer("kmeans", n_clusters=10)).fit(images)
+    folder = pipe.save(tmp_path / "pipe")
+    np.save(tmp_path / "images.npy", images[:7])
+    result = cli("predict", folder, tmp_path / "images.npy", "--json")
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)["assignments"]
+    assert [r["cluster"] for r in rows] == pipe.labels_[:7].tolist()
+    result = cli("evaluate", folder)
+    assert result.exit_code != 0 and "pass --dataset NAME" in result.stderr
+    result = cli("evaluate", folder, "--dataset", "digits", "--set", "dataset.limit=300", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["n_images"] == 300
+
+
 def test_save_never_overwrites_what_it_did_not_make(tmp_path):
     pipe = imgclust.Pipeline(["pca"], imgclust.get_clusterer("kmeans", n_clusters=3))
     with pytest.raises(ImgclustError, match="not fitted"):
