@@ -1,6 +1,14 @@
 """imgclust: cluster unlabelled images with neural networks, one plugin per stage.
 
 Importing this package is cheap: heavy libraries load only when a stage that needs them runs.
+
+From Python::
+
+    import imgclust
+    run = imgclust.run(dataset="digits", encoders=["pca"], clusterer="kmeans")
+    pipe = imgclust.Pipeline([imgclust.get_encoder("pca", n_components=20)],
+                             imgclust.get_clusterer("kmeans", n_clusters=10)).fit(images)
+    pipe.save("my-pipeline"); imgclust.load("my-pipeline").predict(new_images)
 """
 
 from __future__ import annotations
@@ -10,16 +18,25 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    "run": "imgclust.run",  # the module imgclust.run is callable: it calls imgclust.api.run
+    "Run": "imgclust.api",
+    "get_dataset": "imgclust.api",
+    "get_encoder": "imgclust.api",
+    "get_clusterer": "imgclust.api",
+    "load": "imgclust.api",
+    "Pipeline": "imgclust.pipeline",
+    "Stage": "imgclust.pipeline",
     "ImageSet": "imgclust.interfaces",
     "Dataset": "imgclust.interfaces",
     "Encoder": "imgclust.interfaces",
     "Clusterer": "imgclust.interfaces",
     "SklearnClusterer": "imgclust.sklearn_adapter",
-    "Pipeline": "imgclust.pipeline",
     "ImgclustError": "imgclust.errors",
+    "DataError": "imgclust.errors",
+    "PluginError": "imgclust.errors",
+    "SettingsError": "imgclust.errors",
     "hookimpl": "imgclust.hookspecs",
     "get_registry": "imgclust.plugins_host",
-    "load": "imgclust.persist",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -32,4 +49,9 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'imgclust' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(module), name)
+    loaded = importlib.import_module(module)
+    return loaded if module == f"imgclust.{name}" else getattr(loaded, name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

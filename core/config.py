@@ -116,20 +116,31 @@ def _merge_encoders(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> lis
     return [dict(n) for n in new]
 
 
-def apply_sets(config: dict[str, Any], assignments: Iterable[str]) -> dict[str, Any]:
-    """Apply ``stage.key=value`` assignments (values stay strings; stages convert them)."""
+def apply_sets(
+    config: dict[str, Any], assignments: Iterable[str | tuple[str, Any]]
+) -> dict[str, Any]:
+    """Apply ``stage.key=value`` assignments (values stay strings; stages convert them).
+
+    An assignment may also be a ``("stage.key", value)`` pair with a real Python value (the
+    Python API's settings): it lands in the same place and is checked by the same code.
+    """
     result = copy.deepcopy(config)
     for assignment in assignments:
-        target, sep, value = assignment.partition("=")
+        if isinstance(assignment, tuple):
+            target, value = assignment
+            sep, label = "=", f"setting {target!r}"
+        else:
+            target, sep, value = assignment.partition("=")
+            label = f"--set {assignment!r}"
         if not sep or not target.strip():
             raise SettingsError(
-                f"--set {assignment!r}: write it as stage.key=value, e.g. clusterer.n_clusters=10."
+                f"{label}: write it as stage.key=value, e.g. clusterer.n_clusters=10."
             )
         parts = target.strip().split(".")
         if len(parts) == 1:
             if parts[0] not in TOP_LEVEL:
                 raise SettingsError(
-                    f"--set {assignment!r}: {parts[0]!r} is not a run setting; use "
+                    f"{label}: {parts[0]!r} is not a run setting; use "
                     "dataset.KEY, encoder.KEY, clusterer.KEY or one of "
                     f"{', '.join(TOP_LEVEL[:-1])}."
                 )
@@ -138,27 +149,27 @@ def apply_sets(config: dict[str, Any], assignments: Iterable[str]) -> dict[str, 
         stage, key = parts[0], parts[-1]
         if stage in ("dataset", "clusterer") and len(parts) == 2:
             if stage not in result:
-                raise SettingsError(f"--set {assignment!r}: this run has no {stage}.")
+                raise SettingsError(f"{label}: this run has no {stage}.")
             result[stage][key] = value
         elif stage in ("encoder", "encoders"):
             encoders = result.get("encoder") or []
-            index = _encoder_index(encoders, parts[1:-1], assignment)
+            index = _encoder_index(encoders, parts[1:-1], label)
             encoders[index][key] = value
         else:
             raise SettingsError(
-                f"--set {assignment!r}: the stage must be dataset, encoder, encoder.NAME, "
+                f"{label}: the stage must be dataset, encoder, encoder.NAME, "
                 "encoder.INDEX or clusterer."
             )
     return result
 
 
-def _encoder_index(encoders: list[dict[str, Any]], selector: list[str], assignment: str) -> int:
+def _encoder_index(encoders: list[dict[str, Any]], selector: list[str], label: str) -> int:
     if not encoders:
-        raise SettingsError(f"--set {assignment!r}: this run has no encoder.")
+        raise SettingsError(f"{label}: this run has no encoder.")
     if not selector:
         if len(encoders) > 1:
             raise SettingsError(
-                f"--set {assignment!r}: this run chains {len(encoders)} encoders; say which, "
+                f"{label}: this run chains {len(encoders)} encoders; say which, "
                 f"e.g. encoder.{encoders[-1]['name']}.KEY or encoder.1.KEY."
             )
         return 0
@@ -168,9 +179,7 @@ def _encoder_index(encoders: list[dict[str, Any]], selector: list[str], assignme
     matches = [i for i, e in enumerate(encoders) if e.get("name") == which]
     if len(matches) != 1:
         names = ", ".join(e["name"] for e in encoders)
-        raise SettingsError(
-            f"--set {assignment!r}: no single encoder {which!r} in this run ({names})."
-        )
+        raise SettingsError(f"{label}: no single encoder {which!r} in this run ({names}).")
     return matches[0]
 
 
@@ -182,11 +191,14 @@ def resolve_config(
     dataset: str | None = None,
     encoders: list[str] | None = None,
     clusterer: str | None = None,
-    sets: Iterable[str] = (),
+    sets: Iterable[str | tuple[str, Any]] = (),
     seed: int | None = None,
     split: str | None = None,
 ) -> dict[str, Any]:
-    """Resolve recipe, then config file, then command line into a full, validated config."""
+    """Resolve recipe, then config file, then command line into a full, validated config.
+
+    ``sets`` are ``--set`` strings or ``("stage.key", value)`` pairs (see :func:`apply_sets`).
+    """
     config: dict[str, Any] = {}
     use_default = (
         recipe is None and config_file is None and not (dataset and encoders and clusterer)

@@ -45,14 +45,18 @@ TRUST_HINT = "pass --trust (trust=True) only if you trust where this run folder 
 # Saving ------------------------------------------------------------------------------------
 def save_pipeline(
     pipeline: Pipeline,
-    directory: Path,
-    config: Mapping[str, Any],
-    data: ImageSet,
+    directory: Path | str,
+    config: Mapping[str, Any] | None = None,
+    data: ImageSet | None = None,
     *,
     registry: Any = None,
+    subfolder: str | None = PIPELINE_DIR,
 ) -> dict[str, Any]:
-    """Write ``directory/pipeline/``: the manifest and every fitted stage; return the manifest.
+    """Write a fitted pipeline's folder: the manifest and every fitted stage; return the manifest.
 
+    The folder is ``directory/pipeline/`` (a run's), or ``directory`` itself when ``subfolder``
+    is None (``Pipeline.save``). ``config`` and ``data`` describe the run when there is one; the
+    input shape and dtype otherwise come from what the pipeline was fitted on.
     A stage that cannot be saved does not fail the run: the manifest records why the pipeline
     cannot predict. The folder is built under a temporary name and renamed when whole.
     """
@@ -61,8 +65,9 @@ def save_pipeline(
 
         registry = get_registry()
     directory = Path(directory)
-    target = directory / PIPELINE_DIR
-    work = Path(tempfile.mkdtemp(prefix=f".{PIPELINE_DIR}.", dir=directory))
+    target = directory / subfolder if subfolder else directory
+    shape, dtype = _input_of(pipeline, data)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         encoders = [
             _save_stage(registry, "encoders", stage, work, f"encoder-{i}-{stage.name}")
@@ -74,6 +79,7 @@ def save_pipeline(
         reasons = [s["reason"] for s in [*encoders, clusterer] if not s["saved"]]
         if clusterer["saved"] and not clusterer["can_predict"]:
             reasons.append(clusterer["reason"])
+        order = pipeline.cluster_order
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -82,16 +88,19 @@ def save_pipeline(
             "python": sys.version.split()[0],
             "libraries": _library_versions(),
             "plugins": _plugin_versions(),
-            "input": {"shape": [int(v) for v in data.shape], "dtype": str(data.images.dtype)},
-            "preprocessing": _preprocessing(config, data),
-            "seed": config.get("seed"),
+            "input": {"shape": list(shape), "dtype": dtype},
+            "preprocessing": _preprocessing(config, shape, dtype),
+            "seed": None if config is None else config.get("seed"),
             "encoders": encoders,
             "clusterer": clusterer,
             "n_clusters": _n_clusters(pipeline.labels_),
+            "cluster_order": None if order is None else [int(v) for v in order],
             "can_predict": not reasons,
             "reason": "; ".join(reasons) or None,
             "needs_trust": any(s["needs_trust"] for s in [*encoders, clusterer]),
         }
+        if manifest["n_clusters"] is None and pipeline.manifest is not None:
+            manifest["n_clusters"] = pipeline.manifest.get("n_clusters")
         atomic.write_json(work / MANIFEST, manifest)
         if target.exists():  # a resumed run rewrites what an earlier attempt left
             shutil.rmtree(target)
@@ -100,6 +109,15 @@ def save_pipeline(
         shutil.rmtree(work, ignore_errors=True)
         raise
     return manifest
+
+
+def _input_of(pipeline: Pipeline, data: ImageSet | None) -> tuple[list[int], str]:
+    """(H, W, C) and dtype of the images the pipeline was fitted on."""
+    if data is not None:
+        return [int(v) for v in data.shape], str(data.images.dtype)
+    if pipeline.input_shape is None or len(pipeline.input_shape) != 3:
+        raise ImgclustError("this pipeline has not been fitted on images: call fit(images) first.")
+    return [int(v) for v in pipeline.input_shape], str(pipeline.input_dtype or "float32")
 
 
 def _save_stage(registry: Any, kind: str, stage: Stage, root: Path, folder: str) -> dict[str, Any]:
@@ -173,15 +191,20 @@ def _picklable_state(registry: Any, kind: str, stage: Stage) -> tuple[bytes | No
     return pickle.dumps(kept, protocol=pickle.HIGHEST_PROTOCOL), ""
 
 
-def _preprocessing(config: Mapping[str, Any], data: ImageSet) -> dict[str, Any]:
+def _preprocessing(
+    config: Mapping[str, Any] | None, shape: list[int], dtype: str
+) -> dict[str, Any]:
     """How training images were read and scaled, so that predict can do the same."""
-    dtype = str(data.images.dtype)
-    height, width, channels = (int(v) for v in data.shape)
-    dataset = dict(config["dataset"])
+    height, width, channels = shape
+    found: dict[str, Any] = {}
+    if config is not None:
+        found = {
+            "dataset": _jsonable_settings(dict(config["dataset"])),
+            "split": config.get("split"),
+            "fit_split": config.get("fit_split", config.get("split")),
+        }
     return {
-        "dataset": _jsonable_settings(dataset),
-        "split": config.get("split"),
-        "fit_split": config.get("fit_split", config.get("split")),
+        **found,
         "size": [height, width],
         "channels": channels,
         "mode": {1: "grayscale", 3: "rgb"}.get(channels),
@@ -309,7 +332,7 @@ def load_pipeline(
         audit(root)
     encoders = [_load_stage(registry, "encoders", info, root, trust) for info in encoders_info]
     clusterer = _load_stage(registry, "clusterers", clusterer_info, root, trust)
-    return SavedPipeline(Pipeline(encoders, clusterer), manifest, root, shape)
+    return Pipeline.from_manifest(encoders, clusterer, manifest, root, shape)
 
 
 load = load_pipeline
@@ -431,103 +454,5 @@ def _load_pickled_state(instance: Any, path: Path, what: str, trust: bool) -> An
 
 
 # The loaded pipeline -----------------------------------------------------------------------
-class SavedPipeline:
-    """A fitted pipeline loaded from a run folder: ``transform`` and ``predict`` new images.
-
-    Images may be uint8 (0..255) or float32 ([0, 1]), shaped (N, H, W, C), (N, H, W) for one
-    channel, or channel-first; they must match the size and channels the pipeline was fitted on.
-    """
-
-    def __init__(
-        self, pipeline: Pipeline, manifest: dict[str, Any], root: Path, shape: tuple[int, ...]
-    ) -> None:
-        self.pipeline = pipeline
-        self.manifest = manifest
-        self.path = root
-        self.input_shape = shape
-
-    def __repr__(self) -> str:
-        return f"<SavedPipeline {self.pipeline.name} for {_describe(self.input_shape)} images>"
-
-    @property
-    def can_predict(self) -> bool:
-        return bool(self.manifest.get("can_predict"))
-
-    def prepare(self, images: Any, source: str = "images") -> np.ndarray:
-        """Images as (N, H, W, C) uint8 or float32 in [0, 1], checked against the fitted shape."""
-        from imgclust.plugins.arrays import to_nhwc
-
-        height, width, channels = self.input_shape
-        array = images if isinstance(images, np.ndarray) else np.asarray(images)
-        if array.ndim == 3 and channels == 1 and array.shape[1:] == (height, width):
-            array = array[..., None]
-        if array.ndim != 4:
-            raise DataError(
-                f"{source} must be (N, H, W, C) or (N, H, W); got shape {tuple(array.shape)}."
-            )
-        order = "last"
-        if array.shape[1:] != (height, width, channels):
-            if array.shape[1:] == (channels, height, width):
-                order = "first"
-            else:
-                raise DataError(
-                    f"{source} are {_describe(array.shape[1:])} but this pipeline was fitted on "
-                    f"{_describe(self.input_shape)} images: resize or convert them (image files "
-                    "are resized and converted automatically)."
-                )
-        if len(array) == 0:
-            raise DataError(f"{source} hold no images.")
-        return to_nhwc(array, order, source)
-
-    def transform(self, images: Any) -> np.ndarray:
-        """Features of new images through every fitted encoder."""
-        for stage in self.pipeline.encoders:
-            reason = getattr(stage, "unsaved_reason", None)
-            if reason:
-                raise ImgclustError(f"this run's encoders were not all saved: {reason}.")
-        return self.pipeline.transform(self.prepare(images))
-
-    def predict(self, images: Any) -> np.ndarray:
-        """The cluster of each new image (-1 for noise)."""
-        return self.assign(images)[0]
-
-    def assign(self, images: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Clusters of new images, with a per-image distance or probability where there is one."""
-        self.check_can_predict()
-        features = self.transform(images)
-        clusterer = self.pipeline.clusterer.instance
-        labels = np.asarray(clusterer.predict(features), dtype=np.int64)
-        scores: dict[str, np.ndarray] = {}
-        scorer = getattr(clusterer, "score_samples", None)
-        if callable(scorer):
-            try:
-                found = scorer(features)
-            except Exception:
-                found = None
-            if isinstance(found, Mapping):
-                scores = {str(k): np.asarray(v, dtype=np.float64) for k, v in found.items()}
-            elif isinstance(found, np.ndarray) and found.shape == labels.shape:
-                scores = {"score": found.astype(np.float64)}
-        return labels, scores
-
-    def check_can_predict(self) -> None:
-        if self.can_predict:
-            return
-        stage = self.pipeline.clusterer
-        if not self.manifest["clusterer"].get("can_predict", True):
-            from .sklearn_adapter import predicting_clusterers
-
-            able = ", ".join(predicting_clusterers()) or "none installed"
-            raise ImgclustError(
-                f"clusterer {stage.name!r} cannot assign new images; refit with one that can: "
-                f"{able}."
-            )
-        raise ImgclustError(f"this run's pipeline cannot predict: {self.manifest.get('reason')}.")
-
-
-def _describe(shape: tuple[int, ...]) -> str:
-    """'28x28 with 1 channel'."""
-    if len(shape) != 3:
-        return "x".join(str(v) for v in shape)
-    height, width, channels = shape
-    return f"{height}x{width} with {channels} channel{'s' if channels != 1 else ''}"
+# ``load_pipeline`` returns the same ``Pipeline`` class that fits: one class, fitted or loaded.
+SavedPipeline = Pipeline

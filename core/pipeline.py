@@ -1,43 +1,140 @@
-"""A fitted chain of encoders and a clusterer that turns images into cluster labels."""
+"""A chain of encoders and a clusterer that turns images into cluster labels, fitted or loaded.
+
+``Pipeline`` is the one class for both: built from stages (``imgclust.get_encoder(...)``) or
+names and fitted in memory, or loaded from a folder by ``imgclust.load``. Cluster numbers are
+canonical: the largest cluster is 0, ties go to the cluster whose first member comes first,
+and noise stays -1, so the same seed gives the same numbers whatever the clusterer called them.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import DataError, ImgclustError
-from .interfaces import Clusterer, Encoder, can_predict
+from .errors import DataError, ImgclustError, SettingsError
+from .interfaces import Clusterer, Encoder, ImageSet, can_predict
 
 Log = Callable[[str], None]
 
 
 @dataclass
 class Stage:
-    """A named stage instance with its resolved settings."""
+    """A named stage instance with its resolved settings; it answers for the instance too.
+
+    ``imgclust.get_encoder("pca", n_components=20)`` returns one: ``stage.fit(...)``,
+    ``stage.transform(...)`` and every other attribute reach the encoder it wraps.
+    """
 
     name: str
     instance: Any
     settings: dict[str, Any] = field(default_factory=dict)
+    unsaved_reason: str | None = None
+
+    def __getattr__(self, attribute: str) -> Any:
+        """Anything a Stage does not have itself is the wrapped instance's."""
+        if attribute.startswith("__") or attribute in _STAGE_FIELDS:
+            raise AttributeError(attribute)
+        return getattr(self.instance, attribute)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
+        return f"<Stage {self.name}({shown})>"
+
+
+_STAGE_FIELDS = frozenset(f.name for f in fields(Stage))
 
 
 class Pipeline:
     """Encoders in order (the first sees images, each next one the previous one's features),
     then a clusterer. ``fit`` learns all of them; ``transform`` and ``predict`` apply them.
+
+    Stages may be ``Stage`` objects (``imgclust.get_encoder(...)``), registered names
+    (``Pipeline(["pca"], "kmeans")``), ``{"name": ..., setting: value}`` mappings, or bare
+    objects with ``fit``/``transform`` (``fit_predict``) that fit and predict but save only
+    when they are registered stages. Images are
+    (N, H, W) or (N, H, W, C) (or channel-first), uint8 0..255 or float in [0, 1].
     """
 
-    def __init__(self, encoders: list[Stage], clusterer: Stage) -> None:
-        self.encoders = encoders
-        self.clusterer = clusterer
+    def __init__(
+        self,
+        encoders: Sequence[Stage | str | Mapping[str, Any]] | Stage | str,
+        clusterer: Stage | str | Mapping[str, Any],
+        *,
+        registry: Any = None,
+    ) -> None:
+        if isinstance(encoders, (Stage, str, Mapping)) or _is_stage_object("encoders", encoders):
+            encoders = [encoders]
+        if not isinstance(encoders, Iterable):
+            raise SettingsError(
+                "a pipeline's encoders are a list of stages or names, "
+                f"not {type(encoders).__name__}."
+            )
+        self.encoders: list[Stage] = [_as_stage("encoders", e, registry) for e in encoders]
+        self.clusterer: Stage = _as_stage("clusterers", clusterer, registry)
         self.timings: dict[str, float] = {}
         self.labels_: np.ndarray | None = None
+        self.encoders_fitted = False
+        self.cluster_order: np.ndarray | None = None  # clusterer's numbers, largest cluster first
+        self.input_shape: tuple[int, ...] | None = None  # (H, W, C) of the images fit saw
+        self.input_dtype: str | None = None
+        self.manifest: dict[str, Any] | None = None  # set when saved or loaded
+        self.path: Path | None = None  # the pipeline folder it was saved to or loaded from
+
+    @classmethod
+    def from_manifest(
+        cls,
+        encoders: list[Stage],
+        clusterer: Stage,
+        manifest: dict[str, Any],
+        root: Path,
+        shape: tuple[int, ...],
+    ) -> Pipeline:
+        """A pipeline rebuilt from a saved folder: its stages, manifest and cluster numbering."""
+        pipeline = cls(encoders, clusterer)
+        pipeline.manifest = manifest
+        pipeline.path = Path(root)
+        pipeline.input_shape = tuple(shape)
+        pipeline.input_dtype = str((manifest.get("input") or {}).get("dtype") or "") or None
+        pipeline.cluster_order = _read_cluster_order(manifest.get("cluster_order"), root)
+        return pipeline
 
     @property
     def name(self) -> str:
         return " -> ".join([s.name for s in self.encoders] + [self.clusterer.name])
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """Itself: code written for the loaded-pipeline wrapper reads ``saved.pipeline``."""
+        return self
+
+    def __repr__(self) -> str:
+        shape = f" for {_describe(self.input_shape)} images" if self.input_shape else ""
+        state = "fitted" if self.is_fitted else "unfitted"
+        return f"<Pipeline {self.name}{shape}, {state}>"
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.labels_ is not None or self.manifest is not None
+
+    # Fitting -----------------------------------------------------------------------------------
+    def fit(self, images: Any, validation: Any = None) -> Pipeline:
+        """Fit the encoders and the clusterer on the same images; return the pipeline."""
+        prepared = self.prepare(images, check_shape=False)
+        if validation is not None:
+            validation = self.prepare(validation, "validation images", check_shape=False)
+        self.fit_clusterer(self.fit_encoders(prepared, validation))
+        return self
+
+    def fit_predict(self, images: Any, validation: Any = None) -> np.ndarray:
+        """Fit on the images and return their clusters (-1 for noise)."""
+        labels = self.fit(images, validation).labels_
+        assert labels is not None
+        return labels
 
     def fit_encoders(
         self,
@@ -49,9 +146,17 @@ class Pipeline:
     ) -> np.ndarray | None:
         """Fit each encoder in turn and return the features of ``images`` after the last.
 
-        With ``return_features=False`` the last encoder does not encode its training input,
-        which saves a pass when a different split is clustered.
+        ``images`` are (N, H, W, C) uint8 or float32 in [0, 1], as a dataset gives them. With
+        ``return_features=False`` the last encoder does not encode its training input, which
+        saves a pass when a different split is clustered.
         """
+        if getattr(images, "ndim", 0) == 4:
+            self.input_shape = tuple(int(v) for v in images.shape[1:])
+            self.input_dtype = str(images.dtype)
+        self.manifest = None
+        self.path = None
+        self.encoders_fitted = False
+        self.labels_ = None
         features: Any = images
         for position, stage in enumerate(self.encoders):
             last = position == len(self.encoders) - 1
@@ -62,6 +167,7 @@ class Pipeline:
             encoder.fit(features, validation=validation)
             self.timings[f"fit {stage.name}"] = time.perf_counter() - start
             if last and not return_features:
+                self.encoders_fitted = True
                 return None
             start = time.perf_counter()
             fitted = getattr(encoder, "embedding_", None)
@@ -69,38 +175,280 @@ class Pipeline:
             if validation is not None and not last:
                 validation = encoder.transform(validation)
             self.timings[f"encode {stage.name}"] = time.perf_counter() - start
+        self.encoders_fitted = True
         return check_encoded(features)
 
-    def transform(self, images: np.ndarray) -> np.ndarray:
-        """Features of new images through every fitted encoder."""
-        features: Any = images
+    def fit_clusterer(self, features: np.ndarray) -> np.ndarray:
+        """Cluster the features; number the clusters canonically; remember and return labels."""
+        start = time.perf_counter()
+        raw = np.asarray(self.clusterer.instance.fit_predict(features), dtype=np.int64)
+        if raw.shape != (len(features),):
+            raise DataError(
+                f"clusterer {self.clusterer.name!r} returned {raw.shape} labels for "
+                f"{len(features)} feature vectors; expected one label each."
+            )
+        self.cluster_order = canonical_order(raw)
+        self.labels_ = renumber(raw, self.cluster_order)
+        self.timings[f"cluster {self.clusterer.name}"] = time.perf_counter() - start
+        return self.labels_
+
+    # Applying ----------------------------------------------------------------------------------
+    def prepare(
+        self, images: Any, source: str = "images", *, check_shape: bool = True
+    ) -> np.ndarray:
+        """Images as (N, H, W, C) uint8 or float32 in [0, 1], checked against the fitted shape."""
+        from imgclust.plugins.arrays import to_nhwc
+
+        if isinstance(images, ImageSet):
+            images = images.images
+        array = images if isinstance(images, np.ndarray) else _as_array(images, source)
+        if not check_shape or self.input_shape is None:
+            return to_nhwc(array, "auto", source)
+        height, width, channels = self.input_shape
+        if array.ndim == 3 and channels == 1 and array.shape[1:] == (height, width):
+            array = array[..., None]
+        if array.ndim != 4:
+            raise DataError(
+                f"{source} must be (N, H, W, C) or (N, H, W); got shape {tuple(array.shape)}."
+            )
+        order = "last"
+        if array.shape[1:] != (height, width, channels):
+            if array.shape[1:] == (channels, height, width):
+                order = "first"
+            else:
+                raise DataError(
+                    f"{source} are {_describe(array.shape[1:])} but this pipeline was fitted on "
+                    f"{_describe(self.input_shape)} images: resize or convert them (image files "
+                    "are resized and converted automatically)."
+                )
+        if len(array) == 0:
+            raise DataError(f"{source} hold no images.")
+        return to_nhwc(array, order, source)
+
+    def transform(self, images: Any) -> np.ndarray:
+        """Features of new images through every fitted encoder: (N, D) float32."""
+        if not (self.encoders_fitted or self.manifest is not None):
+            self._check_fitted()
+        for stage in self.encoders:
+            if stage.unsaved_reason:
+                raise ImgclustError(
+                    f"this pipeline's encoders were not all saved: {stage.unsaved_reason}."
+                )
+        features: Any = self.prepare(images)
         for stage in self.encoders:
             features = stage.instance.transform(features)
         return check_encoded(features)
 
-    def fit_clusterer(self, features: np.ndarray) -> np.ndarray:
-        """Cluster the features; remember and return the labels."""
-        start = time.perf_counter()
-        self.labels_ = np.asarray(self.clusterer.instance.fit_predict(features), dtype=np.int64)
-        self.timings[f"cluster {self.clusterer.name}"] = time.perf_counter() - start
-        return self.labels_
+    def predict(self, images: Any) -> np.ndarray:
+        """The cluster of each new image (-1 for noise), numbered as the fit numbered them."""
+        return self.assign(images)[0]
 
-    def fit(self, images: np.ndarray, validation: np.ndarray | None = None) -> Pipeline:
-        """Fit the encoders and the clusterer on the same images."""
-        self.fit_clusterer(self.fit_encoders(images, validation))
-        return self
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """Assign new images to the fitted clusters."""
+    def assign(self, images: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Clusters of new images, with a per-image distance or probability where there is one."""
+        self.check_can_predict()
+        features = self.transform(images)
         clusterer: Clusterer = self.clusterer.instance
-        if not can_predict(clusterer):
+        raw = np.asarray(clusterer.predict(features), dtype=np.int64)
+        labels = renumber(raw, self.cluster_order)
+        scores: dict[str, np.ndarray] = {}
+        scorer = getattr(clusterer, "score_samples", None)
+        if callable(scorer):
+            try:
+                found = scorer(features)
+            except Exception:
+                found = None
+            if isinstance(found, Mapping):
+                scores = {str(k): np.asarray(v, dtype=np.float64) for k, v in found.items()}
+            elif isinstance(found, np.ndarray) and found.shape == labels.shape:
+                scores = {"score": found.astype(np.float64)}
+        return labels, scores
+
+    @property
+    def can_predict(self) -> bool:
+        """Whether new images can be assigned (the clusterer predicts and every stage is here)."""
+        if self.manifest is not None:
+            return bool(self.manifest.get("can_predict"))
+        return self.labels_ is not None and can_predict(self.clusterer.instance)
+
+    def check_can_predict(self) -> None:
+        """Raise one clear line when this pipeline cannot assign new images."""
+        self._check_fitted()
+        if self.can_predict:
+            return
+        stage = self.clusterer
+        clusterer_info = (self.manifest or {}).get("clusterer") or {}
+        if not clusterer_info.get("can_predict", True) or not can_predict(stage.instance):
             from .sklearn_adapter import predicting_clusterers
 
+            able = ", ".join(predicting_clusterers()) or "none installed"
             raise ImgclustError(
-                f"clusterer {self.clusterer.name!r} cannot assign new images; "
-                f"refit with one that can ({', '.join(predicting_clusterers())})."
+                f"clusterer {stage.name!r} cannot assign new images; refit with one that can: "
+                f"{able}."
             )
-        return np.asarray(clusterer.predict(self.transform(images)), dtype=np.int64)
+        reason = (self.manifest or {}).get("reason")
+        raise ImgclustError(f"this pipeline cannot predict: {reason}.")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise ImgclustError(
+                f"this pipeline ({self.name}) is not fitted: call fit(images) first."
+            )
+
+    # Saving ------------------------------------------------------------------------------------
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the fitted pipeline to a new folder that ``imgclust.load`` reads; return it.
+
+        An existing folder is replaced only with ``overwrite=True`` and only if it holds a
+        pipeline imgclust wrote.
+        """
+        from .persist import MANIFEST, save_pipeline
+        from .plugins_host import get_registry
+
+        self._check_fitted()
+        registry = get_registry()
+        for kind, stage in [
+            *(("encoders", e) for e in self.encoders),
+            ("clusterers", self.clusterer),
+        ]:
+            if stage.name not in registry.entries.get(kind, {}):
+                raise ImgclustError(
+                    f"{kind[:-1]} {stage.name!r} is not a registered stage, so imgclust.load "
+                    "could not rebuild it: register it through a plugin (docs/plugins.md)."
+                )
+        target = Path(path)
+        if target.exists() and not (target.is_dir() and not any(target.iterdir())):
+            if not (target / MANIFEST).is_file():
+                raise ImgclustError(
+                    f"{str(target)!r} exists and is not a saved pipeline: choose a new folder."
+                )
+            if not overwrite:
+                raise ImgclustError(
+                    f"{str(target)!r} already holds a saved pipeline: choose a new folder or "
+                    "pass overwrite=True."
+                )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.manifest = save_pipeline(self, target, registry=registry, subfolder=None)
+        self.path = target
+        return target
+
+
+# Canonical cluster numbers --------------------------------------------------------------------
+def canonical_order(labels: np.ndarray) -> np.ndarray:
+    """The clusterer's cluster numbers, largest cluster first, ties by their first member."""
+    found = np.asarray(labels, dtype=np.int64)
+    found = found[found != -1]
+    values, first, counts = np.unique(found, return_index=True, return_counts=True)
+    return values[np.lexsort((first, -counts))]
+
+
+def renumber(labels: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """Labels in canonical numbers: ``order[i]`` becomes ``i``; noise (-1) stays -1.
+
+    A number the fit never produced (a mixture component no training image chose) becomes
+    ``len(order) + number``, distinct and the same on every call; other negatives are noise.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if order is None:
+        return labels
+    values, inverse = np.unique(labels, return_inverse=True)
+    position = {int(v): i for i, v in enumerate(order)}
+    mapped = np.array(
+        [position.get(int(v), len(order) + int(v) if v >= 0 else -1) for v in values],
+        dtype=np.int64,
+    )
+    return mapped[inverse].reshape(labels.shape)
+
+
+def _read_cluster_order(value: Any, root: Path) -> np.ndarray | None:
+    """A manifest's ``cluster_order``: absent means the clusterer's own numbers."""
+    if value is None:
+        return None
+    valid = (
+        isinstance(value, list)
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+        and len(set(value)) == len(value)
+    )
+    if not valid:
+        raise DataError(
+            f"the manifest in {str(root)!r} has a damaged cluster_order (it must list distinct "
+            "cluster numbers): the pipeline folder was altered; save or run it again."
+        )
+    return np.asarray(value, dtype=np.int64)
+
+
+# Building stages ------------------------------------------------------------------------------
+def _as_stage(kind: str, value: Any, registry: Any) -> Stage:
+    """A Stage from a Stage, a registered name or a ``{"name": ..., ...}`` mapping."""
+    if isinstance(value, Stage):
+        return value
+    if isinstance(value, str):
+        return make_stage(kind, value, {}, registry=registry)
+    if isinstance(value, Mapping) and isinstance(value.get("name"), str):
+        settings = {k: v for k, v in value.items() if k != "name"}
+        return make_stage(kind, value["name"], settings, registry=registry)
+    if _is_stage_object(kind, value):
+        return _wrap_instance(kind, value, registry)
+    what = kind[:-1]
+    raise SettingsError(
+        f"a pipeline's {what} must be a name, a {{'name': ...}} mapping, "
+        f"imgclust.get_{what}(name, ...) or an object with "
+        f"{'fit and transform' if kind == 'encoders' else 'fit_predict'}; "
+        f"got {type(value).__name__}."
+    )
+
+
+def _is_stage_object(kind: str, value: Any) -> bool:
+    needed = ("fit", "transform") if kind == "encoders" else ("fit_predict",)
+    return all(callable(getattr(value, method, None)) for method in needed)
+
+
+def _wrap_instance(kind: str, instance: Any, registry: Any) -> Stage:
+    """A Stage for a bare stage object: its registered name, and settings read the way
+    scikit-learn reads parameters (attributes named like its factory's keyword arguments).
+    """
+    from .settings import settings_of
+
+    if registry is None:
+        from .plugins_host import get_registry
+
+        registry = get_registry()
+    cls = type(instance)
+    names = [e.name for e in registry.entries.get(kind, {}).values() if e.target is cls]
+    if len(names) != 1:  # "Name()" can never be a registered name, so save refuses it clearly
+        return Stage(f"{cls.__name__}()", instance, {})
+    settings = {key: getattr(instance, key) for key in settings_of(cls) if hasattr(instance, key)}
+    return Stage(names[0], instance, settings)
+
+
+def make_stage(
+    kind: str, name: str, settings: Mapping[str, Any], *, registry: Any = None, seed: int = 0
+) -> Stage:
+    """Build a registered stage with settings checked exactly as ``--set`` checks them."""
+    from .config import _resolve_stage, stage_settings
+
+    if registry is None:
+        from .plugins_host import get_registry
+
+        registry = get_registry()
+    if not isinstance(name, str):
+        raise SettingsError(f"a {kind[:-1]} name must be text, not {type(name).__name__}.")
+    resolved = _resolve_stage(registry, kind, {**settings, "name": name}, seed)
+    entry = registry.get(kind, name)
+    values = stage_settings(resolved)
+    try:
+        instance = entry.target(**values)
+    except ImgclustError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{kind[:-1]} {name!r} rejected its settings: {exc}") from None
+    return Stage(name, instance, values)
+
+
+def _as_array(images: Any, source: str) -> np.ndarray:
+    try:
+        return np.asarray(images)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{source} are not an array of images: {exc}.") from None
 
 
 def check_encoded(features: Any) -> np.ndarray:
@@ -119,3 +467,11 @@ def check_encoded(features: Any) -> np.ndarray:
             "check the input images or the encoder's settings."
         )
     return features
+
+
+def _describe(shape: tuple[int, ...]) -> str:
+    """'28x28 with 1 channel'."""
+    if len(shape) != 3:
+        return "x".join(str(v) for v in shape)
+    height, width, channels = shape
+    return f"{height}x{width} with {channels} channel{'s' if channels != 1 else ''}"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import sys
 import time
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +197,7 @@ def execute(
             folder / "metrics.json",
             {**metrics, "n_images": len(data), "n_clusters": _n_clusters(labels)},
         )
+        atomic.write_json(folder / "summary.json", result.record)  # now with the timings
         if plots:
             from .report_html import write_report_quietly
 
@@ -235,12 +238,11 @@ def score(features: np.ndarray, labels: np.ndarray, data: ImageSet, seed: int) -
 
 
 def write_outputs(result: RunResult) -> None:
-    """Write clusters.md, assignments.csv and embeddings.npy into the run folder."""
+    """Write clusters.md, assignments.csv and embeddings.npy (summary.json comes last)."""
     folder = result.path
     atomic.write_text(folder / "clusters.md", clusters_markdown(result.record))
     atomic.write_text(folder / "assignments.csv", assignments_csv(result.data, result.labels))
     atomic.write_npy(folder / "embeddings.npy", result.features)
-    atomic.write_json(folder / "summary.json", result.record)
 
 
 def assignments_csv(data: ImageSet, labels: np.ndarray) -> str:
@@ -258,3 +260,19 @@ def assignments_csv(data: ImageSet, labels: np.ndarray) -> str:
             row.append(label.item() if isinstance(label, np.generic) else label)
         rows.append(row)
     return csv_text(["id", "cluster", "label"] if has_labels else ["id", "cluster"], rows)
+
+
+class _CallableModule(types.ModuleType):
+    """``imgclust.run`` is both this module and the Python API's ``run`` function.
+
+    Importing a submodule binds its name on the package, so the module named ``run`` would hide
+    a function of that name; calling the module calls :func:`imgclust.api.run` instead.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from .api import run
+
+        return run(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

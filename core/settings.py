@@ -120,6 +120,8 @@ def resolve(what: str, factory: Callable[..., Any], values: Mapping[str, Any]) -
 
 def convert(value: Any, annotation: Any) -> Any:
     """Convert a CLI string or TOML value to ``annotation``; raise ValueError when it cannot."""
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        value = value.item()  # a NumPy scalar from Python code is checked as the plain value
     if annotation is Any or annotation is NO_DEFAULT:
         return value
     origin = typing.get_origin(annotation)

@@ -228,7 +228,11 @@ def evaluation(
     from ..settings import resolve
 
     registry = get_registry()
-    trained = dict(saved.manifest["preprocessing"]["dataset"])
+    trained = dict(saved.manifest["preprocessing"].get("dataset") or {})
+    if dataset is None and not trained:
+        raise SettingsError(
+            "this pipeline was saved from Python and names no dataset: pass --dataset NAME."
+        )
     stage = trained if dataset in (None, trained.get("name")) else {"name": dataset}
     for assignment in sets:
         if not assignment.strip().startswith(("dataset.", "split=")):

@@ -1,0 +1,224 @@
+"""The Python API: ``imgclust.run``, ``get_dataset``/``get_encoder``/``get_clusterer``, ``load``.
+
+Settings are real Python values, checked by the same code that checks ``--set`` on the command
+line, so a wrong name or value fails the same way, as an :class:`~imgclust.errors.ImgclustError`
+of one line::
+
+    run = imgclust.run(dataset={"name": "digits", "limit": 500}, encoders=["pca"],
+                       clusterer="kmeans", settings={"clusterer": {"n_clusters": 10}})
+    run.metrics["acc"], run.path, run.labels
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ImgclustError, SettingsError
+from .interfaces import ImageSet
+from .pipeline import Pipeline, Stage, make_stage
+
+StageSpec = str | Mapping[str, Any]
+STAGE_KEYS = ("dataset", "encoder", "encoders", "clusterer")
+
+
+@dataclass(repr=False)
+class Run:
+    """A finished run: its folder, scores, clusters, labels, features and fitted pipeline."""
+
+    path: Path  # the run folder, as `imgclust run` writes it
+    config: dict[str, Any]  # the fully resolved configuration (config.toml)
+    metrics: dict[str, Any]  # what metrics.json holds: scores, timings, n_images, n_clusters
+    clusters: list[dict[str, Any]]  # what each cluster holds, largest first (clusters.md)
+    labels: np.ndarray  # (N,) cluster of each image, -1 for noise
+    features: np.ndarray  # (N, D) float32: what the clusterer saw (embeddings.npy)
+    pipeline: Pipeline  # the fitted pipeline: predict new images with it
+    data: ImageSet  # the clustered images, their ids and labels
+    summary: dict[str, Any] = field(default_factory=dict)  # summary.json
+
+    def __repr__(self) -> str:
+        score = f", ACC {self.metrics['acc']:.4f}" if "acc" in self.metrics else ""
+        return (
+            f"<Run {self.path.name}: {self.summary.get('pipeline', self.pipeline.name)}, "
+            f"{len(self.labels)} images, {self.metrics.get('n_clusters')} clusters{score}>"
+        )
+
+
+def run(
+    recipe: str | None = None,
+    *,
+    dataset: StageSpec | None = None,
+    encoders: StageSpec | Sequence[StageSpec] | None = None,
+    clusterer: StageSpec | None = None,
+    settings: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    split: str | None = None,
+    config: str | Path | None = None,
+    runs_dir: str | Path = "runs",
+    plots: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Run:
+    """Run a clustering end to end, as ``imgclust run`` does, and return the finished :class:`Run`.
+
+    ``recipe``, then the TOML file ``config``, then ``dataset``/``encoders``/``clusterer`` and
+    ``settings`` resolve into one configuration, exactly like the command line's ``--recipe``,
+    ``--config``, ``--dataset``... and ``--set``. A stage is a name or a ``{"name": ..., key:
+    value}`` mapping. ``settings`` maps a stage (``"dataset"``, ``"encoder"``,
+    ``"encoder.NAME"``, ``"encoder.INDEX"``, ``"clusterer"``) to ``{key: value}``, or a
+    ``--set`` target (``"clusterer.n_clusters"``, ``"seed"``, ``"split"``) to a value.
+    """
+    from .config import resolve_config
+    from .plugins_host import get_registry
+    from .run import execute
+
+    registry = get_registry()
+    names: dict[str, Any] = {}
+    values: list[tuple[str, Any]] = []
+    if dataset is not None:
+        names["dataset"] = _stage_spec("dataset", dataset, "dataset", values)
+    if encoders is not None:
+        names["encoders"] = _encoder_specs(encoders, values)
+    if clusterer is not None:
+        names["clusterer"] = _stage_spec("clusterer", clusterer, "clusterer", values)
+    values += _flatten_settings(settings)
+    resolved = resolve_config(
+        registry,
+        recipe=_optional_text("recipe", recipe),
+        config_file=None if config is None else Path(config),
+        sets=values,
+        seed=_check_seed(seed),
+        split=_optional_text("split", split),
+        **names,
+    )
+    runs = Path(runs_dir)
+    if runs.exists() and not runs.is_dir():
+        raise ImgclustError(f"runs_dir {str(runs)!r} is a file: give a folder for run folders.")
+    result = execute(registry, resolved, runs, log=log or (lambda message: None), plots=bool(plots))
+    labels = result.labels
+    metrics = {
+        **result.record["metrics"],
+        "n_images": len(labels),
+        "n_clusters": int(len(np.unique(labels[labels != -1]))),
+    }
+    return Run(
+        path=result.path,
+        config=resolved,
+        metrics=metrics,
+        clusters=result.record["clusters"],
+        labels=labels,
+        features=result.features,
+        pipeline=result.pipeline,
+        data=result.data,
+        summary=result.record,
+    )
+
+
+def get_dataset(name: str, /, **settings: Any) -> Stage:
+    """A dataset built by its plugin; ``.load(split)`` returns an ImageSet."""
+    return make_stage("datasets", name, settings)
+
+
+def get_encoder(name: str, /, **settings: Any) -> Stage:
+    """An unfitted encoder built by its plugin, for :class:`imgclust.Pipeline`."""
+    return make_stage("encoders", name, settings)
+
+
+def get_clusterer(name: str, /, **settings: Any) -> Stage:
+    """An unfitted clusterer built by its plugin, for :class:`imgclust.Pipeline`."""
+    return make_stage("clusterers", name, settings)
+
+
+def load(path: str | Path, trust: bool = False) -> Pipeline:
+    """A fitted pipeline from a run folder or a folder ``Pipeline.save`` wrote.
+
+    Loading never runs code from the folder: pickled stages and Keras Lambda layers are refused
+    unless ``trust=True``, which is only for folders whose origin you trust.
+    """
+    import os
+
+    from .persist import load_pipeline
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise SettingsError(f"load takes a folder's path, not {type(path).__name__}.")
+    return load_pipeline(path, trust=trust is True)
+
+
+# Turning Python values into --set assignments -------------------------------------------------
+def _stage_spec(kind: str, spec: Any, target: str, values: list[tuple[str, Any]]) -> str:
+    """The stage's name; its other keys become ``(target.key, value)`` assignments."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, Mapping):
+        name = spec.get("name")
+        if not isinstance(name, str):
+            raise SettingsError(f"{kind} {dict(spec)!r} needs a 'name', e.g. {{'name': ...}}.")
+        values.extend((f"{target}.{_key(kind, k)}", v) for k, v in spec.items() if k != "name")
+        return name
+    raise SettingsError(
+        f"{kind} must be a name or a {{'name': ..., setting: value}} mapping, "
+        f"not {type(spec).__name__}."
+    )
+
+
+def _encoder_specs(encoders: Any, values: list[tuple[str, Any]]) -> list[str]:
+    if isinstance(encoders, (str, Mapping)):
+        encoders = [encoders]
+    if not isinstance(encoders, Iterable):
+        raise SettingsError(
+            f"encoders must be a name or a list of them, not {type(encoders).__name__}."
+        )
+    names = [_stage_spec("encoder", e, f"encoder.{i}", values) for i, e in enumerate(encoders)]
+    if not names:
+        raise SettingsError("encoders is empty: name at least one encoder, e.g. ['pca'].")
+    return names
+
+
+def _flatten_settings(settings: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
+    """``{"clusterer": {"n_clusters": 10}, "seed": 1}`` as ``--set`` targets with values."""
+    if settings is None:
+        return []
+    if not isinstance(settings, Mapping):
+        raise SettingsError(
+            "settings must be a mapping such as {'clusterer': {'n_clusters': 10}}, "
+            f"not {type(settings).__name__}."
+        )
+    found: list[tuple[str, Any]] = []
+    for key, value in settings.items():
+        key = _key("settings", key)
+        stage = key.split(".")[0]
+        if isinstance(value, Mapping) and stage in STAGE_KEYS and key.count(".") <= 1:
+            found.extend((f"{key}.{_key(key, k)}", v) for k, v in value.items())
+        elif key == "seed":
+            found.append((key, _check_seed(value)))
+        elif key in ("split", "fit_split", "validation_split"):
+            found.append((key, _optional_text(key, value)))
+        else:
+            found.append((key, value))
+    return found
+
+
+def _key(where: str, key: Any) -> str:
+    if not isinstance(key, str) or not key:
+        raise SettingsError(f"{where}: setting names are text, not {key!r}.")
+    return key
+
+
+def _optional_text(what: str, value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise SettingsError(f"{what} must be a name (text), not {type(value).__name__}.")
+
+
+def _check_seed(seed: Any) -> int | None:
+    """A seed is a whole number; NumPy integers count, booleans and fractions do not."""
+    if seed is None:
+        return None
+    if type(seed).__module__ == "numpy" and getattr(seed, "ndim", None) == 0:
+        seed = seed.item()
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise SettingsError(f"seed must be an integer, not {seed!r}.")
+    return seed
