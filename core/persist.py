@@ -28,7 +28,7 @@ import numpy as np
 
 from . import __version__, atomic
 from .errors import DataError, ImgclustError, PluginError
-from .interfaces import ImageSet, can_predict
+from .interfaces import ImageSet, ScoresSamples, can_predict
 from .pipeline import Pipeline, Stage
 
 FORMAT = "imgclust-pipeline"
@@ -498,7 +498,7 @@ class SavedPipeline:
         clusterer = self.pipeline.clusterer.instance
         labels = np.asarray(clusterer.predict(features), dtype=np.int64)
         scores: dict[str, np.ndarray] = {}
-        scorer = getattr(clusterer, "score_samples", None)
+        scorer = clusterer.score_samples if isinstance(clusterer, ScoresSamples) else None
         if callable(scorer):
             try:
                 found = scorer(features)

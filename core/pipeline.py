@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError, ImgclustError
-from .interfaces import Clusterer, Encoder, can_predict
+from .interfaces import Clusterer, Embeds, Encoder, can_predict
 
 Log = Callable[[str], None]
 
@@ -64,7 +64,7 @@ class Pipeline:
             if last and not return_features:
                 return None
             start = time.perf_counter()
-            fitted = getattr(encoder, "embedding_", None)
+            fitted = encoder.embedding_ if isinstance(encoder, Embeds) else None
             features = fitted if fitted is not None else encoder.transform(features)
             if validation is not None and not last:
                 validation = encoder.transform(validation)
