@@ -296,6 +296,21 @@ class LoadReturnsNothing(SplitByMedian):
         super().load(directory)
 
 
+def test_the_guide_s_plugin_passes_the_guide_s_test(tmp_path: Path, monkeypatch):
+    """docs/plugins.md's example plugin, checked by the test the guide shows for it."""
+    import types
+
+    guide = (Path(__file__).parent.parent / "docs" / "plugins.md").read_text()
+    plugin = guide.split("`imgclust_median.py` implements one hook")[1].split("```python\n")[1]
+    test = guide.split("## Testing a plugin with `imgclust.testing`")[1].split("```python\n")[1]
+    module = types.ModuleType("imgclust_median")
+    exec(plugin.split("```")[0], module.__dict__)
+    monkeypatch.setitem(sys.modules, "imgclust_median", module)
+    namespace: dict = {}
+    exec(test.split("```")[0], namespace)
+    namespace["test_split_by_median_keeps_the_clusterer_contract"](tmp_path)
+
+
 def test_the_documented_clusterer_passes(tmp_path: Path):
     labels = check_clusterer(SplitByMedian, settings={"feature": 1}, tmp_path=tmp_path)
     assert set(np.unique(labels)) == {0, 1}
