@@ -190,7 +190,7 @@ def check_encoder(
             rtol,
             atol,
         )
-    if not fast and images.ndim == 4:
+    if not fast and images.ndim == 4 and images.dtype == np.uint8:
         floats = _as_float_images(images)
         third = stage.build()
         _fit(stage, third, floats, floats[: max(1, n // 5)], floats.copy())
@@ -323,10 +323,12 @@ class _Stage:
             self.fail(f"{what} raised {type(exc).__name__}: {_one_line(exc)}", exc)
 
     def require(self, condition: Any, message: str) -> None:
+        """Fail with ``message`` unless ``condition`` holds."""
         if not condition:
             self.fail(message)
 
     def fail(self, message: str, cause: BaseException | None = None) -> None:
+        """Raise the one-line ``AssertionError`` that names the stage."""
         raise AssertionError(f"{self.label}: {message}") from cause
 
 
@@ -336,6 +338,7 @@ def _is_factory(target: Any, protocol: type) -> bool:
 
 
 def _copy(stage: Any, kind: str) -> Any:
+    """A deep copy of an unfitted stage instance, for the builds after the first."""
     try:
         return copy.deepcopy(stage)
     except Exception as exc:
@@ -346,6 +349,7 @@ def _copy(stage: Any, kind: str) -> Any:
 
 
 def _name_of(target: Any) -> str:
+    """The name failures use by default: the class or function name."""
     function = getattr(target, "func", target)  # functools.partial
     if isinstance(function, type) or inspect.isfunction(function):
         return function.__name__
@@ -353,6 +357,7 @@ def _name_of(target: Any) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line, cut to a readable length."""
     return " ".join(str(exc).split())[:300] or "(no message)"
 
 
@@ -368,6 +373,7 @@ def _workspace(tmp_path: Path | None) -> Iterator[Path]:
 
 
 def _check_input(array: Any, function: str, what: str, ndims: tuple[int, ...]) -> None:
+    """Data handed to a check must be a NumPy array of a usable shape (the caller's mistake)."""
     if not isinstance(array, np.ndarray) or array.ndim not in ndims or len(array) < 2:
         shapes = " or ".join(f"{d}-D" for d in ndims)
         raise ValueError(f"{function}: {what} must be a {shapes} NumPy array of at least 2 rows.")
@@ -377,6 +383,7 @@ def _check_input(array: Any, function: str, what: str, ndims: tuple[int, ...]) -
 
 
 def _fit(stage: _Stage, encoder: Any, images: np.ndarray, validation: Any, untouched: Any) -> None:
+    """Fit as the pipeline does; it must return the encoder and leave its input alone."""
     what = "fit(images, validation=None)" if validation is None else "fit(images, validation)"
     returned = stage.call(what, encoder.fit, images, validation=validation)
     if returned is None:
@@ -398,6 +405,7 @@ def _encode(stage: _Stage, encoder: Any, images: np.ndarray, what: str) -> np.nd
 
 
 def _check_output(stage: _Stage, out: Any, n: int, what: str) -> None:
+    """(n, D) finite float32 features, or (n, H, W, C) images by the image contract."""
     if not isinstance(out, np.ndarray):
         stage.fail(f"{what} a {type(out).__name__}, not a NumPy array")
     stage.require(
@@ -485,6 +493,7 @@ def _check_other_dtype(
 
 
 def _as_float_images(images: np.ndarray) -> np.ndarray:
+    """uint8 images as float32 in [0, 1], as a dataset could have given them."""
     if images.dtype == np.uint8:
         return images.astype(np.float32) / np.float32(255.0)
     return np.array(images, dtype=np.float32)
@@ -525,12 +534,14 @@ def _round_trip(stage: _Stage, fitted: Any, folder: Path, trust: bool) -> Any:
 
 
 def _predict(stage: _Stage, clusterer: Any, features: np.ndarray, what: str) -> np.ndarray:
+    """``predict``, its labels checked."""
     labels = stage.call(what, clusterer.predict, features)
     _check_labels(stage, labels, len(features), what)
     return labels
 
 
 def _check_labels(stage: _Stage, labels: Any, n: int, what: str) -> None:
+    """(n,) integer labels, clusters from 0 and -1 for noise."""
     if not isinstance(labels, np.ndarray):
         stage.fail(f"{what} returned a {type(labels).__name__}, not a NumPy array of labels")
     stage.require(
@@ -552,6 +563,7 @@ def _check_labels(stage: _Stage, labels: Any, n: int, what: str) -> None:
 
 
 def _offered_splits(stage: _Stage, dataset: Any) -> tuple[str, ...]:
+    """The dataset's split names: text, each once."""
     offered = stage.call("reading splits", splits_of, dataset)
     stage.require(
         offered and all(isinstance(s, str) for s in offered) and len(set(offered)) == len(offered),
@@ -561,6 +573,7 @@ def _offered_splits(stage: _Stage, dataset: Any) -> tuple[str, ...]:
 
 
 def _check_image_set(stage: _Stage, data: Any, split: str, sample: int) -> ImageSet:
+    """What ``load`` returned must be a sound :class:`ImageSet` (values checked on a sample)."""
     what = f"load({split!r})"
     if not isinstance(data, ImageSet):
         stage.fail(f"{what} returned a {type(data).__name__}, not an imgclust.interfaces.ImageSet")
