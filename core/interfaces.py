@@ -6,7 +6,7 @@ methods below. Arrays are NumPy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -68,40 +68,155 @@ class ImageSet:
 
 @runtime_checkable
 class Dataset(Protocol):
-    """A source of images. ``splits`` names what ``load`` accepts, e.g. ("train", "test", "all")."""
+    """A source of images; its splits are named by :class:`HasSplits` (only "all" without it)."""
 
-    splits: Sequence[str]
-
-    def load(self, split: str = "all") -> ImageSet: ...
+    def load(self, split: str = "all") -> ImageSet:
+        """The images of one split as an :class:`ImageSet` (N, H, W, C), uint8 or float32."""
 
 
 @runtime_checkable
 class Encoder(Protocol):
     """Turns images (or the previous encoder's features) into (N, D) float32 features."""
 
-    def fit(self, images: np.ndarray, validation: np.ndarray | None = None) -> Encoder: ...
+    def fit(self, images: np.ndarray, validation: np.ndarray | None = None) -> Encoder:
+        """Learn from ``images`` (checking on ``validation`` where it trains) and return self."""
 
-    def transform(self, images: np.ndarray) -> np.ndarray: ...
+    def transform(self, images: np.ndarray) -> np.ndarray:
+        """One (D,) float32 row of features per input: an (N, D) array."""
 
-    def save(self, directory: Path) -> None: ...
+    def save(self, directory: Path) -> None:
+        """Write the fitted state into an existing, empty ``directory`` (no pickle by default)."""
 
-    def load(self, directory: Path) -> Encoder: ...
+    def load(self, directory: Path) -> Encoder:
+        """Read what ``save`` wrote into this freshly built stage and return it."""
 
 
 @runtime_checkable
 class Clusterer(Protocol):
-    """Groups features; -1 means noise. ``predict`` exists only where new points can be assigned."""
+    """Groups (N, D) features into clusters numbered from 0; -1 means noise."""
 
-    def fit_predict(self, features: np.ndarray) -> np.ndarray: ...
+    def fit_predict(self, features: np.ndarray) -> np.ndarray:
+        """Fit on ``features`` and return one int label per row: an (N,) array."""
 
-    def save(self, directory: Path) -> None: ...
+    def save(self, directory: Path) -> None:
+        """Write the fitted state into an existing, empty ``directory`` (no pickle by default)."""
 
-    def load(self, directory: Path) -> Clusterer: ...
+    def load(self, directory: Path) -> Clusterer:
+        """Read what ``save`` wrote into this freshly built stage and return it."""
+
+
+# Capabilities: optional parts of a stage the core uses where present, asked with isinstance.
+
+
+@runtime_checkable
+class HasSplits(Protocol):
+    """A dataset that names the splits ``load`` accepts, e.g. ("train", "test", "all")."""
+
+    splits: Sequence[str]
+
+
+@runtime_checkable
+class Reconstructs(Protocol):
+    """An encoder that rebuilds its input images (an autoencoder): drawn in reconstructions.png."""
+
+    def reconstruct(self, images: np.ndarray) -> np.ndarray:
+        """The rebuilt images, as many numbers as the input, float32 in [0, 1]."""
+
+
+@runtime_checkable
+class HasHistory(Protocol):
+    """An encoder that records per-epoch values (``loss``, ``val_loss``) for the training plot."""
+
+    history_: Mapping[str, Sequence[float]]
+
+
+@runtime_checkable
+class Checkpoints(Protocol):
+    """An encoder that checkpoints its fit into ``checkpoint_dir`` (set by the run) to resume."""
+
+    checkpoint_dir: Path | None
+
+
+@runtime_checkable
+class Embeds(Protocol):
+    """An encoder whose fit leaves the features of its training input in ``embedding_`` (UMAP)."""
+
+    embedding_: np.ndarray | None
+
+
+@runtime_checkable
+class Predicts(Protocol):
+    """A clusterer that assigns new points to its fitted clusters."""
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """One int label per row of ``features`` (-1 for noise), as ``fit_predict`` numbers them."""
+
+
+@runtime_checkable
+class MayPredict(Predicts, Protocol):
+    """A clusterer whose ``predict`` works only where ``can_predict`` is true (a wrapped model)."""
+
+    can_predict: bool
+
+
+@runtime_checkable
+class ScoresSamples(Protocol):
+    """A clusterer that rates each point's membership (distance or probability) for predict."""
+
+    def score_samples(self, features: np.ndarray) -> Mapping[str, np.ndarray] | np.ndarray:
+        """(N,) scores, or a mapping of score names to (N,) arrays."""
+
+
+@runtime_checkable
+class HasClusterCount(Protocol):
+    """A clusterer told how many clusters to find (None where the method finds the count)."""
+
+    n_clusters: int | None
+
+
+@runtime_checkable
+class WrapsEstimator(Protocol):
+    """A clusterer around a fitted scikit-learn-style model, kept as ``estimator_``."""
+
+    estimator_: Any
+
+
+@runtime_checkable
+class ScoresBIC(Protocol):
+    """A fitted model with a likelihood (a Gaussian mixture): sweep-k can choose k by its BIC."""
+
+    def bic(self, features: np.ndarray) -> float:
+        """The Bayesian information criterion of ``features`` under the model (lower is better)."""
+
+
+#: The capability protocols, in the order the hook reference lists them.
+CAPABILITIES = (
+    HasSplits,
+    Reconstructs,
+    HasHistory,
+    Checkpoints,
+    Embeds,
+    Predicts,
+    MayPredict,
+    ScoresSamples,
+    HasClusterCount,
+    WrapsEstimator,
+    ScoresBIC,
+)
+
+
+def splits_of(dataset: object) -> tuple[str, ...]:
+    """The splits a dataset offers: its ``splits``, or just "all" when it names none."""
+    return tuple(dataset.splits) if isinstance(dataset, HasSplits) else ("all",)
+
+
+def requested_clusters(clusterer: object) -> int | None:
+    """The number of clusters a clusterer was asked for, or None where it finds the count."""
+    return clusterer.n_clusters if isinstance(clusterer, HasClusterCount) else None
 
 
 def can_predict(clusterer: object) -> bool:
-    """Whether a clusterer can assign new points after fitting."""
-    flag = getattr(clusterer, "can_predict", None)
-    if flag is not None:
-        return bool(flag)
-    return callable(getattr(clusterer, "predict", None))
+    """Whether a clusterer can assign new points: its ``can_predict`` flag, else a ``predict``."""
+    if isinstance(clusterer, MayPredict) and clusterer.can_predict is not None:
+        return bool(clusterer.can_predict)
+    return isinstance(clusterer, Predicts)

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import atomic
 from .errors import DataError, SettingsError
+from .interfaces import ScoresBIC, WrapsEstimator
 from .metrics import internal_scores
 from .outputs import csv_text
 from .settings import resolve, settings_of
@@ -118,9 +119,9 @@ def sweep(
         labels = np.asarray(clusterer.fit_predict(x), dtype=np.int64)
         seconds = time.perf_counter() - start
         row: dict[str, Any] = {"k": k, **internal_scores(x, labels, seed=seed, sample_size=len(x))}
-        estimator = getattr(clusterer, "estimator_", None)
-        if callable(getattr(estimator, "bic", None)):
-            row["bic"] = float(estimator.bic(x))
+        model = clusterer.estimator_ if isinstance(clusterer, WrapsEstimator) else clusterer
+        if isinstance(model, ScoresBIC):
+            row["bic"] = float(model.bic(x))
         row["found"] = int(len(np.unique(labels[labels >= 0])))
         row["seconds"] = round(seconds, 3)
         rows.append(row)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError, ImgclustError, SettingsError
-from .interfaces import Clusterer, Encoder, ImageSet, can_predict
+from .interfaces import Clusterer, Embeds, Encoder, ImageSet, ScoresSamples, can_predict
 
 Log = Callable[[str], None]
 
@@ -170,7 +170,7 @@ class Pipeline:
                 self.encoders_fitted = True
                 return None
             start = time.perf_counter()
-            fitted = getattr(encoder, "embedding_", None)
+            fitted = encoder.embedding_ if isinstance(encoder, Embeds) else None
             features = fitted if fitted is not None else encoder.transform(features)
             if validation is not None and not last:
                 validation = encoder.transform(validation)
@@ -251,7 +251,7 @@ class Pipeline:
         raw = np.asarray(clusterer.predict(features), dtype=np.int64)
         labels = renumber(raw, self.cluster_order)
         scores: dict[str, np.ndarray] = {}
-        scorer = getattr(clusterer, "score_samples", None)
+        scorer = clusterer.score_samples if isinstance(clusterer, ScoresSamples) else None
         if callable(scorer):
             try:
                 found = scorer(features)

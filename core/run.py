@@ -16,7 +16,7 @@ import numpy as np
 from . import __version__, atomic
 from .config import stage_settings, to_toml
 from .errors import DataError, ImgclustError, SettingsError
-from .interfaces import ImageSet
+from .interfaces import Checkpoints, HasHistory, ImageSet, requested_clusters, splits_of
 from .metrics import composition, external_scores, internal_scores
 from .outputs import csv_text
 from .pipeline import Pipeline, Stage
@@ -67,7 +67,7 @@ def build_pipeline(registry: Registry, config: Mapping[str, Any]) -> Pipeline:
 
 def load_split(dataset: Any, name: str, split: str) -> ImageSet:
     """Load one split, checking that the dataset has it and that the images are sound."""
-    splits = list(getattr(dataset, "splits", ("all",)))
+    splits = list(splits_of(dataset))
     if split not in splits:
         raise SettingsError(
             f"dataset {name!r} has no split {split!r}; it has {', '.join(splits)}. "
@@ -135,7 +135,7 @@ def execute(
         if data.info.get("skipped"):  # unreadable input files the dataset left out
             atomic.write_text(folder / "skipped.txt", "\n".join(data.info["skipped"]) + "\n")
         for stage in pipeline.encoders:
-            if hasattr(stage.instance, "checkpoint_dir"):
+            if isinstance(stage.instance, Checkpoints):
                 stage.instance.checkpoint_dir = folder / "checkpoints" / stage.name
         fit_images = fit_data.images
         features = pipeline.fit_encoders(
@@ -173,7 +173,7 @@ def execute(
         }
         result = RunResult(folder, record, labels, features, pipeline, data)
         for stage in pipeline.encoders:
-            history = getattr(stage.instance, "history_", None)
+            history = stage.instance.history_ if isinstance(stage.instance, HasHistory) else None
             if history:
                 metrics.setdefault("training", {})[stage.name] = history
                 for key in ("loss", "val_loss"):
@@ -219,7 +219,7 @@ def _n_clusters(labels: np.ndarray) -> int:
 
 
 def _check_cluster_count(pipeline: Pipeline, n_images: int) -> None:
-    k = getattr(pipeline.clusterer.instance, "n_clusters", None)
+    k = requested_clusters(pipeline.clusterer.instance)
     if isinstance(k, int) and k > n_images:
         raise DataError(
             f"asked for {k} clusters but the dataset has only {n_images} images: "

@@ -264,6 +264,7 @@ def _runtime_value(key: str) -> Any:
 def predicting_clusterers() -> list[str]:
     """Names of the installed clusterers that can assign new points (their default settings)."""
     try:
+        from .interfaces import can_predict
         from .plugins_host import get_registry
 
         registry = get_registry()
@@ -273,8 +274,7 @@ def predicting_clusterers() -> list[str]:
                 instance = registry.entries["clusterers"][name].target()
             except Exception:
                 continue
-            flag = getattr(instance, "can_predict", None)
-            if flag if flag is not None else callable(getattr(instance, "predict", None)):
+            if can_predict(instance):
                 names.append(name)
         return names or list(PREDICTING)
     except Exception:

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ..interfaces import HasHistory
+
 NOISE = -1
 
 
@@ -94,7 +96,7 @@ def from_result(result: Any) -> PlotInputs:
     histories = {
         name: dict(history)
         for name, encoder in encoders
-        if (history := getattr(encoder, "history_", None))
+        if isinstance(encoder, HasHistory) and (history := encoder.history_)
     }
     split = result.record.get("split")
     source = describe_source(str(result.record.get("dataset", "images")), split)

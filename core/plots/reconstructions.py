@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..interfaces import Reconstructs
 from .figure import SkipPlot, mosaic_axes, save_png
 from .inputs import PlotInputs
 from .options import PlotOptions
@@ -16,7 +17,7 @@ from .tiles import as_rgb, grid, take
 def reconstructor(encoders: list[tuple[str, Any]]) -> tuple[int, str, Any]:
     """The first encoder with ``reconstruct``: its position, name and instance."""
     for position, (name, encoder) in enumerate(encoders):
-        if callable(getattr(encoder, "reconstruct", None)):
+        if isinstance(encoder, Reconstructs):
             return position, name, encoder
     raise SkipPlot(
         "no encoder of this run reconstructs images" if encoders else "no fitted encoder"

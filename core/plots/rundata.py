@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, ImgclustError
+from ..interfaces import Reconstructs
 from ..outputs import read_csv_cell
 from .inputs import PlotInputs, describe_source
 
@@ -85,7 +86,7 @@ def could_reconstruct(registry: Any, config: dict[str, Any]) -> bool:
             target = registry.get("encoders", stage["name"]).target
         except ImgclustError:
             continue
-        if callable(getattr(target, "reconstruct", None)):
+        if isinstance(target, type) and issubclass(target, Reconstructs):
             return True
     return False
 
