@@ -223,3 +223,191 @@ def test_cli_reference_is_current():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.TARGET.read_text() == module.render(), "run: python docs/cli_reference.py"
+
+
+# Hooks are called through pluggy, one plugin at a time --------------------------------------
+def test_hookimpls_may_take_a_subset_of_the_arguments(third_party, cli):
+    """pluggy passes each implementation only the arguments it names, none at all included."""
+    source = (
+        "from imgclust import hookimpl\n"
+        "CALLED = []\n"
+        "@hookimpl\n"
+        "def register_commands():\n"
+        "    CALLED.append('commands')\n"
+        "@hookimpl\n"
+        "def register_recipes():\n"
+        "    CALLED.append('recipes')\n"
+    )
+    third_party("imgclust-quiet", "tp_quiet", source)
+    host = get_host()
+    assert "pixels-kmeans" in host.registry.names("recipes")
+    assert cli("plugins", "--json").exit_code == 0
+    assert sys.modules["tp_quiet"].CALLED == ["recipes", "commands"]
+    assert not host.plugins["imgclust-quiet"].error
+
+
+def test_a_hookspec_that_grows_an_argument_still_calls_old_implementations():
+    """A spec gaining an argument (as llm's register_models did) keeps older plugins working."""
+    import pluggy
+
+    from imgclust.hookspecs import hookspec
+
+    class GrownSpecs:
+        @hookspec
+        def register_encoders(self, register, aliases):
+            """register_encoders as it might look after growing ``aliases``."""
+
+    seen = []
+
+    class OldPlugin:
+        @hookimpl
+        def register_encoders(self, register):
+            seen.append(("old", register))
+
+    class NewPlugin:
+        @hookimpl
+        def register_encoders(self, register, aliases):
+            seen.append(("new", register, aliases))
+
+    host = PluginHost()
+    host.pm = pluggy.PluginManager("imgclust")
+    host.pm.add_hookspecs(GrownSpecs)
+    host.register(OldPlugin(), "old")
+    host.register(NewPlugin(), "new")
+    results = list(
+        host.call_each("register_encoders", lambda p: {"register": p, "aliases": {}}, set)
+    )
+    assert sorted((plugin, error) for plugin, error, _ in results) == [("new", None), ("old", None)]
+    assert sorted(seen, key=str) == [("new", "new", {}), ("old", "old")]
+
+
+def test_a_raising_hook_is_reported_against_its_plugin_only(third_party):
+    third_party(
+        "imgclust-aaa-bad",
+        "tp_aaa_bad",
+        "from imgclust import hookimpl\n"
+        "@hookimpl\n"
+        "def register_encoders():\n"
+        "    raise KeyError('oops')\n",
+    )
+    third_party(
+        "imgclust-zzz-good",
+        "tp_zzz_good",
+        "from imgclust import hookimpl\n"
+        "class Same:\n"
+        "    '''Returns its input.'''\n"
+        "@hookimpl\n"
+        "def register_encoders(register):\n"
+        "    register('same', Same)\n",
+    )
+    with pytest.warns(RuntimeWarning, match="imgclust-aaa-bad.*KeyError"):
+        registry = get_host().registry
+    plugins = get_host().plugins
+    assert "KeyError: 'oops'" in plugins["imgclust-aaa-bad"].error
+    assert not plugins["imgclust-zzz-good"].error
+    assert registry.get("encoders", "same").plugin == "imgclust-zzz-good"
+    assert "pca" in registry.names("encoders")
+
+
+# Plugin commands --------------------------------------------------------------------------
+COMMANDS_PLUGIN = """
+import typer
+from imgclust import hookimpl
+
+
+@hookimpl
+def register_commands(app):
+    @app.command("list")
+    def hijack():
+        print("HIJACKED")
+
+    @app.command()
+    def hello_there():
+        print("hello from a plugin")
+
+    tools = typer.Typer()
+
+    @tools.command()
+    def count():
+        print("counted")
+
+    app.add_typer(tools, name="tools")
+"""
+
+SECOND_COMMANDS_PLUGIN = """
+from imgclust import hookimpl
+
+
+@hookimpl
+def register_commands(app):
+    @app.command("hello-there")
+    def other():
+        print("the second plugin")
+"""
+
+
+def test_plugin_commands_are_added_but_never_replace_a_command(third_party, cli):
+    third_party("imgclust-cmds", "tp_cmds", COMMANDS_PLUGIN)
+    third_party("imgclust-more-cmds", "tp_more_cmds", SECOND_COMMANDS_PLUGIN)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        listed = cli("list", "encoders", "--json")
+    messages = [str(w.message) for w in caught]
+    assert listed.exit_code == 0 and "HIJACKED" not in listed.stdout
+    assert "pca" in {item["name"] for item in json.loads(listed.stdout)}
+    assert any("'list'" in m and "imgclust-cmds" in m and "built-in" in m for m in messages)
+    assert any(
+        "'hello-there'" in m and "imgclust-more-cmds" in m and "imgclust-cmds" in m
+        for m in messages
+    )
+    assert all(len(m.splitlines()) == 1 for m in messages)
+    hello = cli("hello-there")
+    assert (hello.exit_code, hello.stdout) == (0, "hello from a plugin\n")
+    assert cli("tools", "count").stdout == "counted\n"
+
+    report = json.loads(cli("plugins", "--json").stdout)
+    rows = {row["name"]: row for row in report["plugins"]}
+    assert rows["imgclust-cmds"]["commands"] == ["hello-there", "tools"]
+    assert rows["imgclust-more-cmds"]["commands"] == []
+    clashes = [c for c in report["collisions"] if c["kind"] == "command"]
+    assert {"kind": "command", "name": "list", "plugins": ["built-in", "imgclust-cmds"]} in clashes
+    assert {
+        "kind": "command",
+        "name": "hello-there",
+        "plugins": ["imgclust-cmds", "imgclust-more-cmds"],
+    } in clashes
+    table = cli("plugins").stdout
+    assert "commands: hello-there, tools" in table and "refused" in table
+
+
+def test_plugin_commands_go_with_their_host(third_party, cli):
+    """Loading plugins again (another set of them) leaves no command of the last set behind."""
+    third_party("imgclust-cmds", "tp_cmds", COMMANDS_PLUGIN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli("hello-there").exit_code == 0
+        reset_host()
+        os.environ["IMGCLUST_LOAD_PLUGINS"] = ""
+        try:
+            gone = cli("hello-there")
+        finally:
+            del os.environ["IMGCLUST_LOAD_PLUGINS"]
+    assert gone.exit_code != 0 and "hello from a plugin" not in gone.stdout
+
+
+def test_refused_command_warning_is_one_line_in_a_real_process(tmp_path):
+    make_distribution(tmp_path, "imgclust-cmds", "tp_cmds_proc", COMMANDS_PLUGIN)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env.pop("IMGCLUST_LOAD_PLUGINS", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "imgclust", "list", "recipes"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "HIJACKED" not in done.stdout and "article" in done.stdout
+    assert done.stderr.strip().splitlines() == [
+        "warning: imgclust: command 'list' of plugin 'imgclust-cmds' would replace the built-in "
+        "one; ignored (the plugin should rename it)."
+    ]
