@@ -29,8 +29,8 @@ def third_party(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(root))
     monkeypatch.delenv("IMGCLUST_LOAD_PLUGINS", raising=False)
 
-    def install(dist: str, module: str, source: str) -> None:
-        make_distribution(root, dist, module, source)
+    def install(dist: str, module: str, source: str, version: str = "1.0") -> None:
+        make_distribution(root, dist, module, source, version)
         importlib.invalidate_caches()
         reset_host()
 
@@ -411,3 +411,175 @@ def test_refused_command_warning_is_one_line_in_a_real_process(tmp_path):
         "warning: imgclust: command 'list' of plugin 'imgclust-cmds' would replace the built-in "
         "one; ignored (the plugin should rename it)."
     ]
+
+
+# Errors at stage boundaries name the stage and its plugin ----------------------------------
+FAULTY_STAGES = """
+import numpy as np
+from imgclust import hookimpl
+from imgclust.errors import DataError
+
+
+class Hog:
+    '''An encoder that misbehaves as its ``fault`` setting says.'''
+
+    def __init__(self, fault: str = "none") -> None:
+        self.fault = fault
+
+    def fit(self, images, validation=None):
+        if self.fault == "fit":
+            raise ValueError("cannot fit\\nsecond line")
+        return self
+
+    def transform(self, images):
+        x = np.asarray(images, dtype=np.float32).reshape(len(images), -1)[:, 18:24]
+        if self.fault == "raise":
+            return {}["missing"]
+        if self.fault == "short":
+            return x[:-1]
+        if self.fault == "flat":
+            return x[:, 0]
+        if self.fault == "none-out":
+            return None
+        if self.fault == "nan":
+            x[3, 1] = np.nan
+        if self.fault == "data":
+            raise DataError("needs colour images")
+        return x
+
+    def save(self, directory):
+        pass
+
+    def load(self, directory):
+        return self
+
+
+class Odd:
+    '''A clusterer that misbehaves as its ``fault`` setting says.'''
+
+    def __init__(self, fault: str = "none") -> None:
+        self.fault = fault
+
+    def fit_predict(self, features):
+        score = features.sum(axis=1)
+        labels = (score > np.median(score)).astype("int64")
+        if self.fault == "short":
+            return labels[:-3]
+        if self.fault == "2d":
+            return labels[:, None]
+        if self.fault == "nan":
+            return np.where(labels == 1, np.nan, 0.0)
+        if self.fault == "negative":
+            return labels - 5
+        if self.fault == "text":
+            return np.array(["a"] * len(labels))
+        if self.fault == "raise":
+            raise IndexError("index 7 is out of bounds")
+        return labels
+
+    def save(self, directory):
+        pass
+
+    def load(self, directory):
+        return self
+
+
+@hookimpl
+def register_encoders(register):
+    register("hog", Hog)
+
+
+@hookimpl
+def register_clusterers(register):
+    register("odd", Odd)
+"""
+
+STAGE_FAULTS = {
+    "encoder raises": (
+        "encoder.fault=raise",
+        "encoder 'hog' from acme-imgclust 0.2 failed: KeyError 'missing'",
+    ),
+    "encoder fit raises": (
+        "encoder.fault=fit",
+        "encoder 'hog' from acme-imgclust 0.2 failed: ValueError cannot fit",
+    ),
+    "encoder's own error": ("encoder.fault=data", "encoder 'hog': needs colour images"),
+    "N-1 rows": ("encoder.fault=short", "encoder 'hog' returned 1796 rows for 1797 images"),
+    "1-D features": (
+        "encoder.fault=flat",
+        "encoder 'hog' from acme-imgclust 0.2 returned shape (1797,)",
+    ),
+    "None features": ("encoder.fault=none-out", "encoder 'hog' from acme-imgclust 0.2 returned"),
+    "NaN features": ("encoder.fault=nan", "encoder 'hog' from acme-imgclust 0.2 have NaN"),
+    "N-3 labels": (
+        "clusterer.fault=short",
+        "clusterer 'odd' returned 1794 labels for 1797 images",
+    ),
+    "2-D labels": ("clusterer.fault=2d", "clusterer 'odd' from acme-imgclust 0.2 returned labels"),
+    "NaN labels": ("clusterer.fault=nan", "not whole numbers"),
+    "labels below -1": ("clusterer.fault=negative", "returned label -5"),
+    "text labels": ("clusterer.fault=text", "expected integers"),
+    "clusterer raises": (
+        "clusterer.fault=raise",
+        "clusterer 'odd' from acme-imgclust 0.2 failed: IndexError index 7 is out of bounds",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(STAGE_FAULTS))
+def test_a_failing_stage_is_named_with_its_plugin(case, third_party, cli, runs_dir):
+    third_party("acme-imgclust", "tp_acme", FAULTY_STAGES, version="0.2")
+    setting, expected = STAGE_FAULTS[case]
+    result = cli(
+        *("run", "--dataset", "digits", "--encoder", "hog", "--clusterer", "odd"),
+        *("--set", setting, "--runs-dir", runs_dir, "--no-plots"),
+    )
+    assert result.exit_code != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and expected in last, result.stderr
+    assert "unexpected" not in result.stderr and "Traceback" not in result.stderr
+    assert sum(line.startswith("Error") for line in result.stderr.splitlines()) == 1
+
+
+def test_stage_failures_keep_the_original_exception(third_party, monkeypatch):
+    """The one-line error's cause is the plugin's exception; IMGCLUST_DEBUG lets it through."""
+    import numpy as np
+
+    from imgclust.pipeline import Pipeline, Stage
+
+    third_party("acme-imgclust", "tp_acme", FAULTY_STAGES, version="0.2")
+    registry = get_host().registry
+    hog = registry.get("encoders", "hog").target
+    odd = registry.get("clusterers", "odd").target
+    images = np.zeros((20, 8, 8, 1), dtype=np.uint8)
+
+    def pipeline() -> Pipeline:
+        return Pipeline([Stage("hog", hog(fault="raise"))], Stage("odd", odd()))
+
+    with pytest.raises(PluginError, match="encoder 'hog' from acme-imgclust 0.2 failed") as info:
+        pipeline().fit(images)
+    assert isinstance(info.value.__cause__, KeyError)
+    monkeypatch.setenv("IMGCLUST_DEBUG", "1")
+    with pytest.raises(KeyError) as raw:
+        pipeline().fit(images)
+    assert "encoder 'hog' from acme-imgclust 0.2 failed" in "".join(raw.value.__notes__)
+
+
+def test_a_stage_built_by_hand_is_not_credited_to_a_registered_plugin(third_party):
+    """A hand-made stage that shares a registered name is not blamed on that plugin."""
+    import numpy as np
+
+    from imgclust.pipeline import Pipeline, Stage
+
+    third_party("acme-imgclust", "tp_acme", FAULTY_STAGES, version="0.2")
+    assert "hog" in get_host().registry.names("encoders")
+
+    class Mine:
+        def fit(self, images, validation=None):
+            return self
+
+        def transform(self, images):
+            raise RuntimeError("mine")
+
+    with pytest.raises(PluginError, match=r"^encoder 'hog' failed: RuntimeError mine$"):
+        Pipeline([Stage("hog", Mine())], Stage("odd", None)).transform(np.zeros((3, 2, 2, 1)))
