@@ -135,14 +135,11 @@ class PluginHost:
         self, hook: str, impl: Any, implementations: list[Any], arguments: dict[str, Any]
     ) -> None:
         """Call one plugin's implementation of a hook the way pluggy calls all of them."""
-        others = [other.plugin for other in implementations if other is not impl]
-        try:
-            caller = self.pm.subset_hook_caller(hook, remove_plugins=others)
-        except TypeError:  # plugin objects that cannot be hashed: pluggy's executor, for one
-            caller = getattr(self.pm.hook, hook)
-            caller._hookexec(hook, [impl], arguments, False)
-            return
-        caller(**arguments)
+        if all(_hashable(other.plugin) for other in implementations):
+            others = [other.plugin for other in implementations if other is not impl]
+            self.pm.subset_hook_caller(hook, remove_plugins=others)(**arguments)
+        else:  # subset_hook_caller keeps a set of plugins; call pluggy's executor with one impl
+            getattr(self.pm.hook, hook)._hookexec(hook, [impl], arguments, False)
 
     # Commands ----------------------------------------------------------------------------
     def add_commands(self, app: Any) -> None:
@@ -246,6 +243,14 @@ def command_names(app: Any) -> list[str]:
         for item in getattr(app, kind):
             names.extend(_item_names(kind, item))
     return names
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _describe(exc: BaseException) -> str:

@@ -583,3 +583,26 @@ def test_a_stage_built_by_hand_is_not_credited_to_a_registered_plugin(third_part
 
     with pytest.raises(PluginError, match=r"^encoder 'hog' failed: RuntimeError mine$"):
         Pipeline([Stage("hog", Mine())], Stage("odd", None)).transform(np.zeros((3, 2, 2, 1)))
+
+
+def test_plugin_objects_that_cannot_be_hashed_are_called_one_at_a_time_too():
+    """An unhashable namespace plugin beside the bundled modules works, and fails alone."""
+    calls = []
+
+    @hookimpl
+    def register_encoders(register):
+        register("same", lambda: None)
+
+    @hookimpl
+    def register_recipes():
+        calls.append("recipes")
+        raise RuntimeError("broken recipes")
+
+    host = get_host()
+    host.register(SimpleNamespace(register_encoders=register_encoders), "ns-encoders")
+    host.register(SimpleNamespace(register_recipes=register_recipes), "ns-recipes")
+    with pytest.warns(RuntimeWarning, match="ns-recipes.*broken recipes"):
+        registry = host.registry
+    assert {"same", "pca"} <= set(registry.names("encoders"))
+    assert "article" in registry.names("recipes") and calls == ["recipes"]
+    assert registry.get("encoders", "same").plugin == "ns-encoders"
