@@ -40,9 +40,10 @@ def _root(
 # plugins / list --------------------------------------------------------------------------------
 @app.command("plugins")
 def plugins_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Installed plugins, their version and what each registers; broken plugins and collisions."""
+    """Installed plugins, their version, what each registers and adds; failures and clashes."""
     from .plugins_host import get_host
 
+    _add_plugin_commands()  # main() has done it already: then this costs nothing
     host = get_host()
     registry = host.registry
     rows = [
@@ -52,6 +53,7 @@ def plugins_command(as_json: bool = typer.Option(False, "--json", help="Print JS
             "version": info.version,
             "bundled": info.bundled,
             "registers": info.registered,
+            "commands": info.commands,
             "error": info.error or None,
         }
         for info in sorted(host.plugins.values(), key=lambda i: (not i.bundled, i.name))
@@ -59,23 +61,33 @@ def plugins_command(as_json: bool = typer.Option(False, "--json", help="Print JS
     collisions = [
         {"kind": kind[:-1], "name": name, "plugins": owners}
         for (kind, name), owners in registry.collisions.items()
-    ]
+    ] + host.command_clashes
     if as_json:
         typer.echo(json.dumps({"plugins": rows, "collisions": collisions}, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table("plugin", "from", "registers", box=None, pad_edge=False)
     for row in rows:
         origin = "bundled" if row["bundled"] else f"{row['distribution']} {row['version']}".strip()
-        what = "; ".join(f"{k}: {', '.join(v)}" for k, v in row["registers"].items())
+        parts = [f"{k}: {', '.join(v)}" for k, v in row["registers"].items()]
+        if row["commands"]:
+            parts.append(f"commands: {', '.join(row['commands'])}")
+        what = "; ".join(parts)
         if row["error"]:
             what = f"[red]{row['error']}[/red]"
         table.add_row(row["name"], origin, what or "-")
     console = Console(highlight=False)
     console.print(table)
     for c in collisions:
+        if c["kind"] == "command":
+            console.print(
+                f"[red]refused:[/red] command {escape(repr(c['name']))} of "
+                f"{escape(c['plugins'][1])} (taken by {escape(c['plugins'][0])})"
+            )
+            continue
         console.print(
             f"[red]collision:[/red] {c['kind']} {c['name']!r} from " + " and ".join(c["plugins"])
         )
@@ -186,15 +198,14 @@ _commands_added = False
 
 def _add_plugin_commands() -> None:
     global _commands_added
-    if _commands_added:
-        return
-    _commands_added = True
-    from .commands import register_all
     from .plugins_host import get_host
 
-    register_all(app)
+    if not _commands_added:
+        _commands_added = True
+        from .commands import register_all
 
-    get_host().add_commands(app)
+        register_all(app)
+    get_host().add_commands(app)  # once per host; a reloaded host's plugins replace the last's
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001

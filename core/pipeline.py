@@ -8,15 +8,17 @@ and noise stays -1, so the same seed gives the same numbers whatever the cluster
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import DataError, ImgclustError, SettingsError
+from .errors import DataError, ImgclustError, PluginError, SettingsError
 from .interfaces import Clusterer, Embeds, Encoder, ImageSet, ScoresSamples, can_predict
 
 Log = Callable[[str], None]
@@ -164,29 +166,29 @@ class Pipeline:
                 log(f"fitting encoder {stage.name} on {len(features)} inputs")
             start = time.perf_counter()
             encoder: Encoder = stage.instance
-            encoder.fit(features, validation=validation)
+            with stage_boundary("encoder", stage):
+                encoder.fit(features, validation=validation)
             self.timings[f"fit {stage.name}"] = time.perf_counter() - start
             if last and not return_features:
                 self.encoders_fitted = True
                 return None
             start = time.perf_counter()
-            fitted = encoder.embedding_ if isinstance(encoder, Embeds) else None
-            features = fitted if fitted is not None else encoder.transform(features)
-            if validation is not None and not last:
-                validation = encoder.transform(validation)
+            with stage_boundary("encoder", stage):
+                fitted = encoder.embedding_ if isinstance(encoder, Embeds) else None
+                encoded = fitted if fitted is not None else encoder.transform(features)
+                if validation is not None and not last:
+                    validation = check_output(stage, encoder.transform(validation), len(validation))
+            features = check_output(stage, encoded, len(features))
             self.timings[f"encode {stage.name}"] = time.perf_counter() - start
         self.encoders_fitted = True
-        return check_encoded(features)
+        return check_encoded(features, self.encoders[-1] if self.encoders else None)
 
     def fit_clusterer(self, features: np.ndarray) -> np.ndarray:
         """Cluster the features; number the clusters canonically; remember and return labels."""
         start = time.perf_counter()
-        raw = np.asarray(self.clusterer.instance.fit_predict(features), dtype=np.int64)
-        if raw.shape != (len(features),):
-            raise DataError(
-                f"clusterer {self.clusterer.name!r} returned {raw.shape} labels for "
-                f"{len(features)} feature vectors; expected one label each."
-            )
+        with stage_boundary("clusterer", self.clusterer):
+            found = self.clusterer.instance.fit_predict(features)
+        raw = check_labels(self.clusterer, found, len(features))
         self.cluster_order = canonical_order(raw)
         self.labels_ = renumber(raw, self.cluster_order)
         self.timings[f"cluster {self.clusterer.name}"] = time.perf_counter() - start
@@ -236,8 +238,10 @@ class Pipeline:
                 )
         features: Any = self.prepare(images)
         for stage in self.encoders:
-            features = stage.instance.transform(features)
-        return check_encoded(features)
+            with stage_boundary("encoder", stage):
+                encoded = stage.instance.transform(features)
+            features = check_output(stage, encoded, len(features))
+        return check_encoded(features, self.encoders[-1] if self.encoders else None)
 
     def predict(self, images: Any) -> np.ndarray:
         """The cluster of each new image (-1 for noise), numbered as the fit numbered them."""
@@ -248,8 +252,9 @@ class Pipeline:
         self.check_can_predict()
         features = self.transform(images)
         clusterer: Clusterer = self.clusterer.instance
-        raw = np.asarray(clusterer.predict(features), dtype=np.int64)
-        labels = renumber(raw, self.cluster_order)
+        with stage_boundary("clusterer", self.clusterer):
+            found = clusterer.predict(features)
+        labels = renumber(check_labels(self.clusterer, found, len(features)), self.cluster_order)
         scores: dict[str, np.ndarray] = {}
         scorer = clusterer.score_samples if isinstance(clusterer, ScoresSamples) else None
         if callable(scorer):
@@ -451,11 +456,12 @@ def _as_array(images: Any, source: str) -> np.ndarray:
         raise DataError(f"{source} are not an array of images: {exc}.") from None
 
 
-def check_encoded(features: Any) -> np.ndarray:
+def check_encoded(features: Any, stage: Stage | None = None) -> np.ndarray:
     """Features must be a finite (N, D) float array; reshape (N, ...) and say clearly when not."""
     features = np.asarray(features)
-    if features.ndim == 1:
-        raise DataError(f"the encoder returned shape {features.shape}; expected (N, D).")
+    who = f"the {describe_stage('encoder', stage)}" if stage is not None else "the encoder"
+    if features.ndim < 2:
+        raise DataError(f"{who} returned shape {features.shape}; expected (N, D).")
     if features.ndim > 2:
         features = features.reshape(len(features), -1)
     if features.dtype != np.float32:
@@ -463,7 +469,7 @@ def check_encoded(features: Any) -> np.ndarray:
     if not np.isfinite(features).all():
         bad = int((~np.isfinite(features)).any(axis=1).sum())
         raise DataError(
-            f"{bad} of {len(features)} encoded images have NaN or infinite features: "
+            f"{bad} of {len(features)} images encoded by {who} have NaN or infinite features: "
             "check the input images or the encoder's settings."
         )
     return features
@@ -475,3 +481,108 @@ def _describe(shape: tuple[int, ...]) -> str:
         return "x".join(str(v) for v in shape)
     height, width, channels = shape
     return f"{height}x{width} with {channels} channel{'s' if channels != 1 else ''}"
+
+
+# Stage boundaries: a plugin's failure or malformed output is named, not met later as a riddle.
+def describe_stage(kind: str, stage: Stage) -> str:
+    """``encoder 'hog' from acme-imgclust 0.2``: the stage and, where known, its plugin."""
+    from .plugins_host import stage_origin
+
+    origin = stage_origin(f"{kind}s", stage.name, stage.instance)
+    return f"{kind} {stage.name!r}" + (f" from {origin}" if origin else "")
+
+
+@contextmanager
+def stage_boundary(kind: str, stage: Stage) -> Iterator[None]:
+    """Name the stage in any error raised inside it; its own one-line errors keep their text.
+
+    Under ``IMGCLUST_DEBUG`` the original exception propagates, noted with the stage, so that
+    its traceback shows; otherwise it is the ``__cause__`` of the one-line :class:`PluginError`.
+    """
+    try:
+        yield
+    except ImgclustError as exc:
+        label = f"{kind} {stage.name!r}"
+        if exc.args and isinstance(exc.args[0], str) and label not in exc.args[0]:
+            exc.args = (f"{label}: {exc.args[0]}", *exc.args[1:])
+        raise
+    except MemoryError:
+        raise
+    except Exception as exc:
+        message = f"{describe_stage(kind, stage)} failed: {_one_line(exc)}"
+        if os.environ.get("IMGCLUST_DEBUG"):
+            exc.add_note(message)
+            raise
+        raise PluginError(message) from exc
+
+
+def check_output(stage: Stage, output: Any, expected: int) -> np.ndarray:
+    """An encoder's output: one row per input, at least 2-D, numeric, finite."""
+    who = describe_stage("encoder", stage)
+    if output is None:
+        raise PluginError(f"{who} returned None instead of an (N, D) array.")
+    try:
+        array = np.asarray(output)
+    except Exception as exc:
+        raise PluginError(f"{who} returned {type(output).__name__}, not an array: {exc}") from exc
+    if array.ndim < 2:
+        raise PluginError(f"{who} returned shape {array.shape}; expected (N, D) for N images.")
+    if len(array) != expected:
+        raise PluginError(
+            f"encoder {stage.name!r} returned {len(array)} rows for {expected} images; it must "
+            f"return one per image (fix or report it to {_origin_or_author(stage, 'encoder')})."
+        )
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise PluginError(f"{who} returned {array.dtype} values; expected numbers.")
+    if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array.reshape(len(array), -1))).any(axis=1).sum())
+        raise DataError(
+            f"{bad} of {len(array)} images encoded by the {who} have NaN or infinite features: "
+            "check the input images or the encoder's settings."
+        )
+    return array
+
+
+def check_labels(stage: Stage, labels: Any, expected: int) -> np.ndarray:
+    """A clusterer's labels: one integer per input, -1 for noise and none below it."""
+    who = describe_stage("clusterer", stage)
+    try:
+        array = np.asarray(labels)
+    except Exception as exc:
+        raise PluginError(f"{who} returned {type(labels).__name__}, not labels: {exc}") from exc
+    if array.ndim != 1:
+        raise PluginError(f"{who} returned labels of shape {array.shape}; expected ({expected},).")
+    if len(array) != expected:
+        raise PluginError(
+            f"clusterer {stage.name!r} returned {len(array)} labels for {expected} images; it "
+            f"must return one per image (fix or report it to "
+            f"{_origin_or_author(stage, 'clusterer')})."
+        )
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise PluginError(f"{who} returned {array.dtype} labels; expected integers.")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all() or (array != np.round(array)).any():
+            raise PluginError(
+                f"{who} returned labels that are not whole numbers (NaN or fractions)."
+            )
+    labels_ = array.astype(np.int64)
+    if len(labels_) and labels_.min() < -1:
+        raise PluginError(
+            f"{who} returned label {int(labels_.min())}; labels are 0, 1, ... and -1 for noise."
+        )
+    return labels_
+
+
+def _origin_or_author(stage: Stage, kind: str) -> str:
+    from .plugins_host import stage_origin
+
+    return stage_origin(f"{kind}s", stage.name, stage.instance) or "its author"
+
+
+def _one_line(exc: BaseException) -> str:
+    """``KeyError 'missing'``: the exception's type and the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(exc).__name__} {text}".strip()

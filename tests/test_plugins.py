@@ -29,8 +29,8 @@ def third_party(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(root))
     monkeypatch.delenv("IMGCLUST_LOAD_PLUGINS", raising=False)
 
-    def install(dist: str, module: str, source: str) -> None:
-        make_distribution(root, dist, module, source)
+    def install(dist: str, module: str, source: str, version: str = "1.0") -> None:
+        make_distribution(root, dist, module, source, version)
         importlib.invalidate_caches()
         reset_host()
 
@@ -223,3 +223,386 @@ def test_cli_reference_is_current():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.TARGET.read_text() == module.render(), "run: python docs/cli_reference.py"
+
+
+# Hooks are called through pluggy, one plugin at a time --------------------------------------
+def test_hookimpls_may_take_a_subset_of_the_arguments(third_party, cli):
+    """pluggy passes each implementation only the arguments it names, none at all included."""
+    source = (
+        "from imgclust import hookimpl\n"
+        "CALLED = []\n"
+        "@hookimpl\n"
+        "def register_commands():\n"
+        "    CALLED.append('commands')\n"
+        "@hookimpl\n"
+        "def register_recipes():\n"
+        "    CALLED.append('recipes')\n"
+    )
+    third_party("imgclust-quiet", "tp_quiet", source)
+    host = get_host()
+    assert "pixels-kmeans" in host.registry.names("recipes")
+    assert cli("plugins", "--json").exit_code == 0
+    assert sys.modules["tp_quiet"].CALLED == ["recipes", "commands"]
+    assert not host.plugins["imgclust-quiet"].error
+
+
+def test_a_hookspec_that_grows_an_argument_still_calls_old_implementations():
+    """A spec gaining an argument (as llm's register_models did) keeps older plugins working."""
+    import pluggy
+
+    from imgclust.hookspecs import hookspec
+
+    class GrownSpecs:
+        @hookspec
+        def register_encoders(self, register, aliases):
+            """register_encoders as it might look after growing ``aliases``."""
+
+    seen = []
+
+    class OldPlugin:
+        @hookimpl
+        def register_encoders(self, register):
+            seen.append(("old", register))
+
+    class NewPlugin:
+        @hookimpl
+        def register_encoders(self, register, aliases):
+            seen.append(("new", register, aliases))
+
+    host = PluginHost()
+    host.pm = pluggy.PluginManager("imgclust")
+    host.pm.add_hookspecs(GrownSpecs)
+    host.register(OldPlugin(), "old")
+    host.register(NewPlugin(), "new")
+    results = list(
+        host.call_each("register_encoders", lambda p: {"register": p, "aliases": {}}, set)
+    )
+    assert sorted((plugin, error) for plugin, error, _ in results) == [("new", None), ("old", None)]
+    assert sorted(seen, key=str) == [("new", "new", {}), ("old", "old")]
+
+
+def test_a_raising_hook_is_reported_against_its_plugin_only(third_party):
+    third_party(
+        "imgclust-aaa-bad",
+        "tp_aaa_bad",
+        "from imgclust import hookimpl\n"
+        "@hookimpl\n"
+        "def register_encoders():\n"
+        "    raise KeyError('oops')\n",
+    )
+    third_party(
+        "imgclust-zzz-good",
+        "tp_zzz_good",
+        "from imgclust import hookimpl\n"
+        "class Same:\n"
+        "    '''Returns its input.'''\n"
+        "@hookimpl\n"
+        "def register_encoders(register):\n"
+        "    register('same', Same)\n",
+    )
+    with pytest.warns(RuntimeWarning, match="imgclust-aaa-bad.*KeyError"):
+        registry = get_host().registry
+    plugins = get_host().plugins
+    assert "KeyError: 'oops'" in plugins["imgclust-aaa-bad"].error
+    assert not plugins["imgclust-zzz-good"].error
+    assert registry.get("encoders", "same").plugin == "imgclust-zzz-good"
+    assert "pca" in registry.names("encoders")
+
+
+# Plugin commands --------------------------------------------------------------------------
+COMMANDS_PLUGIN = """
+import typer
+from imgclust import hookimpl
+
+
+@hookimpl
+def register_commands(app):
+    @app.command("list")
+    def hijack():
+        print("HIJACKED")
+
+    @app.command()
+    def hello_there():
+        print("hello from a plugin")
+
+    tools = typer.Typer()
+
+    @tools.command()
+    def count():
+        print("counted")
+
+    app.add_typer(tools, name="tools")
+"""
+
+SECOND_COMMANDS_PLUGIN = """
+from imgclust import hookimpl
+
+
+@hookimpl
+def register_commands(app):
+    @app.command("hello-there")
+    def other():
+        print("the second plugin")
+"""
+
+
+def test_plugin_commands_are_added_but_never_replace_a_command(third_party, cli):
+    third_party("imgclust-cmds", "tp_cmds", COMMANDS_PLUGIN)
+    third_party("imgclust-more-cmds", "tp_more_cmds", SECOND_COMMANDS_PLUGIN)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        listed = cli("list", "encoders", "--json")
+    messages = [str(w.message) for w in caught]
+    assert listed.exit_code == 0 and "HIJACKED" not in listed.stdout
+    assert "pca" in {item["name"] for item in json.loads(listed.stdout)}
+    assert any("'list'" in m and "imgclust-cmds" in m and "built-in" in m for m in messages)
+    assert any(
+        "'hello-there'" in m and "imgclust-more-cmds" in m and "imgclust-cmds" in m
+        for m in messages
+    )
+    assert all(len(m.splitlines()) == 1 for m in messages)
+    hello = cli("hello-there")
+    assert (hello.exit_code, hello.stdout) == (0, "hello from a plugin\n")
+    assert cli("tools", "count").stdout == "counted\n"
+
+    report = json.loads(cli("plugins", "--json").stdout)
+    rows = {row["name"]: row for row in report["plugins"]}
+    assert rows["imgclust-cmds"]["commands"] == ["hello-there", "tools"]
+    assert rows["imgclust-more-cmds"]["commands"] == []
+    clashes = [c for c in report["collisions"] if c["kind"] == "command"]
+    assert {"kind": "command", "name": "list", "plugins": ["built-in", "imgclust-cmds"]} in clashes
+    assert {
+        "kind": "command",
+        "name": "hello-there",
+        "plugins": ["imgclust-cmds", "imgclust-more-cmds"],
+    } in clashes
+    table = cli("plugins").stdout
+    assert "commands: hello-there, tools" in table and "refused" in table
+
+
+def test_plugin_commands_go_with_their_host(third_party, cli):
+    """Loading plugins again (another set of them) leaves no command of the last set behind."""
+    third_party("imgclust-cmds", "tp_cmds", COMMANDS_PLUGIN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert cli("hello-there").exit_code == 0
+        reset_host()
+        os.environ["IMGCLUST_LOAD_PLUGINS"] = ""
+        try:
+            gone = cli("hello-there")
+        finally:
+            del os.environ["IMGCLUST_LOAD_PLUGINS"]
+    assert gone.exit_code != 0 and "hello from a plugin" not in gone.stdout
+
+
+def test_refused_command_warning_is_one_line_in_a_real_process(tmp_path):
+    make_distribution(tmp_path, "imgclust-cmds", "tp_cmds_proc", COMMANDS_PLUGIN)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env.pop("IMGCLUST_LOAD_PLUGINS", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "imgclust", "list", "recipes"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "HIJACKED" not in done.stdout and "article" in done.stdout
+    assert done.stderr.strip().splitlines() == [
+        "warning: imgclust: command 'list' of plugin 'imgclust-cmds' would replace the built-in "
+        "one; ignored (the plugin should rename it)."
+    ]
+
+
+# Errors at stage boundaries name the stage and its plugin ----------------------------------
+FAULTY_STAGES = """
+import numpy as np
+from imgclust import hookimpl
+from imgclust.errors import DataError
+
+
+class Hog:
+    '''An encoder that misbehaves as its ``fault`` setting says.'''
+
+    def __init__(self, fault: str = "none") -> None:
+        self.fault = fault
+
+    def fit(self, images, validation=None):
+        if self.fault == "fit":
+            raise ValueError("cannot fit\\nsecond line")
+        return self
+
+    def transform(self, images):
+        x = np.asarray(images, dtype=np.float32).reshape(len(images), -1)[:, 18:24]
+        if self.fault == "raise":
+            return {}["missing"]
+        if self.fault == "short":
+            return x[:-1]
+        if self.fault == "flat":
+            return x[:, 0]
+        if self.fault == "none-out":
+            return None
+        if self.fault == "nan":
+            x[3, 1] = np.nan
+        if self.fault == "data":
+            raise DataError("needs colour images")
+        return x
+
+    def save(self, directory):
+        pass
+
+    def load(self, directory):
+        return self
+
+
+class Odd:
+    '''A clusterer that misbehaves as its ``fault`` setting says.'''
+
+    def __init__(self, fault: str = "none") -> None:
+        self.fault = fault
+
+    def fit_predict(self, features):
+        score = features.sum(axis=1)
+        labels = (score > np.median(score)).astype("int64")
+        if self.fault == "short":
+            return labels[:-3]
+        if self.fault == "2d":
+            return labels[:, None]
+        if self.fault == "nan":
+            return np.where(labels == 1, np.nan, 0.0)
+        if self.fault == "negative":
+            return labels - 5
+        if self.fault == "text":
+            return np.array(["a"] * len(labels))
+        if self.fault == "raise":
+            raise IndexError("index 7 is out of bounds")
+        return labels
+
+    def save(self, directory):
+        pass
+
+    def load(self, directory):
+        return self
+
+
+@hookimpl
+def register_encoders(register):
+    register("hog", Hog)
+
+
+@hookimpl
+def register_clusterers(register):
+    register("odd", Odd)
+"""
+
+STAGE_FAULTS = {
+    "encoder raises": (
+        "encoder.fault=raise",
+        "encoder 'hog' from acme-imgclust 0.2 failed: KeyError 'missing'",
+    ),
+    "encoder fit raises": (
+        "encoder.fault=fit",
+        "encoder 'hog' from acme-imgclust 0.2 failed: ValueError cannot fit",
+    ),
+    "encoder's own error": ("encoder.fault=data", "encoder 'hog': needs colour images"),
+    "N-1 rows": ("encoder.fault=short", "encoder 'hog' returned 1796 rows for 1797 images"),
+    "1-D features": (
+        "encoder.fault=flat",
+        "encoder 'hog' from acme-imgclust 0.2 returned shape (1797,)",
+    ),
+    "None features": ("encoder.fault=none-out", "encoder 'hog' from acme-imgclust 0.2 returned"),
+    "NaN features": ("encoder.fault=nan", "encoder 'hog' from acme-imgclust 0.2 have NaN"),
+    "N-3 labels": (
+        "clusterer.fault=short",
+        "clusterer 'odd' returned 1794 labels for 1797 images",
+    ),
+    "2-D labels": ("clusterer.fault=2d", "clusterer 'odd' from acme-imgclust 0.2 returned labels"),
+    "NaN labels": ("clusterer.fault=nan", "not whole numbers"),
+    "labels below -1": ("clusterer.fault=negative", "returned label -5"),
+    "text labels": ("clusterer.fault=text", "expected integers"),
+    "clusterer raises": (
+        "clusterer.fault=raise",
+        "clusterer 'odd' from acme-imgclust 0.2 failed: IndexError index 7 is out of bounds",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(STAGE_FAULTS))
+def test_a_failing_stage_is_named_with_its_plugin(case, third_party, cli, runs_dir):
+    third_party("acme-imgclust", "tp_acme", FAULTY_STAGES, version="0.2")
+    setting, expected = STAGE_FAULTS[case]
+    result = cli(
+        *("run", "--dataset", "digits", "--encoder", "hog", "--clusterer", "odd"),
+        *("--set", setting, "--runs-dir", runs_dir, "--no-plots"),
+    )
+    assert result.exit_code != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and expected in last, result.stderr
+    assert "unexpected" not in result.stderr and "Traceback" not in result.stderr
+    assert sum(line.startswith("Error") for line in result.stderr.splitlines()) == 1
+
+
+def test_stage_failures_keep_the_original_exception(third_party, monkeypatch):
+    """The one-line error's cause is the plugin's exception; IMGCLUST_DEBUG lets it through."""
+    import numpy as np
+
+    from imgclust.pipeline import Pipeline, Stage
+
+    third_party("acme-imgclust", "tp_acme", FAULTY_STAGES, version="0.2")
+    registry = get_host().registry
+    hog = registry.get("encoders", "hog").target
+    odd = registry.get("clusterers", "odd").target
+    images = np.zeros((20, 8, 8, 1), dtype=np.uint8)
+
+    def pipeline() -> Pipeline:
+        return Pipeline([Stage("hog", hog(fault="raise"))], Stage("odd", odd()))
+
+    with pytest.raises(PluginError, match="encoder 'hog' from acme-imgclust 0.2 failed") as info:
+        pipeline().fit(images)
+    assert isinstance(info.value.__cause__, KeyError)
+    monkeypatch.setenv("IMGCLUST_DEBUG", "1")
+    with pytest.raises(KeyError) as raw:
+        pipeline().fit(images)
+    assert "encoder 'hog' from acme-imgclust 0.2 failed" in "".join(raw.value.__notes__)
+
+
+def test_a_stage_built_by_hand_is_not_credited_to_a_registered_plugin(third_party):
+    """A hand-made stage that shares a registered name is not blamed on that plugin."""
+    import numpy as np
+
+    from imgclust.pipeline import Pipeline, Stage
+
+    third_party("acme-imgclust", "tp_acme", FAULTY_STAGES, version="0.2")
+    assert "hog" in get_host().registry.names("encoders")
+
+    class Mine:
+        def fit(self, images, validation=None):
+            return self
+
+        def transform(self, images):
+            raise RuntimeError("mine")
+
+    with pytest.raises(PluginError, match=r"^encoder 'hog' failed: RuntimeError mine$"):
+        Pipeline([Stage("hog", Mine())], Stage("odd", None)).fit_encoders(np.zeros((3, 2, 2, 1)))
+
+
+def test_plugin_objects_that_cannot_be_hashed_are_called_one_at_a_time_too():
+    """An unhashable namespace plugin beside the bundled modules works, and fails alone."""
+    calls = []
+
+    @hookimpl
+    def register_encoders(register):
+        register("same", lambda: None)
+
+    @hookimpl
+    def register_recipes():
+        calls.append("recipes")
+        raise RuntimeError("broken recipes")
+
+    host = get_host()
+    host.register(SimpleNamespace(register_encoders=register_encoders), "ns-encoders")
+    host.register(SimpleNamespace(register_recipes=register_recipes), "ns-recipes")
+    with pytest.warns(RuntimeWarning, match="ns-recipes.*broken recipes"):
+        registry = host.registry
+    assert {"same", "pca"} <= set(registry.names("encoders"))
+    assert "article" in registry.names("recipes") and calls == ["recipes"]
+    assert registry.get("encoders", "same").plugin == "ns-encoders"
