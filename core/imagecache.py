@@ -357,8 +357,13 @@ class PendingEntry:
         """Keep rows ``keep`` (all when None), move the file into place, record ``meta``."""
         try:
             return self._commit(meta, keep)
-        except BaseException:
+        except BaseException as error:
             self.discard()
+            if isinstance(error, OSError):
+                raise DataError(
+                    f"could not write the cache entry in {self.directory} ({error.strerror or error}"
+                    "): free some space, set another dataset.cache_dir, or dataset.cache=false."
+                ) from None
             raise
 
     def _commit(self, meta: Mapping[str, Any], keep: np.ndarray | None) -> CachedImages:
@@ -379,7 +384,11 @@ class PendingEntry:
             )
         array_path, meta_path = _paths(self.directory, self.prefix, self.key)
         os.replace(final_temp, array_path)
-        atomic.write_json(meta_path, {**meta, "format": FORMAT, "key": self.key})
+        try:
+            atomic.write_json(meta_path, {**meta, "format": FORMAT, "key": self.key})
+        except BaseException:
+            array_path.unlink(missing_ok=True)  # placed by this call a moment ago
+            raise
         self._release()
         prune(self.directory, self.prefix, keep_key=self.key)
         found = lookup(self.directory, self.prefix, self.key)
