@@ -360,9 +360,10 @@ class PendingEntry:
         except BaseException as error:
             self.discard()
             if isinstance(error, OSError):
+                reason = error.strerror or str(error)
                 raise DataError(
-                    f"could not write the cache entry in {self.directory} ({error.strerror or error}"
-                    "): free some space, set another dataset.cache_dir, or dataset.cache=false."
+                    f"could not write the cache entry in {self.directory} ({reason}): free some "
+                    "space, set another dataset.cache_dir, or dataset.cache=false."
                 ) from None
             raise
 
@@ -380,7 +381,7 @@ class PendingEntry:
         self.array = None  # type: ignore[assignment]
         if not may_write(self.folder, self.prefix, self.key):
             raise FileExistsError(
-                f"cache entry {self.prefix}-{self.key} appeared in a folder imgclust does not manage"
+                f"entry {self.prefix}-{self.key} appeared in a folder imgclust does not manage"
             )
         array_path, meta_path = _paths(self.directory, self.prefix, self.key)
         os.replace(final_temp, array_path)

@@ -203,3 +203,63 @@ def test_cache_location_prefers_the_folder_then_the_user_cache(tmp_path: Path, _
     folder, scope = imagecache.cache_location(tmp_path, tmp_path / "given")
     assert folder.path == tmp_path / "given" and scope == str(tmp_path.resolve())
     assert imagecache.user_cache_dir() == _user_cache
+
+
+def test_a_new_or_empty_folder_is_marked_and_one_with_other_files_is_not(tmp_path: Path):
+    made = imagecache.open_cache(tmp_path / "new" / "cache")
+    assert made.managed and imagecache.is_marked(made.path)
+    text = (made.path / imagecache.TAG_NAME).read_text()
+    assert text.startswith("Signature: 8a477f597d28d172789f06886806bc55")  # CACHEDIR.TAG spec
+    (tmp_path / "empty").mkdir()
+    assert imagecache.open_cache(tmp_path / "empty").managed
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "photo.jpg").write_bytes(b"x")
+    used = imagecache.open_cache(tmp_path / "used")
+    assert used is not None and not used.managed
+    assert sorted(p.name for p in (tmp_path / "used").iterdir()) == ["photo.jpg"]
+    assert imagecache.open_cache(tmp_path / "used" / "photo.jpg") is None  # a file, not a folder
+
+
+def test_an_untagged_cache_holding_only_imgclusts_files_is_adopted(folder: Path):
+    """A cache from before the tag existed: only entries and the .gitignore imgclust wrote."""
+    first = load(folder)
+    cache = folder / imagecache.FOLDER_CACHE
+    (cache / imagecache.TAG_NAME).unlink()
+    assert imagecache.open_cache(cache, inside=True).managed
+    assert load(folder).info["cache_path"] == first.info["cache_path"]
+    (cache / imagecache.TAG_NAME).unlink()
+    (cache / ".gitignore").write_text("*.npy\n")  # someone else's
+    assert not imagecache.open_cache(cache, inside=True).managed
+
+
+def test_a_tag_must_be_imgclusts_own_plain_file(tmp_path: Path):
+    target = tmp_path / "elsewhere.tag"
+    target.write_text(imagecache.TAG_TEXT)
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / imagecache.TAG_NAME).symlink_to(target)
+    assert not imagecache.is_marked(tmp_path / "linked")
+    (tmp_path / "huge").mkdir()
+    padded = imagecache.TAG_TEXT + "#" * imagecache.TAG_MAX_BYTES
+    (tmp_path / "huge" / imagecache.TAG_NAME).write_text(padded)
+    assert not imagecache.is_marked(tmp_path / "huge")
+
+
+def test_content_stamps_digest_bytes_and_name_unreadable_files(folder: Path):
+    from imgclust.plugins.image_folder import scan_folder
+
+    files = scan_folder(folder, True, (".png",))
+    stamps = imagecache.stamp_files(files, "content")
+    assert [s.name for s in stamps] == [f.name for f in files]
+    assert len({s.fingerprint for s in stamps}) == len(stamps)  # six different images
+    missing = files[0]._replace(path=str(folder / "gone.png"))
+    assert imagecache.stamp_files([missing])[0].fingerprint == "unreadable:FileNotFoundError"
+    assert imagecache.stamp_files(files[:1], "stat")[0].fingerprint.startswith("stat:")
+
+
+def test_a_target_size_over_max_pixels_is_refused_before_decoding(folder: Path):
+    with pytest.raises(SettingsError, match="100000x100000 makes images of 10,000,000,000"):
+        ImageFolderDataset(path=str(folder), size=(100000, 100000))
+    with pytest.raises(SettingsError, match="over the max_pixels limit of 200"):
+        ImageFolderDataset(path=str(folder), size=(15, 14), max_pixels=200)
+    assert not (folder / imagecache.FOLDER_CACHE).exists()
+    assert load(folder, size=(20, 10), max_pixels=200).images.shape == (6, 20, 10, 1)

@@ -31,7 +31,8 @@ def make_bitmaps(root: Path) -> Path:
 
 
 def load(root: Path, check: str):
-    return ImageFolderDataset(path=str(root), workers=1, cache_check=check).load("all")
+    settings = {} if check == "content" else {"cache_check": check}  # content is the default
+    return ImageFolderDataset(path=str(root), workers=1, **settings).load("all")
 
 
 def shade_of(data, name: str) -> int:

@@ -8,7 +8,6 @@ import resource
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections import namedtuple
 from pathlib import Path
