@@ -431,7 +431,7 @@ class _Temporary:
             os.unlink(name)
             raise
         temporary = cls(Path(name), handle)
-        _on_terminate.add(temporary.path)
+        _on_terminate.add(temporary.path, handle)
         return temporary
 
     def remove(self) -> None:
@@ -548,13 +548,13 @@ class _TerminationCleanup:
     """
 
     def __init__(self) -> None:
-        self.paths: set[Path] = set()
+        self.paths: dict[Path, int] = {}  # temporary file -> the handle holding its lock
         self.previous: Any = None
         self.installed = False
         self.owner = os.getpid()
 
-    def add(self, path: Path) -> None:
-        self.paths.add(path)
+    def add(self, path: Path, handle: int) -> None:
+        self.paths[path] = handle
         if self.installed or threading.current_thread() is not threading.main_thread():
             return
         previous = signal.getsignal(signal.SIGTERM)
@@ -564,7 +564,7 @@ class _TerminationCleanup:
         self.previous, self.installed, self.owner = previous, True, os.getpid()
 
     def discard(self, path: Path) -> None:
-        self.paths.discard(path)
+        self.paths.pop(path, None)
         if not self.paths:
             self._restore()
 
@@ -591,14 +591,20 @@ class _TerminationCleanup:
             os.kill(os.getpid(), signum)
 
     def after_fork(self) -> None:
-        """A forked child (a decoding worker) keeps the handler it had before the cache's."""
+        """A forked child (a decoding worker) keeps the handler it had before the cache's, and
+        lets go of the inherited locks, so that they end with the writer that took them."""
+        for handle in self.paths.values():
+            try:
+                os.close(handle)
+            except OSError:
+                pass
         if self.installed:
             try:
                 signal.signal(signal.SIGTERM, self.previous)
             except ValueError:  # pragma: no cover - forked from another thread
                 pass
             self.installed = False
-        self.paths = set()
+        self.paths = {}
 
 
 _on_terminate = _TerminationCleanup()

@@ -681,7 +681,9 @@ def _run_pool(
         context = multiprocessing.get_context(method)
         with (
             warnings.catch_warnings(),
-            futures.ProcessPoolExecutor(workers, mp_context=context) as pool,
+            futures.ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_end_with_parent, initargs=(os.getpid(),)
+            ) as pool,
         ):
             warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
             pending = [pool.submit(_decode_chunk, task) for task in tasks]
@@ -700,6 +702,23 @@ def _run_pool(
             break
         done += 1
     return min(len(paths), done * chunk)
+
+
+def _end_with_parent(parent: int) -> None:
+    """Worker: on Linux, end when the process that started the pool ends, even by SIGKILL, so
+    that no orphan goes on decoding into (and holding the disk space of) a cache file."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - no C library to ask
+        return
+    if os.getppid() != parent:  # it ended before the request took hold
+        os._exit(1)
 
 
 class _progress:

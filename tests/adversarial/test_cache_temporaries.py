@@ -141,37 +141,80 @@ def test_a_failure_while_committing_leaves_no_temporary_file(tmp_path: Path, mon
 
 
 SLOW_LOAD = """
-import sys, time
+import os, sys, time
 from imgclust.plugins import image_folder
 
 real = image_folder.decode_image
+image_folder.POOL_SECONDS = 0.0  # a pool even for a few files, when workers > 1
 
 def slow(path, size, mode):
-    print("decoding", flush=True)
+    print("decoding", os.getpid(), flush=True)
     time.sleep(60)
     return real(path, size, mode)
 
 image_folder.decode_image = slow
-image_folder.ImageFolderDataset(path=sys.argv[1], workers=1, size=(5, 5)).load("all")
+workers = int(sys.argv[2])
+image_folder.ImageFolderDataset(path=sys.argv[1], workers=workers, size=(5, 5)).load("all")
 """
 
 
-def test_sigterm_while_decoding_removes_the_temporary_file(tmp_path: Path):
-    images = make_images(tmp_path / "images")
+def gone(pid: int) -> bool:
+    """Whether a process has ended (a zombie awaiting its reaper counts as ended)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return True
+    return fields[0] in ("Z", "X")
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for listing in Path(f"/proc/{pid}/task").glob("*/children"):
+        found.update(int(n) for n in listing.read_text().split())
+    return found
+
+
+def eventually(condition, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork, /proc and prctl")
+@pytest.mark.parametrize(
+    "workers, signum", [(1, signal.SIGTERM), (2, signal.SIGTERM), (2, signal.SIGKILL)]
+)
+def test_a_stopped_load_leaves_no_temporary_file_and_no_decoding_worker(
+    workers: int, signum: int, tmp_path: Path
+):
+    images = make_images(tmp_path / "images", count=8 * workers)
+    cache = images / imagecache.FOLDER_CACHE
     child = subprocess.Popen(
-        [sys.executable, "-c", SLOW_LOAD, str(images)],
+        [sys.executable, "-c", SLOW_LOAD, str(images), str(workers)],
         stdout=subprocess.PIPE,
         text=True,
         env=child_env(tmp_path),
     )
     try:
-        assert child.stdout.readline().strip() == "decoding"
-        assert len(files_below(images, "*.tmp")) == 1
-        child.send_signal(signal.SIGTERM)
-        assert child.wait(timeout=30) == -signal.SIGTERM
+        decoder = int(child.stdout.readline().split()[1])
+        assert (decoder == child.pid) == (workers == 1)
+        decoders = {decoder, *children_of(child.pid)}
+        assert len(decoders) == workers
+        assert len(files_below(cache, ".*.tmp")) == 1
+        child.send_signal(signum)
+        assert child.wait(timeout=30) == -signum
     finally:
         child.kill()
         child.wait()
+    assert eventually(lambda: all(gone(pid) for pid in decoders))  # no orphan holds the file
+    if signum == signal.SIGKILL:  # nothing could clean up: the next use of the cache does
+        [left] = cache.glob(".*.tmp")
+        old = time.time() - 2 * imagecache.ABANDONED_SECONDS
+        os.utime(left, (old, old))
+        imagecache.open_cache(cache, inside=True)
     assert files_below(tmp_path, "*.npy", "*.tmp") == []
 
 
