@@ -40,6 +40,8 @@ class ImageFile(NamedTuple):
     path: str
     size: int = 0
     mtime_ns: int = 0
+    ctime_ns: int = 0
+    inode: int = 0
 
 
 @dataclass
@@ -82,7 +84,13 @@ class ImageFolderDataset:
         Keep decoded images in a memory-mapped cache reused while the folder is unchanged.
     cache_dir : str | None
         Cache folder (default: FOLDER/.imgclust-cache if writable, else ~/.cache/imgclust).
-        The user cache folder honours $XDG_CACHE_HOME.
+        The user cache folder honours $XDG_CACHE_HOME. A folder holding other files is never
+        cleaned.
+    cache_check : str
+        How a cached entry is known to be current: ``content`` (a digest of every file's bytes)
+        or ``stat`` (sizes, modification and change times and inodes; no reading, trusts them).
+    cache_max_gib : float | None
+        Refuse a cache entry larger than this many GiB (none: only the free disk space bounds it).
     max_pixels : int | None
         Refuse larger images as possible decompression bombs (default: Pillow's limit, 89 M).
     """
@@ -103,6 +111,8 @@ class ImageFolderDataset:
         cache: bool = True,
         cache_dir: str | None = None,
         max_pixels: int | None = None,
+        cache_check: Literal["content", "stat"] = "content",
+        cache_max_gib: float | None = 256.0,
     ) -> None:
         self.path = Path(path).expanduser()
         self.size = check_size(size)
@@ -122,6 +132,15 @@ class ImageFolderDataset:
         self.cache = cache
         self.cache_dir = cache_dir
         self.max_pixels = max_pixels
+        check_target_pixels(self.size, max_pixels)
+        if cache_check not in ("content", "stat"):
+            raise SettingsError(
+                f"dataset 'image-folder' cache_check must be content or stat, not {cache_check!r}."
+            )
+        self.cache_check = cache_check
+        if cache_max_gib is not None and not cache_max_gib > 0:
+            raise SettingsError("dataset 'image-folder' needs cache_max_gib > 0 (or none).")
+        self.cache_max_gib = cache_max_gib
 
     def load(self, split: str = "all") -> Any:
         from imgclust.interfaces import ImageSet
@@ -149,25 +168,33 @@ class ImageFolderDataset:
 
         source = str(self.path)
         settings = {"size": self.size, "mode": self.mode, "max_pixels": self.max_pixels}
-        directory, scope = (None, "")
+        folder, scope = (None, "")
         if self.cache:
-            directory, scope = imagecache.cache_location(self.path, self.cache_dir)
-            if directory is None:
+            folder, scope = imagecache.cache_location(self.path, self.cache_dir)
+            if folder is None:
                 _note(f"no writable cache folder for {source}: decoding into memory")
-        if directory is None:
+            elif not folder.managed:
+                _note(
+                    f"cache folder {folder.path} holds files imgclust did not make: entries are "
+                    "added there but nothing is cleaned up (give a new or empty folder instead)"
+                )
+        if folder is not None:
+            stamps = imagecache.stamp_files(files, self.cache_check)
+            prefix, key = imagecache.entry_names(stamps, settings, scope)
+            found = imagecache.lookup(folder.path, prefix, key)
+            if found is not None:
+                names, skipped = list(found.meta["ids"]), list(found.meta["skipped"])
+                hit = Decoded(found.images, names, skipped, "hit", str(found.path))
+                return check_skipped(hit, self.strict, source)
+            if not imagecache.may_write(folder, prefix, key):
+                _note(f"not replacing a damaged cache entry in {folder.path}: decoding into memory")
+                folder = None
+        if folder is None:
             decoded = decode_files(files, self.size, self.mode, self.workers, self.max_pixels)
             return check_skipped(decoded, self.strict, source)
-        stamps = [imagecache.FileStamp(f.name, f.size, f.mtime_ns) for f in files]
-        prefix, key = imagecache.entry_names(stamps, settings, scope)
-        found = imagecache.lookup(directory, prefix, key)
-        if found is not None:
-            names, skipped = list(found.meta["ids"]), list(found.meta["skipped"])
-            return check_skipped(
-                Decoded(found.images, names, skipped, "hit", str(found.path)), self.strict, source
-            )
 
         def allocate(shape: tuple[int, ...]) -> Any:
-            return imagecache.PendingEntry(directory, prefix, key, shape)
+            return imagecache.PendingEntry(folder, prefix, key, shape, self.cache_max_gib)
 
         decoded = decode_files(
             files, self.size, self.mode, self.workers, self.max_pixels, allocate=allocate
@@ -183,6 +210,7 @@ class ImageFolderDataset:
             "skipped": decoded.skipped,
             "source": source,
             "settings": settings,
+            "check": self.cache_check,
         }
         written = pending.commit(meta, decoded.kept)
         result = Decoded(written.images, decoded.names, decoded.skipped, "written")
@@ -246,6 +274,23 @@ def check_size(size: Any) -> tuple[int, int] | None:
     if height < 1 or width < 1:
         raise SettingsError(f"image size must be positive, e.g. 28x28; got {height}x{width}.")
     return height, width
+
+
+def check_target_pixels(size: tuple[int, int] | None, max_pixels: int | None) -> None:
+    """Refuse a resize target larger than the decompression-bomb limit, before any memory goes."""
+    if size is None:
+        return
+    if max_pixels is None:
+        from PIL import Image
+
+        max_pixels = Image.MAX_IMAGE_PIXELS
+    pixels = size[0] * size[1]
+    if max_pixels is not None and pixels > max_pixels:
+        raise SettingsError(
+            f"dataset.size={size[0]}x{size[1]} makes images of {pixels:,} pixels, over the "
+            f"max_pixels limit of {max_pixels:,}: give a smaller size (e.g. 224x224), or raise "
+            "dataset.max_pixels."
+        )
 
 
 def check_mode(mode: str) -> str:
@@ -319,7 +364,16 @@ def scan_folder(folder: Path, recursive: bool, extensions: Sequence[str]) -> lis
             except OSError:
                 continue  # vanished, or a broken link
             if _is_regular(stat.st_mode):
-                found.append(ImageFile(prefix + name, entry.path, stat.st_size, stat.st_mtime_ns))
+                found.append(
+                    ImageFile(
+                        prefix + name,
+                        entry.path,
+                        stat.st_size,
+                        stat.st_mtime_ns,
+                        stat.st_ctime_ns,
+                        stat.st_ino,
+                    )
+                )
     if not found:
         where = "in it or its sub-folders" if recursive else "in it"
         raise DataError(
@@ -627,7 +681,9 @@ def _run_pool(
         context = multiprocessing.get_context(method)
         with (
             warnings.catch_warnings(),
-            futures.ProcessPoolExecutor(workers, mp_context=context) as pool,
+            futures.ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_end_with_parent, initargs=(os.getpid(),)
+            ) as pool,
         ):
             warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
             pending = [pool.submit(_decode_chunk, task) for task in tasks]
@@ -646,6 +702,23 @@ def _run_pool(
             break
         done += 1
     return min(len(paths), done * chunk)
+
+
+def _end_with_parent(parent: int) -> None:
+    """Worker: on Linux, end when the process that started the pool ends, even by SIGKILL, so
+    that no orphan goes on decoding into (and holding the disk space of) a cache file."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - no C library to ask
+        return
+    if os.getppid() != parent:  # it ended before the request took hold
+        os._exit(1)
 
 
 class _progress:

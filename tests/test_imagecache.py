@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from imgclust import imagecache
-from imgclust.errors import DataError
+from imgclust.errors import DataError, SettingsError
 from imgclust.plugins.image_folder import ImageFolderDataset, ImageSkippedWarning
 
 
@@ -58,15 +58,18 @@ def test_first_load_writes_a_memory_map_that_the_second_reuses(folder: Path):
     assert (cache / ".gitignore").read_text().splitlines()[-1] == "*"
 
 
-def test_touching_adding_or_removing_a_file_invalidates_it(folder: Path):
+def test_changing_adding_or_removing_a_file_invalidates_it(folder: Path):
     load(folder)
     cache = folder / imagecache.FOLDER_CACHE
     assert len(entries(cache)) == 1
     target = folder / "odd" / "3.png"
     later = target.stat().st_mtime + 10
     os.utime(target, (later, later))
+    assert load(folder).info["cache"] == "hit"  # the content is what counts, not the time
+    Image.new("L", (12, 10), 77).save(target)
     again = load(folder)
     assert again.info["cache"] == "written"
+    assert int(again.images[again.ids.index("odd/3.png")].max()) == 77
     assert len(entries(cache)) == 1  # the stale entry was replaced, not kept beside
     Image.new("L", (12, 10), 250).save(folder / "odd" / "7.png")
     grown = load(folder)
@@ -76,6 +79,22 @@ def test_touching_adding_or_removing_a_file_invalidates_it(folder: Path):
     shrunk = load(folder)
     assert shrunk.info["cache"] == "written" and "even/0.png" not in shrunk.ids
     assert load(folder).info["cache"] == "hit"
+
+
+def test_the_stat_check_reads_no_file_and_notices_touching(folder: Path, monkeypatch):
+    assert load(folder, cache_check="stat").info["cache"] == "written"
+
+    def unread(path):
+        raise AssertionError("the stat check must not read image files")
+
+    monkeypatch.setattr(imagecache, "content_fingerprint", unread)
+    assert load(folder, cache_check="stat").info["cache"] == "hit"
+    target = folder / "odd" / "3.png"
+    later = target.stat().st_mtime + 10
+    os.utime(target, (later, later))
+    assert load(folder, cache_check="stat").info["cache"] == "written"
+    with pytest.raises(SettingsError, match="cache_check must be content or stat"):
+        load(folder, cache_check="mtime")
 
 
 def test_changed_decode_settings_get_their_own_entry(folder: Path):
@@ -96,15 +115,18 @@ def test_cache_dir_setting_and_fallbacks(folder: Path, tmp_path: Path, monkeypat
     assert not (folder / imagecache.FOLDER_CACHE).exists()
     assert load(folder, cache_dir=str(elsewhere)).info["cache"] == "hit"
 
-    usable = imagecache._usable
+    opener = imagecache.open_cache
     monkeypatch.setattr(
-        imagecache, "_usable", lambda d: imagecache.FOLDER_CACHE not in str(d) and usable(d)
+        imagecache,
+        "open_cache",
+        lambda d, inside=False: None if imagecache.FOLDER_CACHE in str(d) else opener(d, inside),
     )
     data = load(folder)  # a read-only image folder: the user cache dir
     assert Path(data.info["cache_path"]).parent == _user_cache
+    assert imagecache.is_marked(_user_cache)
     assert load(folder).info["cache"] == "hit"
 
-    monkeypatch.setattr(imagecache, "_usable", lambda d: False)
+    monkeypatch.setattr(imagecache, "open_cache", lambda d, inside=False: None)
     data = load(folder)  # nowhere to write: decoded into memory
     assert data.info["cache"] == "off" and not isinstance(data.images, np.memmap)
     assert load(folder, cache=False).info["cache"] == "off"
@@ -132,12 +154,12 @@ def test_failed_decoding_leaves_no_entry_or_temporary_file(folder: Path):
     with pytest.raises(DataError, match="differ in size"):
         load(folder)
     cache = folder / imagecache.FOLDER_CACHE
-    assert [p.name for p in cache.iterdir()] == [".gitignore"]
+    assert sorted(p.name for p in cache.iterdir()) == [".gitignore", "CACHEDIR.TAG"]
     (folder / "even" / "big.png").unlink()
     (folder / "even" / "bad.png").write_bytes(b"junk")
     with pytest.raises(DataError, match="unreadable"):
         load(folder, strict=True)
-    assert [p.name for p in cache.iterdir()] == [".gitignore"]
+    assert sorted(p.name for p in cache.iterdir()) == [".gitignore", "CACHEDIR.TAG"]
 
 
 def test_an_incomplete_or_damaged_entry_is_rewritten(folder: Path):
@@ -153,15 +175,17 @@ def test_an_incomplete_or_damaged_entry_is_rewritten(folder: Path):
     assert [int(v) for v in rewritten.images[:, 0, 0, 0]] == [0, 40, 80, 20, 60, 100]
 
 
-def test_entry_names_follow_paths_sizes_times_settings_and_scope():
-    stamps = [imagecache.FileStamp("a.png", 10, 1), imagecache.FileStamp("b/c.png", 20, 2)]
+def test_entry_names_follow_paths_sizes_fingerprints_settings_and_scope():
+    stamp = imagecache.FileStamp
+    stamps = [stamp("a.png", 10, "x1"), stamp("b/c.png", 20, "x2")]
     settings = {"size": None, "mode": "grayscale"}
     prefix, key = imagecache.entry_names(stamps, settings)
     assert imagecache.entry_names(list(stamps), dict(settings)) == (prefix, key)
+    assert imagecache.ENTRY_NAME.fullmatch(f"{prefix}-{key}.npy")
     changed = [
-        [imagecache.FileStamp("a.png", 10, 1), imagecache.FileStamp("b/d.png", 20, 2)],
-        [imagecache.FileStamp("a.png", 11, 1), imagecache.FileStamp("b/c.png", 20, 2)],
-        [imagecache.FileStamp("a.png", 10, 1), imagecache.FileStamp("b/c.png", 20, 3)],
+        [stamp("a.png", 10, "x1"), stamp("b/d.png", 20, "x2")],
+        [stamp("a.png", 11, "x1"), stamp("b/c.png", 20, "x2")],
+        [stamp("a.png", 10, "x1"), stamp("b/c.png", 20, "x3")],
         stamps[:1],
     ]
     for other in changed:
@@ -173,8 +197,69 @@ def test_entry_names_follow_paths_sizes_times_settings_and_scope():
 
 
 def test_cache_location_prefers_the_folder_then_the_user_cache(tmp_path: Path, _user_cache):
-    directory, scope = imagecache.cache_location(tmp_path)
-    assert directory == tmp_path.resolve() / imagecache.FOLDER_CACHE and scope == ""
-    directory, scope = imagecache.cache_location(tmp_path, tmp_path / "given")
-    assert directory == tmp_path / "given" and scope == str(tmp_path.resolve())
+    folder, scope = imagecache.cache_location(tmp_path)
+    assert folder.path == tmp_path.resolve() / imagecache.FOLDER_CACHE and scope == ""
+    assert folder.managed
+    folder, scope = imagecache.cache_location(tmp_path, tmp_path / "given")
+    assert folder.path == tmp_path / "given" and scope == str(tmp_path.resolve())
     assert imagecache.user_cache_dir() == _user_cache
+
+
+def test_a_new_or_empty_folder_is_marked_and_one_with_other_files_is_not(tmp_path: Path):
+    made = imagecache.open_cache(tmp_path / "new" / "cache")
+    assert made.managed and imagecache.is_marked(made.path)
+    text = (made.path / imagecache.TAG_NAME).read_text()
+    assert text.startswith("Signature: 8a477f597d28d172789f06886806bc55")  # CACHEDIR.TAG spec
+    (tmp_path / "empty").mkdir()
+    assert imagecache.open_cache(tmp_path / "empty").managed
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "photo.jpg").write_bytes(b"x")
+    used = imagecache.open_cache(tmp_path / "used")
+    assert used is not None and not used.managed
+    assert sorted(p.name for p in (tmp_path / "used").iterdir()) == ["photo.jpg"]
+    assert imagecache.open_cache(tmp_path / "used" / "photo.jpg") is None  # a file, not a folder
+
+
+def test_an_untagged_cache_holding_only_imgclusts_files_is_adopted(folder: Path):
+    """A cache from before the tag existed: only entries and the .gitignore imgclust wrote."""
+    first = load(folder)
+    cache = folder / imagecache.FOLDER_CACHE
+    (cache / imagecache.TAG_NAME).unlink()
+    assert imagecache.open_cache(cache, inside=True).managed
+    assert load(folder).info["cache_path"] == first.info["cache_path"]
+    (cache / imagecache.TAG_NAME).unlink()
+    (cache / ".gitignore").write_text("*.npy\n")  # someone else's
+    assert not imagecache.open_cache(cache, inside=True).managed
+
+
+def test_a_tag_must_be_imgclusts_own_plain_file(tmp_path: Path):
+    target = tmp_path / "elsewhere.tag"
+    target.write_text(imagecache.TAG_TEXT)
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / imagecache.TAG_NAME).symlink_to(target)
+    assert not imagecache.is_marked(tmp_path / "linked")
+    (tmp_path / "huge").mkdir()
+    padded = imagecache.TAG_TEXT + "#" * imagecache.TAG_MAX_BYTES
+    (tmp_path / "huge" / imagecache.TAG_NAME).write_text(padded)
+    assert not imagecache.is_marked(tmp_path / "huge")
+
+
+def test_content_stamps_digest_bytes_and_name_unreadable_files(folder: Path):
+    from imgclust.plugins.image_folder import scan_folder
+
+    files = scan_folder(folder, True, (".png",))
+    stamps = imagecache.stamp_files(files, "content")
+    assert [s.name for s in stamps] == [f.name for f in files]
+    assert len({s.fingerprint for s in stamps}) == len(stamps)  # six different images
+    missing = files[0]._replace(path=str(folder / "gone.png"))
+    assert imagecache.stamp_files([missing])[0].fingerprint == "unreadable:FileNotFoundError"
+    assert imagecache.stamp_files(files[:1], "stat")[0].fingerprint.startswith("stat:")
+
+
+def test_a_target_size_over_max_pixels_is_refused_before_decoding(folder: Path):
+    with pytest.raises(SettingsError, match="100000x100000 makes images of 10,000,000,000"):
+        ImageFolderDataset(path=str(folder), size=(100000, 100000))
+    with pytest.raises(SettingsError, match="over the max_pixels limit of 200"):
+        ImageFolderDataset(path=str(folder), size=(15, 14), max_pixels=200)
+    assert not (folder / imagecache.FOLDER_CACHE).exists()
+    assert load(folder, size=(20, 10), max_pixels=200).images.shape == (6, 20, 10, 1)
