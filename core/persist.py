@@ -4,20 +4,26 @@
 preprocessing); each stage saves itself into its own folder (``encoder-0-<name>/``,
 ``clusterer-<name>/``) through its ``save(dir)`` and is rebuilt by its factory and ``load(dir)``.
 Loading never runs code from the folder: pickled state and Keras Lambda layers are refused
-unless the caller passes ``trust=True``.
+unless the caller passes ``trust=True``; every file read lies inside ``pipeline/``, and the
+manifest's types and input shape are checked before anything is built or allocated.
 """
 
 from __future__ import annotations
 
+import bz2
 import inspect
 import json
+import lzma
 import os
 import pickle
+import pickletools
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib import metadata
@@ -27,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__, atomic
-from .errors import DataError, ImgclustError, PluginError
+from .errors import DataError, ImgclustError, PluginError, SettingsError
 from .interfaces import ImageSet, can_predict
 from .pipeline import Pipeline, Stage
 
@@ -38,8 +44,15 @@ MANIFEST = "manifest.json"
 STATE_PICKLE = "stage-state.pkl"
 LIBRARIES = ("numpy", "scikit-learn", "keras", "tensorflow", "umap-learn", "hdbscan")
 _SAFE_DIR = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+_PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pkz")
 TRUST_HINT = "pass --trust (trust=True) only if you trust where this run folder came from"
+# Pixels per image a manifest may declare (Pillow's decompression-bomb limit); predict allocates
+# about pixels x channels x 4 bytes per image, so a forged shape is refused before that.
+MAX_INPUT_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+MAX_PIXELS_ENV = "IMGCLUST_MAX_INPUT_PIXELS"
+MAX_CHANNELS = 4
+# Pickle opcodes that import or call something: a stream that reaches one can run code.
+_CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"}
 
 
 # Saving ------------------------------------------------------------------------------------
@@ -69,6 +82,7 @@ def save_pipeline(
     shape, dtype = _input_of(pipeline, data)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        os.chmod(work, 0o777 & ~_umask())  # mkdtemp makes folders private; use the usual mode
         encoders = [
             _save_stage(registry, "encoders", stage, work, f"encoder-{i}-{stage.name}")
             for i, stage in enumerate(pipeline.encoders)
@@ -161,14 +175,20 @@ def _save_stage(registry: Any, kind: str, stage: Stage, root: Path, folder: str)
         path.mkdir(parents=True)
         atomic.write_bytes(path / STATE_PICKLE, state)
         info.update(format="pickle", saved=True, needs_trust=True)
-        info["note"] = f"{what} has no file format of its own ({errors[0]}); its state is a pickle"
+        info["note"] = (
+            f"{what} has no file format of its own ({errors[0]}); its state is a pickle{problem}"
+        )
         return info
     info["reason"] = f"{what} could not be saved: {errors[0]}; {problem}"
     return info
 
 
 def _picklable_state(registry: Any, kind: str, stage: Stage) -> tuple[bytes | None, str]:
-    """The stage's attributes as a pickle, leaving out those its factory rebuilds anyway."""
+    """The stage's attributes as a pickle, leaving out only those its factory rebuilds anyway.
+
+    Returns the pickle and what was left out, or None and why it cannot be pickled. A fitted
+    attribute (named ``..._``, or one the factory leaves None) is never left out.
+    """
     state = dict(getattr(stage.instance, "__dict__", {}))
     if not state:
         return None, "it has no state to pickle"
@@ -180,15 +200,20 @@ def _picklable_state(registry: Any, kind: str, stage: Stage) -> tuple[bytes | No
         fresh = vars(registry.get(kind, stage.name).target(**stage.settings))
     except Exception as exc:
         return None, f"it cannot be pickled ({_one_line(exc)})"
-    kept = {}
+    kept, left_out = {}, []
     for key, value in state.items():
         try:
             pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
             kept[key] = value
         except Exception as exc:
-            if key not in fresh:
-                return None, f"its attribute {key!r} cannot be pickled ({_one_line(exc)})"
-    return pickle.dumps(kept, protocol=pickle.HIGHEST_PROTOCOL), ""
+            rebuilt = (
+                key in fresh and not key.endswith("_") and (fresh[key] is None) == (value is None)
+            )
+            if not rebuilt:
+                return None, f"its fitted attribute {key!r} cannot be pickled ({_one_line(exc)})"
+            left_out.append(key)
+    note = f" (rebuilt by its factory, not pickled: {', '.join(left_out)})" if left_out else ""
+    return pickle.dumps(kept, protocol=pickle.HIGHEST_PROTOCOL), note
 
 
 def _preprocessing(
@@ -261,6 +286,12 @@ def _library_versions() -> dict[str, str]:
     return found
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _one_line(exc: BaseException, limit: int = 300) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -313,21 +344,18 @@ def load_pipeline(
     """Rebuild a run's fitted pipeline from its folder.
 
     Each stage is built by its installed plugin's factory with the saved settings, then loads
-    its own files. Without ``trust``, pickled files and Keras Lambda layers are refused before
-    any stage reads them.
+    its own files. Whatever ``trust`` says, every file must lie inside ``pipeline/`` and the
+    manifest must be well formed; without ``trust``, pickled files and Keras Lambda layers are
+    refused before any stage reads them.
     """
     if registry is None:
         from .plugins_host import get_registry
 
         registry = get_registry()
     root = pipeline_dir(run_dir)
+    check_contained(root, Path(run_dir))
     manifest = read_manifest(root)
-    try:
-        encoders_info = list(manifest["encoders"])
-        clusterer_info = dict(manifest["clusterer"])
-        shape = tuple(int(v) for v in manifest["input"]["shape"])
-    except (KeyError, TypeError, ValueError):
-        raise DataError(f"{str(root / MANIFEST)!r} is incomplete or damaged.") from None
+    encoders_info, clusterer_info, shape = check_layout(manifest, root / MANIFEST)
     if not trust:
         audit(root)
     encoders = [_load_stage(registry, "encoders", info, root, trust) for info in encoders_info]
@@ -338,8 +366,125 @@ def load_pipeline(
 load = load_pipeline
 
 
+def check_contained(root: Path, given: Path) -> None:
+    """Refuse a pipeline folder that reaches outside itself: a symlink to elsewhere, or an entry
+    that is not a regular file or folder (a FIFO would block a reader forever).
+    """
+    base = root.resolve()
+    if given.resolve() != base and not base.is_relative_to(given.resolve()):
+        raise DataError(
+            f"{PIPELINE_DIR}/ of {str(given)!r} points outside the run folder: copy the real "
+            "folder instead of linking to it."
+        )
+    for folder, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            path = Path(folder) / name
+            rel = path.relative_to(root.parent).as_posix()
+            if path.is_symlink() and not path.resolve().is_relative_to(base):
+                raise DataError(
+                    f"{rel} is a link to outside the run folder's {PIPELINE_DIR}/: refused; a run "
+                    "folder must hold its own files."
+                )
+            try:
+                mode = path.stat().st_mode
+            except OSError as exc:
+                raise DataError(f"cannot read {rel}: {_one_line(exc)}.") from None
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise DataError(f"{rel} is not a regular file or folder: refused.")
+
+
+def max_input_pixels() -> int:
+    """The most pixels per image a manifest may declare: ``IMGCLUST_MAX_INPUT_PIXELS`` or
+    :data:`MAX_INPUT_PIXELS`.
+    """
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not value:
+        return MAX_INPUT_PIXELS
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise SettingsError(
+            f"{MAX_PIXELS_ENV} must be a positive whole number of pixels; got {value!r}."
+        )
+    return limit
+
+
+def check_input_shape(value: Any, where: str) -> tuple[int, int, int]:
+    """The manifest's [height, width, channels], bounded before anything is allocated for it."""
+    fine = (
+        isinstance(value, list)
+        and len(value) == 3
+        and all(type(v) is int and v >= 1 for v in value)
+        and value[2] <= MAX_CHANNELS
+    )
+    if not fine:
+        raise DataError(
+            f"{where}: the input shape {_short(value)} is not [height, width, channels] of "
+            f"positive whole numbers with 1 to {MAX_CHANNELS} channels: the manifest is damaged "
+            "or was altered."
+        )
+    height, width, channels = value
+    limit = max_input_pixels()
+    if height * width > limit:
+        raise DataError(
+            f"{where}: the input shape {height}x{width}x{channels} has {height * width:,} pixels "
+            f"per image, over the limit of {limit:,} ({MAX_PIXELS_ENV} raises it): the manifest "
+            "may be damaged or altered."
+        )
+    return height, width, channels
+
+
+def check_layout(
+    manifest: Mapping[str, Any], file: Path
+) -> tuple[list[dict[str, Any]], dict[str, Any], tuple[int, int, int]]:
+    """The manifest's stages and input shape, every value of the type this version writes."""
+    where = f"{PIPELINE_DIR}/{MANIFEST}"
+
+    def expect(value: Any, kinds: tuple[type, ...], what: str) -> Any:
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise DataError(
+                f"{where}: {what} is {_short(value)}, not {names}: the manifest is damaged or "
+                "was altered."
+            )
+        return value
+
+    text, optional_text = (str,), (str, type(None))
+    encoders = expect(manifest.get("encoders"), (list,), "'encoders'")
+    clusterer = expect(manifest.get("clusterer"), (dict,), "'clusterer'")
+    stages = [(f"'encoders'[{i}]", e) for i, e in enumerate(encoders)]
+    for what, info in [*stages, ("'clusterer'", clusterer)]:
+        expect(info, (dict,), what)
+        expect(info.get("name"), text, f"{what}.name")
+        expect(info.get("settings", {}), (dict,), f"{what}.settings")
+        for key in ("plugin", "plugin_version", "dir", "format", "reason", "note", "class"):
+            expect(info.get(key), optional_text, f"{what}.{key}")
+        for key in ("saved", "needs_trust", "can_predict"):
+            expect(info.get(key, False), (bool,), f"{what}.{key}")
+    expect(manifest.get("input"), (dict,), "'input'")
+    shape = check_input_shape(manifest["input"].get("shape"), where)
+    preprocessing = expect(manifest.get("preprocessing"), (dict,), "'preprocessing'")
+    dataset = expect(preprocessing.get("dataset"), (dict,), "'preprocessing'.dataset")
+    expect(dataset.get("name"), text, "'preprocessing'.dataset.name")
+    for key in ("split", "fit_split"):
+        expect(preprocessing.get(key), optional_text, f"'preprocessing'.{key}")
+    expect(manifest.get("can_predict"), (bool,), "'can_predict'")
+    expect(manifest.get("needs_trust", False), (bool,), "'needs_trust'")
+    expect(manifest.get("reason"), optional_text, "'reason'")
+    return list(encoders), dict(clusterer), shape
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value) if isinstance(value, (dict, list, str)) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def audit(root: Path) -> None:
-    """Refuse, before anything is loaded, files that could run code: pickles and Keras Lambdas."""
+    """Refuse, before anything is loaded, files that could run code: pickles (plain or in a
+    compressed stream) and Keras Lambdas.
+    """
     for file in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = file.relative_to(root.parent).as_posix()
         if file.suffix.lower() in _PICKLE_SUFFIXES or _looks_pickled(file):
@@ -363,9 +508,50 @@ def _needs_trust(folder: Path) -> bool:
 
 
 def _looks_pickled(file: Path) -> bool:
+    """Whether a file starts as a pickle, or is a zlib, gzip, bz2 or lzma stream of one (what
+    joblib writes), so that no library that unpickles such files is ever handed one unseen.
+    """
     with open(file, "rb") as handle:
-        head = handle.read(2)
-    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+        head = handle.read(1 << 16)
+    if _pickle_head(head, protocol_0=False):
+        return True
+    inner = _decompressed_head(head)
+    return inner is not None and _pickle_head(inner, protocol_0=True)
+
+
+def _pickle_head(data: bytes, protocol_0: bool) -> bool:
+    """A pickle's protocol 2+ header, or (for decompressed data) opcodes that import or call."""
+    if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:
+        return True
+    if not protocol_0:
+        return False
+    try:
+        for opcode, _, _ in pickletools.genops(data):
+            if opcode.name in _CODE_OPCODES:
+                return True
+            if opcode.name == "STOP":
+                return False
+    except Exception:  # not (or no longer) a pickle stream
+        return False
+    return False
+
+
+def _decompressed_head(head: bytes, size: int = 4096) -> bytes | None:
+    """The first bytes of a zlib, gzip, bz2, xz or lzma stream, or None if it is none of these."""
+    try:
+        if len(head) >= 2 and head[0] == 0x78 and (head[0] << 8 | head[1]) % 31 == 0:
+            return zlib.decompressobj().decompress(head, size)
+        if head[:2] == b"\x1f\x8b":
+            return zlib.decompressobj(wbits=31).decompress(head, size)
+        if head[:3] == b"BZh":
+            return bz2.BZ2Decompressor().decompress(head, max_length=size)
+        if head[:6] == b"\xfd7zXZ\x00":
+            return lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(head, max_length=size)
+        if head[:1] == b"\x5d":
+            return lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(head, max_length=size)
+    except (zlib.error, OSError, EOFError, ValueError, lzma.LZMAError):
+        return None
+    return None
 
 
 def _keras_has_code(file: Path) -> bool:
@@ -400,7 +586,9 @@ def _load_stage(
     what = f"{kind[:-1]} {name!r}"
     try:
         entry = registry.get(kind, name)
-    except PluginError:
+    except PluginError as exc:
+        if (kind, name) in getattr(registry, "collisions", {}):
+            raise PluginError(f"cannot load this pipeline's {what}: {exc}") from None
         plugin = info.get("plugin") or "its plugin"
         version = f" {info['plugin_version']}" if info.get("plugin_version") else ""
         raise PluginError(

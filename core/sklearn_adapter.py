@@ -3,16 +3,25 @@
 It maps ``n_clusters`` onto the estimator's own name for it (GaussianMixture's
 ``n_components``), offers ``predict`` only where the estimator (or a ``predict_with`` function,
 such as hdbscan's ``approximate_predict``) can assign new points, and saves fitted models as
-plain arrays where it knows how (k-means centroids, Gaussian mixture parameters). Methods that
-cannot assign new points save only their settings and labels. A model that needs pickle saves
-through :class:`PickleFormat`, which loads only behind an explicit ``trust`` flag.
+plain arrays and values (``state.npz`` and ``estimator.json``): a listed set of attributes for
+the classes it knows (k-means centroids, Gaussian mixture parameters), every fitted attribute that
+is an array or a plain value for any other estimator, checked by reloading before it counts as
+saved. Methods that cannot assign new points save only their settings and labels. A model that
+needs pickle saves through :class:`PickleFormat`, which loads only behind an explicit ``trust``.
+
+Loading trusts nothing in the folder to choose code: the estimator is built by the registered
+factory, the folder's class name must match what that factory builds, its parameters must be
+parameters of that class with plain JSON values, and its fitted attributes must be data.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import math
 import pickle
+import re
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,9 +57,18 @@ ARRAY_STATE = {
 # Fitted attributes that are not arrays but must exist for ``predict`` after loading.
 # (k-means's ``predict`` reads ``_n_threads``, which ``fit`` sets; without it a loaded model fails.)
 RUNTIME_STATE = {"KMeans": ("_n_threads",), "MiniBatchKMeans": ("_n_threads",)}
+# Attributes that describe the machine, not the model: never saved, set afresh when loading.
+RUNTIME_KEYS = ("_n_threads",)
 STATE_FILE = "state.npz"
 META_FILE = "estimator.json"
+FORMATS = ("arrays", "pickle", "labels")
 PREDICTING = ("kmeans", "minibatch-kmeans", "gmm", "hdbscan")
+# Rows of the fit's features kept in memory (never saved) to check that a save reloads alike.
+PROBE_ROWS = 256
+# An array member of state.npz may be at most this many times larger than its compressed size.
+MAX_EXPANSION = 1000
+PLAIN = (type(None), bool, int, float, str)
+_FITTED_NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]*$")
 
 Predictor = Callable[[Any, np.ndarray], np.ndarray]
 
@@ -109,6 +127,7 @@ class SklearnClusterer:
         self.estimator_: Any = None
         self.labels_: np.ndarray | None = None
         self._predicts: bool | None = None
+        self._probe: np.ndarray | None = None  # rows of the fit, to check a save; never saved
 
     # Interface ---------------------------------------------------------------------------
     @property
@@ -140,6 +159,7 @@ class SklearnClusterer:
         else:
             labels = self.estimator_.fit(features).labels_
         self.labels_ = np.asarray(labels, dtype=np.int64)
+        self._probe = np.array(features[:PROBE_ROWS])
         return self.labels_
 
     def predict(self, features: np.ndarray) -> np.ndarray:
@@ -178,75 +198,307 @@ class SklearnClusterer:
 
     # Persistence -------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
-        """Save the fitted model: arrays (``state.npz``) where the class has an array format,
-        the ``persist`` format where one is given, else only the labels of a method that cannot
-        assign new points anyway; always ``estimator.json`` with the class and its settings.
+        """Save the fitted model without pickle where it can: arrays (``state.npz``) and plain
+        values (``estimator.json``), checked by reloading them; the ``persist`` format where the
+        stage gives one; only the labels of a method that cannot assign new points anyway.
+
+        A model whose fitted state is not arrays and plain values, and that has no ``persist``
+        format, raises a one-line error that says why instead of saving part of it.
         """
         if self.estimator_ is None:
             raise ImgclustError(f"clusterer {self.name!r} is not fitted yet: nothing to save.")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        cls = type(self.estimator_)
-        attributes = ARRAY_STATE.get(cls.__name__)
-        if attributes is not None:
-            fmt = "arrays"
-            state = {
-                a: np.asarray(getattr(self.estimator_, a))
-                for a in attributes
-                if hasattr(self.estimator_, a)
-            }
+        estimator = self.estimator_
+        cls = type(estimator)
+        meta: dict[str, Any] = {
+            "estimator": cls.__name__,
+            "class": f"{cls.__module__}.{cls.__name__}",
+            "name": self.name,
+            "params": _jsonable(estimator.get_params()),
+        }
+        state: dict[str, np.ndarray] = {}
+        if cls.__name__ in ARRAY_STATE or (self.persist is None and self.can_predict):
+            state, values, runtime, left_out = fitted_state(estimator)
+            meta.update(format="arrays", values=values, runtime=runtime, left_out=left_out)
         elif self.persist is not None:
-            fmt = "pickle"
-            self.persist.save(self.estimator_, directory)
-            state = {}
-        elif not self.can_predict:
-            fmt = "labels"
-            state = {}
+            meta["format"] = "pickle"
+            self.persist.save(estimator, directory)
         else:
-            raise ImgclustError(
-                f"clusterer {self.name!r} ({cls.__name__}) has no format to save to."
-            )
+            meta["format"] = "labels"
         if self.labels_ is not None:
             state["labels_"] = self.labels_
         _write_npz(directory / STATE_FILE, state)
-        meta = {
-            "class": f"{cls.__module__}.{cls.__name__}",
-            "format": fmt,
-            "name": self.name,
-            "params": _jsonable(self.estimator_.get_params()),
-        }
         atomic.write_json(directory / META_FILE, meta)
+        if meta["format"] == "arrays":
+            self._check_saved(directory, meta["left_out"])
+
+    def _check_saved(self, directory: Path, left_out: list[str]) -> None:
+        """Reload what ``save`` wrote and refuse it unless it assigns points as the model does."""
+        probe = self._probe_rows()
+        what = f"clusterer {self.name!r} ({type(self.estimator_).__name__})"
+        missing = f"; it keeps {', '.join(left_out)} as Python objects" if left_out else ""
+        try:
+            copy = SklearnClusterer(
+                self.make, self.params, k_param=self.k_param, name=self.name
+            ).load(directory)
+            same = probe is not None and np.array_equal(copy.predict(probe), self.predict(probe))
+            problem = "" if same else "it assigns points differently after reloading"
+        except Exception as exc:  # any failure means the arrays do not describe the model
+            problem = f"reloading it fails ({_one_line(exc)})"
+        if probe is None:
+            problem = "there are no points to check that it reloads alike"
+        if problem:
+            for name in (STATE_FILE, META_FILE):
+                (directory / name).unlink(missing_ok=True)
+            raise ImgclustError(f"{what} cannot be saved without pickle: {problem}{missing}.")
+
+    def _probe_rows(self) -> np.ndarray | None:
+        """Points to compare a reloaded model on: rows of the fit, else random rows."""
+        if self._probe is not None:
+            return self._probe
+        width = getattr(self.estimator_, "n_features_in_", None)
+        if not isinstance(width, (int, np.integer)) or width < 1:
+            return None
+        return np.random.default_rng(0).normal(size=(PROBE_ROWS, int(width)))
 
     def load(self, directory: Path, trust: bool = False) -> SklearnClusterer:
-        """Rebuild the fitted model from ``save``'s files. Arrays and labels are read without
-        unpickling; a pickled model is read only when ``trust`` is true.
+        """Rebuild the fitted model from ``save``'s files. The estimator is the one this
+        clusterer's factory builds; the folder only gives its checked parameters, arrays and
+        plain values. A pickled model is read only when ``trust`` is true.
         """
         directory = Path(directory)
-        try:
-            meta = json.loads((directory / META_FILE).read_text())
-        except FileNotFoundError:
-            raise ImgclustError(f"{directory} holds no saved clusterer ({META_FILE}).") from None
-        except (OSError, ValueError) as exc:
-            raise ImgclustError(f"cannot read {directory / META_FILE}: {exc}") from None
+        where = f"{directory.parent.name}/{directory.name}"
+        meta = read_meta(directory, where)
         fmt = meta.get("format", "arrays")
-        with np.load(directory / STATE_FILE, allow_pickle=False) as archive:
-            state = {key: archive[key] for key in archive.files}
+        estimator = self._build()
+        check_estimator_key(meta, type(estimator).__name__, self.name, where)
+        state = read_arrays(directory / STATE_FILE, f"{where}/{STATE_FILE}")
         labels = state.pop("labels_", None)
         if fmt == "pickle":
             if self.persist is None:
-                raise ImgclustError(f"{directory}: clusterer {self.name!r} cannot read pickles.")
+                raise ImgclustError(f"{where}: clusterer {self.name!r} cannot read pickles.")
             estimator = self.persist.load(directory, trust=trust)
         else:
-            estimator = _rebuild(meta, directory)
-            for key, value in state.items():
-                setattr(estimator, key, value.item() if value.ndim == 0 else value)
-            for key in RUNTIME_STATE.get(type(estimator).__name__, ()):
-                setattr(estimator, key, _runtime_value(key))
+            apply_params(estimator, meta.get("params", {}), f"{where}/{META_FILE}")
+            if fmt == "arrays":
+                restore_state(estimator, state, meta, where)
         if fmt == "labels":
             self._predicts = False
+        if labels is not None and (labels.ndim != 1 or labels.dtype.kind not in "iu"):
+            raise ImgclustError(f"{where}/{STATE_FILE}: labels_ are not one integer per point.")
         self.estimator_ = estimator
         self.labels_ = None if labels is None else labels.astype(np.int64)
         return self
+
+
+def fitted_state(
+    estimator: Any,
+) -> tuple[dict[str, np.ndarray], dict[str, Any], list[str], list[str]]:
+    """The estimator's fitted attributes split into arrays, plain values, runtime attributes
+    (set afresh when loading) and those that are neither (left out, named in the save).
+    """
+    listed = ARRAY_STATE.get(type(estimator).__name__)
+    if listed is not None:
+        arrays = {a: np.asarray(getattr(estimator, a)) for a in listed if hasattr(estimator, a)}
+        return arrays, {}, list(RUNTIME_STATE.get(type(estimator).__name__, ())), []
+    params = set(estimator.get_params(deep=False))
+    arrays: dict[str, np.ndarray] = {}
+    values: dict[str, Any] = {}
+    runtime: list[str] = []
+    left_out: list[str] = []
+    for key, value in vars(estimator).items():
+        if key in params or not _FITTED_NAME.match(key) or hasattr(type(estimator), key):
+            continue
+        if key in RUNTIME_KEYS:
+            runtime.append(key)
+        elif isinstance(value, np.ndarray) and value.dtype.kind in "biufcU":
+            arrays[key] = value
+        elif isinstance(value, np.generic) and value.dtype.kind in "biufcU":
+            arrays[key] = np.asarray(value)
+        elif isinstance(value, PLAIN) and _finite_or_not_float(value):
+            values[key] = value
+        else:
+            left_out.append(key)
+    return arrays, values, runtime, sorted(left_out)
+
+
+def _finite_or_not_float(value: Any) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def read_meta(directory: Path, where: str) -> dict[str, Any]:
+    """``estimator.json`` as a mapping of the expected shape, or a one-line error."""
+    path = directory / META_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ImgclustError(f"{where} holds no saved clusterer ({META_FILE}).") from None
+    except (OSError, ValueError) as exc:
+        raise ImgclustError(f"cannot read {where}/{META_FILE}: {_one_line(exc)}") from None
+    if not isinstance(meta, dict):
+        raise ImgclustError(f"{where}/{META_FILE} is not a JSON object: the file is damaged.")
+    checks = {
+        "params": dict,
+        "values": dict,
+        "runtime": list,
+        "left_out": list,
+        "format": str,
+    }
+    for key, kind in checks.items():
+        if key in meta and not isinstance(meta[key], kind):
+            raise ImgclustError(
+                f"{where}/{META_FILE}: {key!r} is {type(meta[key]).__name__}, not "
+                f"{kind.__name__}: the file is damaged or was altered."
+            )
+    if meta.get("format", "arrays") not in FORMATS:
+        raise ImgclustError(
+            f"{where}/{META_FILE}: unknown format {meta.get('format')!r} "
+            f"(known: {', '.join(FORMATS)})."
+        )
+    return meta
+
+
+def check_estimator_key(meta: dict[str, Any], built: str, name: str, where: str) -> None:
+    """Refuse a folder whose estimator is not the class this clusterer's factory builds.
+
+    The class is never imported from what the folder says; the name is only compared.
+    """
+    named = [meta[key] for key in ("estimator", "class") if key in meta]
+    if not named:
+        raise ImgclustError(f"{where}/{META_FILE} names no estimator: the file is damaged.")
+    for value in named:
+        short = value.rpartition(".")[2] if isinstance(value, str) else None
+        if short != built:
+            raise ImgclustError(
+                f"{where}/{META_FILE} names the estimator {value!r}, but clusterer {name!r} "
+                f"builds {built}: the folder was altered or made by another plugin, and nothing "
+                "it names is imported."
+            )
+
+
+def apply_params(estimator: Any, params: dict[str, Any], where: str) -> None:
+    """Set saved parameters that are the class's own, with plain values of the right kind."""
+    known = estimator.get_params()
+    cls = type(estimator).__name__
+    for key, value in params.items():
+        if key not in known:
+            raise ImgclustError(
+                f"{where}: {cls} has no parameter {key!r}; the file was altered or written for "
+                "another scikit-learn version."
+            )
+        if not isinstance(value, PLAIN) or not _same_kind(known[key], value):
+            raise ImgclustError(
+                f"{where}: parameter {key!r} of {cls} is {_short_repr(value)} "
+                f"({type(value).__name__}); expected a {type(known[key]).__name__} like "
+                f"{_short_repr(known[key])}."
+            )
+    try:
+        estimator.set_params(**params)
+        validate = getattr(estimator, "_validate_params", None)
+        if callable(validate):
+            validate()
+    except Exception as exc:  # scikit-learn's own check of each parameter
+        raise ImgclustError(f"{where}: {_one_line(exc)}") from None
+
+
+def _same_kind(current: Any, value: Any) -> bool:
+    """Whether a saved plain value may replace ``current`` (None goes with anything plain)."""
+    if value is None or current is None:
+        return True
+    if isinstance(current, bool) or isinstance(value, bool):
+        return isinstance(current, bool) and isinstance(value, bool)
+    if isinstance(current, (int, np.integer)):
+        return isinstance(value, int)
+    if isinstance(current, (float, np.floating)):
+        return isinstance(value, (int, float))
+    if isinstance(current, str):
+        return isinstance(value, str)
+    return False  # a callable or an object: never set from a file
+
+
+def restore_state(
+    estimator: Any, state: dict[str, np.ndarray], meta: dict[str, Any], where: str
+) -> None:
+    """Set saved fitted attributes: data only, never a method, parameter or class attribute."""
+    cls = type(estimator).__name__
+    listed = ARRAY_STATE.get(cls)
+    params = set(estimator.get_params(deep=False))
+    values = meta.get("values", {})
+    for key in [*state, *values]:
+        allowed = (
+            isinstance(key, str)
+            and _FITTED_NAME.match(key)
+            and key not in params
+            and key not in RUNTIME_KEYS
+            and not hasattr(type(estimator), key)
+            and (listed is None or key in listed)
+        )
+        if not allowed:
+            raise ImgclustError(
+                f"{where}: {key!r} is not a fitted attribute of {cls}: the folder was altered."
+            )
+    for key, value in values.items():
+        if not isinstance(value, PLAIN):
+            raise ImgclustError(f"{where}/{META_FILE}: value {key!r} is not a plain value.")
+        setattr(estimator, key, value)
+    for key, array in state.items():
+        setattr(estimator, key, array.item() if array.ndim == 0 else array)
+    runtime = set(RUNTIME_STATE.get(cls, ())) | set(meta.get("runtime", ()))
+    for key in RUNTIME_KEYS:
+        if key in runtime:
+            setattr(estimator, key, _runtime_value(key))
+
+
+def read_arrays(path: Path, where: str) -> dict[str, np.ndarray]:
+    """A ``.npz`` of plain arrays, each checked to hold the data its header claims (so that a
+    forged header cannot make numpy allocate more than the file holds) and read without pickle.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                _check_member(archive, info, where)
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise ImgclustError(f"{where} is missing: the saved clusterer is incomplete.") from None
+    except ImgclustError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ImgclustError(f"cannot read {where}: {_one_line(exc)}") from None
+
+
+def _check_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> None:
+    key = info.filename.removesuffix(".npy")
+    if info.file_size > MAX_EXPANSION * info.compress_size + 2**20:
+        raise ImgclustError(
+            f"{where}: {key!r} expands {info.file_size:,} bytes from "
+            f"{info.compress_size:,}; refused as a possible zip bomb."
+        )
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    if dtype.hasobject:
+        raise ImgclustError(f"{where}: {key!r} holds Python objects; refused.")
+    claimed = math.prod(int(n) for n in shape) * dtype.itemsize
+    if claimed > info.file_size:
+        raise ImgclustError(
+            f"{where}: {key!r} claims {claimed:,} bytes of data but holds {info.file_size:,}: "
+            "the file is damaged or was altered."
+        )
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _runtime_value(key: str) -> Any:
@@ -281,20 +533,6 @@ def predicting_clusterers() -> list[str]:
         return list(PREDICTING)
 
 
-def _rebuild(meta: dict[str, Any], directory: Path) -> Any:
-    """An unfitted estimator of the saved class: only scikit-learn classes are imported."""
-    module_name, _, class_name = str(meta.get("class", "")).rpartition(".")
-    if not module_name.startswith("sklearn."):
-        raise ImgclustError(f"{directory}: unknown estimator {meta.get('class')!r}.")
-    if meta.get("format", "arrays") == "arrays" and class_name not in ARRAY_STATE:
-        raise ImgclustError(f"{directory}: no array format for {meta.get('class')!r}.")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-        return cls(**meta.get("params", {}))
-    except (ImportError, AttributeError, TypeError) as exc:
-        raise ImgclustError(f"{directory}: cannot rebuild {meta.get('class')!r}: {exc}") from None
-
-
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     import io
 
@@ -326,11 +564,24 @@ def check_features(features: np.ndarray, n_clusters: int | None = None) -> None:
         )
 
 
-def lazy_estimator(module: str, class_name: str) -> Callable[..., Any]:
+class LazyEstimator:
+    """Builds ``module.class_name``, importing it only when called (keeps startup fast).
+
+    It declares which estimator a factory builds, and pickles by name (unlike a closure).
+    """
+
+    def __init__(self, module: str, class_name: str) -> None:
+        self.module = module
+        self.class_name = class_name
+        self.__name__ = class_name
+
+    def __call__(self, **params: Any) -> Any:
+        return getattr(importlib.import_module(self.module), self.class_name)(**params)
+
+    def __repr__(self) -> str:
+        return f"LazyEstimator({self.module!r}, {self.class_name!r})"
+
+
+def lazy_estimator(module: str, class_name: str) -> LazyEstimator:
     """A constructor that imports ``module.class_name`` only when called (keeps startup fast)."""
-
-    def make(**params: Any) -> Any:
-        return getattr(importlib.import_module(module), class_name)(**params)
-
-    make.__name__ = class_name
-    return make
+    return LazyEstimator(module, class_name)
