@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from imgclust.errors import DataError, SettingsError
+from imgclust.errors import DataError
 from imgclust.hookspecs import hookimpl
+from imgclust.settings import check_limit
 
 ENV_VAR = "IMGCLUST_MNIST"
 #: IDX file stems of each split: (images, labels).
@@ -50,10 +51,8 @@ class MnistDataset:
     splits = ("train", "test", "all")
 
     def __init__(self, path: str | None = None, limit: int | None = None) -> None:
-        if limit is not None and limit < 1:
-            raise SettingsError("dataset 'mnist': limit must be at least 1 (or none for all).")
         self.path = path
-        self.limit = limit
+        self.limit = check_limit(limit, "dataset 'mnist'")
         self._arrays: Arrays | None = None
         self.source: str | None = None
 
