@@ -4,7 +4,11 @@ Like Pillow's decompression-bomb limit, sizes that come from settings, file head
 manifests are checked against :func:`max_bytes` before memory is reserved for them, so a hostile
 or mistaken input fails in one line instead of being killed by the operating system.
 ``IMGCLUST_MAX_BYTES`` sets the bound (bytes, or with a K, M, G or T suffix in powers of 1024);
-the default is half of this machine's physical memory, and at least 1 GiB.
+the default is a quarter of this machine's physical memory (later stages make float32 copies,
+four bytes for each uint8 one), and at least 1 GiB.
+
+Compressed archive members get a second, classic zip-bomb check: one that inflates more than
+:data:`MAX_RATIO` times its compressed size past :data:`RATIO_FLOOR` bytes is refused.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from .errors import DataError, SettingsError
 ENV_VAR = "IMGCLUST_MAX_BYTES"
 MIN_DEFAULT = 2**30  # the default bound is never below 1 GiB
 FALLBACK = 4 * 2**30  # when the machine's memory cannot be read
+MAX_RATIO = 100  # a compressed member may inflate at most this many times its size ...
+RATIO_FLOOR = 64 * 2**20  # ... once it inflates past this many bytes
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
@@ -30,9 +36,9 @@ def physical_memory() -> int | None:
 
 
 def default_max_bytes() -> int:
-    """Half of physical memory, at least 1 GiB (4 GiB where memory cannot be read)."""
+    """A quarter of physical memory, at least 1 GiB (4 GiB where memory cannot be read)."""
     total = physical_memory()
-    return FALLBACK if total is None else max(MIN_DEFAULT, total // 2)
+    return FALLBACK if total is None else max(MIN_DEFAULT, total // 4)
 
 
 def parse_bytes(text: str) -> int:
@@ -84,3 +90,19 @@ def check_bytes(nbytes: int, what: str, advice: str = "") -> None:
             f"{what} would take {human(nbytes)} of memory, more than the {human(limit)} allowed: "
             f"{hint} {ENV_VAR} if this machine can hold it."
         )
+
+
+def check_inflation(inflated: int, compressed: int, what: str, advice: str = "") -> None:
+    """Refuse a compressed member that inflates like a decompression bomb, or past the bound."""
+    if inflated > RATIO_FLOOR and inflated > MAX_RATIO * max(1, compressed):
+        hint = f": {advice}" if advice else ""
+        raise DataError(
+            f"{what} inflates from {human(compressed)} to {human(inflated)}, more than "
+            f"{MAX_RATIO} times, like a decompression bomb; it is not read{hint}."
+        )
+    check_bytes(inflated, f"{what} (inflated)", advice)
+
+
+def inflation_cap(compressed: int) -> int:
+    """The most bytes worth inflating from ``compressed`` bytes before one of the checks fails."""
+    return min(max_bytes(), max(RATIO_FLOOR, MAX_RATIO * max(1, compressed)))

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from imgclust.arrays import NpyHeader, check_npy_payload, read_npy_header
 from imgclust.errors import DataError, ImgclustError, SettingsError
 from imgclust.hookspecs import hookimpl
-from imgclust.memory import check_bytes, nbytes_of
+from imgclust.memory import check_bytes, check_inflation, nbytes_of
 from imgclust.settings import check_limit
 
 IMAGE_KEYS = ("x", "images", "x_train", "arr_0")
@@ -180,7 +180,8 @@ def npz_member_header(archive: zipfile.ZipFile, key: str, source: str) -> NpyHea
     member = archive.getinfo(f"{key}.npy")
     what = f"{source}: array {key!r}"
     if member.compress_type != zipfile.ZIP_STORED:
-        check_bytes(member.file_size, f"{what} (inflated)", "save it with np.savez or as .npy")
+        advice = "save it with np.savez or as .npy"
+        check_inflation(member.file_size, member.compress_size, what, advice)
     with archive.open(member) as handle:
         header = read_npy_header(handle, what)
     check_npy_payload(header, member.file_size - header.data_offset, what)
