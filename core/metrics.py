@@ -143,15 +143,23 @@ def degeneracy(
 
 
 def _distinct_rows(features: np.ndarray, step: float, enough: int, seed: int) -> int:
-    """Distinct rows on a grid of ``step`` (at least ``enough`` once a sample shows that many)."""
-    sample = features
+    """Distinct rows on a grid of ``step`` (at least ``enough`` once a sample shows that many).
+
+    Rows are counted on two grids, one with cells centred on multiples of ``step`` and one
+    with cells starting there, and the smaller count wins, so tight groups of points sitting on
+    one grid's cell boundaries (noise around 0) still count once.
+    """
     if len(features) > SILHOUETTE_SAMPLE:
         index = np.random.default_rng(seed).choice(len(features), SILHOUETTE_SAMPLE, replace=False)
-        sample = features[np.sort(index)]
-        found = len(np.unique(np.floor(sample / step), axis=0))
+        found = _grid_count(features[np.sort(index)], step)
         if found >= enough:
             return found
-    return len(np.unique(np.floor(features / step), axis=0))
+    return _grid_count(features, step)
+
+
+def _grid_count(features: np.ndarray, step: float) -> int:
+    scaled = np.asarray(features, dtype=np.float64) / step
+    return min(len(np.unique(np.round(scaled), axis=0)), len(np.unique(np.floor(scaled), axis=0)))
 
 
 def composition(

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from imgclust.errors import DataError, ImgclustError, SettingsError
-from imgclust.metrics import DegenerateWarning
 
 RUN = ("run", "--encoder", "pca", "--clusterer", "kmeans", "--no-plots")
 
@@ -234,6 +233,8 @@ def test_arrays_limit_keeps_the_first_images_and_their_labels(tmp_path):
 
 # Degenerate data ---------------------------------------------------------------------------
 def test_identical_images_are_flagged_and_not_scored(cli, tmp_path, runs_dir):
+    from imgclust.metrics import DegenerateWarning
+
     image = np.random.default_rng(0).integers(0, 256, (1, 8, 8, 1), dtype=np.uint8)
     np.save(tmp_path / "same.npy", image.repeat(1000, axis=0))
     with pytest.warns(DegenerateWarning) as caught:
