@@ -69,8 +69,10 @@ def normalise(config: Mapping[str, Any], source: str) -> dict[str, Any]:
     if "encoders" in result:
         result["encoder"] = result.pop("encoders")
     encoders = result.get("encoder")
-    if isinstance(encoders, (str, dict)):
+    if isinstance(encoders, (str, Mapping)):
         encoders = [encoders]
+    if encoders is not None and not isinstance(encoders, (list, tuple)):
+        raise SettingsError(f"{source}: encoder must be a name, a table or a list of them.")
     if encoders is not None:
         result["encoder"] = [_stage(e, source, "encoder") for e in encoders]
     for stage in ("dataset", "clusterer"):
@@ -84,6 +86,8 @@ def _stage(value: Any, source: str, stage: str) -> dict[str, Any]:
         return {"name": value}
     if not isinstance(value, Mapping) or "name" not in value:
         raise SettingsError(f"{source}: each {stage} needs a table with a 'name'.")
+    if not isinstance(value["name"], str):
+        raise SettingsError(f"{source}: a {stage}'s name must be text, not {value['name']!r:.40}.")
     return dict(value)
 
 
@@ -225,6 +229,9 @@ def validate(registry: Registry, config: Mapping[str, Any]) -> dict[str, Any]:
             )
     seed = check_seed(config.get("seed", DEFAULT_SEED))
     resolved: dict[str, Any] = {"seed": seed}
+    for key in ("recipe", "split", "fit_split", "validation_split"):
+        if config.get(key) is not None and not isinstance(config[key], str):
+            raise SettingsError(f"{key} must be text, not {config[key]!r:.40}.")
     if config.get("recipe"):
         resolved["recipe"] = config["recipe"]
     for key in ("split", "fit_split", "validation_split"):

@@ -300,10 +300,16 @@ def load_pipeline(
     root = pipeline_dir(run_dir)
     manifest = read_manifest(root)
     try:
-        encoders_info = list(manifest["encoders"])
-        clusterer_info = dict(manifest["clusterer"])
+        encoders_info = manifest["encoders"]
+        clusterer_info = manifest["clusterer"]
+        if not isinstance(encoders_info, list) or not all(
+            isinstance(info, dict) for info in [*encoders_info, clusterer_info]
+        ):
+            raise TypeError("stages must be tables")
         shape = tuple(int(v) for v in manifest["input"]["shape"])
-    except (KeyError, TypeError, ValueError):
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError("the input shape must be three positive sizes")
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise DataError(f"{str(root / MANIFEST)!r} is incomplete or damaged.") from None
     if not trust:
         audit(root)

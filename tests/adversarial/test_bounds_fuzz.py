@@ -239,21 +239,20 @@ def test_npy_fuzz(data: bytes, truncate: int):
 
 @FUZZ
 @given(
-    members=st.lists(
-        st.tuples(st.sampled_from(["x", "y", "images", "labels", "z", "x/y"]), NPY),
-        max_size=3,
+    members=st.dictionaries(
+        st.sampled_from(["x", "y", "images", "labels", "z", "x/y"]), NPY, max_size=3
     ),
     compressed=st.booleans(),
     junk=st.binary(max_size=40),
 )
-def test_npz_fuzz(members: list, compressed: bool, junk: bytes):
+def test_npz_fuzz(members: dict, compressed: bool, junk: bytes):
     from imgclust.plugins.arrays import ArraysDataset
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "x.npz"
         method = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
         with zipfile.ZipFile(path, "w", method) as archive:
-            for name, data in members:
+            for name, data in members.items():
                 archive.writestr(f"{name}.npy", data)
         if junk:
             raw = bytearray(path.read_bytes())
