@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -32,7 +33,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 from .registry import Registry
-from .settings import resolve, settings_of
+from .settings import check_seed, resolve, settings_of
 
 DEFAULT_RECIPE = "article"
 TOP_LEVEL = ("seed", "split", "fit_split", "validation_split", "recipe")
@@ -68,8 +69,10 @@ def normalise(config: Mapping[str, Any], source: str) -> dict[str, Any]:
     if "encoders" in result:
         result["encoder"] = result.pop("encoders")
     encoders = result.get("encoder")
-    if isinstance(encoders, (str, dict)):
+    if isinstance(encoders, (str, Mapping)):
         encoders = [encoders]
+    if encoders is not None and not isinstance(encoders, (list, tuple)):
+        raise SettingsError(f"{source}: encoder must be a name, a table or a list of them.")
     if encoders is not None:
         result["encoder"] = [_stage(e, source, "encoder") for e in encoders]
     for stage in ("dataset", "clusterer"):
@@ -83,6 +86,8 @@ def _stage(value: Any, source: str, stage: str) -> dict[str, Any]:
         return {"name": value}
     if not isinstance(value, Mapping) or "name" not in value:
         raise SettingsError(f"{source}: each {stage} needs a table with a 'name'.")
+    if not isinstance(value["name"], str):
+        raise SettingsError(f"{source}: a {stage}'s name must be text, not {value['name']!r:.40}.")
     return dict(value)
 
 
@@ -234,11 +239,11 @@ def validate(registry: Registry, config: Mapping[str, Any]) -> dict[str, Any]:
             raise SettingsError(
                 f"The run has no {stage}: pass --{stage} NAME, a --recipe or a --config file."
             )
-    try:
-        seed = int(config.get("seed", DEFAULT_SEED))
-    except (TypeError, ValueError):
-        raise SettingsError(f"seed must be an integer, not {config.get('seed')!r}.") from None
+    seed = check_seed(config.get("seed", DEFAULT_SEED))
     resolved: dict[str, Any] = {"seed": seed}
+    for key in ("recipe", "split", "fit_split", "validation_split"):
+        if config.get(key) is not None and not isinstance(config[key], str):
+            raise SettingsError(f"{key} must be text, not {config[key]!r:.40}.")
     if config.get("recipe"):
         resolved["recipe"] = config["recipe"]
     for key in ("split", "fit_split", "validation_split"):
@@ -248,6 +253,7 @@ def validate(registry: Registry, config: Mapping[str, Any]) -> dict[str, Any]:
     resolved["dataset"] = _resolve_stage(registry, "datasets", config["dataset"], seed)
     resolved["encoder"] = [_resolve_stage(registry, "encoders", e, seed) for e in config["encoder"]]
     resolved["clusterer"] = _resolve_stage(registry, "clusterers", config["clusterer"], seed)
+    to_toml(resolved)  # a value config.toml cannot hold is refused now, not after the work
     return resolved
 
 
@@ -258,7 +264,8 @@ def _resolve_stage(
     entry = registry.get(kind, name)
     given = {k: v for k, v in stage.items() if k != "name"}
     what = f"{kind[:-1]} {name!r}"
-    values = resolve(what, entry.target, given)
+    prefix = f"encoder.{name}" if kind == "encoders" else kind[:-1]
+    values = resolve(what, entry.target, given, set_prefix=prefix)
     settings = settings_of(entry.target)
     if "seed" in settings and "seed" not in values:
         values["seed"] = seed
@@ -303,8 +310,35 @@ def _toml_table(table: Mapping[str, Any]) -> list[str]:
     return [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_SHORT_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+_SHORT_ESCAPES.update({'"': '\\"', "\\": "\\\\"})
+
+
 def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else f'"{key}"'
+    """A bare key when TOML allows one, else a quoted, escaped key."""
+    key = str(key)
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string that reads back as ``text``: quotes, backslashes and every control
+    character escaped. Text that is not valid Unicode (a path's undecodable bytes) is refused."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[char])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04X}")
+        elif 0xD800 <= code <= 0xDFFF:
+            raise SettingsError(
+                f"{text!r} is not valid Unicode (a file name with bytes of another encoding?) "
+                "and cannot be written to config.toml: rename it with UTF-8 characters."
+            )
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
 
 
 def _toml_value(value: Any) -> str:
@@ -312,11 +346,14 @@ def _toml_value(value: Any) -> str:
         return '"none"'
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
+    if isinstance(value, int):
+        return repr(int(value))
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return repr(float(value)) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'"{escaped}"'
+        return _toml_string(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, Path):

@@ -20,7 +20,7 @@ import numpy as np
 from . import atomic
 from .errors import DataError, SettingsError
 from .interfaces import ScoresBIC, WrapsEstimator
-from .metrics import internal_scores
+from .metrics import degeneracy, internal_scores
 from .outputs import csv_text
 from .settings import resolve, settings_of
 
@@ -38,6 +38,7 @@ LABELS = {
     "bic": "BIC (lower is better)",
 }
 DEFAULT_SAMPLE = 10_000
+MAX_KS = 10_000  # values of k one sweep may try
 Log = Callable[[str], None]
 
 
@@ -69,6 +70,15 @@ def parse_range(text: str) -> list[int]:
         else:
             span, _, step = text.partition(":")
             low, sep, high = span.partition("-")
+            if sep and int(low) > int(high):
+                raise SettingsError(
+                    f"k range {text!r} is reversed: write the smaller k first, e.g. "
+                    f"{int(high)}-{int(low)}."
+                )
+            if step and int(step) < 1:
+                raise SettingsError(f"k range {text!r}: the step must be at least 1.")
+            if sep and (int(high) - int(low)) // int(step or 1) > MAX_KS:
+                raise SettingsError(f"k range {text!r} has more than {MAX_KS} values of k.")
             ks = list(range(int(low), int(high) + 1, int(step or 1))) if sep else [int(low)]
     except ValueError:
         raise SettingsError(f"k range {text!r}: write it as 2-15, 2-20:2 or 4,8,10.") from None
@@ -112,6 +122,9 @@ def sweep(
     index = sample_index(len(features), sample_size, seed)
     x = features[index]
     check_k_range(ks, len(x))
+    reason = degeneracy(x)
+    if reason is not None:
+        raise DataError(f"cannot choose k: {reason}.")
     rows = []
     for k in ks:
         start = time.perf_counter()

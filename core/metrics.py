@@ -14,6 +14,11 @@ import numpy as np
 
 NOISE = -1
 SILHOUETTE_SAMPLE = 10_000
+NEAR = 1e-6  # feature vectors closer than this, relative to their scale, are one point
+
+
+class DegenerateWarning(UserWarning):
+    """The features cannot support the clusters: internal scores are left out (None)."""
 
 
 def contingency(
@@ -92,7 +97,7 @@ def internal_scores(
     keep = clusters != NOISE
     x, y = features[keep], clusters[keep]
     n_clusters = len(np.unique(y))
-    if n_clusters < 2 or n_clusters >= len(y):
+    if n_clusters < 2 or n_clusters >= len(y) or degeneracy(x, y, seed=seed) is not None:
         return {"silhouette": None, "davies_bouldin": None, "calinski_harabasz": None}
     sample = min(sample_size, len(y))
     return {
@@ -100,6 +105,61 @@ def internal_scores(
         "davies_bouldin": float(davies_bouldin_score(x, y)),
         "calinski_harabasz": float(calinski_harabasz_score(x, y)),
     }
+
+
+def degeneracy(
+    features: np.ndarray, clusters: np.ndarray | None = None, *, seed: int = 0
+) -> str | None:
+    """Why clusters of these features mean nothing, or None: the features have (near) zero
+    spread, or there are fewer distinct feature vectors than clusters (noise left out).
+
+    Points closer than :data:`NEAR` times the features' scale count as one, so clusters that
+    only split floating-point noise are caught.
+    """
+    features = np.asarray(features)
+    if clusters is not None:
+        clusters = np.asarray(clusters)
+        features = features[clusters != NOISE]
+        clusters = clusters[clusters != NOISE]
+    if features.ndim != 2 or len(features) < 2 or not np.isfinite(features).all():
+        return None
+    step = NEAR * max(1.0, float(np.abs(features).max()))
+    spread = float((features.max(axis=0) - features.min(axis=0)).max())
+    if spread <= step:
+        return (
+            f"the {len(features)} feature vectors are all the same point (spread {spread:.2g}): "
+            "the images (or their features) do not differ, so clusters split only rounding noise"
+        )
+    if clusters is None:
+        return None
+    wanted = len(np.unique(clusters))
+    distinct = _distinct_rows(features, step, wanted, seed)
+    if distinct < wanted:
+        return (
+            f"only {distinct} distinct feature vectors for {wanted} clusters: the extra clusters "
+            "split identical points"
+        )
+    return None
+
+
+def _distinct_rows(features: np.ndarray, step: float, enough: int, seed: int) -> int:
+    """Distinct rows on a grid of ``step`` (at least ``enough`` once a sample shows that many).
+
+    Rows are counted on two grids, one with cells centred on multiples of ``step`` and one
+    with cells starting there, and the smaller count wins, so tight groups of points sitting on
+    one grid's cell boundaries (noise around 0) still count once.
+    """
+    if len(features) > SILHOUETTE_SAMPLE:
+        index = np.random.default_rng(seed).choice(len(features), SILHOUETTE_SAMPLE, replace=False)
+        found = _grid_count(features[np.sort(index)], step)
+        if found >= enough:
+            return found
+    return _grid_count(features, step)
+
+
+def _grid_count(features: np.ndarray, step: float) -> int:
+    scaled = np.asarray(features, dtype=np.float64) / step
+    return min(len(np.unique(np.round(scaled), axis=0)), len(np.unique(np.floor(scaled), axis=0)))
 
 
 def composition(

@@ -17,7 +17,13 @@ from . import __version__, atomic
 from .config import stage_settings, to_toml
 from .errors import DataError, ImgclustError, SettingsError
 from .interfaces import Checkpoints, HasHistory, ImageSet, requested_clusters, splits_of
-from .metrics import composition, external_scores, internal_scores
+from .metrics import (
+    DegenerateWarning,
+    composition,
+    degeneracy,
+    external_scores,
+    internal_scores,
+)
 from .outputs import csv_text
 from .pipeline import Pipeline, Stage
 from .registry import Registry
@@ -228,12 +234,22 @@ def _check_cluster_count(pipeline: Pipeline, n_images: int) -> None:
 
 
 def score(features: np.ndarray, labels: np.ndarray, data: ImageSet, seed: int) -> dict[str, Any]:
-    """External scores when labels exist, internal ones always (they need no labels)."""
+    """External scores when labels exist, internal ones always (they need no labels).
+
+    Degenerate features (all one point, or fewer distinct points than clusters) are recorded
+    under ``degenerate`` with a one-line warning, and their internal scores are None.
+    """
     metrics: dict[str, Any] = {}
     if data.labels is not None:
         metrics.update(external_scores(labels, np.asarray(data.labels)))
     metrics.update(internal_scores(features, labels, seed=seed))
     metrics["noise"] = int((labels == -1).sum())
+    reason = degeneracy(features, labels, seed=seed)
+    if reason is not None:
+        import warnings
+
+        metrics["degenerate"] = reason
+        warnings.warn(f"degenerate clustering: {reason}.", DegenerateWarning, stacklevel=2)
     return metrics
 
 

@@ -19,6 +19,7 @@ from .errors import SettingsError
 NO_DEFAULT = inspect.Parameter.empty
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
+SEED_LIMIT = 2**32  # seeds NumPy and scikit-learn accept: 0 <= seed < 2**32
 
 
 @dataclass
@@ -92,10 +93,17 @@ def describe_type(annotation: Any) -> str:
     return re.sub(r"<class '(\w+)'>", r"\1", text)
 
 
-def resolve(what: str, factory: Callable[..., Any], values: Mapping[str, Any]) -> dict[str, Any]:
+def resolve(
+    what: str,
+    factory: Callable[..., Any],
+    values: Mapping[str, Any],
+    set_prefix: str | None = None,
+) -> dict[str, Any]:
     """Check ``values`` against the factory's settings and convert strings; return them typed.
 
     Unknown names, missing required settings and badly typed values raise one clear line.
+    ``set_prefix`` is how ``--set`` names the stage (``dataset``, ``encoder.pca``); by default
+    the first word of ``what``. A setting named ``seed`` must be a valid seed.
     """
     known = settings_of(factory)
     result: dict[str, Any] = {}
@@ -109,13 +117,44 @@ def resolve(what: str, factory: Callable[..., Any], values: Mapping[str, Any]) -
             raise SettingsError(
                 f"Setting {what}.{key} = {value!r} is not a valid {known[key].type_name}: {exc}"
             ) from None
+        if key == "seed" and result[key] is not None:
+            result[key] = check_seed(result[key], f"{what} seed")
     missing = [s.name for s in known.values() if s.required and s.name not in result]
     if missing:
+        prefix = set_prefix or what.split(" ", 1)[0]
         raise SettingsError(
             f"{what} needs the setting(s) {', '.join(missing)}: "
-            f"pass --set {what}.{missing[0]}=VALUE."
+            f"pass --set {prefix}.{missing[0]}=VALUE."
         )
     return result
+
+
+def check_seed(value: Any, what: str = "seed") -> int:
+    """A seed as an int in 0 <= seed < 2**32 (what NumPy and scikit-learn accept), or one line."""
+    seed = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        seed = value
+    elif isinstance(value, float) and value.is_integer():
+        seed = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        seed = int(value)
+    if seed is None or not 0 <= seed < SEED_LIMIT:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise SettingsError(
+            f"{what} must be a whole number from 0 to {SEED_LIMIT - 1}, not {shown}."
+        )
+    return seed
+
+
+def check_limit(limit: Any, what: str) -> int | None:
+    """A dataset's ``limit`` (keep the first N images): None, or a whole number of at least 1."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise SettingsError(
+            f"{what}: limit must be a whole number of at least 1 (or none for all); got {limit!r}."
+        )
+    return limit
 
 
 def convert(value: Any, annotation: Any) -> Any:

@@ -13,8 +13,11 @@ import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
-from imgclust.errors import DataError, SettingsError
+from imgclust.arrays import NpyHeader, check_npy_payload, read_npy_header
+from imgclust.errors import DataError, ImgclustError, SettingsError
 from imgclust.hookspecs import hookimpl
+from imgclust.memory import check_bytes, check_inflation, nbytes_of
+from imgclust.settings import check_limit
 
 IMAGE_KEYS = ("x", "images", "x_train", "arr_0")
 LABEL_KEYS = ("y", "labels", "y_train")
@@ -37,6 +40,8 @@ class ArraysDataset:
         A ``.npy`` file of labels, one per image (for images in a ``.npy``).
     channels : str
         ``last`` (N, H, W, C), ``first`` (N, C, H, W) or ``auto`` (guess; the guess is reported).
+    limit : int | None
+        Keep only the first ``limit`` images (quick experiments).
     """
 
     splits = ("all",)
@@ -48,6 +53,7 @@ class ArraysDataset:
         labels_key: str | None = None,
         labels_path: str | None = None,
         channels: Literal["auto", "last", "first"] = "auto",
+        limit: int | None = None,
     ) -> None:
         if channels not in ("auto", "last", "first"):
             raise SettingsError(
@@ -58,6 +64,7 @@ class ArraysDataset:
         self.labels_key = labels_key
         self.labels_path = Path(labels_path).expanduser() if labels_path else None
         self.channels = channels
+        self.limit = check_limit(limit, "dataset 'arrays'")
 
     def load(self, split: str = "all") -> Any:
         from imgclust.interfaces import ImageSet
@@ -66,43 +73,72 @@ class ArraysDataset:
         if self.labels_path is not None:
             labels = read_labels(self.labels_path)
         source = self.path.name
+        count = len(images) if images.ndim else 0
+        if self.limit is not None and images.ndim:
+            images = images[: self.limit]
         images, layout = arrange(images, self.channels, source)
+        if labels is not None:
+            labels = check_labels(labels, count, source)[: len(images)]
         info.update(layout)
         if layout.get("channels_assumed"):
             _note(
                 f"{source}: read images of shape {tuple(layout['input_shape'])} as channel-"
                 f"{layout['channels']}; set dataset.channels=first or last if that is wrong"
             )
-        if labels is not None:
-            labels = check_labels(labels, len(images), source)
         return ImageSet(images, labels, None, None, info)
 
 
 def read_arrays(
     path: Path, images_key: str | None = None, labels_key: str | None = None
 ) -> tuple[Any, Any, dict[str, Any]]:
-    """(images, labels or None, info) from a ``.npy`` or ``.npz``, memory-mapped where possible."""
-    import numpy as np
+    """(images, labels or None, info) from a ``.npy`` or ``.npz``, memory-mapped where possible.
 
+    Headers are read and checked before any data: a damaged header, an object array or a member
+    that would inflate past :func:`imgclust.memory.max_bytes` is refused in one line.
+    """
     if not path.exists():
         raise DataError(f"array file {str(path)!r} does not exist.")
     if path.is_dir():
         raise DataError(f"{str(path)!r} is a folder: use the image-folder dataset for folders.")
     if path.suffix.lower() not in (".npy", ".npz"):
         raise SettingsError(f"array file {str(path)!r} must end in .npy or .npz.")
-    info: dict[str, Any] = {"source": str(path)}
+    if path.suffix.lower() == ".npy" and (images_key or labels_key):
+        raise SettingsError(
+            f"{path.name} is a .npy holding one array: drop images_key/labels_key "
+            "(use labels_path for labels)."
+        )
     try:
         if path.suffix.lower() == ".npy":
-            if images_key or labels_key:
-                raise SettingsError(
-                    f"{path.name} is a .npy holding one array: drop images_key/labels_key "
-                    "(use labels_path for labels)."
-                )
-            images = np.load(path, mmap_mode="r", allow_pickle=False)
-            info["memory_mapped"] = isinstance(images, np.memmap)
-            return images, None, info
-        with zipfile.ZipFile(path) as archive:
-            keys = [n[: -len(".npy")] for n in archive.namelist() if n.endswith(".npy")]
+            return _read_npy(path)
+        return _read_npz(path, images_key, labels_key)
+    except ImgclustError:
+        raise
+    except MemoryError:
+        raise DataError(f"array file {str(path)!r} does not fit in memory.") from None
+    except Exception as exc:  # any library failure on an untrusted file is one line
+        raise DataError(f"cannot read array file {str(path)!r}: {_one_line(exc)}") from None
+
+
+def _read_npy(path: Path) -> tuple[Any, Any, dict[str, Any]]:
+    """A ``.npy`` file, memory-mapped after its header is checked against the file's length."""
+    import numpy as np
+
+    source = path.name
+    with open(path, "rb") as handle:
+        header = read_npy_header(handle, source)
+        check_npy_payload(header, path.stat().st_size - header.data_offset, source)
+    images = np.load(path, mmap_mode="r", allow_pickle=False)
+    return images, None, {"source": str(path), "memory_mapped": isinstance(images, np.memmap)}
+
+
+def _read_npz(
+    path: Path, images_key: str | None, labels_key: str | None
+) -> tuple[Any, Any, dict[str, Any]]:
+    """An ``.npz``'s images (memory-mapped when stored uncompressed) and labels."""
+    import numpy as np
+
+    with zipfile.ZipFile(path) as archive:
+        keys = [n[: -len(".npy")] for n in archive.namelist() if n.endswith(".npy")]
         key = images_key or _pick(keys, IMAGE_KEYS, only=True)
         if key is None or key not in keys:
             what = f"no array {key!r}" if key else "no array named x, images, x_train or arr_0"
@@ -116,25 +152,40 @@ def read_arrays(
                 f"{path.name} has no array {labels_key!r}; it has {', '.join(keys)}: "
                 "set dataset.labels_key."
             )
-        images = npz_member_memmap(path, key)
-        info.update(images_key=key, labels_key=label_key, memory_mapped=images is not None)
-        with np.load(path, allow_pickle=False) as archive:
-            if images is None:
-                _note(
-                    f"{path.name}: {key!r} is compressed, so it is read into memory; "
-                    "save with np.savez (or as .npy) to memory-map it"
-                )
-                images = archive[key]
-            labels = archive[label_key] if label_key else None
-        return images, labels, info
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, struct.error) as exc:
-        if "Object arrays" in str(exc):
-            raise DataError(
-                f"{str(path)!r} holds an object array (images of different shapes, or Python "
-                "objects): save one (N, H, W[, C]) array of numbers, or resize the images to one "
-                "size with the image-folder dataset's size setting."
-            ) from None
-        raise DataError(f"cannot read array file {str(path)!r}: {exc}") from None
+        headers = {k: npz_member_header(archive, k, path.name) for k in (key, label_key) if k}
+    images = npz_member_memmap(path, key)
+    info: dict[str, Any] = {"source": str(path)}
+    info.update(images_key=key, labels_key=label_key, memory_mapped=images is not None)
+    if images is None:
+        check_bytes(headers[key].nbytes, f"{path.name}: array {key!r}", "save it with np.savez")
+    if label_key:
+        check_bytes(headers[label_key].nbytes, f"{path.name}: labels {label_key!r}")
+    with np.load(path, allow_pickle=False) as archive:
+        if images is None:
+            _note(
+                f"{path.name}: {key!r} is compressed, so it is read into memory; "
+                "save with np.savez (or as .npy) to memory-map it"
+            )
+            images = archive[key]
+        labels = archive[label_key] if label_key else None
+    return images, labels, info
+
+
+def npz_member_header(archive: zipfile.ZipFile, key: str, source: str) -> NpyHeader:
+    """The checked ``.npy`` header of an ``.npz`` member, read without inflating its data.
+
+    The zip's own record of the member's inflated size bounds what reading it may allocate:
+    the header's array must fit in it, and neither may pass the memory bound.
+    """
+    member = archive.getinfo(f"{key}.npy")
+    what = f"{source}: array {key!r}"
+    if member.compress_type != zipfile.ZIP_STORED:
+        advice = "save it with np.savez or as .npy"
+        check_inflation(member.file_size, member.compress_size, what, advice)
+    with archive.open(member) as handle:
+        header = read_npy_header(handle, what)
+    check_npy_payload(header, member.file_size - header.data_offset, what)
+    return header
 
 
 def npz_member_memmap(path: Path, key: str) -> Any:
@@ -142,7 +193,7 @@ def npz_member_memmap(path: Path, key: str) -> Any:
 
     ``np.savez`` stores each array as a ``.npy`` file inside a zip without compression, so its
     bytes lie contiguously in the file: past the zip's local header sits the ``.npy`` header, then
-    the data. Compressed, encrypted or object arrays cannot be mapped.
+    the data. Compressed, encrypted, object, damaged or empty arrays cannot be mapped.
     """
     import numpy as np
 
@@ -156,32 +207,44 @@ def npz_member_memmap(path: Path, key: str) -> Any:
         if len(local) < 30 or local[:4] != b"PK\x03\x04":
             return None
         name_length, extra_length = struct.unpack("<HH", local[26:30])
-        handle.seek(member.header_offset + 30 + name_length + extra_length)
-        version = np.lib.format.read_magic(handle)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
-        else:
+        start = member.header_offset + 30 + name_length + extra_length
+        handle.seek(start)
+        try:
+            header = read_npy_header(handle, f"{path.name}: array {key!r}")
+        except DataError:
             return None
-        offset = handle.tell()
-    if dtype.hasobject or 0 in shape:
+        offset = start + header.data_offset
+    shape = header.shape
+    if 0 in shape or offset + header.nbytes > start + member.compress_size:
+        return None
+    if offset + header.nbytes > path.stat().st_size:
         return None
     return np.memmap(
-        path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
+        path,
+        dtype=header.dtype,
+        mode="r",
+        offset=offset,
+        shape=shape,
+        order="F" if header.fortran else "C",
     )
 
 
 def read_labels(path: Path) -> Any:
-    """Labels from a ``.npy`` file."""
+    """Labels from a ``.npy`` file, its header checked before the data is read."""
     import numpy as np
 
     if not path.exists():
         raise DataError(f"labels file {str(path)!r} does not exist.")
     try:
+        with open(path, "rb") as handle:
+            header = read_npy_header(handle, path.name)
+            check_npy_payload(header, path.stat().st_size - header.data_offset, path.name)
+        check_bytes(header.nbytes, f"labels file {path.name}")
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read labels file {str(path)!r}: {exc}") from None
+    except ImgclustError:
+        raise
+    except Exception as exc:  # any library failure on an untrusted file is one line
+        raise DataError(f"cannot read labels file {str(path)!r}: {_one_line(exc)}") from None
 
 
 def check_labels(labels: Any, n_images: int, source: str) -> Any:
@@ -247,6 +310,10 @@ def arrange(images: Any, channels: str, source: str) -> tuple[Any, dict[str, Any
         )
     if len(images) == 0:
         raise DataError(f"{source}: the array holds no images.")
+    if 0 in images.shape[1:]:
+        raise DataError(
+            f"{source}: images of shape {shape} hold no pixels (a side of 0): save real images."
+        )
     return _as_image_dtype(images, source), layout
 
 
@@ -300,10 +367,21 @@ def _convert(images: Any, dtype: Any, function: Any) -> Any:
     """A new in-memory array of ``dtype``, filled a chunk at a time."""
     import numpy as np
 
+    check_bytes(
+        nbytes_of(images.shape, np.dtype(dtype).itemsize),
+        f"converting {tuple(images.shape)} images of {images.dtype} to {np.dtype(dtype)}",
+        "save them as uint8 (0..255) or float32 (0..1) to memory-map them",
+    )
     out = np.empty(images.shape, dtype=dtype)
     for start in range(0, len(images), CHUNK):
         out[start : start + CHUNK] = function(np.asarray(images[start : start + CHUNK]))
     return out
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one short line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _note(message: str) -> None:

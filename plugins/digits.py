@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from imgclust.hookspecs import hookimpl
+from imgclust.settings import check_limit
 
 TEST_SHARE = 0.2
 
@@ -21,7 +22,7 @@ class DigitsDataset:
     splits = ("all", "train", "test")
 
     def __init__(self, limit: int | None = None) -> None:
-        self.limit = limit
+        self.limit = check_limit(limit, "dataset 'digits'")
 
     def load(self, split: str = "all") -> Any:
         import numpy as np

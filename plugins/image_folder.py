@@ -20,6 +20,7 @@ from typing import Any, Literal, NamedTuple
 
 from imgclust.errors import DataError, SettingsError
 from imgclust.hookspecs import hookimpl
+from imgclust.settings import check_limit
 
 DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 CHANNELS = {"grayscale": 1, "rgb": 3}
@@ -27,6 +28,7 @@ POOL_SECONDS = 1.0  # use a process pool when serial decoding is expected to tak
 SECONDS_PER_FILE = 2e-4  # rough serial cost of one small file (open, decode, convert)
 BYTES_PER_SECOND = 40e6  # rough serial decode rate of compressed bytes
 SHOWN = 5  # mismatches or skipped files named in an error or warning
+PILLOW_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3  # Pillow's default decompression-bomb limit
 
 
 class ImageSkippedWarning(UserWarning):
@@ -115,7 +117,8 @@ class ImageFolderDataset:
         cache_max_gib: float | None = 256.0,
     ) -> None:
         self.path = Path(path).expanduser()
-        self.size = check_size(size)
+        max_pixels = check_max_pixels(max_pixels)
+        self.size = check_size(size, max_pixels)
         self.mode = check_mode(mode)
         self.recursive = recursive
         self.extensions = normalise_extensions(extensions)
@@ -124,15 +127,12 @@ class ImageFolderDataset:
                 f"dataset 'image-folder' labels must be auto or none, not {labels!r}."
             )
         self.labels = labels
-        if limit is not None and limit < 1:
-            raise SettingsError("dataset 'image-folder' needs limit >= 1 (or none).")
-        self.limit = limit
+        self.limit = check_limit(limit, "dataset 'image-folder'")
         self.strict = strict
         self.workers = check_workers(workers)
         self.cache = cache
         self.cache_dir = cache_dir
         self.max_pixels = max_pixels
-        check_target_pixels(self.size, max_pixels)
         if cache_check not in ("content", "stat"):
             raise SettingsError(
                 f"dataset 'image-folder' cache_check must be content or stat, not {cache_check!r}."
@@ -236,7 +236,8 @@ def load_image_files(
     from imgclust.interfaces import ImageSet
 
     mode = check_mode(mode)
-    size = check_size(size)
+    max_pixels = check_max_pixels(max_pixels)
+    size = check_size(size, max_pixels)
     entries = []
     for file in files:
         path = Path(file)
@@ -263,34 +264,35 @@ def load_image_files(
 
 
 # Settings ------------------------------------------------------------------------------------
-def check_size(size: Any) -> tuple[int, int] | None:
-    """(H, W) with both positive, or None."""
+def check_size(size: Any, max_pixels: int | None = None) -> tuple[int, int] | None:
+    """(H, W) with both positive and no more pixels than images may have, or None."""
     if size is None:
         return None
     try:
         height, width = (int(v) for v in size)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SettingsError(f"image size must be H x W, e.g. 28x28; got {size!r}.") from None
     if height < 1 or width < 1:
         raise SettingsError(f"image size must be positive, e.g. 28x28; got {height}x{width}.")
+    limit = max_pixels if max_pixels is not None else PILLOW_MAX_PIXELS
+    if height * width > limit:
+        raise SettingsError(
+            f"image size {height}x{width} is {height * width:,} pixels per image, more than the "
+            f"{limit:,} allowed (dataset.max_pixels): choose a smaller dataset.size."
+        )
     return height, width
 
 
-def check_target_pixels(size: tuple[int, int] | None, max_pixels: int | None) -> None:
-    """Refuse a resize target larger than the decompression-bomb limit, before any memory goes."""
-    if size is None:
-        return
+def check_max_pixels(max_pixels: Any) -> int | None:
+    """The largest image in pixels: None (Pillow's limit) or a whole number of at least 1."""
     if max_pixels is None:
-        from PIL import Image
-
-        max_pixels = Image.MAX_IMAGE_PIXELS
-    pixels = size[0] * size[1]
-    if max_pixels is not None and pixels > max_pixels:
+        return None
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
         raise SettingsError(
-            f"dataset.size={size[0]}x{size[1]} makes images of {pixels:,} pixels, over the "
-            f"max_pixels limit of {max_pixels:,}: give a smaller size (e.g. 224x224), or raise "
-            "dataset.max_pixels."
+            f"dataset 'image-folder': max_pixels must be a whole number of at least 1 (or none "
+            f"for Pillow's limit); got {max_pixels!r}."
         )
+    return max_pixels
 
 
 def check_mode(mode: str) -> str:
@@ -567,10 +569,17 @@ def decode_files(
     import numpy as np
     from PIL import Image
 
+    from imgclust.memory import check_bytes, nbytes_of
+
     limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
     fixed = size is not None
     shape_hw = size if size is not None else _first_size(files, mode, limit)
     shape = (len(files), shape_hw[0], shape_hw[1], CHANNELS[mode])
+    check_bytes(
+        nbytes_of(shape, 1),
+        f"{len(files)} images of {shape_hw[0]}x{shape_hw[1]}x{shape[3]}",
+        "use fewer images (dataset.limit) or a smaller dataset.size",
+    )
     pending = allocate(shape) if allocate is not None else None
     out = pending.array if pending is not None else np.zeros(shape, dtype=np.uint8)
     target = str(pending.temp_path) if pending is not None else None

@@ -11,13 +11,16 @@ from __future__ import annotations
 import gzip
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from imgclust.errors import DataError, SettingsError
+from imgclust.errors import DataError, ImgclustError
 from imgclust.hookspecs import hookimpl
+from imgclust.memory import check_bytes
+from imgclust.settings import check_limit
 
 ENV_VAR = "IMGCLUST_MNIST"
 #: IDX file stems of each split: (images, labels).
@@ -50,10 +53,8 @@ class MnistDataset:
     splits = ("train", "test", "all")
 
     def __init__(self, path: str | None = None, limit: int | None = None) -> None:
-        if limit is not None and limit < 1:
-            raise SettingsError("dataset 'mnist': limit must be at least 1 (or none for all).")
         self.path = path
-        self.limit = limit
+        self.limit = check_limit(limit, "dataset 'mnist'")
         self._arrays: Arrays | None = None
         self.source: str | None = None
 
@@ -177,8 +178,8 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
         with open(path, "rb") as handle:
             data = handle.read()
         if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            data = gunzip_bounded(data, path.name)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"cannot read MNIST file {name!r}: {exc}; replace it.") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != IDX_UBYTE or data[3] != ndim:
         raise DataError(
@@ -199,6 +200,18 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
+def gunzip_bounded(data: bytes, source: str) -> bytes:
+    """Inflate gzipped bytes, refusing (in one line) to inflate past the memory bound."""
+    import io
+
+    from imgclust.memory import check_inflation, inflation_cap
+
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as handle:
+        inflated = handle.read(inflation_cap(len(data)) + 1)
+    check_inflation(len(inflated), len(data), f"MNIST file {source}")
+    return inflated
+
+
 def read_npz(path: Path) -> Arrays:
     """Keras's ``mnist.npz`` layout: ``x_train``, ``y_train``, ``x_test``, ``y_test``."""
     name = str(path)
@@ -210,15 +223,28 @@ def read_npz(path: Path) -> Arrays:
                     f"MNIST file {name!r} lacks {', '.join(missing)} (it has "
                     f"{', '.join(archive.files) or 'nothing'}): use Keras's mnist.npz layout."
                 )
+            _check_members(path)
             arrays = {key: archive[key] for key in NPZ_KEYS}
-    except DataError:
+    except ImgclustError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"cannot read MNIST file {name!r}: {exc}; replace it.") from None
+    except Exception as exc:  # any library failure on an untrusted file is one line
+        reason = " ".join(str(exc).split())[:200]
+        raise DataError(f"cannot read MNIST file {name!r}: {reason}; replace it.") from None
     return {
         "train": check_split(arrays["x_train"], arrays["y_train"], f"{name} (train)"),
         "test": check_split(arrays["x_test"], arrays["y_test"], f"{name} (test)"),
     }
+
+
+def _check_members(path: Path) -> None:
+    """Every member's header is checked, and its size bounded, before any is read."""
+    from imgclust.plugins.arrays import npz_member_header
+
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for key in NPZ_KEYS:
+            total += npz_member_header(archive, key, path.name).nbytes
+    check_bytes(total, f"MNIST file {path.name}")
 
 
 def check_split(

@@ -103,7 +103,7 @@ def test_birch_through_the_adapter_on_10000_points_saves_without_pickle_and_pred
     new = blob_images(500, seed=1)
     saved = load_pipeline(tmp_path)  # no trust needed: arrays and plain values only
     assert np.array_equal(saved.predict(new), pipeline.predict(new))
-    assert np.array_equal(saved.predict(images[:500]), pipeline.clusterer.instance.labels_[:500])
+    assert np.array_equal(saved.predict(images[:500]), pipeline.labels_[:500])
 
 
 def test_birch_run_from_the_cli_predicts_its_own_labels_after_reload(cli, runs_dir):
