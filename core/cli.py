@@ -203,29 +203,70 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:  # n
     return f"warning: {text.splitlines()[0] if text else category.__name__}\n"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: stops a command the way Ctrl-C does, so the same clean-up runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def _catch_termination() -> dict[int, object]:
+    """Turn SIGTERM and SIGHUP into :class:`Terminated`; the handlers they had before."""
+    import signal
+
+    previous: dict[int, object] = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            if signal.getsignal(signum) is signal.SIG_IGN:  # e.g. nohup: keep ignoring it
+                continue
+            previous[signum] = signal.signal(signum, _terminate)
+        except (ValueError, OSError):  # not the main thread, or no such signal here
+            pass
+    return previous
+
+
+def _stopped(exc: BaseException) -> None:
+    """Say that a command was interrupted (and how to resume its run), then exit 130 or 128+N."""
+    from .resume import interrupted_message
+
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, Terminated):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, Terminated):
+        import signal
+
+        name = signal.Signals(cause.signum).name
+        typer.echo(interrupted_message(exc, f"Stopped by {name}."), err=True)
+        sys.exit(128 + cause.signum)
+    typer.echo(interrupted_message(exc), err=True)
+    sys.exit(130)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; user errors become one line on stderr and a non-zero exit."""
+    import signal
     import warnings
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.formatwarning = _format_warning
+    previous = _catch_termination()
     try:
         _add_plugin_commands()
         app(args=argv, prog_name="imgclust")
     except ImgclustError as exc:
         typer.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        from .resume import interrupted_message
-
-        typer.echo(interrupted_message(), err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        _stopped(exc)
     except SystemExit as exc:
         if exc.code == 130:  # typer turns Ctrl-C inside a command into exit code 130
-            from .resume import interrupted_message
-
-            typer.echo(interrupted_message(), err=True)
+            _stopped(exc)
         raise
     except MemoryError:
         typer.echo(
@@ -241,3 +282,6 @@ def main(argv: list[str] | None = None) -> None:
             err=True,
         )
         sys.exit(1)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
