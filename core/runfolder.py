@@ -9,6 +9,7 @@ an exclusive lock on ``.imgclust-lock`` inside it, so that two processes never w
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import fcntl
@@ -200,6 +201,8 @@ def lock(folder: Path) -> None:
         if _same_file(fd, path):  # not a lock file another process unlinked meanwhile
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
+            atexit.unregister(_unlock_all)  # once, however many folders are locked
+            atexit.register(_unlock_all)  # an interruption before a run starts could leave it
             _locks[key] = fd
             return
         os.close(fd)
@@ -219,6 +222,11 @@ def _same_file(fd: int, path: Path) -> bool:
         return os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
     except OSError:
         return False
+
+
+def _unlock_all() -> None:
+    for key in list(_locks):
+        unlock(key)
 
 
 def unlock(folder: Path) -> None:
