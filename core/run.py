@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+import shlex
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -233,8 +234,9 @@ def _failed(folder: Path, exc: BaseException) -> BaseException:
 
     worth_keeping = not created_here(folder) or _has_checkpoints(folder)
     if isinstance(exc, OSError):
-        hint = f"; resume with: imgclust run --resume {folder}" if worth_keeping else ""
-        exc = ImgclustError(f"cannot write the run folder {str(folder)!r}: {os_reason(exc)}{hint}")
+        hint = f"; resume with: imgclust run --resume {shlex.quote(str(folder))}"
+        reason = f"cannot write the run folder {str(folder)!r}: {os_reason(exc)}"
+        exc = ImgclustError(reason + (hint if worth_keeping else ""))
     if worth_keeping or not discard(folder):
         unlock(folder)
         if folder.is_dir():
