@@ -58,6 +58,7 @@ KNOWN_DIRS = frozenset({"checkpoints", "pipeline", "plots"})
 TEMPORARY_FILE = re.compile(r"^(\..+\.[A-Za-z0-9_]{8}\.tmp|\.tmp-.+\.keras)$")
 TEMPORARY_DIR = re.compile(r"^\.pipeline\.[A-Za-z0-9_]{8}$")
 
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
 _created: dict[Path, str] = {}  # folders this process created -> the token in their marker
 _locks: dict[Path, int] = {}  # folders this process holds the lock of -> the lock file's fd
 
@@ -188,6 +189,9 @@ def lock(folder: Path) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            if exc.errno in _NO_LOCKS:  # a filesystem without locks: go on unguarded
+                _locks[key] = fd
+                return
             holder = _read_pid(fd)
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
@@ -199,8 +203,9 @@ def lock(folder: Path) -> None:
                 f"cannot lock the run folder {str(folder)!r}: {os_reason(exc)}."
             ) from None
         if _same_file(fd, path):  # not a lock file another process unlinked meanwhile
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            with contextlib.suppress(OSError):  # the pid only helps the message above
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
             atexit.unregister(_unlock_all)  # once, however many folders are locked
             atexit.register(_unlock_all)  # an interruption before a run starts could leave it
             _locks[key] = fd
