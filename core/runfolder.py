@@ -1,10 +1,11 @@
 """Run folders: named after what ran, built under ``NAME.incomplete`` and renamed when whole,
 so that a run folder is never overwritten and never half-written.
 
-A folder this process creates carries a marker file (``.imgclust-run``) holding a token only this
-process knows; :func:`discard` removes a folder only when it was created here and its marker still
-holds that token, and then only the names imgclust writes. While a run works in a folder it holds
-an exclusive lock on ``.imgclust-lock`` inside it, so that two processes never work in one folder.
+A folder this process creates carries, until it is finished, a marker file (``.imgclust-run``)
+holding a token only this process knows; :func:`discard` removes a folder only when it was created
+here and its marker still holds that token, and then only the names imgclust writes. While a run
+works in a folder it holds an exclusive lock on ``.imgclust-lock`` inside it, so that two
+processes never work in one folder.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ KNOWN_FILES = frozenset(
         LOCK,
     }
 )
+RUN_FILES = ("config.toml", "summary.json", "assignments.csv")  # in every finished run folder
 KNOWN_DIRS = frozenset({"checkpoints", "pipeline", "plots"})
 # temporaries imgclust makes: atomic.write_bytes, persist.save_pipeline, Keras model saves
 TEMPORARY_FILE = re.compile(r"^(\..+\.[A-Za-z0-9_]{8}\.tmp|\.tmp-.+\.keras)$")
@@ -160,11 +162,9 @@ def created_here(folder: Path) -> bool:
 
 
 def is_run_folder(path: Path) -> bool:
-    """Whether ``path`` is a run folder ``imgclust run`` wrote: its marker (or, from versions
-    without one, summary.json) beside the config and the cluster assignments."""
+    """Whether ``path`` holds what ``imgclust run`` writes: config, summary and assignments."""
     path = Path(path)
-    made = (path / MARKER).is_file() or (path / "summary.json").is_file()
-    return made and (path / "config.toml").is_file() and (path / "assignments.csv").is_file()
+    return all((path / name).is_file() for name in RUN_FILES)
 
 
 # Locking ---------------------------------------------------------------------------------------
@@ -286,6 +286,7 @@ def finalise(incomplete: Path) -> Path:
     incomplete = Path(incomplete)
     base = incomplete.name.removesuffix(INCOMPLETE)
     remove_temporaries(incomplete)
+    made_here = created_here(incomplete)
     for attempt in range(1, MAX_ATTEMPTS + 1):
         candidate = incomplete.parent / (base if attempt == 1 else f"{base}-{attempt}")
         try:
@@ -303,6 +304,9 @@ def finalise(incomplete: Path) -> Path:
                     candidate.rmdir()
                 raise _write_error(incomplete, exc) from None
             _created.pop(_key(incomplete), None)
+            if made_here:  # a finished folder needs no proof of who made it
+                with contextlib.suppress(OSError):
+                    (candidate / MARKER).unlink()
             fd = _locks.pop(_key(incomplete), None)
             if fd is not None:
                 _locks[_key(candidate)] = fd

@@ -96,6 +96,6 @@ def _check_finished_run(run: Path) -> None:
         )
     if not is_run_folder(run):
         raise DataError(
-            f"{str(run)!r} is not an imgclust run folder (no config.toml and assignments.csv): "
-            "give a folder `imgclust run` wrote."
+            f"{str(run)!r} is not an imgclust run folder (it lacks config.toml, summary.json or "
+            "assignments.csv): give a folder `imgclust run` wrote."
         )

@@ -166,6 +166,7 @@ def test_a_run_of_many_chained_encoders_gets_a_folder(cli, runs_dir):
     assert result.exit_code == 0, result.stderr
     [finished] = folders(runs_dir)
     assert len(finished.name) <= NAME_MAX and (finished / "metrics.json").is_file()
+    assert not (finished / runfolder.MARKER).exists() and not (finished / LOCK).exists()
 
 
 # Leftovers of a writer that was killed ------------------------------------------------------------
