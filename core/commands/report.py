@@ -82,6 +82,8 @@ def register(app: Any) -> None:
 
 def _check_finished_run(run: Path) -> None:
     """Refuse what is not a finished run folder, before anything is written into it."""
+    import shlex
+
     from ..errors import DataError
     from ..runfolder import INCOMPLETE, is_run_folder
 
@@ -92,7 +94,8 @@ def _check_finished_run(run: Path) -> None:
     if run.name.endswith(INCOMPLETE) or run.resolve().name.endswith(INCOMPLETE):
         raise DataError(
             f"{str(run)!r} is a run that is not finished: resume it with "
-            f"`imgclust run --resume {run}` or wait for it to finish, then report it."
+            f"`imgclust run --resume {shlex.quote(str(run))}` or wait for it to finish, "
+            "then report it."
         )
     if not is_run_folder(run):
         raise DataError(
