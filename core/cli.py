@@ -214,36 +214,88 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:  # n
     return f"warning: {text.splitlines()[0] if text else category.__name__}\n"
 
 
+class Stopped(KeyboardInterrupt):
+    """Ctrl-C, SIGTERM or SIGHUP: every one stops a command the way Ctrl-C does, so that the
+    same clean-up runs. (A subclass: CPython re-raises a bare KeyboardInterrupt as a SIGINT death
+    at exit when a library's code ran it through ``PyRun_*``, losing the exit status.)"""
+
+    received: int | None = None  # the signal that stopped this process's command, if any
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: object) -> None:
+    Stopped.received = Stopped.received or signum
+    raise Stopped(signum)
+
+
+def _catch_stop_signals() -> dict[int, object]:
+    """Turn SIGINT, SIGTERM and SIGHUP into :class:`Stopped`; the handlers they had before."""
+    import signal
+
+    previous: dict[int, object] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        try:
+            if signal.getsignal(signum) is signal.SIG_IGN:  # e.g. nohup: keep ignoring it
+                continue
+            previous[signum] = signal.signal(signum, _stop)
+        except (ValueError, OSError):  # not the main thread, or no such signal here
+            pass
+    Stopped.received = None
+    return previous
+
+
+def _stopped(exc: BaseException) -> None:
+    """Say that a command was stopped (and how to resume its run), then exit 128 + the signal.
+
+    A library that turned the interruption into an error of its own (Keras's imports do) is
+    still reported as interrupted: the signal handler noted the signal.
+    """
+    import signal
+
+    from .resume import interrupted_message
+
+    signum = Stopped.received or signal.SIGINT
+    what = (
+        "Interrupted." if signum == signal.SIGINT else f"Stopped by {signal.Signals(signum).name}."
+    )
+    typer.echo(interrupted_message(exc, what), err=True)
+    sys.exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; user errors become one line on stderr and a non-zero exit."""
+    import signal
     import warnings
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.formatwarning = _format_warning
+    previous = _catch_stop_signals()
     try:
         _add_plugin_commands()
         app(args=argv, prog_name="imgclust")
+    except KeyboardInterrupt as exc:
+        _stopped(exc)
+    except SystemExit as exc:
+        if exc.code == 130 or (exc.code and Stopped.received):  # typer: Ctrl-C -> exit 130
+            _stopped(exc)
+        raise
     except ImgclustError as exc:
+        if Stopped.received:
+            _stopped(exc)
         typer.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        from .resume import interrupted_message
-
-        typer.echo(interrupted_message(), err=True)
-        sys.exit(130)
-    except SystemExit as exc:
-        if exc.code == 130:  # typer turns Ctrl-C inside a command into exit code 130
-            from .resume import interrupted_message
-
-            typer.echo(interrupted_message(), err=True)
-        raise
     except MemoryError:
         typer.echo(
             "Error: out of memory: use fewer images (dataset limit) or smaller settings.", err=True
         )
         sys.exit(1)
     except Exception as exc:
+        if Stopped.received:
+            _stopped(exc)
         if os.environ.get("IMGCLUST_DEBUG"):
             raise
         typer.echo(
@@ -252,3 +304,6 @@ def main(argv: list[str] | None = None) -> None:
             err=True,
         )
         sys.exit(1)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)

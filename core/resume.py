@@ -2,7 +2,8 @@
 folder from the encoders' last checkpoints, with the configuration saved there.
 
 A run that fails or is interrupted keeps its ``NAME.incomplete`` folder when ``checkpoints/``
-holds something; :func:`remember_kept` notes it so the CLI can say how to go on.
+holds something, or when it was not created by this process; :func:`note_kept` marks the
+exception with that folder so the CLI can say how to go on.
 """
 
 from __future__ import annotations
@@ -12,27 +13,37 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError, SettingsError
-from .runfolder import INCOMPLETE
+from .runfolder import INCOMPLETE, lock
 
-_kept: Path | None = None
-
-
-def remember_kept(folder: Path) -> None:
-    """Note the incomplete run folder a failed or interrupted run left for resuming."""
-    global _kept
-    _kept = Path(folder)
+KEPT = "imgclust_kept_folder"
 
 
-def kept_folder() -> Path | None:
-    """The folder the last failed run in this process kept, if any."""
-    return _kept
+def note_kept(exc: BaseException, folder: Path) -> None:
+    """Mark ``exc`` with the incomplete run folder a failed or interrupted run left for resuming."""
+    try:
+        setattr(exc, KEPT, Path(folder))
+    except (AttributeError, TypeError):  # an exception that takes no attributes
+        pass
 
 
-def interrupted_message() -> str:
+def kept_folder(exc: BaseException | None) -> Path | None:
+    """The folder a failed run kept, from ``exc`` or the exceptions it was raised from."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        folder = getattr(exc, KEPT, None)
+        if folder is not None:
+            return Path(folder)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def interrupted_message(exc: BaseException | None = None, what: str = "Interrupted.") -> str:
     """'Interrupted.' and, when a run can go on, the command that resumes it."""
-    if _kept is None or not _kept.is_dir():
-        return "Interrupted."
-    return f"Interrupted. Resume with: imgclust run --resume {shlex.quote(str(_kept))}"
+    kept = kept_folder(exc)
+    if kept is None or not (kept / "config.toml").is_file():
+        return what
+    return f"{what} Resume with: imgclust run --resume {shlex.quote(str(kept))}"
 
 
 def find_incomplete(path: Path | str) -> Path:
@@ -71,4 +82,5 @@ def resume_config(path: Path | str, given: dict[str, Any]) -> tuple[Path, Path]:
     config = folder / "config.toml"
     if not config.is_file():
         raise DataError(f"{str(folder)!r} has no config.toml, so it cannot be resumed.")
+    lock(folder)  # before any slow work: a second resume of the folder fails at once
     return config, folder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shlex
 import sys
 import time
 import types
@@ -27,7 +28,18 @@ from .metrics import (
 from .outputs import csv_text
 from .pipeline import Pipeline, Stage
 from .registry import Registry
-from .runfolder import create_incomplete, discard, finalise, run_name
+from .runfolder import (
+    TEMPORARY_FILE,
+    create_incomplete,
+    created_here,
+    discard,
+    finalise,
+    lock,
+    os_reason,
+    remove_temporaries,
+    run_name,
+    unlock,
+)
 from .summary import clusters_markdown
 
 Log = Callable[[str], None]
@@ -136,6 +148,9 @@ def execute(
     # ``folder``: an interrupted run's NAME.incomplete folder to continue in (imgclust run --resume)
     if folder is None:
         folder = create_incomplete(Path(runs_dir), run_name(config))
+    else:
+        lock(folder)
+        remove_temporaries(folder)  # what a killed earlier attempt left half-written
     try:
         atomic.write_text(folder / "config.toml", to_toml(config))
         if data.info.get("skipped"):  # unreadable input files the dataset left out
@@ -208,16 +223,41 @@ def execute(
             from .report_html import write_report_quietly
 
             write_report_quietly(folder, log)
-    except BaseException:
-        if not any((folder / "checkpoints").glob("**/*")):
-            discard(folder)
-        else:
-            from .resume import remember_kept
-
-            remember_kept(folder)
-        raise
-    result.path = finalise(folder)
+        result.path = finalise(folder)
+    except BaseException as exc:
+        error = _failed(folder, exc)
+        if error is exc:
+            raise
+        raise error from None
     return result
+
+
+def _failed(folder: Path, exc: BaseException) -> BaseException:
+    """Clean up after a failed or interrupted run; the exception to raise, one line for OSError.
+
+    The folder goes only when this process created it and no checkpoint is worth resuming;
+    otherwise it is kept (and unlocked) and the exception names it for the resume hint.
+    """
+    from .resume import note_kept
+
+    worth_keeping = not created_here(folder) or _has_checkpoints(folder)
+    if isinstance(exc, OSError):
+        hint = f"; resume with: imgclust run --resume {shlex.quote(str(folder))}"
+        reason = f"cannot write the run folder {str(folder)!r}: {os_reason(exc)}"
+        exc = ImgclustError(reason + (hint if worth_keeping else ""))
+    if worth_keeping or not discard(folder):
+        unlock(folder)
+        if folder.is_dir():
+            note_kept(exc, folder)
+    return exc
+
+
+def _has_checkpoints(folder: Path) -> bool:
+    try:
+        files = (p for p in (folder / "checkpoints").glob("**/*") if p.is_file())
+        return any(not TEMPORARY_FILE.match(p.name) for p in files)
+    except OSError:
+        return False
 
 
 def _n_clusters(labels: np.ndarray) -> int:

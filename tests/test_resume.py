@@ -212,3 +212,93 @@ def test_conv_ae_resumes_from_its_checkpoint(cli, runs_dir, monkeypatch):
     metrics = json.loads((finished / "metrics.json").read_text())
     assert len(metrics["training"]["conv-ae"]["loss"]) == 2
     assert (finished / "pipeline" / "encoder-0-conv-ae").is_dir()
+
+
+def test_an_interrupted_resume_keeps_the_folder_it_did_not_create(cli, runs_dir, monkeypatch):
+    assert cli("run", *RUN, "--runs-dir", runs_dir).exit_code == 0
+    [finished] = folders(runs_dir)
+    folder = runs_dir / "2026-01-02T03-04-05-digits-stepper-kmeans.incomplete"
+    folder.mkdir()
+    (folder / "config.toml").write_bytes((finished / "config.toml").read_bytes())
+    (folder / "notes.txt").write_text("mine")
+
+    def interrupt(self, images, validation=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Stepper, "fit", interrupt)  # before any checkpoint
+    result = cli("run", "--resume", folder)
+    assert result.exit_code == 130
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Interrupted. Resume with: imgclust run --resume {folder}"
+    )
+    assert sorted(p.name for p in folder.iterdir()) == ["config.toml", "notes.txt"]
+
+
+def test_the_kept_folder_travels_on_the_exception(registry, runs_dir):
+    from imgclust.config import resolve_config
+    from imgclust.resume import kept_folder
+    from imgclust.run import execute
+
+    config = resolve_config(
+        registry,
+        dataset="digits",
+        encoders=["stepper"],
+        clusterer="kmeans",
+        sets=["dataset.limit=300", "encoder.interrupt_after=1"],
+    )
+    with pytest.raises(KeyboardInterrupt) as raised:
+        execute(registry, config, runs_dir, plots=False)
+    [incomplete] = folders(runs_dir)
+    assert kept_folder(raised.value) == incomplete
+
+
+def test_an_interruption_a_library_turns_into_an_error_is_still_one(cli, runs_dir, monkeypatch):
+    import os
+    import signal
+    import time
+
+    original = Stepper.fit
+
+    def swallowing(self, images, validation=None):
+        original(self, images, validation)  # checkpoints every epoch
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, while a library is busy
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise ImportError("To use Keras, you need to have `optree` installed.") from None
+        return self
+
+    monkeypatch.setattr(Stepper, "fit", swallowing)
+    result = cli("run", *RUN, "--runs-dir", runs_dir)
+    assert result.exit_code == 130, result.stderr
+    [incomplete] = folders(runs_dir)
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Interrupted. Resume with: imgclust run --resume {incomplete}"
+    )
+
+
+def test_a_full_disk_after_a_checkpoint_keeps_the_run_to_resume(cli, runs_dir, monkeypatch):
+    import errno
+    import os
+
+    import imgclust.atomic
+
+    real = imgclust.atomic.write_bytes
+
+    def full(path, data):
+        if Path(path).name == "embeddings.npy":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(path, data)
+
+    monkeypatch.setattr(imgclust.atomic, "write_bytes", full)
+    result = cli("run", *RUN, "--runs-dir", runs_dir)
+    [incomplete] = folders(runs_dir)
+    assert result.exit_code != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Error: cannot write the run folder {str(incomplete)!r}: No space left on device; "
+        f"resume with: imgclust run --resume {incomplete}"
+    )
+    monkeypatch.setattr(imgclust.atomic, "write_bytes", real)
+    assert cli("run", "--resume", incomplete).exit_code == 0
+    [finished] = folders(runs_dir)
+    assert (finished / "embeddings.npy").is_file() and not finished.name.endswith(".incomplete")
