@@ -466,8 +466,9 @@ def check_layout(
     expect(manifest.get("input"), (dict,), "'input'")
     shape = check_input_shape(manifest["input"].get("shape"), where)
     preprocessing = expect(manifest.get("preprocessing"), (dict,), "'preprocessing'")
-    dataset = expect(preprocessing.get("dataset"), (dict,), "'preprocessing'.dataset")
-    expect(dataset.get("name"), text, "'preprocessing'.dataset.name")
+    dataset = expect(preprocessing.get("dataset"), (dict, type(None)), "'preprocessing'.dataset")
+    if dataset is not None:  # pipelines saved from Python name no dataset
+        expect(dataset.get("name"), text, "'preprocessing'.dataset.name")
     for key in ("split", "fit_split"):
         expect(preprocessing.get(key), optional_text, f"'preprocessing'.{key}")
     expect(manifest.get("can_predict"), (bool,), "'can_predict'")

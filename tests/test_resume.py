@@ -285,10 +285,10 @@ def test_a_full_disk_after_a_checkpoint_keeps_the_run_to_resume(cli, runs_dir, m
 
     real = imgclust.atomic.write_bytes
 
-    def full(path, data):
+    def full(path, data, **options):
         if Path(path).name == "embeddings.npy":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(path, data)
+        return real(path, data, **options)
 
     monkeypatch.setattr(imgclust.atomic, "write_bytes", full)
     result = cli("run", *RUN, "--runs-dir", runs_dir)

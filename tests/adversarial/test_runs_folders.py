@@ -62,10 +62,10 @@ def interrupted_folder(runs_dir: Path, source: Path) -> Path:
 def test_a_full_disk_is_one_line_and_leaves_nothing(cli, runs_dir, monkeypatch, victim):
     real = imgclust.atomic.write_bytes
 
-    def full(path, data):
+    def full(path, data, **options):
         if Path(path).name == victim:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(path, data)
+        return real(path, data, **options)
 
     monkeypatch.setattr(imgclust.atomic, "write_bytes", full)
     line = one_error_line(cli("run", *FAST, "--runs-dir", runs_dir))
