@@ -121,8 +121,8 @@ class PretrainedEncoder:
         progress = _Progress(len(images))
         for start in range(0, len(images), self.batch_size):
             batch = self._pixels(np.asarray(images[start : start + self.batch_size]), keras)
-            features = self.model_(preprocess(batch), training=False)
-            out[start : start + len(batch)] = keras.ops.convert_to_numpy(features)
+            features = self.model_.predict_on_batch(preprocess(batch))
+            out[start : start + len(batch)] = np.asarray(features)
             progress.update(start + len(batch))
         progress.close()
         if self.normalize:
