@@ -158,3 +158,34 @@ def test_a_run_on_mixed_size_photos_saves_a_pipeline_that_predicts_its_images(cl
         for line in (run / "assignments.csv").read_text().splitlines()[1:]
     }
     assert assigned == fitted
+
+
+def test_the_encoder_runs_and_round_trips_under_the_jax_backend(tmp_path):
+    """Keras picks its backend at import, so the check runs in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax", reason="the JAX backend is checked where jax is installed")
+    script = (
+        "import numpy as np, keras\n"
+        "from imgclust.plugins.pretrained import PretrainedEncoder\n"
+        "assert keras.backend.backend() == 'jax'\n"
+        "x = np.random.default_rng(0).integers(0, 256, (6, 40, 50, 3), dtype=np.uint8)\n"
+        f"settings = {SMALL!r}\n"
+        "fitted = PretrainedEncoder(**settings).fit(x)\n"
+        "fitted.save('stage')\n"
+        "loaded = PretrainedEncoder(**settings).load('stage')\n"
+        "assert np.array_equal(fitted.transform(x), loaded.transform(x))\n"
+        "print(fitted.transform(x).shape)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(6, 576)" in done.stdout
