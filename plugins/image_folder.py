@@ -24,6 +24,7 @@ from imgclust.settings import check_limit
 
 DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 CHANNELS = {"grayscale": 1, "rgb": 3}
+FITS = ("stretch", "pad", "pad-black", "crop")
 POOL_SECONDS = 1.0  # use a process pool when serial decoding is expected to take longer
 SECONDS_PER_FILE = 2e-4  # rough serial cost of one small file (open, decode, convert)
 BYTES_PER_SECOND = 40e6  # rough serial decode rate of compressed bytes
@@ -67,7 +68,7 @@ class ImageFolderDataset:
     size : tuple[int, int] | None
         Resize every image to H x W, e.g. 28x28 (default: the first image's size).
         Without it, images of another size than the first are an error that names them.
-        Resizing stretches: the aspect ratio is not kept.
+        How each image reaches this size is ``fit``.
     mode : str
         ``grayscale`` (one channel) or ``rgb`` (three channels); transparency is dropped.
     recursive : bool
@@ -95,6 +96,10 @@ class ImageFolderDataset:
         Refuse a cache entry larger than this many GiB (none: only the free disk space bounds it).
     max_pixels : int | None
         Refuse larger images as possible decompression bombs (default: Pillow's limit, 89 M).
+    fit : str
+        How an image reaches ``size``: ``stretch`` (aspect ratio lost), ``pad`` (aspect kept,
+        padded with the median colour of its edge), ``pad-black`` or ``crop`` (aspect kept,
+        centre crop).
     """
 
     splits = ("all",)
@@ -115,8 +120,10 @@ class ImageFolderDataset:
         max_pixels: int | None = None,
         cache_check: Literal["content", "stat"] = "content",
         cache_max_gib: float | None = 256.0,
+        fit: Literal["stretch", "pad", "pad-black", "crop"] = "stretch",
     ) -> None:
         self.path = Path(path).expanduser()
+        self.fit = check_fit(fit)
         max_pixels = check_max_pixels(max_pixels)
         self.size = check_size(size, max_pixels)
         self.mode = check_mode(mode)
@@ -168,6 +175,8 @@ class ImageFolderDataset:
 
         source = str(self.path)
         settings = {"size": self.size, "mode": self.mode, "max_pixels": self.max_pixels}
+        if self.fit != "stretch":  # entries made before ``fit`` existed stay valid
+            settings["fit"] = self.fit
         folder, scope = (None, "")
         if self.cache:
             folder, scope = imagecache.cache_location(self.path, self.cache_dir)
@@ -190,14 +199,16 @@ class ImageFolderDataset:
                 _note(f"not replacing a damaged cache entry in {folder.path}: decoding into memory")
                 folder = None
         if folder is None:
-            decoded = decode_files(files, self.size, self.mode, self.workers, self.max_pixels)
+            decoded = decode_files(
+                files, self.size, self.mode, self.workers, self.max_pixels, fit=self.fit
+            )
             return check_skipped(decoded, self.strict, source)
 
         def allocate(shape: tuple[int, ...]) -> Any:
             return imagecache.PendingEntry(folder, prefix, key, shape, self.cache_max_gib)
 
         decoded = decode_files(
-            files, self.size, self.mode, self.workers, self.max_pixels, allocate=allocate
+            files, self.size, self.mode, self.workers, self.max_pixels, allocate, self.fit
         )
         pending = decoded.images
         try:
@@ -227,6 +238,7 @@ def load_image_files(
     strict: bool = False,
     workers: int | None = None,
     max_pixels: int | None = None,
+    fit: str = "stretch",
 ) -> Any:
     """Read the given image files as ``image-folder`` does, into memory (no cache).
 
@@ -252,7 +264,7 @@ def load_image_files(
     if not entries:
         raise DataError("no image files were given.")
     source = str(root) if root is not None else "the given files"
-    decoded = decode_files(entries, size, mode, check_workers(workers), max_pixels)
+    decoded = decode_files(entries, size, mode, check_workers(workers), max_pixels, fit=fit)
     check_skipped(decoded, strict, source, stacklevel=3)
     info = {
         "source": str(root) if root is not None else "",
@@ -293,6 +305,15 @@ def check_max_pixels(max_pixels: Any) -> int | None:
             f"for Pillow's limit); got {max_pixels!r}."
         )
     return max_pixels
+
+
+def check_fit(fit: str) -> str:
+    """How an image reaches the target size: one of :data:`FITS`."""
+    if fit not in FITS:
+        raise SettingsError(
+            f"dataset 'image-folder' fit must be one of {', '.join(FITS)}, not {fit!r}."
+        )
+    return fit
 
 
 def check_mode(mode: str) -> str:
@@ -425,8 +446,11 @@ def _imaging() -> tuple[Any, Any, Any]:
     return _IMAGING
 
 
-def decode_image(path: str | Path, size: tuple[int, int] | None, mode: str) -> Any:
-    """One image as (H, W, C) uint8: first frame, EXIF orientation applied, converted, resized.
+def decode_image(
+    path: str | Path, size: tuple[int, int] | None, mode: str, fit: str = "stretch"
+) -> Any:
+    """One image as (H, W, C) uint8: first frame, EXIF orientation applied, converted, brought
+    to ``size`` as ``fit`` says (see :data:`FITS`).
 
     Raises whatever Pillow raises for unreadable files; decompression-bomb warnings must be
     turned into errors by the caller (:func:`_bomb_guard`).
@@ -440,9 +464,40 @@ def decode_image(path: str | Path, size: tuple[int, int] | None, mode: str) -> A
             ImageOps.exif_transpose(image, in_place=True)
         image = _convert(image, mode)
         if size is not None and image.size != (size[1], size[0]):
-            image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            image = _fit(image, size, fit)
         array = np.asarray(image, dtype=np.uint8)
     return array.reshape(array.shape[0], array.shape[1], CHANNELS[mode])
+
+
+def _fit(image: Any, size: tuple[int, int], fit: str) -> Any:
+    """Resize to (H, W): stretched, or aspect kept and padded (``pad``, ``pad-black``) or
+    centre-cropped (``crop``)."""
+    np, Image, ImageOps = _imaging()
+    target = (size[1], size[0])
+    method = Image.Resampling.BILINEAR
+    if fit == "crop":
+        return ImageOps.fit(image, target, method=method, centering=(0.5, 0.5))
+    if fit in ("pad", "pad-black"):
+        colour = _border_colour(np.asarray(image)) if fit == "pad" else 0
+        if image.mode == "RGB" and not isinstance(colour, tuple):
+            colour = (colour,) * 3
+        return ImageOps.pad(image, target, method=method, color=colour, centering=(0.5, 0.5))
+    return image.resize(target, method, reducing_gap=2.0)
+
+
+def _border_colour(pixels: Any) -> Any:
+    """The median colour of an image's outermost rows and columns: padding that blends in."""
+    np, _, _ = _imaging()
+    edge = np.concatenate(
+        [
+            pixels[0].reshape(-1, *pixels.shape[2:]),
+            pixels[-1].reshape(-1, *pixels.shape[2:]),
+            pixels[:, 0].reshape(-1, *pixels.shape[2:]),
+            pixels[:, -1].reshape(-1, *pixels.shape[2:]),
+        ]
+    )
+    median = np.median(edge, axis=0)
+    return tuple(int(v) for v in median) if np.ndim(median) else int(median)
 
 
 def _convert(image: Any, mode: str) -> Any:
@@ -515,13 +570,14 @@ def _decode_into(
     limit: int | None,
     fixed: bool,
     out: Any,
+    fit: str = "stretch",
 ) -> list[str]:
     """Decode ``paths`` into the rows of ``out``; one status per file."""
     statuses = []
     with _bomb_guard(limit):
         for row, path in enumerate(paths):
             try:
-                array = decode_image(path, size if fixed else None, mode)
+                array = decode_image(path, size if fixed else None, mode, fit)
             except Exception as error:  # any Pillow failure means "unreadable"
                 statuses.append(describe_failure(error, Path(path)))
                 continue
@@ -537,14 +593,15 @@ def _decode_chunk(task: tuple[Any, ...]) -> tuple[int, list[str], Any]:
     """Worker: decode a chunk into rows of a shared ``.npy`` file, or return the rows."""
     import numpy as np
 
-    start, paths, size, mode, limit, fixed, target = task
+    start, paths, size, mode, limit, fixed, target, fit = task
     if target is not None:
         array = np.load(target, mmap_mode="r+")
-        statuses = _decode_into(paths, size, mode, limit, fixed, array[start : start + len(paths)])
-        del array
+        rows = array[start : start + len(paths)]
+        statuses = _decode_into(paths, size, mode, limit, fixed, rows, fit)
+        del array, rows
         return start, statuses, None
     rows = np.zeros((len(paths), size[0], size[1], CHANNELS[mode]), dtype=np.uint8)
-    return start, _decode_into(paths, size, mode, limit, fixed, rows), rows
+    return start, _decode_into(paths, size, mode, limit, fixed, rows, fit), rows
 
 
 @dataclass
@@ -559,6 +616,7 @@ def decode_files(
     workers: int,
     max_pixels: int | None = None,
     allocate: Callable[[tuple[int, ...]], Any] | None = None,
+    fit: str = "stretch",
 ) -> _Decoding:
     """Decode ``files`` into uint8 rows, in a process pool when that pays.
 
@@ -584,7 +642,7 @@ def decode_files(
     out = pending.array if pending is not None else np.zeros(shape, dtype=np.uint8)
     target = str(pending.temp_path) if pending is not None else None
     try:
-        statuses = _run(files, shape_hw, mode, limit, fixed, out, target, workers)
+        statuses = _run(files, shape_hw, mode, limit, fixed, out, target, workers, fit)
     except BaseException:
         if pending is not None:
             pending.discard()
@@ -638,6 +696,7 @@ def _run(
     out: Any,
     target: str | None,
     workers: int,
+    fit: str = "stretch",
 ) -> list[str]:
     """Decode every file into ``out`` in order, serially or in a pool; statuses in file order."""
     paths = [f.path for f in files]
@@ -646,7 +705,7 @@ def _run(
     with _progress(len(paths)) as advance:
         if workers > 1 and estimate > POOL_SECONDS and len(paths) > 1:
             done = _run_pool(
-                paths, size, mode, limit, fixed, out, target, workers, statuses, advance
+                paths, size, mode, limit, fixed, out, target, workers, statuses, advance, fit
             )
         else:
             done = 0
@@ -654,7 +713,7 @@ def _run(
         for start in range(done, len(paths), step):  # serial, or what a broken pool left
             part = paths[start : start + step]
             statuses[start : start + len(part)] = _decode_into(
-                part, size, mode, limit, fixed, out[start : start + len(part)]
+                part, size, mode, limit, fixed, out[start : start + len(part)], fit
             )
             advance(len(part))
     return statuses
@@ -671,6 +730,7 @@ def _run_pool(
     workers: int,
     statuses: list[str],
     advance: Callable[[int], None],
+    fit: str = "stretch",
 ) -> int:
     """Decode in ``workers`` processes; return how many leading files are done (all, normally)."""
     import concurrent.futures as futures
@@ -682,7 +742,7 @@ def _run_pool(
     method = "fork" if sys.platform.startswith("linux") else "spawn"
     chunk = max(64, min(2048, len(paths) // (workers * 16) or 64))
     tasks = [
-        (start, paths[start : start + chunk], size, mode, limit, fixed, target)
+        (start, paths[start : start + chunk], size, mode, limit, fixed, target, fit)
         for start in range(0, len(paths), chunk)
     ]
     finished = [False] * len(tasks)

@@ -58,6 +58,20 @@ DESKEW_UMAP_GMM = {
 }
 
 
+#: Photos: ImageNet features of whole photos (padded to a square, aspect kept), then
+#: DeepCluster's treatment of CNN features: PCA with whitening, then k-means. Every stage saves
+#: as plain arrays, so predicting new photos needs no --trust. Set k for the collection.
+PHOTOS = {
+    "dataset": {"name": "image-folder", "mode": "rgb", "size": [224, 224], "fit": "pad"},
+    "split": "all",
+    "encoder": [
+        {"name": "pretrained", "backbone": "efficientnetv2-b0"},
+        {"name": "pca", "n_components": 128, "whiten": True},
+    ],
+    "clusterer": {"name": "kmeans", "n_clusters": 10},
+}
+
+
 @hookimpl
 def register_recipes(register):
     register(
@@ -81,4 +95,10 @@ def register_recipes(register):
         DESKEW_UMAP_GMM,
         summary="the best here: deskewed pixels, PCA 50, UMAP to 10-d, Gaussian mixture "
         "(best of 5 starts by likelihood)",
+    )
+    register(
+        "photos",
+        PHOTOS,
+        summary="a folder of photos: ImageNet-pretrained EfficientNetV2-B0 features, PCA 128 "
+        "whitened, k-means (set dataset.path and clusterer.n_clusters)",
     )

@@ -25,11 +25,18 @@ SMALL = {
     ("encoders", "conv-ae"): {"epochs": 1},
     ("encoders", "dense-ae"): {"epochs": 1, "dims": (32,), "batch_size": 64},
     ("encoders", "umap"): {"n_epochs": 20},
+    # ImageNet weights are never downloaded in tests: a random backbone costs the same.
+    ("encoders", "pretrained"): {
+        "backbone": "mobilenetv3-small",
+        "weights": "none",
+        "resolution": 32,
+    },
 }
 #: Stages checked with ``fast=True`` here; the slow test checks them in full.
 TRAINED = {"conv-ae", "dense-ae", "umap"}
-#: Stages whose check takes more than ~10 s on its own: umap's first fit compiles with numba.
-SLOW = {("encoders", "umap")}
+#: Stages whose check takes more than ~10 s on its own: umap's first fit compiles with numba;
+#: pretrained builds and traces a backbone several times.
+SLOW = {("encoders", "umap"), ("encoders", "pretrained")}
 
 
 def bundled(kind: str) -> list[str]:

@@ -64,6 +64,21 @@ def _file_reading(saved: Any) -> tuple[tuple[int, int], str | None]:
     return (height, width), {1: "grayscale", 3: "rgb"}.get(channels)
 
 
+def _fit_setting(saved: Any) -> str:
+    """How the run brought its image files to size (``image-folder``'s ``fit``; else stretch)."""
+    from imgclust.plugins.image_folder import FITS
+
+    preprocessing = (saved.manifest or {}).get("preprocessing") or {}
+    dataset = preprocessing.get("dataset") or {}
+    fit = dataset.get("fit", "stretch") if isinstance(dataset, dict) else "stretch"
+    if fit not in FITS:
+        raise DataError(
+            f"the run's manifest names an unknown image fit {str(fit)[:40]!r} (one of "
+            f"{', '.join(FITS)}): the pipeline folder was altered."
+        )
+    return fit
+
+
 def _need_mode(mode: str | None, saved: Any, what: str) -> str:
     if mode is None:
         raise DataError(
@@ -88,7 +103,7 @@ def _image_files(files: list[Path], size: tuple[int, int], mode: str | None, sav
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        data = load_image_files(files, None, size, mode, workers=1)
+        data = load_image_files(files, None, size, mode, workers=1, fit=_fit_setting(saved))
     skipped = data.info.get("skipped") or []
     if skipped:
         raise DataError(f"cannot read image {skipped[0]}")
@@ -103,7 +118,9 @@ def _image_folder(
     from imgclust.plugins.image_folder import ImageFolderDataset
 
     mode = _need_mode(mode, saved, text)
-    data = ImageFolderDataset(path=str(folder), size=size, mode=mode, cache=False).load("all")
+    fit = _fit_setting(saved)
+    dataset = ImageFolderDataset(path=str(folder), size=size, mode=mode, cache=False, fit=fit)
+    data = dataset.load("all")
     ids = [(Path(text) / name).as_posix() for name in data.ids]
     import numpy as np
 
