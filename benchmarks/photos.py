@@ -141,8 +141,12 @@ def main() -> None:
     lines += [
         "",
         f"Encoding {args.memory_images:,} images ({input_mib:,.0f} MiB as a uint8 memory map) "
-        f"with `{args.memory_backbone}` peaked at {memory['peak_mib']:,.0f} MiB resident: the "
-        "images are read a batch at a time.",
+        f"with `{args.memory_backbone}` peaked at {memory['peak_mib']:,.0f} MiB resident, a "
+        "figure that counts the memory-mapped pages read; the images are read a batch at a time "
+        "and never copied whole.",
+        "",
+        f"Load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+        "(a shared machine: rates are lower bounds).",
     ]
     update_doc_section("photos", "\n".join(lines))
 
