@@ -73,7 +73,7 @@ def run(
     """
     from .config import resolve_config
     from .plugins_host import get_registry
-    from .run import execute
+    from .runner import execute
 
     registry = get_registry()
     names: dict[str, Any] = {}

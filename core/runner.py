@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import random
 import shlex
-import sys
 import time
-import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,19 +314,3 @@ def assignments_csv(data: ImageSet, labels: np.ndarray) -> str:
             row.append(label.item() if isinstance(label, np.generic) else label)
         rows.append(row)
     return csv_text(["id", "cluster", "label"] if has_labels else ["id", "cluster"], rows)
-
-
-class _CallableModule(types.ModuleType):
-    """``imgclust.run`` is both this module and the Python API's ``run`` function.
-
-    Importing a submodule binds its name on the package, so the module named ``run`` would hide
-    a function of that name; calling the module calls :func:`imgclust.api.run` instead.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from .api import run
-
-        return run(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

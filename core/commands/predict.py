@@ -224,7 +224,7 @@ def evaluation(
     from ..config import apply_sets
     from ..metrics import external_scores
     from ..plugins_host import get_registry
-    from ..run import load_split
+    from ..runner import load_split
     from ..settings import resolve
 
     registry = get_registry()

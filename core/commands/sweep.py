@@ -108,7 +108,7 @@ def sweep_k_command(
     k = result.recommended
     final: dict[str, Any] = {"recommended": k, **result.to_dict()}
     if then_run:
-        from ..run import execute
+        from ..runner import execute
 
         chosen = {**resolved, "clusterer": {**resolved["clusterer"], "n_clusters": k}}
         chosen = validate(registry, chosen)
@@ -156,7 +156,7 @@ def _fit_features(
 ) -> np.ndarray:
     """Fit the config's encoders as a run does and return the features of the clustered split
     (``check_size(n)`` sees the number of images before any encoder is fitted)."""
-    from ..run import build_pipeline, load_data, seed_everything
+    from ..runner import build_pipeline, load_data, seed_everything
 
     seed_everything(int(config["seed"]))
     pipeline = build_pipeline(registry, config)

@@ -90,7 +90,7 @@ def describe_source(dataset: str, split: str | None) -> str:
 
 
 def from_result(result: Any) -> PlotInputs:
-    """Plot inputs of a run that has just finished (``imgclust.run.RunResult``)."""
+    """Plot inputs of a run that has just finished (``imgclust.runner.RunResult``)."""
     data = result.data
     encoders = [(stage.name, stage.instance) for stage in result.pipeline.encoders]
     histories = {

@@ -67,7 +67,7 @@ def histories_from(metrics: dict[str, Any]) -> dict[str, dict[str, list[float]]]
 
 def reload_images(registry: Any, config: dict[str, Any], ids: list[str]) -> Any:
     """The clustered split through the run's dataset, checked to be the same images in order."""
-    from ..run import build_stage, load_split
+    from ..runner import build_stage, load_split
 
     stage = build_stage(registry, "datasets", config["dataset"])
     data = load_split(stage.instance, stage.name, config["split"])

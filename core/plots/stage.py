@@ -82,7 +82,7 @@ def one_line(exc: BaseException, limit: int = 200) -> str:
 
 
 def plot_run(result: Any, log: Log = lambda message: None) -> float:
-    """Plot a run that has just finished (``imgclust.run.RunResult``); return the seconds taken.
+    """Plot a run that has just finished (``imgclust.runner.RunResult``); return the seconds taken.
 
     Never raises: whatever goes wrong is logged as a one-line warning.
     """
