@@ -199,7 +199,7 @@ class Pipeline:
         self, images: Any, source: str = "images", *, check_shape: bool = True
     ) -> np.ndarray:
         """Images as (N, H, W, C) uint8 or float32 in [0, 1], checked against the fitted shape."""
-        from imgclust.plugins.arrays import to_nhwc
+        from .io.arrays import to_nhwc
 
         if isinstance(images, ImageSet):
             images = images.images

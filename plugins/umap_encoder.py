@@ -22,6 +22,7 @@ from imgclust.arrays import as_matrix
 from imgclust.errors import DataError, SettingsError
 from imgclust.hookspecs import hookimpl
 from imgclust.sklearn_adapter import PickleFormat
+from imgclust.umap_support import import_umap
 
 
 class UMAPEncoder:
@@ -135,29 +136,6 @@ class UMAPEncoder:
             "n_epochs": self.n_epochs,
             "seed": self.seed,
         }
-
-
-def import_umap() -> Any:
-    """Import umap-learn without its optional ParametricUMAP, which would import TensorFlow.
-
-    ``umap/__init__`` imports ``umap.parametric_umap`` (and so TensorFlow, seconds of start-up)
-    only to offer that class; while imgclust imports umap the submodule is hidden, then the
-    hiding is undone so that an explicit ``import umap.parametric_umap`` still works.
-    """
-    if "umap" in sys.modules or "tensorflow" in sys.modules:
-        import umap
-
-        return umap
-    hidden = "umap.parametric_umap"
-    sys.modules[hidden] = None  # type: ignore[assignment]  # makes that import fail quietly
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ImportWarning)
-            import umap
-    finally:
-        if sys.modules.get(hidden, 0) is None:
-            del sys.modules[hidden]
-    return umap
 
 
 class _UMAPPickle(PickleFormat):

@@ -48,7 +48,7 @@ def test_plugins_import_no_heavy_library():
 def test_umap_is_imported_without_tensorflow():
     code = (
         "import sys\n"
-        "from imgclust.plugins.umap_encoder import import_umap\n"
+        "from imgclust.umap_support import import_umap\n"
         "umap = import_umap()\n"
         "print('tensorflow' in sys.modules, hasattr(umap, 'UMAP'))\n"
     )

@@ -77,7 +77,7 @@ def _image_files(files: list[Path], size: tuple[int, int], mode: str | None, sav
     """Image files named one by one: each must be readable."""
     import warnings
 
-    from imgclust.plugins.image_folder import DEFAULT_EXTENSIONS, load_image_files
+    from ..io.images import DEFAULT_EXTENSIONS, load_image_files
 
     mode = _need_mode(mode, saved, str(files[0]))
     bad = [str(f) for f in files if f.suffix.lower() not in DEFAULT_EXTENSIONS]
@@ -100,10 +100,10 @@ def _image_folder(
     folder: Path, text: str, size: tuple[int, int], mode: str | None, saved: Any
 ) -> Batch:
     """Every image below a folder, read as ``image-folder`` reads them (unreadable ones skipped)."""
-    from imgclust.plugins.image_folder import ImageFolderDataset
+    from ..io.images import FolderReading, check_workers
 
     mode = _need_mode(mode, saved, text)
-    data = ImageFolderDataset(path=str(folder), size=size, mode=mode, cache=False).load("all")
+    data = FolderReading(folder, size, mode, cache=False, workers=check_workers(None)).load()
     ids = [(Path(text) / name).as_posix() for name in data.ids]
     import numpy as np
 
@@ -116,9 +116,9 @@ def _image_folder(
 def _array_file(path: Path, text: str, saved: Any) -> Batch:
     import numpy as np
 
-    from imgclust.plugins.arrays import ArraysDataset
+    from ..io.arrays import load_arrays
 
-    data = ArraysDataset(path=str(path), channels="last").load("all")
+    data = load_arrays(path, channels="last")
     images = saved.prepare(data.images, f"images in {text!r}")
     ids = [f"{text}:{i}" for i in range(len(images))]
     labels = None if data.labels is None else np.asarray(data.labels)

@@ -1,6 +1,6 @@
 """Everything the plots need, gathered once: the clustered images, their clusters, features,
 labels, fitted encoders and training histories. Built from a finished run in memory or from a
-run folder (:mod:`imgclust.plots.rundata`).
+run folder (:mod:`imgclust.rundata`).
 """
 
 from __future__ import annotations
