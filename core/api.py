@@ -72,6 +72,7 @@ def run(
     ``--set`` target (``"clusterer.n_clusters"``, ``"seed"``, ``"split"``) to a value.
     """
     from .config import resolve_config
+    from .metrics import n_clusters
     from .plugins_host import get_registry
     from .runner import execute
 
@@ -102,7 +103,7 @@ def run(
     metrics = {
         **result.record["metrics"],
         "n_images": len(labels),
-        "n_clusters": int(len(np.unique(labels[labels != -1]))),
+        "n_clusters": n_clusters(labels),
     }
     return Run(
         path=result.path,

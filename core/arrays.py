@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from .errors import DataError
+
 BATCH = 4096
 BATCH_BYTES = 64 * 2**20  # at most this many bytes of float32 per batch
 SAMPLE_BYTES = 512 * 2**20  # at most this many bytes of float32 in a fitting sample
@@ -68,9 +70,20 @@ def as_matrix(images: np.ndarray) -> np.ndarray:
     return map_batches(images, lambda chunk: chunk, row_width(images))
 
 
+def check_finite(values: np.ndarray, what: str, advice: str) -> None:
+    """Refuse NaN or infinite values in one line that counts the rows holding them:
+    '3 of 100 {what} have NaN or infinite values: {advice}.'"""
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.inexact) or np.isfinite(values).all():
+        return
+    bad = int((~np.isfinite(values.reshape(len(values), -1))).any(axis=1).sum())
+    raise DataError(f"{bad} of {len(values)} {what} have NaN or infinite values: {advice}.")
+
+
 def sample_index(n: int, limit: int, seed: int = 0) -> np.ndarray:
-    """Sorted indices of a fixed-seed sample of at most ``limit`` of ``n`` rows (all if fewer)."""
-    if n <= limit:
+    """Sorted indices of a fixed-seed sample of at most ``limit`` of ``n`` rows (all if fewer, or
+    if ``limit`` is 0 or less)."""
+    if n <= limit or limit <= 0:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .console import Log
 from .errors import DataError, ImgclustError
 from .interfaces import Reconstructs
 from .outputs import read_csv_cell
 from .plots.inputs import PlotInputs, describe_source
-
-Log = Callable[[str], None]
 
 
 def read_assignments(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | None]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import __version__, atomic
 from .config import stage_settings, to_toml
+from .console import Log
 from .errors import DataError, ImgclustError, SettingsError
 from .interfaces import Checkpoints, HasHistory, ImageSet, requested_clusters, splits_of
 from .metrics import (
@@ -22,6 +23,7 @@ from .metrics import (
     degeneracy,
     external_scores,
     internal_scores,
+    n_clusters,
 )
 from .outputs import csv_text
 from .pipeline import Pipeline, Stage
@@ -39,8 +41,6 @@ from .runfolder import (
     unlock,
 )
 from .summary import clusters_markdown
-
-Log = Callable[[str], None]
 
 
 @dataclass
@@ -95,9 +95,16 @@ def load_split(dataset: Any, name: str, split: str) -> ImageSet:
     return data.validate(f"dataset {name!r} ({split})")
 
 
-def load_data(
-    registry: Registry, config: Mapping[str, Any], log: Log
-) -> dict[str, ImageSet | None]:
+@dataclass
+class Splits:
+    """The images a run clusters, the images its encoders learn from, and the validation images."""
+
+    data: ImageSet
+    fit: ImageSet
+    validation: ImageSet | None
+
+
+def load_data(registry: Registry, config: Mapping[str, Any], log: Log) -> Splits:
     """The clustered split, the split the encoders learn from, and the validation split."""
     stage = build_stage(registry, "datasets", config["dataset"])
     split = config["split"]
@@ -117,7 +124,32 @@ def load_data(
             raise DataError(
                 f"splits of {stage.name!r} differ in image shape: {other.shape} and {data.shape}."
             )
-    return {"data": data, "fit": fit, "validation": validation}
+    return Splits(data, fit, validation)
+
+
+@dataclass
+class RunState:
+    """One run on its way: what it was given and what its steps have made so far."""
+
+    registry: Registry
+    config: Mapping[str, Any]
+    log: Log
+    pipeline: Pipeline
+    splits: Splits
+    started: float  # perf_counter() when the run began
+    timings: dict[str, float]
+    folder: Path = Path()
+    features: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        return int(self.config["seed"])
+
+    @property
+    def data(self) -> ImageSet:
+        return self.splits.data
 
 
 def execute(
@@ -130,104 +162,163 @@ def execute(
     after_fit: Callable[[RunResult], None] | None = None,
     folder: Path | None = None,
 ) -> RunResult:
-    """Run a resolved config end to end and return the finished run folder's result."""
-    seed = int(config["seed"])
-    seed_everything(seed)
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
+    """Run a resolved config end to end and return the finished run folder's result.
 
-    pipeline = build_pipeline(registry, config)
-    clock = time.perf_counter()
-    splits = load_data(registry, config, log)
-    timings["load"] = time.perf_counter() - clock
-    data, fit_data, validation = splits["data"], splits["fit"], splits["validation"]
-    _check_cluster_count(pipeline, len(data))
-
-    # ``folder``: an interrupted run's NAME.incomplete folder to continue in (imgclust run --resume)
-    if folder is None:
-        folder = create_incomplete(Path(runs_dir), run_name(config))
-    else:
-        lock(folder)
-        remove_temporaries(folder)  # what a killed earlier attempt left half-written
+    ``folder``: an interrupted run's NAME.incomplete folder to continue in (``--resume``).
+    """
+    run = prepare(registry, config, log)
+    run.folder = open_folder(config, runs_dir, folder)
     try:
-        atomic.write_text(folder / "config.toml", to_toml(config))
-        if data.info.get("skipped"):  # unreadable input files the dataset left out
-            atomic.write_text(folder / "skipped.txt", "\n".join(data.info["skipped"]) + "\n")
-        for stage in pipeline.encoders:
-            if isinstance(stage.instance, Checkpoints):
-                stage.instance.checkpoint_dir = folder / "checkpoints" / stage.name
-        fit_images = fit_data.images
-        features = pipeline.fit_encoders(
-            fit_images,
-            None if validation is None else validation.images,
-            log=log,
-            return_features=fit_data is data,
-        )
-        timings.update(pipeline.timings)
-        if features is None:
-            clock = time.perf_counter()
-            features = pipeline.transform(data.images)
-            timings[f"encode {config['split']}"] = time.perf_counter() - clock
-        log(f"clustering {len(features)} feature vectors of {features.shape[1]} numbers")
-        labels = pipeline.fit_clusterer(features)
-        timings.update(pipeline.timings)
-
-        clock = time.perf_counter()
-        metrics = score(features, labels, data, seed)
-        if "skipped" in data.info:
-            metrics["skipped"] = len(data.info["skipped"])
-        timings["score"] = time.perf_counter() - clock
-        record = {
-            "imgclust_version": __version__,
-            "dataset": config["dataset"]["name"],
-            "split": config["split"],
-            "fit_split": config.get("fit_split", config["split"]),
-            "n_images": len(data),
-            "image_shape": list(data.shape),
-            "feature_dim": int(features.shape[1]),
-            "pipeline": f"{config['dataset']['name']} -> {pipeline.name}",
-            "seed": seed,
-            "metrics": metrics,
-            "clusters": composition(labels, data.labels, data.class_names),
-        }
-        result = RunResult(folder, record, labels, features, pipeline, data)
-        for stage in pipeline.encoders:
-            history = stage.instance.history_ if isinstance(stage.instance, HasHistory) else None
-            if history:
-                metrics.setdefault("training", {})[stage.name] = history
-                for key in ("loss", "val_loss"):
-                    if history.get(key):
-                        metrics[key] = float(history[key][-1])
-        clock = time.perf_counter()
-        write_outputs(result)
-        from .persist import save_pipeline
-
-        save_pipeline(pipeline, folder, config, data, registry=registry)
-        if after_fit is not None:
-            after_fit(result)
-        timings["write"] = time.perf_counter() - clock
+        write_inputs(run)
+        fit_encoders(run)
+        cluster(run)
+        score_run(run)
+        result = describe(run)
+        write_results(run, result, after_fit)
         if plots:
-            from .plots import plot_run
-
-            timings["plots"] = plot_run(result, log)
-        timings["total"] = time.perf_counter() - started
-        metrics["timings"] = {k: round(v, 3) for k, v in timings.items()}
-        atomic.write_json(
-            folder / "metrics.json",
-            {**metrics, "n_images": len(data), "n_clusters": _n_clusters(labels)},
-        )
-        atomic.write_json(folder / "summary.json", result.record)  # now with the timings
+            run.timings["plots"] = draw_plots(result, log)
+        write_metrics(run, result)
         if plots:
-            from .report_html import write_report_quietly
-
-            write_report_quietly(folder, log)
-        result.path = finalise(folder)
+            write_report(run)
+        result.path = finalise(run.folder)
     except BaseException as exc:
-        error = _failed(folder, exc)
+        error = _failed(run.folder, exc)
         if error is exc:
             raise
         raise error from None
     return result
+
+
+# The steps of a run, in order ----------------------------------------------------------------
+def prepare(registry: Registry, config: Mapping[str, Any], log: Log) -> RunState:
+    """Seed, build the unfitted pipeline, load the data and check it can take the clusters."""
+    seed_everything(int(config["seed"]))
+    started = time.perf_counter()
+    pipeline = build_pipeline(registry, config)
+    clock = time.perf_counter()
+    splits = load_data(registry, config, log)
+    timings = {"load": time.perf_counter() - clock}
+    _check_cluster_count(pipeline, len(splits.data))
+    return RunState(registry, config, log, pipeline, splits, started, timings)
+
+
+def open_folder(config: Mapping[str, Any], runs_dir: Path, folder: Path | None) -> Path:
+    """A new NAME.incomplete run folder, or the interrupted one given, locked and tidied."""
+    if folder is None:
+        return create_incomplete(Path(runs_dir), run_name(config))
+    lock(folder)
+    remove_temporaries(folder)  # what a killed earlier attempt left half-written
+    return folder
+
+
+def write_inputs(run: RunState) -> None:
+    """config.toml, the list of skipped input files, and where encoders keep checkpoints."""
+    atomic.write_text(run.folder / "config.toml", to_toml(run.config))
+    skipped = run.data.info.get("skipped")
+    if skipped:  # unreadable input files the dataset left out
+        atomic.write_text(run.folder / "skipped.txt", "\n".join(skipped) + "\n")
+    for stage in run.pipeline.encoders:
+        if isinstance(stage.instance, Checkpoints):
+            stage.instance.checkpoint_dir = run.folder / "checkpoints" / stage.name
+
+
+def fit_encoders(run: RunState) -> None:
+    """Fit the encoders on the fit split; the features of the clustered split."""
+    fit, validation = run.splits.fit, run.splits.validation
+    features = run.pipeline.fit_encoders(
+        fit.images,
+        None if validation is None else validation.images,
+        log=run.log,
+        return_features=fit is run.data,
+    )
+    run.timings.update(run.pipeline.timings)
+    if features is None:
+        clock = time.perf_counter()
+        features = run.pipeline.transform(run.data.images)
+        run.timings[f"encode {run.config['split']}"] = time.perf_counter() - clock
+    run.features = features
+
+
+def cluster(run: RunState) -> None:
+    """Fit the clusterer on the features: one label per image."""
+    features = run.features
+    run.log(f"clustering {len(features)} feature vectors of {features.shape[1]} numbers")
+    run.labels = run.pipeline.fit_clusterer(features)
+    run.timings.update(run.pipeline.timings)
+
+
+def score_run(run: RunState) -> None:
+    """Score the clustering; note skipped inputs and the encoders' training histories."""
+    clock = time.perf_counter()
+    run.metrics = score(run.features, run.labels, run.data, run.seed)
+    if "skipped" in run.data.info:
+        run.metrics["skipped"] = len(run.data.info["skipped"])
+    run.timings["score"] = time.perf_counter() - clock
+
+
+def describe(run: RunState) -> RunResult:
+    """The run's summary record and result (training histories join its metrics)."""
+    config, data, pipeline, metrics = run.config, run.data, run.pipeline, run.metrics
+    record = {
+        "imgclust_version": __version__,
+        "dataset": config["dataset"]["name"],
+        "split": config["split"],
+        "fit_split": config.get("fit_split", config["split"]),
+        "n_images": len(data),
+        "image_shape": list(data.shape),
+        "feature_dim": int(run.features.shape[1]),
+        "pipeline": f"{config['dataset']['name']} -> {pipeline.name}",
+        "seed": run.seed,
+        "metrics": metrics,
+        "clusters": composition(run.labels, data.labels, data.class_names),
+    }
+    for stage in pipeline.encoders:
+        history = stage.instance.history_ if isinstance(stage.instance, HasHistory) else None
+        if history:
+            metrics.setdefault("training", {})[stage.name] = history
+            for key in ("loss", "val_loss"):
+                if history.get(key):
+                    metrics[key] = float(history[key][-1])
+    return RunResult(run.folder, record, run.labels, run.features, pipeline, data)
+
+
+def write_results(
+    run: RunState, result: RunResult, after_fit: Callable[[RunResult], None] | None
+) -> None:
+    """clusters.md, assignments.csv, embeddings.npy and the fitted pipeline."""
+    from .persist import save_pipeline
+
+    clock = time.perf_counter()
+    write_outputs(result)
+    save_pipeline(run.pipeline, run.folder, run.config, run.data, registry=run.registry)
+    if after_fit is not None:
+        after_fit(result)
+    run.timings["write"] = time.perf_counter() - clock
+
+
+def draw_plots(result: RunResult, log: Log) -> float:
+    """Draw the run's plots; the seconds they took (a failing plot is a warning, not an error)."""
+    from .plots import plot_run as draw
+
+    return draw(result, log)
+
+
+def write_metrics(run: RunState, result: RunResult) -> None:
+    """metrics.json and summary.json, both with the timings of every step."""
+    run.timings["total"] = time.perf_counter() - run.started
+    run.metrics["timings"] = {k: round(v, 3) for k, v in run.timings.items()}
+    atomic.write_json(
+        run.folder / "metrics.json",
+        {**run.metrics, "n_images": len(run.data), "n_clusters": n_clusters(run.labels)},
+    )
+    atomic.write_json(run.folder / "summary.json", result.record)  # now with the timings
+
+
+def write_report(run: RunState) -> None:
+    """report.html from what the run wrote (a failure is a warning, not an error)."""
+    from .report_html import write_report_quietly
+
+    write_report_quietly(run.folder, run.log)
 
 
 def _failed(folder: Path, exc: BaseException) -> BaseException:
@@ -256,10 +347,6 @@ def _has_checkpoints(folder: Path) -> bool:
         return any(not TEMPORARY_FILE.match(p.name) for p in files)
     except OSError:
         return False
-
-
-def _n_clusters(labels: np.ndarray) -> int:
-    return int(len(np.unique(labels[labels != -1])))
 
 
 def _check_cluster_count(pipeline: Pipeline, n_images: int) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from imgclust.arrays import as_matrix
+from imgclust.arrays import as_matrix, check_finite
 from imgclust.errors import DataError, SettingsError
 from imgclust.hookspecs import hookimpl
 from imgclust.sklearn_adapter import PickleFormat
@@ -92,12 +92,7 @@ class UMAPEncoder:
     def fit(self, images: np.ndarray, validation: np.ndarray | None = None) -> UMAPEncoder:
         """Embed the inputs; the embedding of these inputs becomes ``embedding_``."""
         x = as_matrix(images)
-        if not np.isfinite(x).all():
-            bad = int((~np.isfinite(x)).any(axis=1).sum())
-            raise DataError(
-                f"encoder 'umap': {bad} of {len(x)} inputs contain NaN or infinite values: "
-                "check the images or the previous encoder."
-            )
+        check_finite(x, "inputs of encoder 'umap'", "check the images or the previous encoder")
         model = self._model(len(x))
         try:
             self.model_ = _quiet(model.fit, x)

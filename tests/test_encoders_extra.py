@@ -94,7 +94,7 @@ def test_umap_needs_more_images_than_dimensions(digits):
         UMAPEncoder(n_neighbors=1)
     features = np.ones((50, 4), dtype=np.float32)
     features[3, 1] = np.nan
-    with pytest.raises(DataError, match="1 of 50 inputs contain NaN"):
+    with pytest.raises(DataError, match="1 of 50 inputs of encoder 'umap' have NaN"):
         UMAPEncoder().fit(features)
 
 

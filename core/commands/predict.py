@@ -222,7 +222,7 @@ def evaluation(
     import numpy as np
 
     from ..config import apply_sets
-    from ..metrics import external_scores
+    from ..metrics import external_scores, n_clusters
     from ..plugins_host import get_registry
     from ..runner import load_split
     from ..settings import resolve
@@ -257,7 +257,7 @@ def evaluation(
         "split": split,
         "n_images": len(labels),
         **scores,
-        "n_clusters": int(len(np.unique(labels[labels != -1]))),
+        "n_clusters": n_clusters(labels),
         "noise": int((labels == -1).sum()),
     }
 

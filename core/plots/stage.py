@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..console import Log
 from .figure import SkipPlot
 from .options import PlotOptions, options_from_env
 
-Log = Callable[[str], None]
 PLOTS_DIR = "plots"
 
 
