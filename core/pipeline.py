@@ -437,14 +437,18 @@ def make_stage(
         raise SettingsError(f"a {kind[:-1]} name must be text, not {type(name).__name__}.")
     resolved = _resolve_stage(registry, kind, {**settings, "name": name}, seed)
     entry = registry.get(kind, name)
-    values = stage_settings(resolved)
+    return instantiate(kind, name, entry.target, stage_settings(resolved))
+
+
+def instantiate(kind: str, name: str, factory: Any, settings: dict[str, Any]) -> Stage:
+    """A stage its factory built from checked settings; a factory's refusal is one line."""
     try:
-        instance = entry.target(**values)
+        instance = factory(**settings)
     except ImgclustError:
         raise
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"{kind[:-1]} {name!r} rejected its settings: {exc}") from None
-    return Stage(name, instance, values)
+    return Stage(name, instance, settings)
 
 
 def _as_array(images: Any, source: str) -> np.ndarray:

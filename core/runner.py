@@ -26,7 +26,7 @@ from .metrics import (
     n_clusters,
 )
 from .outputs import csv_text
-from .pipeline import Pipeline, Stage
+from .pipeline import Pipeline, Stage, instantiate
 from .registry import Registry
 from .runfolder import (
     TEMPORARY_FILE,
@@ -65,14 +65,7 @@ def seed_everything(seed: int) -> None:
 def build_stage(registry: Registry, kind: str, stage: Mapping[str, Any]) -> Stage:
     """Call a stage's factory with its resolved settings."""
     entry = registry.get(kind, stage["name"])
-    settings = stage_settings(stage)
-    try:
-        instance = entry.target(**settings)
-    except ImgclustError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise SettingsError(f"{kind[:-1]} {stage['name']!r} rejected its settings: {exc}") from None
-    return Stage(stage["name"], instance, settings)
+    return instantiate(kind, stage["name"], entry.target, stage_settings(stage))
 
 
 def build_pipeline(registry: Registry, config: Mapping[str, Any]) -> Pipeline:
