@@ -11,13 +11,14 @@ of one line::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .console import Log
 from .errors import ImgclustError, SettingsError
 from .interfaces import ImageSet
 from .pipeline import Pipeline, Stage, make_stage
@@ -60,7 +61,7 @@ def run(
     config: str | Path | None = None,
     runs_dir: str | Path = "runs",
     plots: bool = False,
-    log: Callable[[str], None] | None = None,
+    log: Log | None = None,
 ) -> Run:
     """Run a clustering end to end, as ``imgclust run`` does, and return the finished :class:`Run`.
 

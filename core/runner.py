@@ -1,4 +1,8 @@
-"""One clustering run: load the data, fit the pipeline, cluster, score, write the run folder."""
+"""One clustering run, in named steps that :func:`execute` calls in order: prepare (seed, build
+the pipeline, load the data), open the run folder, write its inputs, fit the encoders, cluster,
+score, describe, write the results and the fitted pipeline, plot, write the metrics and the
+report, finalise. The run's state passes from step to step in a :class:`RunState`.
+"""
 
 from __future__ import annotations
 
@@ -138,10 +142,12 @@ class RunState:
 
     @property
     def seed(self) -> int:
+        """The run's seed, from its configuration."""
         return int(self.config["seed"])
 
     @property
     def data(self) -> ImageSet:
+        """The images the run clusters."""
         return self.splits.data
 
 
