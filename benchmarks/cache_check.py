@@ -35,8 +35,9 @@ def best_of(repeats: int, work: Callable[[], Any]) -> float:
 
 
 def measure(folder: Path, cache: Path, repeats: int) -> dict[str, Any]:
-    from imgclust import imagecache
-    from imgclust.plugins.image_folder import DEFAULT_EXTENSIONS, ImageFolderDataset, scan_folder
+    from imgclust.io import imagecache
+    from imgclust.io.images import DEFAULT_EXTENSIONS, scan_folder
+    from imgclust.plugins.image_folder import ImageFolderDataset
 
     files = scan_folder(folder, True, DEFAULT_EXTENSIONS)
 

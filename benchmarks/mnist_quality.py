@@ -1,6 +1,6 @@
 """Clustering quality on all 70,000 MNIST images: ACC, NMI, ARI and wall time per stage.
 
-Each row is a real ``imgclust run`` (through ``imgclust.run.execute``, in this process, plots
+Each row is a real ``imgclust run`` (through ``imgclust.runner.execute``, in this process, plots
 off) of a recipe or a chain of stages:
 
 - ``pixels-kmeans``: k-means (10) on raw pixels, the baseline;
@@ -122,7 +122,7 @@ def run_one(
     """One ``imgclust run`` of ``config``; its scores and timings (and, with ``study``, how
     single GMM starts do on its features)."""
     from imgclust.config import validate
-    from imgclust.run import execute
+    from imgclust.runner import execute
 
     resolved = validate(registry, {**config, "seed": seed})
     clock, cpu = time.perf_counter(), time.process_time()

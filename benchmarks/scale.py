@@ -190,8 +190,10 @@ def case_folder(path: str, cache_dir: str) -> dict[str, Any]:
     import numpy  # noqa: F401  (imports are not decoding: the Pillow loop has them done too)
     from PIL import Image, PngImagePlugin  # noqa: F401
 
-    from imgclust import imagecache, interfaces  # noqa: F401
-    from imgclust.plugins.image_folder import ImageFolderDataset, check_workers
+    from imgclust import interfaces  # noqa: F401
+    from imgclust.io import imagecache  # noqa: F401
+    from imgclust.io.images import check_workers
+    from imgclust.plugins.image_folder import ImageFolderDataset
 
     started, cpu = time.perf_counter(), cpu_seconds()
     dataset = ImageFolderDataset(path=path, labels="none", cache_dir=cache_dir)

@@ -18,7 +18,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "run": "imgclust.run",  # the module imgclust.run is callable: it calls imgclust.api.run
+    "run": "imgclust.api",
     "Run": "imgclust.api",
     "get_dataset": "imgclust.api",
     "get_encoder": "imgclust.api",

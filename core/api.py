@@ -11,13 +11,14 @@ of one line::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .console import Log
 from .errors import ImgclustError, SettingsError
 from .interfaces import ImageSet
 from .pipeline import Pipeline, Stage, make_stage
@@ -60,7 +61,7 @@ def run(
     config: str | Path | None = None,
     runs_dir: str | Path = "runs",
     plots: bool = False,
-    log: Callable[[str], None] | None = None,
+    log: Log | None = None,
 ) -> Run:
     """Run a clustering end to end, as ``imgclust run`` does, and return the finished :class:`Run`.
 
@@ -72,8 +73,9 @@ def run(
     ``--set`` target (``"clusterer.n_clusters"``, ``"seed"``, ``"split"``) to a value.
     """
     from .config import resolve_config
+    from .metrics import n_clusters
     from .plugins_host import get_registry
-    from .run import execute
+    from .runner import execute
 
     registry = get_registry()
     names: dict[str, Any] = {}
@@ -102,7 +104,7 @@ def run(
     metrics = {
         **result.record["metrics"],
         "n_images": len(labels),
-        "n_clusters": int(len(np.unique(labels[labels != -1]))),
+        "n_clusters": n_clusters(labels),
     }
     return Run(
         path=result.path,

@@ -7,13 +7,10 @@ time, so only one batch is ever held as floats.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import BinaryIO
 
 import numpy as np
 
 from .errors import DataError
-from .memory import human, nbytes_of
 
 BATCH = 4096
 BATCH_BYTES = 64 * 2**20  # at most this many bytes of float32 per batch
@@ -73,9 +70,20 @@ def as_matrix(images: np.ndarray) -> np.ndarray:
     return map_batches(images, lambda chunk: chunk, row_width(images))
 
 
+def check_finite(values: np.ndarray, what: str, advice: str) -> None:
+    """Refuse NaN or infinite values in one line that counts the rows holding them:
+    '3 of 100 {what} have NaN or infinite values: {advice}.'"""
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.inexact) or np.isfinite(values).all():
+        return
+    bad = int((~np.isfinite(values.reshape(len(values), -1))).any(axis=1).sum())
+    raise DataError(f"{bad} of {len(values)} {what} have NaN or infinite values: {advice}.")
+
+
 def sample_index(n: int, limit: int, seed: int = 0) -> np.ndarray:
-    """Sorted indices of a fixed-seed sample of at most ``limit`` of ``n`` rows (all if fewer)."""
-    if n <= limit:
+    """Sorted indices of a fixed-seed sample of at most ``limit`` of ``n`` rows (all if fewer, or
+    if ``limit`` is 0 or less)."""
+    if n <= limit or limit <= 0:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
@@ -96,53 +104,3 @@ def sample_matrix(
         part = index[start : start + rows]
         out[start : start + len(part)] = to_float(np.asarray(images[part])).reshape(len(part), -1)
     return out
-
-
-# Reading .npy headers before any data ---------------------------------------------------------
-@dataclass
-class NpyHeader:
-    """What a ``.npy`` header says: shape, dtype, order, where the data starts, and its bytes."""
-
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    fortran: bool
-    data_offset: int
-
-    @property
-    def nbytes(self) -> int:
-        return nbytes_of(self.shape, self.dtype.itemsize)
-
-
-def read_npy_header(handle: BinaryIO, source: str) -> NpyHeader:
-    """The checked header of a ``.npy`` stream positioned at its start; the stream is left at the
-    data. A damaged header, a negative size or an object dtype is a one-line :class:`DataError`."""
-    start = handle.tell()
-    try:
-        version = np.lib.format.read_magic(handle)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
-        elif version in ((2, 0), (3, 0)):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
-        else:
-            raise ValueError(f"unknown .npy format version {version}")
-    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError, EOFError) as exc:
-        detail = " ".join(str(exc).split())[:160]
-        raise DataError(f"cannot read {source}: it is not a valid .npy array ({detail}).") from None
-    shape = tuple(int(v) for v in shape)
-    if dtype.hasobject:
-        raise DataError(
-            f"{source} holds an object array (images of different shapes, or Python objects): "
-            "save one (N, H, W[, C]) array of numbers."
-        )
-    if any(v < 0 for v in shape):
-        raise DataError(f"{source} is damaged: its header gives the shape {shape}.")
-    return NpyHeader(shape, dtype, bool(fortran), handle.tell() - start)
-
-
-def check_npy_payload(header: NpyHeader, available: int, source: str) -> None:
-    """The header's array must fit in the ``available`` bytes that follow it."""
-    if header.nbytes > available:
-        raise DataError(
-            f"{source} is truncated or damaged: its header says {header.shape} of "
-            f"{header.dtype} ({human(header.nbytes)}) but only {human(max(0, available))} follow."
-        )

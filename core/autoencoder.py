@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +299,17 @@ class KerasAutoencoder:
             reason = " ".join(str(exc).split())[:200]
             message = f"{self.stage_name}: cannot load {str(path)!r} in Keras safe mode: {reason}"
             raise DataError(message) from None
+
+
+def predict_in_batches(
+    model: Any, batches: Iterable[tuple[int, np.ndarray]], out: np.ndarray
+) -> np.ndarray:
+    """Fill ``out`` with ``model``'s outputs for each ``(start, chunk)`` batch, row by row in
+    ``out``'s shape, so that only one batch of outputs is held besides ``out``."""
+    for start, chunk in batches:
+        found = np.asarray(model.predict_on_batch(chunk))
+        out[start : start + len(chunk)] = found.reshape(len(chunk), *out.shape[1:])
+    return out
 
 
 def say(message: str) -> None:

@@ -151,7 +151,7 @@ def run_command(
     """Fit a pipeline, cluster, score, and write a new run folder."""
     from .config import resolve_config
     from .plugins_host import get_registry
-    from .run import execute
+    from .runner import execute
     from .summary import summary_lines
 
     registry = get_registry()

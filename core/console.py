@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+Log = Callable[[str], None]  # where a run's progress lines go: log("fitting pca")
 
-def stderr_log() -> Callable[[str], None]:
+
+def stderr_log() -> Log:
     """A ``log(message)`` that prints one dimmed line on stderr, without reading markup in it."""
     from rich.console import Console
     from rich.markup import escape

@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 
 from . import atomic
+from .arrays import check_finite, sample_index
+from .console import Log
 from .errors import DataError, SettingsError
 from .interfaces import ScoresBIC, WrapsEstimator
-from .metrics import degeneracy, internal_scores
+from .metrics import degeneracy, internal_scores, n_clusters
 from .outputs import csv_text
 from .settings import resolve, settings_of
 
@@ -39,7 +41,6 @@ LABELS = {
 }
 DEFAULT_SAMPLE = 10_000
 MAX_KS = 10_000  # values of k one sweep may try
-Log = Callable[[str], None]
 
 
 @dataclass
@@ -88,13 +89,6 @@ def parse_range(text: str) -> list[int]:
     return ks
 
 
-def sample_index(n: int, size: int, seed: int) -> np.ndarray:
-    """A sorted fixed-seed sample of ``size`` row numbers out of ``n`` (all of them if fewer)."""
-    if size <= 0 or size >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
-
-
 def sweep(
     features: np.ndarray,
     name: str,
@@ -117,8 +111,7 @@ def sweep(
         raise DataError(
             f"features to sweep must be a non-empty (N, D) array; got {features.shape}."
         )
-    if not np.isfinite(features).all():
-        raise DataError("features contain NaN or infinite values: check the input or the encoder.")
+    check_finite(features, "feature rows", "check the input or the encoder")
     index = sample_index(len(features), sample_size, seed)
     x = features[index]
     check_k_range(ks, len(x))
@@ -135,7 +128,7 @@ def sweep(
         model = clusterer.estimator_ if isinstance(clusterer, WrapsEstimator) else clusterer
         if isinstance(model, ScoresBIC):
             row["bic"] = float(model.bic(x))
-        row["found"] = int(len(np.unique(labels[labels >= 0])))
+        row["found"] = n_clusters(labels)
         row["seconds"] = round(seconds, 3)
         rows.append(row)
         shown = ", ".join(f"{key} {row[key]:.4g}" for key in CRITERIA if row.get(key) is not None)

@@ -21,6 +21,12 @@ class DegenerateWarning(UserWarning):
     """The features cannot support the clusters: internal scores are left out (None)."""
 
 
+def n_clusters(labels: np.ndarray) -> int:
+    """How many clusters ``labels`` name: 0, 1, ... count; noise (-1) does not."""
+    labels = np.asarray(labels)
+    return int(len(np.unique(labels[labels >= 0])))
+
+
 def contingency(
     clusters: np.ndarray, labels: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -35,6 +35,7 @@ import numpy as np
 from . import __version__, atomic
 from .errors import DataError, ImgclustError, PluginError, SettingsError
 from .interfaces import ImageSet, can_predict
+from .metrics import n_clusters
 from .pipeline import Pipeline, Stage
 
 FORMAT = "imgclust-pipeline"
@@ -107,7 +108,7 @@ def save_pipeline(
             "seed": None if config is None else config.get("seed"),
             "encoders": encoders,
             "clusterer": clusterer,
-            "n_clusters": _n_clusters(pipeline.labels_),
+            "n_clusters": None if pipeline.labels_ is None else n_clusters(pipeline.labels_),
             "cluster_order": None if order is None else [int(v) for v in order],
             "can_predict": not reasons,
             "reason": "; ".join(reasons) or None,
@@ -158,7 +159,9 @@ def _save_stage(registry: Any, kind: str, stage: Stage, root: Path, folder: str)
     if kind == "clusterers":
         info["can_predict"] = can_predict(instance)
         if not info["can_predict"]:
-            info["reason"] = f"{what} cannot assign new points"
+            from .sklearn_adapter import cannot_predict_message
+
+            info["reason"] = cannot_predict_message(stage.name)
             return info
     path = root / folder
     errors = []
@@ -251,12 +254,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return sorted(value)
     return repr(value)
-
-
-def _n_clusters(labels: np.ndarray | None) -> int | None:
-    if labels is None:
-        return None
-    return int(len(np.unique(labels[labels != -1])))
 
 
 def _plugin_versions() -> dict[str, dict[str, Any]]:

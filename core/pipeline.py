@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,10 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from .arrays import check_finite
+from .console import Log
 from .errors import DataError, ImgclustError, PluginError, SettingsError
 from .interfaces import Clusterer, Embeds, Encoder, ImageSet, ScoresSamples, can_predict
 
-Log = Callable[[str], None]
+ENCODED_ADVICE = "check the input images or the encoder's settings"
 
 
 @dataclass
@@ -199,7 +201,7 @@ class Pipeline:
         self, images: Any, source: str = "images", *, check_shape: bool = True
     ) -> np.ndarray:
         """Images as (N, H, W, C) uint8 or float32 in [0, 1], checked against the fitted shape."""
-        from imgclust.plugins.arrays import to_nhwc
+        from .io.arrays import to_nhwc
 
         if isinstance(images, ImageSet):
             images = images.images
@@ -283,13 +285,9 @@ class Pipeline:
         stage = self.clusterer
         clusterer_info = (self.manifest or {}).get("clusterer") or {}
         if not clusterer_info.get("can_predict", True) or not can_predict(stage.instance):
-            from .sklearn_adapter import predicting_clusterers
+            from .sklearn_adapter import cannot_predict_message
 
-            able = ", ".join(predicting_clusterers()) or "none installed"
-            raise ImgclustError(
-                f"clusterer {stage.name!r} cannot assign new images; refit with one that can: "
-                f"{able}."
-            )
+            raise ImgclustError(cannot_predict_message(stage.name) + ".")
         reason = (self.manifest or {}).get("reason")
         raise ImgclustError(f"this pipeline cannot predict: {reason}.")
 
@@ -439,14 +437,18 @@ def make_stage(
         raise SettingsError(f"a {kind[:-1]} name must be text, not {type(name).__name__}.")
     resolved = _resolve_stage(registry, kind, {**settings, "name": name}, seed)
     entry = registry.get(kind, name)
-    values = stage_settings(resolved)
+    return instantiate(kind, name, entry.target, stage_settings(resolved))
+
+
+def instantiate(kind: str, name: str, factory: Any, settings: dict[str, Any]) -> Stage:
+    """A stage its factory built from checked settings; a factory's refusal is one line."""
     try:
-        instance = entry.target(**values)
+        instance = factory(**settings)
     except ImgclustError:
         raise
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"{kind[:-1]} {name!r} rejected its settings: {exc}") from None
-    return Stage(name, instance, values)
+    return Stage(name, instance, settings)
 
 
 def _as_array(images: Any, source: str) -> np.ndarray:
@@ -466,12 +468,7 @@ def check_encoded(features: Any, stage: Stage | None = None) -> np.ndarray:
         features = features.reshape(len(features), -1)
     if features.dtype != np.float32:
         features = features.astype(np.float32)
-    if not np.isfinite(features).all():
-        bad = int((~np.isfinite(features)).any(axis=1).sum())
-        raise DataError(
-            f"{bad} of {len(features)} images encoded by {who} have NaN or infinite features: "
-            "check the input images or the encoder's settings."
-        )
+    check_finite(features, f"images encoded by {who}", ENCODED_ADVICE)
     return features
 
 
@@ -534,12 +531,7 @@ def check_output(stage: Stage, output: Any, expected: int) -> np.ndarray:
         )
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         raise PluginError(f"{who} returned {array.dtype} values; expected numbers.")
-    if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
-        bad = int((~np.isfinite(array.reshape(len(array), -1))).any(axis=1).sum())
-        raise DataError(
-            f"{bad} of {len(array)} images encoded by the {who} have NaN or infinite features: "
-            "check the input images or the encoder's settings."
-        )
+    check_finite(array, f"images encoded by the {who}", ENCODED_ADVICE)
     return array
 
 

@@ -65,15 +65,19 @@ _created: dict[Path, str] = {}  # folders this process created -> the token in t
 _locks: dict[Path, int] = {}  # folders this process holds the lock of -> the lock file's fd
 
 
-def run_name(config: Mapping[str, Any], now: datetime | None = None) -> str:
-    """'2026-11-27T22-40-05-mnist-conv-ae-kmeans', shortened to fit a file name if need be."""
+def run_name(
+    config: Mapping[str, Any], now: datetime | None = None, *, kind: str | None = None
+) -> str:
+    """'2026-11-27T22-40-05-mnist-conv-ae-kmeans', shortened to fit a file name if need be;
+    ``kind`` follows the time stamp for folders other than runs ('...-k-sweep-mnist-...')."""
     stamp = (now or datetime.now()).strftime("%Y-%m-%dT%H-%M-%S")
     parts = [
         config["dataset"]["name"],
         *(e["name"] for e in config["encoder"]),
         config["clusterer"]["name"],
     ]
-    return fit_name(re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join([stamp, *parts])))
+    words = [stamp, *([kind] if kind else []), *parts]
+    return fit_name(re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(words)))
 
 
 def fit_name(name: str) -> str:

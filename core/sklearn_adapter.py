@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from . import atomic
+from .arrays import check_finite
 from .errors import DataError, ImgclustError
 
 # Fitted attributes that describe a model completely, per estimator class, for pickle-free saving.
@@ -165,10 +166,7 @@ class SklearnClusterer:
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Assign new points to the fitted clusters (-1 where a method calls them noise)."""
         if not self.can_predict:
-            raise ImgclustError(
-                f"clusterer {self.name!r} cannot assign new points; refit with one that can "
-                f"({', '.join(predicting_clusterers())})."
-            )
+            raise ImgclustError(cannot_predict_message(self.name) + ".")
         if self.estimator_ is None:
             raise ImgclustError(f"clusterer {self.name!r} is not fitted yet: fit it first.")
         check_features(features)
@@ -533,6 +531,12 @@ def predicting_clusterers() -> list[str]:
         return list(PREDICTING)
 
 
+def cannot_predict_message(name: str) -> str:
+    """'clusterer NAME cannot assign new images; refit with one that can: kmeans, gmm, ...'."""
+    able = ", ".join(predicting_clusterers()) or "none installed"
+    return f"clusterer {name!r} cannot assign new images; refit with one that can: {able}"
+
+
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     import io
 
@@ -551,12 +555,7 @@ def check_features(features: np.ndarray, n_clusters: int | None = None) -> None:
         raise DataError(f"features must be (N, D); got shape {features.shape}.")
     if len(features) == 0:
         raise DataError("there are no features to cluster: the data is empty.")
-    if not np.isfinite(features).all():
-        bad = int((~np.isfinite(features)).any(axis=1).sum())
-        raise DataError(
-            f"{bad} of {len(features)} feature rows contain NaN or infinite values: "
-            "check the input images or the encoder."
-        )
+    check_finite(features, "feature rows", "check the input images or the encoder")
     if isinstance(n_clusters, int) and n_clusters > len(features):
         raise DataError(
             f"asked for {n_clusters} clusters but there are only {len(features)} images: "

@@ -42,6 +42,7 @@ from .interfaces import (
     requested_clusters,
     splits_of,
 )
+from .metrics import n_clusters
 
 __all__ = [
     "check_clusterer",
@@ -236,7 +237,7 @@ def check_clusterer(
         np.array_equal(features, untouched), "fit_predict() changed its input array in place"
     )
     k = requested_clusters(clusterer)
-    found = len(np.unique(labels[labels >= 0]))
+    found = n_clusters(labels)
     if isinstance(k, int):
         stage.require(found <= k, f"was asked for n_clusters={k} but found {found} clusters")
 

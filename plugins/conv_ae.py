@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from imgclust.autoencoder import CODE_LAYER, KerasAutoencoder
+from imgclust.autoencoder import CODE_LAYER, KerasAutoencoder, predict_in_batches
 from imgclust.errors import DataError, SettingsError
 from imgclust.hookspecs import hookimpl
 from imgclust.keras_support import import_keras
@@ -200,20 +200,14 @@ class ConvAutoencoder(KerasAutoencoder):
         images = self._check_fitted_input(images)
         width = math.prod(int(v) for v in encoder.output.shape[1:])
         out = np.empty((len(images), width), dtype=np.float32)
-        for start, chunk in self._batches(images):
-            out[start : start + len(chunk)] = np.asarray(encoder.predict_on_batch(chunk)).reshape(
-                len(chunk), -1
-            )
-        return out
+        return predict_in_batches(encoder, self._batches(images), out)
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
         """The network's restored images: float32 (N, H, W, C) in [0, 1], the input's size."""
         model = self.fitted()
         images = self._check_fitted_input(images)
         out = np.empty((len(images), *self.input_shape_), dtype=np.float32)
-        for start, chunk in self._batches(images):
-            out[start : start + len(chunk)] = np.asarray(model.predict_on_batch(chunk))
-        return out
+        return predict_in_batches(model, self._batches(images), out)
 
     def summary(self) -> list[tuple[str, tuple[int, ...], int]]:
         """(layer name, output shape without the batch axis, parameters) of each layer."""

@@ -10,12 +10,13 @@ rescales them itself. Progress goes to stderr, one line per epoch.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from imgclust.autoencoder import CODE_LAYER, KerasAutoencoder
+from imgclust.autoencoder import CODE_LAYER, KerasAutoencoder, predict_in_batches
 from imgclust.errors import DataError, SettingsError
 from imgclust.hookspecs import hookimpl
 from imgclust.keras_support import import_keras
@@ -133,20 +134,14 @@ class DenseAutoencoder(KerasAutoencoder):
         encoder = self.encoder_model()
         x = self._check_input(images)
         out = np.empty((len(x), self.code_size), dtype=np.float32)
-        for start in range(0, len(x), ENCODE_BATCH):
-            chunk = x[start : start + ENCODE_BATCH]
-            out[start : start + len(chunk)] = np.asarray(encoder.predict_on_batch(chunk))
-        return out
+        return predict_in_batches(encoder, _batches(x), out)
 
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
         """The network's restored inputs, in the input's shape, at the [0, 1] scale."""
         model = self.fitted()
         x = self._check_input(images)
         out = np.empty(x.shape, dtype=np.float32)
-        for start in range(0, len(x), ENCODE_BATCH):
-            chunk = x[start : start + ENCODE_BATCH]
-            out[start : start + len(chunk)] = np.asarray(model.predict_on_batch(chunk))
-        return out.reshape((len(x), *self.input_shape_))
+        return predict_in_batches(model, _batches(x), out).reshape((len(x), *self.input_shape_))
 
     def _check_input(self, images: np.ndarray) -> np.ndarray:
         self.fitted()
@@ -166,6 +161,12 @@ class DenseAutoencoder(KerasAutoencoder):
         super().load(directory)
         self.code_size = int(self.model_.get_layer(CODE_LAYER).units)
         return self
+
+
+def _batches(x: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, rows) of ``x``, :data:`ENCODE_BATCH` rows at a time."""
+    for start in range(0, len(x), ENCODE_BATCH):
+        yield start, x[start : start + ENCODE_BATCH]
 
 
 def _flat(images: Any, what: str) -> np.ndarray:

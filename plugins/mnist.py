@@ -238,7 +238,7 @@ def read_npz(path: Path) -> Arrays:
 
 def _check_members(path: Path) -> None:
     """Every member's header is checked, and its size bounded, before any is read."""
-    from imgclust.plugins.arrays import npz_member_header
+    from imgclust.io.arrays import npz_member_header
 
     total = 0
     with zipfile.ZipFile(path) as archive:

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from imgclust.arrays import as_matrix
+from imgclust.arrays import as_matrix, check_finite
 from imgclust.errors import DataError, SettingsError
 from imgclust.hookspecs import hookimpl
 from imgclust.sklearn_adapter import PickleFormat
+from imgclust.umap_support import import_umap
 
 
 class UMAPEncoder:
@@ -91,12 +92,7 @@ class UMAPEncoder:
     def fit(self, images: np.ndarray, validation: np.ndarray | None = None) -> UMAPEncoder:
         """Embed the inputs; the embedding of these inputs becomes ``embedding_``."""
         x = as_matrix(images)
-        if not np.isfinite(x).all():
-            bad = int((~np.isfinite(x)).any(axis=1).sum())
-            raise DataError(
-                f"encoder 'umap': {bad} of {len(x)} inputs contain NaN or infinite values: "
-                "check the images or the previous encoder."
-            )
+        check_finite(x, "inputs of encoder 'umap'", "check the images or the previous encoder")
         model = self._model(len(x))
         try:
             self.model_ = _quiet(model.fit, x)
@@ -135,29 +131,6 @@ class UMAPEncoder:
             "n_epochs": self.n_epochs,
             "seed": self.seed,
         }
-
-
-def import_umap() -> Any:
-    """Import umap-learn without its optional ParametricUMAP, which would import TensorFlow.
-
-    ``umap/__init__`` imports ``umap.parametric_umap`` (and so TensorFlow, seconds of start-up)
-    only to offer that class; while imgclust imports umap the submodule is hidden, then the
-    hiding is undone so that an explicit ``import umap.parametric_umap`` still works.
-    """
-    if "umap" in sys.modules or "tensorflow" in sys.modules:
-        import umap
-
-        return umap
-    hidden = "umap.parametric_umap"
-    sys.modules[hidden] = None  # type: ignore[assignment]  # makes that import fail quietly
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ImportWarning)
-            import umap
-    finally:
-        if sys.modules.get(hidden, 0) is None:
-            del sys.modules[hidden]
-    return umap
 
 
 class _UMAPPickle(PickleFormat):

@@ -117,10 +117,11 @@ def test_summary_json_has_the_timings_that_json_prints(finished):
     assert summary == json.loads(json.dumps(finished.summary))
 
 
-def test_run_is_still_the_module_too():
-    from imgclust.run import execute
+def test_run_is_the_api_function_and_the_runner_is_its_own_module():
+    from imgclust.api import run
+    from imgclust.runner import execute
 
-    assert callable(imgclust.run) and imgclust.run.execute is execute
+    assert imgclust.run is run and callable(execute)
 
 
 def test_run_takes_a_recipe_and_numpy_values(tmp_path):

@@ -10,7 +10,8 @@ import pytest
 
 from imgclust.arrays import as_matrix, batch_rows, map_batches, sample_index, sample_matrix
 from imgclust.errors import DataError, SettingsError
-from imgclust.plugins.arrays import ArraysDataset, npz_member_memmap, to_nhwc
+from imgclust.io.arrays import npz_member_memmap, to_nhwc
+from imgclust.plugins.arrays import ArraysDataset
 from imgclust.plugins.basic_encoders import FlattenEncoder, PCAEncoder
 
 

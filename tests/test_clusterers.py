@@ -97,9 +97,9 @@ def test_predict_where_a_method_cannot_names_those_that_can(registry, blobs, nam
     x, _ = blobs
     clusterer = make(registry, name)
     clusterer.fit_predict(x)
-    with pytest.raises(ImgclustError, match="cannot assign new points") as caught:
+    with pytest.raises(ImgclustError, match="cannot assign new images") as caught:
         clusterer.predict(x[:5])
-    named = str(caught.value).split("(")[1].rstrip(").").split(", ")
+    named = str(caught.value).split("can: ")[1].rstrip(".").split(", ")
     assert sorted(named) == sorted(PREDICTING)
 
 
@@ -138,7 +138,7 @@ def test_more_clusters_than_points_is_refused(registry, blobs, name):
 def test_nan_features_are_refused(registry, blobs, name):
     x = blobs[0].copy()
     x[7, 2] = np.nan
-    with pytest.raises(DataError, match="1 of 600 feature rows contain NaN"):
+    with pytest.raises(DataError, match="1 of 600 feature rows have NaN"):
         make(registry, name).fit_predict(x)
 
 

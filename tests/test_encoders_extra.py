@@ -48,7 +48,7 @@ def test_plugins_import_no_heavy_library():
 def test_umap_is_imported_without_tensorflow():
     code = (
         "import sys\n"
-        "from imgclust.plugins.umap_encoder import import_umap\n"
+        "from imgclust.umap_support import import_umap\n"
         "umap = import_umap()\n"
         "print('tensorflow' in sys.modules, hasattr(umap, 'UMAP'))\n"
     )
@@ -94,7 +94,7 @@ def test_umap_needs_more_images_than_dimensions(digits):
         UMAPEncoder(n_neighbors=1)
     features = np.ones((50, 4), dtype=np.float32)
     features[3, 1] = np.nan
-    with pytest.raises(DataError, match="1 of 50 inputs contain NaN"):
+    with pytest.raises(DataError, match="1 of 50 inputs of encoder 'umap' have NaN"):
         UMAPEncoder().fit(features)
 
 

@@ -12,12 +12,9 @@ import pytest
 from PIL import Image
 
 from imgclust.errors import DataError, SettingsError
-from imgclust.plugins import image_folder
-from imgclust.plugins.image_folder import (
-    ImageFolderDataset,
-    ImageSkippedWarning,
-    load_image_files,
-)
+from imgclust.io import images as image_io
+from imgclust.io.images import ImageSkippedWarning, load_image_files
+from imgclust.plugins.image_folder import ImageFolderDataset
 
 
 def save(path: Path, value: int | tuple = 100, size=(28, 28), mode="L", **kw) -> Path:
@@ -237,8 +234,8 @@ def test_process_pool_decodes_the_same_as_serial(mixed: Path, monkeypatch, tmp_p
         save(mixed / "dogs" / f"many-{index:02d}.png", index)
     with pytest.warns(ImageSkippedWarning):
         serial = load(mixed, workers=1)
-    monkeypatch.setattr(image_folder, "POOL_SECONDS", 0.0)
-    monkeypatch.setattr(image_folder, "_run_pool", _counting(image_folder._run_pool))
+    monkeypatch.setattr(image_io, "POOL_SECONDS", 0.0)
+    monkeypatch.setattr(image_io, "_run_pool", _counting(image_io._run_pool))
     for cache in (False, True):  # rows returned to the parent, or written into the cache file
         with pytest.warns(ImageSkippedWarning):
             pooled = load(mixed, workers=2, cache=cache, cache_dir=str(tmp_path / "cache"))

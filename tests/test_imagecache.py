@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclust import imagecache
 from imgclust.errors import DataError, SettingsError
-from imgclust.plugins.image_folder import ImageFolderDataset, ImageSkippedWarning
+from imgclust.io import imagecache
+from imgclust.io.images import ImageSkippedWarning
+from imgclust.plugins.image_folder import ImageFolderDataset
 
 
 @pytest.fixture(autouse=True)
@@ -245,7 +246,7 @@ def test_a_tag_must_be_imgclusts_own_plain_file(tmp_path: Path):
 
 
 def test_content_stamps_digest_bytes_and_name_unreadable_files(folder: Path):
-    from imgclust.plugins.image_folder import scan_folder
+    from imgclust.io.images import scan_folder
 
     files = scan_folder(folder, True, (".png",))
     stamps = imagecache.stamp_files(files, "content")

@@ -206,7 +206,7 @@ def test_save_load_round_trip_of_every_predicting_clusterer(tmp_path, name):
 def test_a_clusterer_that_cannot_predict_says_so_and_names_those_that_can(tmp_path, name):
     pipeline, new, folder = _save_fitted(tmp_path, name)
     manifest = read_manifest(folder)
-    assert manifest["can_predict"] is False and "cannot assign new points" in manifest["reason"]
+    assert manifest["can_predict"] is False and "cannot assign new images" in manifest["reason"]
     saved = load_pipeline(folder)
     assert saved.transform(new).shape == (30, 16)  # the encoders still work
     with pytest.raises(ImgclustError, match=f"{name}.*cannot assign new images.*kmeans"):

@@ -237,7 +237,7 @@ def test_an_interrupted_resume_keeps_the_folder_it_did_not_create(cli, runs_dir,
 def test_the_kept_folder_travels_on_the_exception(registry, runs_dir):
     from imgclust.config import resolve_config
     from imgclust.resume import kept_folder
-    from imgclust.run import execute
+    from imgclust.runner import execute
 
     config = resolve_config(
         registry,

@@ -66,7 +66,7 @@ def _file_reading(saved: Any) -> tuple[tuple[int, int], str | None]:
 
 def _fit_setting(saved: Any) -> str:
     """How the run brought its image files to size (``image-folder``'s ``fit``; else stretch)."""
-    from imgclust.plugins.image_folder import FITS
+    from ..io.images import FITS
 
     preprocessing = (saved.manifest or {}).get("preprocessing") or {}
     dataset = preprocessing.get("dataset") or {}
@@ -92,7 +92,7 @@ def _image_files(files: list[Path], size: tuple[int, int], mode: str | None, sav
     """Image files named one by one: each must be readable."""
     import warnings
 
-    from imgclust.plugins.image_folder import DEFAULT_EXTENSIONS, load_image_files
+    from ..io.images import DEFAULT_EXTENSIONS, load_image_files
 
     mode = _need_mode(mode, saved, str(files[0]))
     bad = [str(f) for f in files if f.suffix.lower() not in DEFAULT_EXTENSIONS]
@@ -115,12 +115,12 @@ def _image_folder(
     folder: Path, text: str, size: tuple[int, int], mode: str | None, saved: Any
 ) -> Batch:
     """Every image below a folder, read as ``image-folder`` reads them (unreadable ones skipped)."""
-    from imgclust.plugins.image_folder import ImageFolderDataset
+    from ..io.images import FolderReading, check_workers
 
     mode = _need_mode(mode, saved, text)
     fit = _fit_setting(saved)
-    dataset = ImageFolderDataset(path=str(folder), size=size, mode=mode, cache=False, fit=fit)
-    data = dataset.load("all")
+    reading = FolderReading(folder, size, mode, cache=False, workers=check_workers(None), fit=fit)
+    data = reading.load()
     ids = [(Path(text) / name).as_posix() for name in data.ids]
     import numpy as np
 
@@ -133,9 +133,9 @@ def _image_folder(
 def _array_file(path: Path, text: str, saved: Any) -> Batch:
     import numpy as np
 
-    from imgclust.plugins.arrays import ArraysDataset
+    from ..io.arrays import load_arrays
 
-    data = ArraysDataset(path=str(path), channels="last").load("all")
+    data = load_arrays(path, channels="last")
     images = saved.prepare(data.images, f"images in {text!r}")
     ids = [f"{text}:{i}" for i in range(len(images))]
     labels = None if data.labels is None else np.asarray(data.labels)
@@ -239,9 +239,9 @@ def evaluation(
     import numpy as np
 
     from ..config import apply_sets
-    from ..metrics import external_scores
+    from ..metrics import external_scores, n_clusters
     from ..plugins_host import get_registry
-    from ..run import load_split
+    from ..runner import load_split
     from ..settings import resolve
 
     registry = get_registry()
@@ -274,7 +274,7 @@ def evaluation(
         "split": split,
         "n_images": len(labels),
         **scores,
-        "n_clusters": int(len(np.unique(labels[labels != -1]))),
+        "n_clusters": n_clusters(labels),
         "noise": int((labels == -1).sum()),
     }
 

@@ -46,8 +46,8 @@ def register(app: Any) -> None:
         outcome = None
         if not html_only:
             from ..plots import make_plots, options_from_env
-            from ..plots.rundata import load_run_inputs
             from ..plugins_host import get_registry
+            from ..rundata import load_run_inputs
 
             options = options_from_env().with_map(
                 map_method.value if map_method else None, map_sample

@@ -10,8 +10,6 @@ recommended k and keeps the sweep's files in that run folder.
 from __future__ import annotations
 
 import json
-import re
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import numpy as np
 import typer
 
 from ..errors import DataError
-from ..runfolder import create_incomplete, discard, finalise
+from ..runfolder import create_incomplete, discard, finalise, run_name
 
 
 def register(app: typer.Typer) -> None:
@@ -108,7 +106,7 @@ def sweep_k_command(
     k = result.recommended
     final: dict[str, Any] = {"recommended": k, **result.to_dict()}
     if then_run:
-        from ..run import execute
+        from ..runner import execute
 
         chosen = {**resolved, "clusterer": {**resolved["clusterer"], "n_clusters": k}}
         chosen = validate(registry, chosen)
@@ -156,15 +154,15 @@ def _fit_features(
 ) -> np.ndarray:
     """Fit the config's encoders as a run does and return the features of the clustered split
     (``check_size(n)`` sees the number of images before any encoder is fitted)."""
-    from ..run import build_pipeline, load_data, seed_everything
+    from ..runner import build_pipeline, load_data, seed_everything
 
     seed_everything(int(config["seed"]))
     pipeline = build_pipeline(registry, config)
     splits = load_data(registry, config, log)
-    data, fit = splits["data"], splits["fit"]
+    data, fit = splits.data, splits.fit
     if check_size is not None:
         check_size(len(data))
-    validation = splits["validation"]
+    validation = splits.validation
     features = pipeline.fit_encoders(
         fit.images, None if validation is None else validation.images, log=log
     )
@@ -190,15 +188,7 @@ def _run_features(
 
 def _sweep_folder(runs_dir: Path, config: dict[str, Any]) -> Path:
     """A new, still incomplete ``RUNS/<time>-k-sweep-<stages>`` folder (never an existing one)."""
-
-    parts = [
-        config["dataset"]["name"],
-        *(e["name"] for e in config["encoder"]),
-        config["clusterer"]["name"],
-    ]
-    stamp = datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join([stamp, "k-sweep", *parts]))
-    return create_incomplete(Path(runs_dir), name)
+    return create_incomplete(Path(runs_dir), run_name(config, kind="k-sweep"))
 
 
 def _print_table(result: Any) -> None:

@@ -1,6 +1,6 @@
 """Everything the plots need, gathered once: the clustered images, their clusters, features,
 labels, fitted encoders and training histories. Built from a finished run in memory or from a
-run folder (:mod:`imgclust.plots.rundata`).
+run folder (:mod:`imgclust.rundata`).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def describe_source(dataset: str, split: str | None) -> str:
 
 
 def from_result(result: Any) -> PlotInputs:
-    """Plot inputs of a run that has just finished (``imgclust.run.RunResult``)."""
+    """Plot inputs of a run that has just finished (``imgclust.runner.RunResult``)."""
     data = result.data
     encoders = [(stage.name, stage.instance) for stage in result.pipeline.encoders]
     histories = {

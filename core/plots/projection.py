@@ -7,11 +7,11 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from ..arrays import sample_index
+from ..umap_support import import_umap
 from .options import PlotOptions
 
 UMAP_MIN_POINTS = 50  # fewer points than this: UMAP has too few neighbours, PCA is used
@@ -98,14 +98,3 @@ def umap_2d(x: np.ndarray, seed: int, neighbours: int = 15) -> np.ndarray:
             precomputed_knn=(indices, distances.astype(np.float32), None),
         )
         return np.asarray(model.fit_transform(x), dtype=np.float32)
-
-
-def import_umap() -> Any:
-    """umap-learn, without the TensorFlow import its package would add where that can be avoided."""
-    try:
-        from imgclust.plugins.umap_encoder import import_umap as quiet_import
-    except ImportError:
-        import umap
-
-        return umap
-    return quiet_import()

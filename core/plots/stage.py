@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..console import Log
 from .figure import SkipPlot
 from .options import PlotOptions, options_from_env
 
-Log = Callable[[str], None]
 PLOTS_DIR = "plots"
 
 
@@ -82,7 +82,7 @@ def one_line(exc: BaseException, limit: int = 200) -> str:
 
 
 def plot_run(result: Any, log: Log = lambda message: None) -> float:
-    """Plot a run that has just finished (``imgclust.run.RunResult``); return the seconds taken.
+    """Plot a run that has just finished (``imgclust.runner.RunResult``); return the seconds taken.
 
     Never raises: whatever goes wrong is logged as a one-line warning.
     """

@@ -13,7 +13,7 @@ def pristine_run(tmp_path_factory) -> Path:
     """A finished digits -> pca -> kmeans run (no plots); copy it before changing anything."""
     from imgclust.config import resolve_config
     from imgclust.plugins_host import get_registry, reset_host
-    from imgclust.run import execute
+    from imgclust.runner import execute
 
     reset_host()
     registry = get_registry()

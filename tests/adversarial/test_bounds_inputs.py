@@ -160,7 +160,8 @@ def test_hostile_npz_members_are_one_line(tmp_path, case):
 
 
 def test_npz_member_whose_header_overruns_its_data_is_not_mapped(tmp_path):
-    from imgclust.plugins.arrays import ArraysDataset, npz_member_memmap
+    from imgclust.io.arrays import npz_member_memmap
+    from imgclust.plugins.arrays import ArraysDataset
 
     header = {"descr": "|u1", "fortran_order": False, "shape": (100, 8, 8)}
     with zipfile.ZipFile(tmp_path / "x.npz", "w") as archive:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imgclust import imagecache
+from imgclust.io import imagecache
 from imgclust.plugins.image_folder import ImageFolderDataset
 
 HOURS_AGO = time.time() - 7 * 3600

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclust import imagecache
 from imgclust.errors import DataError
-from imgclust.plugins import image_folder
+from imgclust.io import imagecache
+from imgclust.io import images as image_io
 from imgclust.plugins.image_folder import ImageFolderDataset
 
 GIB = 1 << 30
@@ -112,7 +112,7 @@ def test_an_entry_larger_than_the_free_disk_is_refused_in_one_line(
 def test_ctrl_c_while_decoding_leaves_no_temporary_file(tmp_path: Path, monkeypatch):
     images = make_images(tmp_path / "images")
     calls = []
-    real = image_folder.decode_image
+    real = image_io.decode_image
 
     def interrupted(path, size, mode):
         calls.append(path)
@@ -120,7 +120,7 @@ def test_ctrl_c_while_decoding_leaves_no_temporary_file(tmp_path: Path, monkeypa
             raise KeyboardInterrupt
         return real(path, size, mode)
 
-    monkeypatch.setattr(image_folder, "decode_image", interrupted)
+    monkeypatch.setattr(image_io, "decode_image", interrupted)
     with pytest.raises(KeyboardInterrupt):
         load(images, size=(5, 5))
     assert files_below(tmp_path, "*.npy", "*.tmp") == []
@@ -142,17 +142,18 @@ def test_a_failure_while_committing_leaves_no_temporary_file(tmp_path: Path, mon
 
 SLOW_LOAD = """
 import os, sys, time
+from imgclust.io import images as image_io
 from imgclust.plugins import image_folder
 
-real = image_folder.decode_image
-image_folder.POOL_SECONDS = 0.0  # a pool even for a few files, when workers > 1
+real = image_io.decode_image
+image_io.POOL_SECONDS = 0.0  # a pool even for a few files, when workers > 1
 
 def slow(path, size, mode):
     print("decoding", os.getpid(), flush=True)
     time.sleep(60)
     return real(path, size, mode)
 
-image_folder.decode_image = slow
+image_io.decode_image = slow
 workers = int(sys.argv[2])
 image_folder.ImageFolderDataset(path=sys.argv[1], workers=workers, size=(5, 5)).load("all")
 """
@@ -221,7 +222,7 @@ def test_a_stopped_load_leaves_no_temporary_file_and_no_decoding_worker(
 KILLED_WRITER = """
 import os, signal, sys
 from pathlib import Path
-from imgclust import imagecache
+from imgclust.io import imagecache
 
 folder = imagecache.open_cache(Path(sys.argv[1]))
 entry = imagecache.PendingEntry(folder, "0" * 16, "1" * 32, (3, 4, 4, 1))

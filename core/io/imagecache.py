@@ -32,8 +32,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import atomic
-from .errors import DataError
+from .. import atomic
+from ..errors import DataError
 
 FOLDER_CACHE = ".imgclust-cache"
 FORMAT = 1

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, ImgclustError
-from ..interfaces import Reconstructs
-from ..outputs import read_csv_cell
-from .inputs import PlotInputs, describe_source
-
-Log = Callable[[str], None]
+from .console import Log
+from .errors import DataError, ImgclustError
+from .interfaces import Reconstructs
+from .outputs import read_csv_cell
+from .plots.inputs import PlotInputs, describe_source
 
 
 def read_assignments(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | None]:
@@ -67,7 +65,7 @@ def histories_from(metrics: dict[str, Any]) -> dict[str, dict[str, list[float]]]
 
 def reload_images(registry: Any, config: dict[str, Any], ids: list[str]) -> Any:
     """The clustered split through the run's dataset, checked to be the same images in order."""
-    from ..run import build_stage, load_split
+    from .runner import build_stage, load_split
 
     stage = build_stage(registry, "datasets", config["dataset"])
     data = load_split(stage.instance, stage.name, config["split"])
@@ -93,7 +91,7 @@ def could_reconstruct(registry: Any, config: dict[str, Any]) -> bool:
 
 def load_encoders(run_dir: Path, registry: Any) -> list[tuple[str, Any]]:
     """The fitted encoders of the run's saved pipeline (never running code from the folder)."""
-    from ..persist import load_pipeline
+    from .persist import load_pipeline
 
     saved = load_pipeline(run_dir, registry=registry)
     return [
@@ -105,7 +103,7 @@ def load_encoders(run_dir: Path, registry: Any) -> list[tuple[str, Any]]:
 
 def load_run_inputs(run_dir: Path, registry: Any, log: Log = lambda message: None) -> PlotInputs:
     """Everything the plots need from a finished run folder; what cannot be had is logged."""
-    from ..config import read_toml, validate
+    from .config import read_toml, validate
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

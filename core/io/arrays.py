@@ -1,0 +1,409 @@
+"""Reading images from ``.npy`` and ``.npz`` files, and arranging arrays as (N, H, W, C) images.
+
+Arrays stay on disk where the format allows: a ``.npy`` is always memory-mapped, and so is an
+``.npz`` member stored uncompressed (``np.savez``), at its offset inside the zip file. Only a
+compressed member (``np.savez_compressed``) or a dtype that must be converted is read into
+memory, and conversions run a chunk at a time, never through float64. Headers are read and
+checked before any data.
+"""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from ..errors import DataError, ImgclustError, SettingsError
+from ..memory import check_bytes, check_inflation, human, nbytes_of
+
+IMAGE_KEYS = ("x", "images", "x_train", "arr_0")
+LABEL_KEYS = ("y", "labels", "y_train")
+CHANNEL_SIZES = (1, 3, 4)
+CHUNK = 8192  # images per chunk when checking or converting
+
+
+def load_arrays(
+    path: Path,
+    images_key: str | None = None,
+    labels_key: str | None = None,
+    labels_path: Path | None = None,
+    channels: str = "auto",
+    limit: int | None = None,
+) -> Any:
+    """An ImageSet from a ``.npy`` or ``.npz`` file (see the ``arrays`` dataset's settings)."""
+    from imgclust.interfaces import ImageSet
+
+    images, labels, info = read_arrays(path, images_key, labels_key)
+    if labels_path is not None:
+        labels = read_labels(labels_path)
+    source = path.name
+    count = len(images) if images.ndim else 0
+    if limit is not None and images.ndim:
+        images = images[:limit]
+    images, layout = arrange(images, channels, source)
+    if labels is not None:
+        labels = check_labels(labels, count, source)[: len(images)]
+    info.update(layout)
+    if layout.get("channels_assumed"):
+        _note(
+            f"{source}: read images of shape {tuple(layout['input_shape'])} as channel-"
+            f"{layout['channels']}; set dataset.channels=first or last if that is wrong"
+        )
+    return ImageSet(images, labels, None, None, info)
+
+
+def read_arrays(
+    path: Path, images_key: str | None = None, labels_key: str | None = None
+) -> tuple[Any, Any, dict[str, Any]]:
+    """(images, labels or None, info) from a ``.npy`` or ``.npz``, memory-mapped where possible.
+
+    Headers are read and checked before any data: a damaged header, an object array or a member
+    that would inflate past :func:`imgclust.memory.max_bytes` is refused in one line.
+    """
+    if not path.exists():
+        raise DataError(f"array file {str(path)!r} does not exist.")
+    if path.is_dir():
+        raise DataError(f"{str(path)!r} is a folder: use the image-folder dataset for folders.")
+    if path.suffix.lower() not in (".npy", ".npz"):
+        raise SettingsError(f"array file {str(path)!r} must end in .npy or .npz.")
+    if path.suffix.lower() == ".npy" and (images_key or labels_key):
+        raise SettingsError(
+            f"{path.name} is a .npy holding one array: drop images_key/labels_key "
+            "(use labels_path for labels)."
+        )
+    try:
+        if path.suffix.lower() == ".npy":
+            return _read_npy(path)
+        return _read_npz(path, images_key, labels_key)
+    except ImgclustError:
+        raise
+    except MemoryError:
+        raise DataError(f"array file {str(path)!r} does not fit in memory.") from None
+    except Exception as exc:  # any library failure on an untrusted file is one line
+        raise DataError(f"cannot read array file {str(path)!r}: {_one_line(exc)}") from None
+
+
+def _read_npy(path: Path) -> tuple[Any, Any, dict[str, Any]]:
+    """A ``.npy`` file, memory-mapped after its header is checked against the file's length."""
+    import numpy as np
+
+    source = path.name
+    with open(path, "rb") as handle:
+        header = read_npy_header(handle, source)
+        check_npy_payload(header, path.stat().st_size - header.data_offset, source)
+    images = np.load(path, mmap_mode="r", allow_pickle=False)
+    return images, None, {"source": str(path), "memory_mapped": isinstance(images, np.memmap)}
+
+
+def _read_npz(
+    path: Path, images_key: str | None, labels_key: str | None
+) -> tuple[Any, Any, dict[str, Any]]:
+    """An ``.npz``'s images (memory-mapped when stored uncompressed) and labels."""
+    import numpy as np
+
+    with zipfile.ZipFile(path) as archive:
+        keys = [n[: -len(".npy")] for n in archive.namelist() if n.endswith(".npy")]
+        key = images_key or _pick(keys, IMAGE_KEYS, only=True)
+        if key is None or key not in keys:
+            what = f"no array {key!r}" if key else "no array named x, images, x_train or arr_0"
+            raise DataError(
+                f"{path.name} has {what}; it has {', '.join(keys) or 'none'}: "
+                "set dataset.images_key."
+            )
+        label_key = labels_key or _pick(keys, LABEL_KEYS)
+        if labels_key and labels_key not in keys:
+            raise DataError(
+                f"{path.name} has no array {labels_key!r}; it has {', '.join(keys)}: "
+                "set dataset.labels_key."
+            )
+        headers = {k: npz_member_header(archive, k, path.name) for k in (key, label_key) if k}
+    images = npz_member_memmap(path, key)
+    info: dict[str, Any] = {"source": str(path)}
+    info.update(images_key=key, labels_key=label_key, memory_mapped=images is not None)
+    if images is None:
+        check_bytes(headers[key].nbytes, f"{path.name}: array {key!r}", "save it with np.savez")
+    if label_key:
+        check_bytes(headers[label_key].nbytes, f"{path.name}: labels {label_key!r}")
+    with np.load(path, allow_pickle=False) as archive:
+        if images is None:
+            _note(
+                f"{path.name}: {key!r} is compressed, so it is read into memory; "
+                "save with np.savez (or as .npy) to memory-map it"
+            )
+            images = archive[key]
+        labels = archive[label_key] if label_key else None
+    return images, labels, info
+
+
+def npz_member_header(archive: zipfile.ZipFile, key: str, source: str) -> NpyHeader:
+    """The checked ``.npy`` header of an ``.npz`` member, read without inflating its data.
+
+    The zip's own record of the member's inflated size bounds what reading it may allocate:
+    the header's array must fit in it, and neither may pass the memory bound.
+    """
+    member = archive.getinfo(f"{key}.npy")
+    what = f"{source}: array {key!r}"
+    if member.compress_type != zipfile.ZIP_STORED:
+        advice = "save it with np.savez or as .npy"
+        check_inflation(member.file_size, member.compress_size, what, advice)
+    with archive.open(member) as handle:
+        header = read_npy_header(handle, what)
+    check_npy_payload(header, member.file_size - header.data_offset, what)
+    return header
+
+
+def npz_member_memmap(path: Path, key: str) -> Any:
+    """A read-only memory map of an uncompressed ``.npz`` member, or None when it cannot be one.
+
+    ``np.savez`` stores each array as a ``.npy`` file inside a zip without compression, so its
+    bytes lie contiguously in the file: past the zip's local header sits the ``.npy`` header, then
+    the data. Compressed, encrypted, object, damaged or empty arrays cannot be mapped.
+    """
+    import numpy as np
+
+    with zipfile.ZipFile(path) as archive:
+        member = archive.getinfo(f"{key}.npy")
+    if member.compress_type != zipfile.ZIP_STORED or member.flag_bits & 0x1:
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(member.header_offset)
+        local = handle.read(30)
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            return None
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        start = member.header_offset + 30 + name_length + extra_length
+        handle.seek(start)
+        try:
+            header = read_npy_header(handle, f"{path.name}: array {key!r}")
+        except DataError:
+            return None
+        offset = start + header.data_offset
+    shape = header.shape
+    if 0 in shape or offset + header.nbytes > start + member.compress_size:
+        return None
+    if offset + header.nbytes > path.stat().st_size:
+        return None
+    return np.memmap(
+        path,
+        dtype=header.dtype,
+        mode="r",
+        offset=offset,
+        shape=shape,
+        order="F" if header.fortran else "C",
+    )
+
+
+def read_labels(path: Path) -> Any:
+    """Labels from a ``.npy`` file, its header checked before the data is read."""
+    import numpy as np
+
+    if not path.exists():
+        raise DataError(f"labels file {str(path)!r} does not exist.")
+    try:
+        with open(path, "rb") as handle:
+            header = read_npy_header(handle, path.name)
+            check_npy_payload(header, path.stat().st_size - header.data_offset, path.name)
+        check_bytes(header.nbytes, f"labels file {path.name}")
+        return np.load(path, allow_pickle=False)
+    except ImgclustError:
+        raise
+    except Exception as exc:  # any library failure on an untrusted file is one line
+        raise DataError(f"cannot read labels file {str(path)!r}: {_one_line(exc)}") from None
+
+
+def check_labels(labels: Any, n_images: int, source: str) -> Any:
+    """Labels must be one per image, 1-D, numbers or text."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise DataError(f"{source}: labels must be one value per image (N,); got {labels.shape}.")
+    if len(labels) != n_images:
+        raise DataError(f"{source}: {n_images} images but {len(labels)} labels.")
+    if labels.dtype.kind not in "biuU":
+        raise DataError(
+            f"{source}: labels of dtype {labels.dtype} are not supported; use integers or text."
+        )
+    return labels
+
+
+def _pick(keys: list[str], preferred: tuple[str, ...], only: bool = False) -> str | None:
+    for key in preferred:
+        if key in keys:
+            return key
+    if only and len(keys) == 1:
+        return keys[0]
+    return None
+
+
+def to_nhwc(images: Any, channels: str, source: str) -> Any:
+    """(N, H, W), (N, H, W, C) or (N, C, H, W) as (N, H, W, C) uint8 or float32 in [0, 1]."""
+    return arrange(images, channels, source)[0]
+
+
+def arrange(images: Any, channels: str, source: str) -> tuple[Any, dict[str, Any]]:
+    """Images as (N, H, W, C) uint8 or float32 in [0, 1], and what was assumed about their layout.
+
+    A uint8 or in-range float32 memory map stays one; other dtypes are converted chunk by chunk.
+    """
+    import numpy as np
+
+    shape = tuple(int(v) for v in images.shape)
+    layout: dict[str, Any] = {"input_shape": list(shape), "input_dtype": str(images.dtype)}
+    if images.ndim == 3:
+        images = images[..., None]
+        layout["channels"] = "none (one channel added)"
+    elif images.ndim == 4:
+        first = channels == "first" or (
+            channels == "auto" and shape[1] in CHANNEL_SIZES and shape[-1] not in CHANNEL_SIZES
+        )
+        layout["channels"] = "first" if first else "last"
+        layout["channels_assumed"] = channels == "auto"
+        if first:
+            images = np.moveaxis(images, 1, -1)
+    elif images.ndim == 2:
+        raise DataError(
+            f"{source}: images are {shape}, flat vectors, not pictures: reshape them to "
+            "(N, H, W) or (N, H, W, C) before saving."
+        )
+    else:
+        raise DataError(
+            f"{source}: images must be (N, H, W), (N, H, W, C) or (N, C, H, W); got {shape}."
+        )
+    if len(images) == 0:
+        raise DataError(f"{source}: the array holds no images.")
+    if 0 in images.shape[1:]:
+        raise DataError(
+            f"{source}: images of shape {shape} hold no pixels (a side of 0): save real images."
+        )
+    return _as_image_dtype(images, source), layout
+
+
+def _as_image_dtype(images: Any, source: str) -> Any:
+    """uint8 as is; float32 in [0, 1] as is; other numbers converted a chunk at a time."""
+    import numpy as np
+
+    dtype = images.dtype
+    if dtype == np.uint8:
+        return images
+    if dtype == np.bool_:
+        return _convert(images, np.uint8, lambda c: c.astype(np.uint8) * np.uint8(255))
+    if dtype.kind in "iu":
+        low, high = _range(images)
+        if low < 0 or high > 255:
+            raise DataError(
+                f"{source}: integer images must lie in 0..255; got {low}..{high}. "
+                "Scale them to 0..255 (uint8) or 0..1 (float)."
+            )
+        return _convert(images, np.uint8, lambda c: c.astype(np.uint8))
+    if dtype.kind == "f":
+        low, high = _range(images, finite=True, source=source)
+        if low >= 0 and high <= 1:
+            if dtype == np.float32:
+                return images
+            return _convert(images, np.float32, lambda c: c.astype(np.float32))
+        if low >= 0 and high <= 255:
+            return _convert(images, np.float32, lambda c: c.astype(np.float32) / np.float32(255))
+        raise DataError(
+            f"{source}: float images must lie in [0, 1] (or 0..255); got {low:g}..{high:g}."
+        )
+    raise DataError(
+        f"{source}: images of dtype {dtype} are not supported; use uint8 (0..255) or float (0..1)."
+    )
+
+
+def _range(images: Any, finite: bool = False, source: str = "") -> tuple[float, float]:
+    """Smallest and largest value, read a chunk at a time; non-finite values are an error."""
+    import numpy as np
+
+    low, high = np.inf, -np.inf
+    for start in range(0, len(images), CHUNK):
+        chunk = np.asarray(images[start : start + CHUNK])
+        if finite and not np.isfinite(chunk).all():
+            raise DataError(f"{source}: images contain NaN or infinite values.")
+        low, high = min(low, chunk.min().item()), max(high, chunk.max().item())
+    return low, high
+
+
+def _convert(images: Any, dtype: Any, function: Any) -> Any:
+    """A new in-memory array of ``dtype``, filled a chunk at a time."""
+    import numpy as np
+
+    check_bytes(
+        nbytes_of(images.shape, np.dtype(dtype).itemsize),
+        f"converting {tuple(images.shape)} images of {images.dtype} to {np.dtype(dtype)}",
+        "save them as uint8 (0..255) or float32 (0..1) to memory-map them",
+    )
+    out = np.empty(images.shape, dtype=dtype)
+    for start in range(0, len(images), CHUNK):
+        out[start : start + CHUNK] = function(np.asarray(images[start : start + CHUNK]))
+    return out
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception as one short line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _note(message: str) -> None:
+    """A one-line note on stderr, in the run log's style."""
+    from imgclust.console import note
+
+    note(message)
+
+
+# Reading .npy headers before any data ---------------------------------------------------------
+@dataclass
+class NpyHeader:
+    """What a ``.npy`` header says: shape, dtype, order, where the data starts, and its bytes."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran: bool
+    data_offset: int
+
+    @property
+    def nbytes(self) -> int:
+        return nbytes_of(self.shape, self.dtype.itemsize)
+
+
+def read_npy_header(handle: BinaryIO, source: str) -> NpyHeader:
+    """The checked header of a ``.npy`` stream positioned at its start; the stream is left at the
+    data. A damaged header, a negative size or an object dtype is a one-line :class:`DataError`."""
+    start = handle.tell()
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            raise ValueError(f"unknown .npy format version {version}")
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError, EOFError) as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise DataError(f"cannot read {source}: it is not a valid .npy array ({detail}).") from None
+    shape = tuple(int(v) for v in shape)
+    if dtype.hasobject:
+        raise DataError(
+            f"{source} holds an object array (images of different shapes, or Python objects): "
+            "save one (N, H, W[, C]) array of numbers."
+        )
+    if any(v < 0 for v in shape):
+        raise DataError(f"{source} is damaged: its header gives the shape {shape}.")
+    return NpyHeader(shape, dtype, bool(fortran), handle.tell() - start)
+
+
+def check_npy_payload(header: NpyHeader, available: int, source: str) -> None:
+    """The header's array must fit in the ``available`` bytes that follow it."""
+    if header.nbytes > available:
+        raise DataError(
+            f"{source} is truncated or damaged: its header says {header.shape} of "
+            f"{header.dtype} ({human(header.nbytes)}) but only {human(max(0, available))} follow."
+        )

@@ -1,0 +1,402 @@
+"""One clustering run, in named steps that :func:`execute` calls in order: prepare (seed, build
+the pipeline, load the data), open the run folder, write its inputs, fit the encoders, cluster,
+score, describe, write the results and the fitted pipeline, plot, write the metrics and the
+report, finalise. The run's state passes from step to step in a :class:`RunState`.
+"""
+
+from __future__ import annotations
+
+import random
+import shlex
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__, atomic
+from .config import stage_settings, to_toml
+from .console import Log
+from .errors import DataError, ImgclustError, SettingsError
+from .interfaces import Checkpoints, HasHistory, ImageSet, requested_clusters, splits_of
+from .metrics import (
+    DegenerateWarning,
+    composition,
+    degeneracy,
+    external_scores,
+    internal_scores,
+    n_clusters,
+)
+from .outputs import csv_text
+from .pipeline import Pipeline, Stage, instantiate
+from .registry import Registry
+from .runfolder import (
+    TEMPORARY_FILE,
+    create_incomplete,
+    created_here,
+    discard,
+    finalise,
+    lock,
+    os_reason,
+    remove_temporaries,
+    run_name,
+    unlock,
+)
+from .summary import clusters_markdown
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced: its folder, labels, features and the summary record."""
+
+    path: Path
+    record: dict[str, Any]
+    labels: np.ndarray
+    features: np.ndarray
+    pipeline: Pipeline
+    data: ImageSet
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's and NumPy's global generators (stages get the seed through settings)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def build_stage(registry: Registry, kind: str, stage: Mapping[str, Any]) -> Stage:
+    """Call a stage's factory with its resolved settings."""
+    entry = registry.get(kind, stage["name"])
+    return instantiate(kind, stage["name"], entry.target, stage_settings(stage))
+
+
+def build_pipeline(registry: Registry, config: Mapping[str, Any]) -> Pipeline:
+    """The unfitted pipeline a resolved config describes."""
+    encoders = [build_stage(registry, "encoders", e) for e in config["encoder"]]
+    return Pipeline(encoders, build_stage(registry, "clusterers", config["clusterer"]))
+
+
+def load_split(dataset: Any, name: str, split: str) -> ImageSet:
+    """Load one split, checking that the dataset has it and that the images are sound."""
+    splits = list(splits_of(dataset))
+    if split not in splits:
+        raise SettingsError(
+            f"dataset {name!r} has no split {split!r}; it has {', '.join(splits)}. "
+            "Pass --split or --set split=NAME."
+        )
+    data = dataset.load(split)
+    if not isinstance(data, ImageSet):
+        raise DataError(f"dataset {name!r} returned {type(data).__name__}, not an ImageSet.")
+    return data.validate(f"dataset {name!r} ({split})")
+
+
+@dataclass
+class Splits:
+    """The images a run clusters, the images its encoders learn from, and the validation images."""
+
+    data: ImageSet
+    fit: ImageSet
+    validation: ImageSet | None
+
+
+def load_data(registry: Registry, config: Mapping[str, Any], log: Log) -> Splits:
+    """The clustered split, the split the encoders learn from, and the validation split."""
+    stage = build_stage(registry, "datasets", config["dataset"])
+    split = config["split"]
+    loaded: dict[str, ImageSet] = {}
+
+    def get(which: str) -> ImageSet:
+        if which not in loaded:
+            log(f"loading {stage.name} ({which})")
+            loaded[which] = load_split(stage.instance, stage.name, which)
+        return loaded[which]
+
+    data = get(split)
+    fit = get(config.get("fit_split", split))
+    validation = get(config["validation_split"]) if config.get("validation_split") else None
+    for other in (fit, validation):
+        if other is not None and other.shape != data.shape:
+            raise DataError(
+                f"splits of {stage.name!r} differ in image shape: {other.shape} and {data.shape}."
+            )
+    return Splits(data, fit, validation)
+
+
+@dataclass
+class RunState:
+    """One run on its way: what it was given and what its steps have made so far."""
+
+    registry: Registry
+    config: Mapping[str, Any]
+    log: Log
+    pipeline: Pipeline
+    splits: Splits
+    started: float  # perf_counter() when the run began
+    timings: dict[str, float]
+    folder: Path = Path()
+    features: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        """The run's seed, from its configuration."""
+        return int(self.config["seed"])
+
+    @property
+    def data(self) -> ImageSet:
+        """The images the run clusters."""
+        return self.splits.data
+
+
+def execute(
+    registry: Registry,
+    config: Mapping[str, Any],
+    runs_dir: Path,
+    *,
+    log: Log = lambda message: None,
+    plots: bool = True,
+    after_fit: Callable[[RunResult], None] | None = None,
+    folder: Path | None = None,
+) -> RunResult:
+    """Run a resolved config end to end and return the finished run folder's result.
+
+    ``folder``: an interrupted run's NAME.incomplete folder to continue in (``--resume``).
+    """
+    run = prepare(registry, config, log)
+    run.folder = open_folder(config, runs_dir, folder)
+    try:
+        write_inputs(run)
+        fit_encoders(run)
+        cluster(run)
+        score_run(run)
+        result = describe(run)
+        write_results(run, result, after_fit)
+        if plots:
+            run.timings["plots"] = draw_plots(result, log)
+        write_metrics(run, result)
+        if plots:
+            write_report(run)
+        result.path = finalise(run.folder)
+    except BaseException as exc:
+        error = _failed(run.folder, exc)
+        if error is exc:
+            raise
+        raise error from None
+    return result
+
+
+# The steps of a run, in order ----------------------------------------------------------------
+def prepare(registry: Registry, config: Mapping[str, Any], log: Log) -> RunState:
+    """Seed, build the unfitted pipeline, load the data and check it can take the clusters."""
+    seed_everything(int(config["seed"]))
+    started = time.perf_counter()
+    pipeline = build_pipeline(registry, config)
+    clock = time.perf_counter()
+    splits = load_data(registry, config, log)
+    timings = {"load": time.perf_counter() - clock}
+    _check_cluster_count(pipeline, len(splits.data))
+    return RunState(registry, config, log, pipeline, splits, started, timings)
+
+
+def open_folder(config: Mapping[str, Any], runs_dir: Path, folder: Path | None) -> Path:
+    """A new NAME.incomplete run folder, or the interrupted one given, locked and tidied."""
+    if folder is None:
+        return create_incomplete(Path(runs_dir), run_name(config))
+    lock(folder)
+    remove_temporaries(folder)  # what a killed earlier attempt left half-written
+    return folder
+
+
+def write_inputs(run: RunState) -> None:
+    """config.toml, the list of skipped input files, and where encoders keep checkpoints."""
+    atomic.write_text(run.folder / "config.toml", to_toml(run.config))
+    skipped = run.data.info.get("skipped")
+    if skipped:  # unreadable input files the dataset left out
+        atomic.write_text(run.folder / "skipped.txt", "\n".join(skipped) + "\n")
+    for stage in run.pipeline.encoders:
+        if isinstance(stage.instance, Checkpoints):
+            stage.instance.checkpoint_dir = run.folder / "checkpoints" / stage.name
+
+
+def fit_encoders(run: RunState) -> None:
+    """Fit the encoders on the fit split; the features of the clustered split."""
+    fit, validation = run.splits.fit, run.splits.validation
+    features = run.pipeline.fit_encoders(
+        fit.images,
+        None if validation is None else validation.images,
+        log=run.log,
+        return_features=fit is run.data,
+    )
+    run.timings.update(run.pipeline.timings)
+    if features is None:
+        clock = time.perf_counter()
+        features = run.pipeline.transform(run.data.images)
+        run.timings[f"encode {run.config['split']}"] = time.perf_counter() - clock
+    run.features = features
+
+
+def cluster(run: RunState) -> None:
+    """Fit the clusterer on the features: one label per image."""
+    features = run.features
+    run.log(f"clustering {len(features)} feature vectors of {features.shape[1]} numbers")
+    run.labels = run.pipeline.fit_clusterer(features)
+    run.timings.update(run.pipeline.timings)
+
+
+def score_run(run: RunState) -> None:
+    """Score the clustering; note skipped inputs and the encoders' training histories."""
+    clock = time.perf_counter()
+    run.metrics = score(run.features, run.labels, run.data, run.seed)
+    if "skipped" in run.data.info:
+        run.metrics["skipped"] = len(run.data.info["skipped"])
+    run.timings["score"] = time.perf_counter() - clock
+
+
+def describe(run: RunState) -> RunResult:
+    """The run's summary record and result (training histories join its metrics)."""
+    config, data, pipeline, metrics = run.config, run.data, run.pipeline, run.metrics
+    record = {
+        "imgclust_version": __version__,
+        "dataset": config["dataset"]["name"],
+        "split": config["split"],
+        "fit_split": config.get("fit_split", config["split"]),
+        "n_images": len(data),
+        "image_shape": list(data.shape),
+        "feature_dim": int(run.features.shape[1]),
+        "pipeline": f"{config['dataset']['name']} -> {pipeline.name}",
+        "seed": run.seed,
+        "metrics": metrics,
+        "clusters": composition(run.labels, data.labels, data.class_names),
+    }
+    for stage in pipeline.encoders:
+        history = stage.instance.history_ if isinstance(stage.instance, HasHistory) else None
+        if history:
+            metrics.setdefault("training", {})[stage.name] = history
+            for key in ("loss", "val_loss"):
+                if history.get(key):
+                    metrics[key] = float(history[key][-1])
+    return RunResult(run.folder, record, run.labels, run.features, pipeline, data)
+
+
+def write_results(
+    run: RunState, result: RunResult, after_fit: Callable[[RunResult], None] | None
+) -> None:
+    """clusters.md, assignments.csv, embeddings.npy and the fitted pipeline."""
+    from .persist import save_pipeline
+
+    clock = time.perf_counter()
+    write_outputs(result)
+    save_pipeline(run.pipeline, run.folder, run.config, run.data, registry=run.registry)
+    if after_fit is not None:
+        after_fit(result)
+    run.timings["write"] = time.perf_counter() - clock
+
+
+def draw_plots(result: RunResult, log: Log) -> float:
+    """Draw the run's plots; the seconds they took (a failing plot is a warning, not an error)."""
+    from .plots import plot_run as draw
+
+    return draw(result, log)
+
+
+def write_metrics(run: RunState, result: RunResult) -> None:
+    """metrics.json and summary.json, both with the timings of every step."""
+    run.timings["total"] = time.perf_counter() - run.started
+    run.metrics["timings"] = {k: round(v, 3) for k, v in run.timings.items()}
+    atomic.write_json(
+        run.folder / "metrics.json",
+        {**run.metrics, "n_images": len(run.data), "n_clusters": n_clusters(run.labels)},
+    )
+    atomic.write_json(run.folder / "summary.json", result.record)  # now with the timings
+
+
+def write_report(run: RunState) -> None:
+    """report.html from what the run wrote (a failure is a warning, not an error)."""
+    from .report_html import write_report_quietly
+
+    write_report_quietly(run.folder, run.log)
+
+
+def _failed(folder: Path, exc: BaseException) -> BaseException:
+    """Clean up after a failed or interrupted run; the exception to raise, one line for OSError.
+
+    The folder goes only when this process created it and no checkpoint is worth resuming;
+    otherwise it is kept (and unlocked) and the exception names it for the resume hint.
+    """
+    from .resume import note_kept
+
+    worth_keeping = not created_here(folder) or _has_checkpoints(folder)
+    if isinstance(exc, OSError):
+        hint = f"; resume with: imgclust run --resume {shlex.quote(str(folder))}"
+        reason = f"cannot write the run folder {str(folder)!r}: {os_reason(exc)}"
+        exc = ImgclustError(reason + (hint if worth_keeping else ""))
+    if worth_keeping or not discard(folder):
+        unlock(folder)
+        if folder.is_dir():
+            note_kept(exc, folder)
+    return exc
+
+
+def _has_checkpoints(folder: Path) -> bool:
+    try:
+        files = (p for p in (folder / "checkpoints").glob("**/*") if p.is_file())
+        return any(not TEMPORARY_FILE.match(p.name) for p in files)
+    except OSError:
+        return False
+
+
+def _check_cluster_count(pipeline: Pipeline, n_images: int) -> None:
+    k = requested_clusters(pipeline.clusterer.instance)
+    if isinstance(k, int) and k > n_images:
+        raise DataError(
+            f"asked for {k} clusters but the dataset has only {n_images} images: "
+            "lower clusterer.n_clusters."
+        )
+
+
+def score(features: np.ndarray, labels: np.ndarray, data: ImageSet, seed: int) -> dict[str, Any]:
+    """External scores when labels exist, internal ones always (they need no labels).
+
+    Degenerate features (all one point, or fewer distinct points than clusters) are recorded
+    under ``degenerate`` with a one-line warning, and their internal scores are None.
+    """
+    metrics: dict[str, Any] = {}
+    if data.labels is not None:
+        metrics.update(external_scores(labels, np.asarray(data.labels)))
+    metrics.update(internal_scores(features, labels, seed=seed))
+    metrics["noise"] = int((labels == -1).sum())
+    reason = degeneracy(features, labels, seed=seed)
+    if reason is not None:
+        import warnings
+
+        metrics["degenerate"] = reason
+        warnings.warn(f"degenerate clustering: {reason}.", DegenerateWarning, stacklevel=2)
+    return metrics
+
+
+def write_outputs(result: RunResult) -> None:
+    """Write clusters.md, assignments.csv and embeddings.npy (summary.json comes last)."""
+    folder = result.path
+    atomic.write_text(folder / "clusters.md", clusters_markdown(result.record))
+    atomic.write_text(folder / "assignments.csv", assignments_csv(result.data, result.labels))
+    atomic.write_npy(folder / "embeddings.npy", result.features)
+
+
+def assignments_csv(data: ImageSet, labels: np.ndarray) -> str:
+    """id, cluster and (when known) label of every image, safe to open in a spreadsheet."""
+    has_labels = data.labels is not None
+    rows = []
+    for index, (image_id, cluster) in enumerate(zip(data.ids, labels, strict=True)):
+        row = [image_id, int(cluster)]
+        if has_labels:
+            label = data.labels[index]
+            if data.class_names is not None and isinstance(label, (int, np.integer)):
+                label = (
+                    data.class_names[int(label)] if 0 <= label < len(data.class_names) else label
+                )
+            row.append(label.item() if isinstance(label, np.generic) else label)
+        rows.append(row)
+    return csv_text(["id", "cluster", "label"] if has_labels else ["id", "cluster"], rows)
