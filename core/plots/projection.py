@@ -4,9 +4,15 @@ so that 70,000 points cost seconds (PCA) or tens of seconds (UMAP), not minutes.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
+import os
+import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -100,12 +106,76 @@ def umap_2d(x: np.ndarray, seed: int, neighbours: int = 15) -> np.ndarray:
         return np.asarray(model.fit_transform(x), dtype=np.float32)
 
 
-def import_umap() -> Any:
-    """umap-learn, without the TensorFlow import its package would add where that can be avoided."""
-    try:
-        from imgclust.plugins.umap_encoder import import_umap as quiet_import
-    except ImportError:
-        import umap
+def shared_projection(inputs: Any, options: PlotOptions) -> Projection:
+    """The projection of ``inputs.features``, computed once per inputs and options: map.png and
+    the explorer draw the same points without paying for UMAP twice.
+    """
+    key = (options.map_method, options.umap_sample, options.pca_sample)
+    memo = inputs.projections
+    if key not in memo:
+        memo[key] = project(inputs.features, options, inputs.seed)
+    found = memo[key]
+    return Projection(found.xy.copy(), found.index.copy(), found.method, found.axis_labels, found.note)
 
-        return umap
-    return quiet_import()
+
+def numba_cache_dir() -> Path:
+    """Where numba keeps the machine code it compiled for UMAP: the user's imgclust cache."""
+    from ..imagecache import user_cache_dir
+
+    return user_cache_dir() / "numba"
+
+
+@contextlib.contextmanager
+def numba_caching() -> Iterator[None]:
+    """While umap-learn is imported, its numba functions are compiled with ``cache=True`` into
+    :func:`numba_cache_dir`, so later processes load them instead of compiling for seconds.
+
+    umap-learn declares almost none of its functions cacheable; numba compiles them lazily, so
+    setting the default while the modules are imported (when the decorators run) is enough.
+    ``NUMBA_CACHE_DIR``, when set, is respected; a cache that cannot be written only costs time.
+    """
+    if "umap" in sys.modules:
+        yield
+        return
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        folder = numba_cache_dir()
+        with contextlib.suppress(OSError):
+            folder.mkdir(parents=True, exist_ok=True)
+        os.environ["NUMBA_CACHE_DIR"] = str(folder)
+    import numba
+
+    if not getattr(numba.config, "CACHE_DIR", ""):
+        numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
+    originals = numba.njit, numba.jit
+    numba.njit, numba.jit = cache_by_default(numba.njit), cache_by_default(numba.jit)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "cannot cache function ...": compiled as before
+            yield
+    finally:
+        numba.njit, numba.jit = originals
+
+
+def cache_by_default(decorator: Any) -> Any:
+    """A numba decorator whose ``cache`` setting defaults to True."""
+
+    @functools.wraps(decorator)
+    def cached(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cache", True)
+        return decorator(*args, **kwargs)
+
+    return cached
+
+
+def import_umap() -> Any:
+    """umap-learn, without the TensorFlow import its package would add where that can be avoided,
+    with its compiled code cached across runs.
+    """
+    with numba_caching():
+        try:
+            from imgclust.plugins.umap_encoder import import_umap as quiet_import
+        except ImportError:
+            import umap
+
+            return umap
+        return quiet_import()
