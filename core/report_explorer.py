@@ -165,7 +165,9 @@ def describe(data: dict[str, Any]) -> str:
             shown["method"], ""
         )
         drawn = len(shown["i"])
-        which = f"all {n:,} points" if drawn == n else f"{drawn:,} points (random sample, seed {seed})"
+        which = f"all {n:,} points"
+        if drawn < n:
+            which = f"{drawn:,} points (random sample, seed {seed})"
         parts.append(f"The map shows {which}, projected to 2-D {how}.".replace("  ", " "))
     else:
         parts.append("No map: the features were not available.")
@@ -214,7 +216,8 @@ def explorer_section(run_dir: Path) -> str:
 aria-label="Map of the images: each dot is an image, coloured by cluster. Hover a dot to see
 the image; click it to show its cluster in the gallery. The same images are in the gallery below.">
 </canvas>
-<div id="ex-tip" role="tooltip" hidden><img id="ex-tip-img" alt=""><div id="ex-tip-text"></div></div>
+<div id="ex-tip" role="tooltip" hidden><img id="ex-tip-img" alt="">
+<div id="ex-tip-text"></div></div>
 <p class="note" id="ex-axes"></p>
 </div>
 <div class="ex-side">
@@ -301,7 +304,7 @@ SCRIPT = r"""
   }
   var cutter = document.createElement("canvas");
   var cache = new Map();
-  function tileURL(row) {
+  function tileSource(row) {
     var t = tileOf[row];
     if (t < 0 || !D.thumbs) { return null; }
     if (cache.has(t)) { return cache.get(t); }
@@ -388,7 +391,7 @@ SCRIPT = r"""
   }
   var tip = $("ex-tip"), tipImg = $("ex-tip-img"), tipText = $("ex-tip-text");
   function showTip(j) {
-    var row = M.i[j], url = tileURL(row), box = canvas.getBoundingClientRect();
+    var row = M.i[j], url = tileSource(row), box = canvas.getBoundingClientRect();
     tipText.textContent = describeRow(row);
     if (url) { tipImg.src = url; tipImg.alt = "image " + describeRow(row); tipImg.hidden = false; }
     else { tipImg.removeAttribute("src"); tipImg.alt = ""; tipImg.hidden = true; }
@@ -422,7 +425,8 @@ SCRIPT = r"""
   var body = document.querySelector("#ex-clusters tbody"), largest = D.clusters.length ?
     Math.max.apply(null, D.clusters.map(function (c) { return c.size; })) : 1;
   D.clusters.forEach(function (c) {
-    option(clusterSelect, String(c.id), clusterName(c.id) + " (" + c.size.toLocaleString("en") + ")");
+    var count = c.size.toLocaleString("en");
+    option(clusterSelect, String(c.id), clusterName(c.id) + " (" + count + ")");
     var tr = document.createElement("tr"); tr.dataset.cluster = String(c.id);
     var name = document.createElement("td"), button = document.createElement("button");
     var swatch = document.createElement("span");
@@ -463,8 +467,11 @@ SCRIPT = r"""
 
   // the gallery: the thumbnailed images that match the filters, a page at a time
   var gallery = $("ex-gallery"), pageText = $("ex-page"), status = $("ex-status");
+  var byCluster = (D.thumbs ? D.thumbs.i.slice() : []).sort(function (a, b) {
+    return rank[D.c[a]] - rank[D.c[b]] || a - b;
+  });
   function rows() {
-    var out = [], all = D.thumbs ? D.thumbs.i : [];
+    var out = [], all = byCluster;
     for (var k = 0; k < all.length; k++) { if (matches(all[k])) { out.push(all[k]); } }
     return out;
   }
@@ -474,7 +481,7 @@ SCRIPT = r"""
     var start = state.page * per, shown = found.slice(start, start + per);
     gallery.textContent = "";
     shown.forEach(function (row) {
-      var image = document.createElement("img"), url = tileURL(row);
+      var image = document.createElement("img"), url = tileSource(row);
       if (url) { image.src = url; }
       image.alt = "image " + describeRow(row);
       image.title = describeRow(row);
@@ -500,7 +507,8 @@ SCRIPT = r"""
     if (state.label !== null) { parts.push("label " + D.labels[state.label]); }
     status.textContent = parts.length ? "Showing " + parts.join(", ") : "Showing all images";
     document.querySelectorAll("#ex-clusters tbody tr").forEach(function (tr) {
-      tr.classList.toggle("ex-on", state.cluster !== null && tr.dataset.cluster === String(state.cluster));
+      var on = state.cluster !== null && tr.dataset.cluster === String(state.cluster);
+      tr.classList.toggle("ex-on", on);
     });
     draw(); renderGallery();
   }
@@ -509,13 +517,16 @@ SCRIPT = r"""
     canvas.width = 640 * ratio; canvas.height = 640 * ratio;
   }
   layout(); update();
-  sheetsReady.then(function () { cache.clear(); renderGallery(); document.body.dataset.explorer = "ready"; });
+  sheetsReady.then(function () {
+    cache.clear(); renderGallery(); document.body.dataset.explorer = "ready";
+  });
   // for tests and for people at the console: where point j of the map is on the screen
   window.imgclustExplorer = {
     data: D,
     pointOnScreen: function (j) {
       var box = canvas.getBoundingClientRect();
-      return [box.left + px[j] * box.width / canvas.width, box.top + py[j] * box.height / canvas.height];
+      return [box.left + px[j] * box.width / canvas.width,
+        box.top + py[j] * box.height / canvas.height];
     },
     select: select
   };

@@ -54,6 +54,7 @@ def provided_sections(run_dir: Path) -> list[Section]:
             sections.append(section)
     return sections
 
+
 #: plots in the order the page shows them: file under the run folder, heading, what it shows
 PLOTS: tuple[tuple[str, str, str], ...] = (
     (

@@ -52,6 +52,8 @@ def thumbnails(images: np.ndarray, index: np.ndarray, tile: int) -> tuple[np.nda
 
     picked = take(images, index)
     grey = picked.ndim == 3 or (picked.ndim == 4 and picked.shape[-1] == 1)
+    if picked.dtype == np.uint8 and grey and picked.shape[1:3] == (tile, tile):
+        return picked.reshape(len(picked), tile, tile), 1  # as they are: most datasets
     rgb = as_rgb(picked)
     squares = np.empty((len(rgb), tile, tile, 3), dtype=np.uint8)
     for i, image in enumerate((rgb * 255).round().astype(np.uint8)):
@@ -109,6 +111,15 @@ def map_points(inputs: PlotInputs, options: PlotOptions) -> dict[str, object] | 
     }
 
 
+def earlier_thumbs(path: Path, n: int) -> object:
+    """The thumbnails an earlier drawing of this run recorded (their sheets are kept), if any."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return earlier.get("thumbs") if isinstance(earlier, dict) and earlier.get("n") == n else None
+
+
 def plot_explorer(inputs: PlotInputs, folder: Path, options: PlotOptions) -> list[Path]:
     """Write ``plots/explorer/points.json`` and the thumbnail sheets; return their paths."""
     if inputs.features is None and inputs.images is None:
@@ -117,10 +128,12 @@ def plot_explorer(inputs: PlotInputs, folder: Path, options: PlotOptions) -> lis
     out.mkdir(parents=True, exist_ok=True)
     record: dict[str, object] = {"n": inputs.n, "seed": inputs.seed, "map": None, "thumbs": None}
     record["map"] = map_points(inputs, options)
-    written = []
-    for stale in out.glob("thumbs-*.png"):
-        stale.unlink()
-    if inputs.images is not None and len(inputs.images) == inputs.n:
+    written: list[Path] = []
+    if inputs.images is None or len(inputs.images) != inputs.n or inputs.images.ndim < 3:
+        record["thumbs"] = earlier_thumbs(out / POINTS, inputs.n)  # images not reloaded
+    else:
+        for stale in out.glob("thumbs-*.png"):
+            stale.unlink()
         shape = inputs.images.shape
         tile = tile_size(int(shape[1]), int(shape[2]) if len(shape) > 2 else 1)
         channels = 3 if len(shape) == 4 and shape[-1] >= 3 else 1

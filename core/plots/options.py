@@ -22,7 +22,7 @@ class PlotOptions:
     #: "auto" (UMAP when installed, else PCA), "umap" or "pca"
     map_method: str = "auto"
     #: points projected by UMAP (its cost grows with them; numba compiles once per process)
-    umap_sample: int = 5_000
+    umap_sample: int = 3_000
     #: points projected by PCA and drawn
     pca_sample: int = 20_000
     #: cluster rows in clusters.png (the largest ones, then noise)

@@ -115,7 +115,9 @@ def shared_projection(inputs: Any, options: PlotOptions) -> Projection:
     if key not in memo:
         memo[key] = project(inputs.features, options, inputs.seed)
     found = memo[key]
-    return Projection(found.xy.copy(), found.index.copy(), found.method, found.axis_labels, found.note)
+    return Projection(
+        found.xy.copy(), found.index.copy(), found.method, found.axis_labels, found.note
+    )
 
 
 def numba_cache_dir() -> Path:
