@@ -441,7 +441,7 @@ SCRIPT = r"""
     bar.className = "ex-bar"; bar.style.width = Math.max(1, 60 * c.size / largest) + "px";
     made.appendChild(bar);
     var words = c.makeup ? c.makeup.map(function (m) {
-      return Math.round(100 * m[1] / c.size) + "% " + D.labels[m[0]];
+      return D.labels[m[0]] + " (" + Math.round(100 * m[1] / c.size) + "%)";
     }).join(", ") : (100 * c.size / D.n).toFixed(1) + "% of the images";
     made.appendChild(document.createTextNode(words));
     tr.appendChild(name); tr.appendChild(size); tr.appendChild(made); body.appendChild(tr);
