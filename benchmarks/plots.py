@@ -164,11 +164,17 @@ def markdown(data: dict[str, Any]) -> str:
     rows.append(
         f"\nMeasured by `benchmarks/plots.py` on {machine['cpus']} CPUs ({machine['date']}), each "
         "case in a fresh process with UMAP's compiled code already cached (the first run on a "
-        "machine compiles it once, tens of seconds). The map is UMAP on a 5,000-point sample; "
+        "machine compiles it once, tens of seconds). The map is UMAP on a 3,000-point sample; "
         "the pipeline is pca then kmeans, so no reconstructions or training curves are drawn. "
         "*opens in*: headless Chromium loading the page until the explorer has drawn its map "
         "and first gallery page."
     )
+    if data.get("load"):
+        low, high = min(data["load"]), max(data["load"])
+        rows.append(
+            f"\nThe machine was shared: load average {low:.1f} to {high:.1f} on its "
+            f"{machine['cpus']} cores during the cases, so the times are upper bounds."
+        )
     return "\n".join(rows)
 
 
@@ -184,10 +190,12 @@ def main() -> None:
         update_doc_section("plots", markdown(json.loads((RESULTS / "plots.json").read_text())))
         return
     in_fresh_process("digits")  # warm UMAP's cache of compiled code, as any earlier run has
+    load = [os.getloadavg()[0]]
     cases = [in_fresh_process(case) for case in CASES]
+    load.append(os.getloadavg()[0])
     for case in cases:
         print(json.dumps(case))
-    path = save_results("plots", {"cases": cases})
+    path = save_results("plots", {"cases": cases, "load": [round(v, 1) for v in load]})
     update_doc_section("plots", markdown(json.loads(path.read_text())))
 
 
