@@ -17,7 +17,7 @@ from numbers import Number
 from pathlib import Path
 from typing import Any
 
-from .errors import ImgclustError
+from .errors import DataError, ImgclustError
 
 # Output files ------------------------------------------------------------------------------
 
@@ -147,3 +147,30 @@ def csv_text(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
         writer = quoted if any(isinstance(c, str) and "\r" in c for c in safe) else minimal
         writer.writerow(safe)
     return buffer.getvalue()
+
+
+def read_assignments(path: Path) -> tuple[list[str], Any, Any]:
+    """Ids, clusters and (when the run knew them) label names from assignments.csv."""
+    import numpy as np
+
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except FileNotFoundError:
+        raise DataError(
+            f"{path.parent.name!r} has no assignments.csv: give a run folder that "
+            "`imgclust run` finished."
+        ) from None
+    if not rows or rows[0][:2] != ["id", "cluster"] or len(rows) < 2:
+        raise DataError(f"{path} is empty or not an imgclust assignments file.")
+    has_labels = len(rows[0]) > 2 and rows[0][2] == "label"
+    try:
+        clusters = np.array([int(r[1]) for r in rows[1:]], dtype=np.int64)
+    except (IndexError, ValueError):
+        raise DataError(f"{path} has a row without a whole-number cluster.") from None
+    labels = (
+        np.array([read_csv_cell(r[2]) if len(r) > 2 else "" for r in rows[1:]], dtype=object)
+        if has_labels
+        else None
+    )
+    return [read_csv_cell(r[0]) for r in rows[1:]], clusters, labels

@@ -1,5 +1,8 @@
-"""``report.html``: one self-contained page of a run (configuration, scores, the cluster table,
-the plots embedded as data URIs, inline CSS), readable offline with no JavaScript.
+"""``report.html``: one self-contained page of a run (the explorer, configuration, scores, the
+cluster table, the plots embedded as data URIs, inline CSS and JavaScript), readable offline; all
+but the explorer reads without JavaScript.
+
+More sections (a command's findings about the run) join the page through :func:`add_section`.
 """
 
 from __future__ import annotations
@@ -7,7 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,41 @@ from .errors import DataError
 from .runfolder import INCOMPLETE
 
 REPORT = "report.html"
+
+#: a section of the page: (anchor, heading, HTML body); the body must escape what it shows
+Section = tuple[str, str, str]
+#: functions of the run folder that add a section to every report (None: nothing to add)
+SECTION_PROVIDERS: list[Callable[[Path], Section | None]] = []
+
+
+def add_section(provider: Callable[[Path], Section | None]) -> Callable[[Path], Section | None]:
+    """Add a section to every report: ``provider(run_dir)`` returns (anchor, heading, HTML) or
+    None. Usable as a decorator; adding the same provider twice adds it once.
+    """
+    if provider not in SECTION_PROVIDERS:
+        SECTION_PROVIDERS.append(provider)
+    return provider
+
+
+def provided_sections(run_dir: Path) -> list[Section]:
+    """The sections the providers give for this run; one that fails becomes a one-line note."""
+    from .plots.stage import one_line
+
+    sections = []
+    for provider in SECTION_PROVIDERS:
+        try:
+            section = provider(run_dir)
+        except Exception as exc:  # an extra section must never cost the report
+            name = getattr(provider, "__name__", "section")
+            section = (
+                name.replace("_", "-"),
+                name.replace("_", " ").capitalize(),
+                f'<p class="note">Not shown: {html.escape(one_line(exc))}</p>',
+            )
+        if section is not None:
+            sections.append(section)
+    return sections
+
 
 #: plots in the order the page shows them: file under the run folder, heading, what it shows
 PLOTS: tuple[tuple[str, str, str], ...] = (
@@ -217,8 +255,13 @@ def plots_section(run_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def build_report(run_dir: Path) -> str:
-    """The report page of a run folder, as HTML text."""
+def build_report(run_dir: Path, extra_sections: Iterable[Section] = ()) -> str:
+    """The report page of a run folder, as HTML text; ``extra_sections`` and those of the
+    registered providers follow the cluster table.
+    """
+    from .report_explorer import STYLE as EXPLORER_STYLE
+    from .report_explorer import explorer_section
+
     run_dir = Path(run_dir)
     metrics = read_json(run_dir / "metrics.json")
     summary = read_json(run_dir / "summary.json")
@@ -235,6 +278,7 @@ def build_report(run_dir: Path) -> str:
         if summary.get("imgclust_version"):
             facts.append(f"imgclust {html.escape(str(summary['imgclust_version']))}")
     sections = [
+        ("explorer", "Explorer", explorer_section(run_dir)),
         ("scores", "Scores", metrics_section(metrics)),
         ("plots", "Plots", plots_section(run_dir)),
         (
@@ -244,6 +288,8 @@ def build_report(run_dir: Path) -> str:
             if clusters
             else '<p class="note">clusters.md is missing.</p>',
         ),
+        *extra_sections,
+        *provided_sections(run_dir),
         (
             "config",
             "Configuration",
@@ -257,12 +303,13 @@ def build_report(run_dir: Path) -> str:
     body = [f"<h1>{html.escape(name)}</h1>", f'<p class="lead">{" · ".join(facts)}</p>']
     for anchor, heading, content in sections:
         tag = "div" if anchor == "plots" else "section"
-        title = "" if anchor == "plots" else f"<h2>{heading}</h2>"
-        body.append(f'<{tag} id="{anchor}">{title}\n{content}\n</{tag}>')
+        title = "" if anchor == "plots" else f"<h2>{html.escape(heading)}</h2>"
+        body.append(f'<{tag} id="{html.escape(anchor)}">{title}\n{content}\n</{tag}>')
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{html.escape(name)}: imgclust report</title>\n<style>{STYLE}</style>\n</head>\n"
+        f"<title>{html.escape(name)}: imgclust report</title>\n"
+        f"<style>{STYLE}{EXPLORER_STYLE}</style>\n</head>\n"
         "<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
     )
 

@@ -5,7 +5,6 @@ named in config.toml, and the fitted encoders from ``pipeline/`` when the run sa
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -15,33 +14,8 @@ import numpy as np
 from .console import Log
 from .errors import DataError, ImgclustError
 from .interfaces import Reconstructs
-from .outputs import read_csv_cell
+from .outputs import read_assignments
 from .plots.inputs import PlotInputs, describe_source
-
-
-def read_assignments(path: Path) -> tuple[list[str], np.ndarray, np.ndarray | None]:
-    """Ids, clusters and (when the run knew them) label names from assignments.csv."""
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle))
-    except FileNotFoundError:
-        raise DataError(
-            f"{path.parent.name!r} has no assignments.csv: give a run folder that "
-            "`imgclust run` finished."
-        ) from None
-    if not rows or rows[0][:2] != ["id", "cluster"] or len(rows) < 2:
-        raise DataError(f"{path} is empty or not an imgclust assignments file.")
-    has_labels = len(rows[0]) > 2 and rows[0][2] == "label"
-    try:
-        clusters = np.array([int(r[1]) for r in rows[1:]], dtype=np.int64)
-    except (IndexError, ValueError):
-        raise DataError(f"{path} has a row without a whole-number cluster.") from None
-    labels = (
-        np.array([read_csv_cell(r[2]) if len(r) > 2 else "" for r in rows[1:]], dtype=object)
-        if has_labels
-        else None
-    )
-    return [read_csv_cell(r[0]) for r in rows[1:]], clusters, labels
 
 
 def read_features(path: Path, count: int) -> np.ndarray | None:

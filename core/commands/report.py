@@ -67,13 +67,13 @@ def register(app: Any) -> None:
             return
         if outcome is not None:
             shown = [p for p in outcome.written if p.parent.name == "plots"]
-            montages = len(outcome.written) - len(shown)
+            montages = sum(p.parent.name == "clusters" for p in outcome.written)
             for path in shown:
                 typer.echo(f"plot      {path.relative_to(run)}")
             if montages:
                 typer.echo(f"plots     {montages} cluster montages in plots/clusters/")
             for name, reason in outcome.skipped.items():
-                if name != "clusters/":
+                if name not in ("clusters/", "explorer/"):
                     kept = " (the earlier one is kept)" if (run / "plots" / name).is_file() else ""
                     typer.echo(f"skipped   {name}: {reason}{kept}")
             typer.echo(f"time      {outcome.seconds:.1f}s")

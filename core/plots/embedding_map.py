@@ -12,7 +12,7 @@ from .colours import NOISE_COLOUR, matched_colours
 from .figure import SkipPlot, new_figure, save_png, thousands
 from .inputs import NOISE, PlotInputs, cluster_order
 from .options import PlotOptions
-from .projection import Projection, project
+from .projection import Projection, shared_projection
 
 MAX_MARKED = 40  # clusters or classes named on the map at their median point
 
@@ -77,7 +77,7 @@ def plot_map(inputs: PlotInputs, folder: Path, options: PlotOptions) -> list[Pat
     """Write ``map.png`` and return its path."""
     if inputs.features is None:
         raise SkipPlot("the features are not available")
-    projection = project(inputs.features, options, inputs.seed)
+    projection = shared_projection(inputs, options)
     underneath = np.argsort(inputs.clusters[projection.index] != NOISE, kind="stable")
     projection.xy, projection.index = projection.xy[underneath], projection.index[underneath]
     clusters = inputs.clusters[projection.index]

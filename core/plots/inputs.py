@@ -34,6 +34,8 @@ class PlotInputs:
     seed: int = 0
     #: what the images are, for titles: "mnist (test)"
     source: str = "images"
+    #: 2-D projections already computed, by map settings (shared by map.png and the explorer)
+    projections: dict[Any, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.clusters = np.asarray(self.clusters, dtype=np.int64)

@@ -22,7 +22,7 @@ class PlotOptions:
     #: "auto" (UMAP when installed, else PCA), "umap" or "pca"
     map_method: str = "auto"
     #: points projected by UMAP (its cost grows with them; numba compiles once per process)
-    umap_sample: int = 5_000
+    umap_sample: int = 3_000
     #: points projected by PCA and drawn
     pca_sample: int = 20_000
     #: cluster rows in clusters.png (the largest ones, then noise)
@@ -37,13 +37,23 @@ class PlotOptions:
     montage_limit: int = 500
     #: originals shown in reconstructions.png
     reconstructions: int = 10
+    #: pixel bytes of thumbnails report.html embeds: 30,000 MNIST digits (28x28 grey); beyond
+    #: that a fixed-seed sample (colour and larger tiles cost more each, so fewer fit)
+    explorer_bytes: int = 30_000 * 28 * 28
 
     def __post_init__(self) -> None:
         if self.map_method not in MAP_METHODS:
             raise SettingsError(
                 f"map method {self.map_method!r} is unknown: use one of {', '.join(MAP_METHODS)}."
             )
-        for name in ("umap_sample", "pca_sample", "cluster_rows", "per_row", "montage_images"):
+        for name in (
+            "umap_sample",
+            "pca_sample",
+            "cluster_rows",
+            "per_row",
+            "montage_images",
+            "explorer_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"plot setting {name} must be at least 1.")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -98,3 +99,17 @@ def umap_2d(x: np.ndarray, seed: int, neighbours: int = 15) -> np.ndarray:
             precomputed_knn=(indices, distances.astype(np.float32), None),
         )
         return np.asarray(model.fit_transform(x), dtype=np.float32)
+
+
+def shared_projection(inputs: Any, options: PlotOptions) -> Projection:
+    """The projection of ``inputs.features``, computed once per inputs and options: map.png and
+    the explorer draw the same points without paying for UMAP twice.
+    """
+    key = (options.map_method, options.umap_sample, options.pca_sample)
+    memo = inputs.projections
+    if key not in memo:
+        memo[key] = project(inputs.features, options, inputs.seed)
+    found = memo[key]
+    return Projection(
+        found.xy.copy(), found.index.copy(), found.method, found.axis_labels, found.note
+    )

@@ -21,6 +21,7 @@ def _plot_functions() -> list[tuple[str, Callable[..., list[Path]]]]:
     from .clusters import plot_clusters
     from .confusion import plot_confusion
     from .embedding_map import plot_map
+    from .explorer import plot_explorer
     from .montages import plot_montages
     from .reconstructions import plot_reconstructions
     from .training import plot_training
@@ -30,6 +31,7 @@ def _plot_functions() -> list[tuple[str, Callable[..., list[Path]]]]:
         ("clusters.png", plot_clusters),
         ("clusters/", plot_montages),
         ("map.png", plot_map),
+        ("explorer/", plot_explorer),
         ("confusion.png", plot_confusion),
         ("training.png", plot_training),
     ]

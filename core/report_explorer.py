@@ -1,0 +1,534 @@
+"""The explorer of ``report.html``: an interactive map (hover a point to see its image, click to
+select its cluster), a paged gallery of each cluster's images, the clusters' sizes and make-up,
+and filters by cluster and true label. Everything is inline: the data as JSON in a
+``<script type="application/json">`` block, the thumbnails as PNG sprite sheets in data URIs,
+and the code as one inline script. Text from the run reaches the page only as JSON (with
+``<``, ``>`` and ``&`` escaped) and the script only sets it as ``textContent``, never as markup.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError
+from .plots.explorer import FOLDER, MAP_SCALE, POINTS
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PAGE_SIZE = 120  # thumbnails per gallery page
+MAKEUP = 5  # labels named in a cluster's make-up
+
+
+class Unusable(Exception):
+    """The explorer's data in the run folder is missing or damaged: the page says so."""
+
+
+def script_json(value: Any) -> str:
+    """JSON that is safe inside a ``<script>`` element: no ``</script>``, no ``<!--``."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def whole_numbers(values: Any, name: str, low: int, high: int) -> list[int]:
+    """A list of integers in [low, high), or :class:`Unusable`."""
+    if not isinstance(values, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and low <= v < high for v in values
+    ):
+        raise Unusable(f"{name} is not a list of whole numbers from {low} to {high - 1}")
+    return values
+
+
+def read_points(run_dir: Path, n: int) -> dict[str, Any]:
+    """``plots/explorer/points.json``, checked against the run's number of images."""
+    path = run_dir / "plots" / FOLDER / POINTS
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise Unusable("the run has no explorer data (it ran with --no-plots?)") from None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise Unusable(f"{POINTS} cannot be read ({type(exc).__name__})") from None
+    if not isinstance(record, dict) or record.get("n") != n:
+        raise Unusable(f"{POINTS} does not describe this run's {n} images")
+    return record
+
+
+def checked_map(record: Any, n: int) -> dict[str, Any] | None:
+    """The map's points, or None when the run has none."""
+    if record is None:
+        return None
+    if not isinstance(record, dict):
+        raise Unusable("the map's record is not an object")
+    index = whole_numbers(record.get("index"), "the map's index", 0, n)
+    x = whole_numbers(record.get("x"), "the map's x", 0, MAP_SCALE + 1)
+    y = whole_numbers(record.get("y"), "the map's y", 0, MAP_SCALE + 1)
+    if not len(index) == len(x) == len(y):
+        raise Unusable("the map's index and coordinates differ in length")
+    axes = record.get("axes") if isinstance(record.get("axes"), list) else []
+    return {
+        "i": index,
+        "x": x,
+        "y": y,
+        "method": str(record.get("method", "")),
+        "axes": [str(a) for a in axes[:2]],
+        "note": str(record.get("note", "")),
+    }
+
+
+def checked_thumbs(record: Any, n: int, folder: Path) -> dict[str, Any] | None:
+    """The thumbnails' rows and sprite sheets (as data URIs), or None when the run has none."""
+    if record is None:
+        return None
+    if not isinstance(record, dict):
+        raise Unusable("the thumbnails' record is not an object")
+    index = whole_numbers(record.get("index"), "the thumbnails' index", 0, n)
+    tile, columns, per_sheet = (record.get(k) for k in ("tile", "columns", "per_sheet"))
+    sizes = (tile, columns, per_sheet)
+    if not all(isinstance(v, int) and 0 < v <= 1 << 16 for v in sizes):
+        raise Unusable("the thumbnails' tile sizes are not positive whole numbers")
+    names = record.get("sheets")
+    needed = -(-len(index) // per_sheet)
+    if not isinstance(names, list) or len(names) != needed:
+        raise Unusable("the thumbnails' sheets do not match their count")
+    sheets = []
+    for number, name in enumerate(names):
+        if name != f"thumbs-{number}.png":
+            raise Unusable("a thumbnail sheet has an unexpected name")
+        try:
+            data = (folder / name).read_bytes()
+        except OSError:
+            raise Unusable(f"{name} is missing") from None
+        if not data.startswith(PNG_SIGNATURE):
+            raise Unusable(f"{name} is not a PNG")
+        sheets.append("data:image/png;base64," + base64.b64encode(data).decode("ascii"))
+    return {"i": index, "tile": tile, "columns": columns, "per_sheet": per_sheet, "sheets": sheets}
+
+
+def cluster_table(clusters: np.ndarray, labels: np.ndarray | None) -> list[dict[str, Any]]:
+    """Each cluster largest first (noise last): id, size and its commonest labels."""
+    from .plots.inputs import NOISE, cluster_order
+
+    order, sizes = cluster_order(clusters)
+    rows = []
+    for cluster in order:
+        row: dict[str, Any] = {"id": cluster, "size": sizes[cluster], "noise": cluster == NOISE}
+        if labels is not None:
+            counts = Counter(labels[clusters == cluster].tolist())
+            row["makeup"] = [[int(k), int(v)] for k, v in counts.most_common(MAKEUP)]
+        rows.append(row)
+    return rows
+
+
+def explorer_data(run_dir: Path) -> dict[str, Any]:
+    """Everything the explorer script reads, from the run folder."""
+    from .outputs import read_assignments
+    from .plots.inputs import natural_key
+
+    try:
+        ids, clusters, label_names = read_assignments(run_dir / "assignments.csv")
+    except DataError as exc:
+        raise Unusable(str(exc)) from None
+    n = len(ids)
+    record = read_points(run_dir, n)
+    names: list[str] | None = None
+    codes = None
+    if label_names is not None:
+        names = sorted({str(v) for v in label_names.tolist()}, key=natural_key)
+        position = {name: i for i, name in enumerate(names)}
+        codes = np.array([position[str(v)] for v in label_names.tolist()], dtype=np.int64)
+    return {
+        "n": n,
+        "seed": record.get("seed", 0) if isinstance(record.get("seed"), int) else 0,
+        "ids": ids,
+        "c": clusters.tolist(),
+        "labels": names,
+        "l": None if codes is None else codes.tolist(),
+        "clusters": cluster_table(clusters, codes),
+        "map": checked_map(record.get("map"), n),
+        "thumbs": checked_thumbs(record.get("thumbs"), n, run_dir / "plots" / FOLDER),
+        "page": PAGE_SIZE,
+    }
+
+
+def describe(data: dict[str, Any]) -> str:
+    """One sentence on what the explorer holds: how many points and thumbnails, which sample."""
+    n, seed = data["n"], data["seed"]
+    parts = [f"{n:,} images in {sum(not c['noise'] for c in data['clusters']):,} clusters."]
+    shown = data["map"]
+    if shown is not None:
+        how = {"UMAP": "by UMAP", "PCA": "by PCA", "features": "as they are"}.get(
+            shown["method"], ""
+        )
+        drawn = len(shown["i"])
+        which = f"all {n:,} points"
+        if drawn < n:
+            which = f"{drawn:,} points (random sample, seed {seed})"
+        parts.append(f"The map shows {which}, projected to 2-D {how}.".replace("  ", " "))
+    else:
+        parts.append("No map: the features were not available.")
+    thumbs = data["thumbs"]
+    if thumbs is None:
+        parts.append("No thumbnails: the images were not available when the plots were drawn.")
+    elif len(thumbs["i"]) == n:
+        parts.append("The gallery holds every image.")
+    else:
+        parts.append(
+            f"The gallery holds a random sample of {len(thumbs['i']):,} of the {n:,} images "
+            f"(seed {seed}), to keep this page small."
+        )
+    return " ".join(parts)
+
+
+def explorer_section(run_dir: Path) -> str:
+    """The explorer as HTML, or a one-line note when the run folder lacks its data."""
+    try:
+        data = explorer_data(Path(run_dir))
+    except Unusable as reason:
+        return (
+            f'<p class="note">No explorer: {html.escape(str(reason))}. '
+            "<code>imgclust report RUN</code> draws it.</p>"
+        )
+    has_labels = data["labels"] is not None
+    label_filter = (
+        '<label>True label <select id="ex-label" aria-label="Show only images of this true label">'
+        '<option value="">all labels</option></select></label>'
+        if has_labels
+        else ""
+    )
+    return f"""<p class="note" id="ex-summary">{html.escape(describe(data))}</p>
+<noscript><p class="note">The explorer needs JavaScript; the plots and tables below do not.</p>
+</noscript>
+<div class="ex-controls" role="group" aria-label="Filters">
+<label>Cluster <select id="ex-cluster" aria-label="Show only this cluster">
+<option value="">all clusters</option></select></label>
+{label_filter}
+<button type="button" id="ex-reset">Show all</button>
+<span id="ex-status" class="note" aria-live="polite"></span>
+</div>
+<div class="ex-main">
+<div class="ex-mapbox">
+<canvas id="ex-map" width="640" height="640" tabindex="0" role="img"
+aria-label="Map of the images: each dot is an image, coloured by cluster. Hover a dot to see
+the image; click it to show its cluster in the gallery. The same images are in the gallery below.">
+</canvas>
+<div id="ex-tip" role="tooltip" hidden><img id="ex-tip-img" alt="">
+<div id="ex-tip-text"></div></div>
+<p class="note" id="ex-axes"></p>
+</div>
+<div class="ex-side">
+<table id="ex-clusters" aria-label="Clusters, largest first: size and make-up">
+<thead><tr><th scope="col">cluster</th><th scope="col">images</th>
+<th scope="col">{"make-up (true labels)" if has_labels else "share"}</th></tr></thead>
+<tbody></tbody></table>
+</div>
+</div>
+<h3 id="ex-gallery-title">Gallery</h3>
+<div class="ex-pager" role="group" aria-label="Gallery pages">
+<button type="button" id="ex-prev" aria-label="Previous page">&lsaquo; Previous</button>
+<span id="ex-page" aria-live="polite"></span>
+<button type="button" id="ex-next" aria-label="Next page">Next &rsaquo;</button>
+</div>
+<div id="ex-gallery" role="list" aria-labelledby="ex-gallery-title"></div>
+<script type="application/json" id="ex-data">{script_json(data)}</script>
+<script>{SCRIPT}</script>"""
+
+
+STYLE = """
+.ex-controls{display:flex;flex-wrap:wrap;gap:.6rem 1.2rem;align-items:center;margin:.6rem 0}
+.ex-controls select,.ex-controls button,.ex-pager button{font:inherit;padding:.15rem .5rem}
+.ex-main{display:flex;flex-wrap:wrap;gap:1.2rem;align-items:flex-start}
+.ex-mapbox{position:relative;flex:0 1 640px;max-width:100%}
+#ex-map{width:100%;height:auto;aspect-ratio:1/1;border:1px solid #ddd;cursor:crosshair;
+display:block;background:#fff}
+#ex-map:focus,button:focus,select:focus,#ex-gallery img:focus{outline:3px solid #1a73e8;
+outline-offset:2px}
+#ex-tip{position:absolute;pointer-events:none;background:#fff;border:1px solid #888;
+padding:.3rem;font-size:.8rem;box-shadow:0 2px 6px rgba(0,0,0,.25);z-index:2;max-width:14rem}
+#ex-tip img{display:block;width:84px;height:84px;image-rendering:pixelated;margin-bottom:.2rem}
+.ex-side{flex:1 1 320px;max-height:640px;overflow-y:auto}
+#ex-clusters{width:100%;font-size:.9rem}
+#ex-clusters button{font:inherit;border:0;background:none;color:#1a4fa0;text-decoration:underline;
+cursor:pointer;padding:0}
+#ex-clusters tr.ex-on{background:#eef3fd}
+.ex-swatch{display:inline-block;width:.8rem;height:.8rem;margin-right:.35rem;vertical-align:-.1rem;
+border-radius:2px}
+.ex-bar{display:inline-block;height:.55rem;background:#9db7e0;margin-right:.3rem}
+.ex-pager{display:flex;gap:.8rem;align-items:center;margin:.4rem 0}
+#ex-gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(60px,1fr));gap:4px}
+#ex-gallery img{width:100%;height:auto;aspect-ratio:1/1;image-rendering:pixelated;
+border:2px solid transparent;background:#000}
+"""
+
+SCRIPT = r"""
+(function () {
+  "use strict";
+  var D = JSON.parse(document.getElementById("ex-data").textContent);
+  var $ = function (id) { return document.getElementById(id); };
+  var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+    "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
+    "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5", "#393b79"];
+  var NOISE_COLOUR = "#b0b0b0";
+  var colour = {}, rank = {};
+  D.clusters.forEach(function (c, i) {
+    rank[c.id] = i;
+    colour[c.id] = c.noise ? NOISE_COLOUR : PALETTE[i % PALETTE.length];
+  });
+  var state = { cluster: null, label: null, page: 0 };
+  function clusterName(c) { return c === -1 ? "noise" : "cluster " + c; }
+  function labelOf(row) { return D.l ? D.labels[D.l[row]] : null; }
+  function describeRow(row) {
+    var text = D.ids[row] + ", " + clusterName(D.c[row]);
+    var label = labelOf(row);
+    return label === null ? text : text + ", label " + label;
+  }
+
+  // thumbnails: row -> tile number; sprite sheets decoded once, tiles cut out on demand
+  var tileOf = new Int32Array(D.n).fill(-1);
+  var sheets = [], sheetsReady = Promise.resolve();
+  if (D.thumbs) {
+    D.thumbs.i.forEach(function (row, t) { tileOf[row] = t; });
+    sheetsReady = Promise.all(D.thumbs.sheets.map(function (uri) {
+      return new Promise(function (resolve) {
+        var image = new Image();
+        image.onload = function () { resolve(image); };
+        image.onerror = function () { resolve(null); };
+        image.src = uri;
+        sheets.push(image);
+      });
+    }));
+  }
+  var cutter = document.createElement("canvas");
+  var cache = new Map();
+  function tileSource(row) {
+    var t = tileOf[row];
+    if (t < 0 || !D.thumbs) { return null; }
+    if (cache.has(t)) { return cache.get(t); }
+    var T = D.thumbs, size = T.tile, sheet = sheets[Math.floor(t / T.per_sheet)];
+    if (!sheet || !sheet.complete || !sheet.naturalWidth) { return null; }
+    var k = t % T.per_sheet;
+    cutter.width = size; cutter.height = size;
+    var g = cutter.getContext("2d");
+    g.clearRect(0, 0, size, size);
+    g.drawImage(sheet, (k % T.columns) * size, Math.floor(k / T.columns) * size, size, size,
+      0, 0, size, size);
+    var url = cutter.toDataURL("image/png");
+    if (cache.size > 4000) { cache.clear(); }
+    cache.set(t, url);
+    return url;
+  }
+
+  function matches(row) {
+    return (state.cluster === null || D.c[row] === state.cluster) &&
+      (state.label === null || D.l[row] === state.label);
+  }
+
+  // the map: points in canvas pixels, a grid of cells for hovering
+  var canvas = $("ex-map"), ctx = canvas ? canvas.getContext("2d") : null;
+  var M = D.map, PAD = 12, CELL = 12, px = [], py = [], grid = new Map();
+  function layout() {
+    if (!M) { return; }
+    var w = canvas.width - 2 * PAD, h = canvas.height - 2 * PAD;
+    px = new Float32Array(M.i.length); py = new Float32Array(M.i.length); grid = new Map();
+    for (var j = 0; j < M.i.length; j++) {
+      px[j] = PAD + M.x[j] / 4095 * w;
+      py[j] = PAD + (1 - M.y[j] / 4095) * h;
+      var key = Math.floor(px[j] / CELL) + "," + Math.floor(py[j] / CELL);
+      var list = grid.get(key);
+      if (list) { list.push(j); } else { grid.set(key, [j]); }
+    }
+  }
+  function draw(hovered) {
+    if (!ctx) { return; }
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    if (!M) {
+      ctx.fillStyle = "#555"; ctx.font = "16px sans-serif";
+      ctx.fillText("No map: the features were not available.", 20, 40);
+      return;
+    }
+    var size = M.i.length > 20000 ? 2 : M.i.length > 5000 ? 3 : 4, half = size / 2;
+    var filtered = state.cluster !== null || state.label !== null, j, row;
+    if (filtered) {
+      ctx.fillStyle = "#e4e4e4";
+      for (j = 0; j < px.length; j++) {
+        if (!matches(M.i[j])) { ctx.fillRect(px[j] - half, py[j] - half, size, size); }
+      }
+    }
+    for (j = 0; j < px.length; j++) {
+      row = M.i[j];
+      if (filtered && !matches(row)) { continue; }
+      ctx.fillStyle = colour[D.c[row]];
+      ctx.fillRect(px[j] - half, py[j] - half, size, size);
+    }
+    if (hovered !== undefined && hovered !== null) {
+      ctx.strokeStyle = "#000"; ctx.lineWidth = 2;
+      ctx.beginPath(); ctx.arc(px[hovered], py[hovered], 6, 0, 2 * Math.PI); ctx.stroke();
+    }
+  }
+  function canvasPoint(event) {
+    var box = canvas.getBoundingClientRect();
+    return [(event.clientX - box.left) * canvas.width / box.width,
+      (event.clientY - box.top) * canvas.height / box.height];
+  }
+  function nearest(x, y) {
+    var best = null, bestD = 10 * 10, cx = Math.floor(x / CELL), cy = Math.floor(y / CELL);
+    for (var dx = -1; dx <= 1; dx++) {
+      for (var dy = -1; dy <= 1; dy++) {
+        var list = grid.get((cx + dx) + "," + (cy + dy));
+        if (!list) { continue; }
+        for (var k = 0; k < list.length; k++) {
+          var j = list[k], d = (px[j] - x) * (px[j] - x) + (py[j] - y) * (py[j] - y);
+          if (d < bestD) { bestD = d; best = j; }
+        }
+      }
+    }
+    return best;
+  }
+  var tip = $("ex-tip"), tipImg = $("ex-tip-img"), tipText = $("ex-tip-text");
+  function showTip(j) {
+    var row = M.i[j], url = tileSource(row), box = canvas.getBoundingClientRect();
+    tipText.textContent = describeRow(row);
+    if (url) { tipImg.src = url; tipImg.alt = "image " + describeRow(row); tipImg.hidden = false; }
+    else { tipImg.removeAttribute("src"); tipImg.alt = ""; tipImg.hidden = true; }
+    var left = px[j] * box.width / canvas.width + 14, top = py[j] * box.height / canvas.height + 14;
+    if (left > box.width - 150) { left -= 180; }
+    if (top > box.height - 130) { top -= 150; }
+    tip.style.left = left + "px"; tip.style.top = top + "px";
+    tip.hidden = false;
+  }
+  function hideTip() { if (tip) { tip.hidden = true; } }
+  if (canvas && M) {
+    canvas.addEventListener("mousemove", function (event) {
+      var p = canvasPoint(event), j = nearest(p[0], p[1]);
+      if (j === null) { hideTip(); draw(); return; }
+      showTip(j); draw(j);
+    });
+    canvas.addEventListener("mouseleave", function () { hideTip(); draw(); });
+    canvas.addEventListener("click", function (event) {
+      var p = canvasPoint(event), j = nearest(p[0], p[1]);
+      if (j !== null) { select(D.c[M.i[j]], null); }
+    });
+    $("ex-axes").textContent = M.axes.filter(Boolean).join(" / ") + (M.note ? " · " + M.note : "");
+  }
+
+  // the clusters table and the filters
+  var clusterSelect = $("ex-cluster"), labelSelect = $("ex-label");
+  function option(select, value, text) {
+    var o = document.createElement("option"); o.value = value; o.textContent = text;
+    select.appendChild(o);
+  }
+  var body = document.querySelector("#ex-clusters tbody"), largest = D.clusters.length ?
+    Math.max.apply(null, D.clusters.map(function (c) { return c.size; })) : 1;
+  D.clusters.forEach(function (c) {
+    var count = c.size.toLocaleString("en");
+    option(clusterSelect, String(c.id), clusterName(c.id) + " (" + count + ")");
+    var tr = document.createElement("tr"); tr.dataset.cluster = String(c.id);
+    var name = document.createElement("td"), button = document.createElement("button");
+    var swatch = document.createElement("span");
+    swatch.className = "ex-swatch"; swatch.style.background = colour[c.id];
+    button.type = "button"; button.textContent = clusterName(c.id);
+    button.setAttribute("aria-label", "Show " + clusterName(c.id) + " in the gallery");
+    button.addEventListener("click", function () { select(c.id, null); });
+    name.appendChild(swatch); name.appendChild(button);
+    var size = document.createElement("td"); size.className = "num";
+    size.textContent = c.size.toLocaleString("en");
+    var made = document.createElement("td"), bar = document.createElement("span");
+    bar.className = "ex-bar"; bar.style.width = Math.max(1, 60 * c.size / largest) + "px";
+    made.appendChild(bar);
+    var words = c.makeup ? c.makeup.map(function (m) {
+      return D.labels[m[0]] + " (" + Math.round(100 * m[1] / c.size) + "%)";
+    }).join(", ") : (100 * c.size / D.n).toFixed(1) + "% of the images";
+    made.appendChild(document.createTextNode(words));
+    tr.appendChild(name); tr.appendChild(size); tr.appendChild(made); body.appendChild(tr);
+  });
+  if (labelSelect && D.labels) {
+    D.labels.forEach(function (name, i) { option(labelSelect, String(i), name); });
+    labelSelect.addEventListener("change", function () {
+      state.label = labelSelect.value === "" ? null : Number(labelSelect.value);
+      state.page = 0; update();
+    });
+  }
+  clusterSelect.addEventListener("change", function () {
+    state.cluster = clusterSelect.value === "" ? null : Number(clusterSelect.value);
+    state.page = 0; update();
+  });
+  $("ex-reset").addEventListener("click", function () { select(null, null); });
+  function select(cluster, label) {
+    state.cluster = cluster; state.label = label; state.page = 0;
+    clusterSelect.value = cluster === null ? "" : String(cluster);
+    if (labelSelect) { labelSelect.value = label === null ? "" : String(label); }
+    update();
+  }
+
+  // the gallery: the thumbnailed images that match the filters, a page at a time
+  var gallery = $("ex-gallery"), pageText = $("ex-page"), status = $("ex-status");
+  var byCluster = (D.thumbs ? D.thumbs.i.slice() : []).sort(function (a, b) {
+    return rank[D.c[a]] - rank[D.c[b]] || a - b;
+  });
+  function rows() {
+    var out = [], all = byCluster;
+    for (var k = 0; k < all.length; k++) { if (matches(all[k])) { out.push(all[k]); } }
+    return out;
+  }
+  function renderGallery() {
+    var found = rows(), per = D.page, pages = Math.max(1, Math.ceil(found.length / per));
+    state.page = Math.min(state.page, pages - 1);
+    var start = state.page * per, shown = found.slice(start, start + per);
+    gallery.textContent = "";
+    shown.forEach(function (row) {
+      var image = document.createElement("img"), url = tileSource(row);
+      if (url) { image.src = url; }
+      image.alt = "image " + describeRow(row);
+      image.title = describeRow(row);
+      image.tabIndex = 0;
+      image.setAttribute("role", "listitem");
+      image.dataset.row = String(row);
+      image.dataset.cluster = String(D.c[row]);
+      image.style.borderColor = colour[D.c[row]];
+      gallery.appendChild(image);
+    });
+    pageText.textContent = found.length ?
+      "images " + (start + 1).toLocaleString("en") + "-" +
+      (start + shown.length).toLocaleString("en") + " of " + found.length.toLocaleString("en") +
+      " (page " + (state.page + 1) + " of " + pages + ")" : "no images match";
+    $("ex-prev").disabled = state.page === 0;
+    $("ex-next").disabled = state.page >= pages - 1;
+  }
+  $("ex-prev").addEventListener("click", function () { state.page -= 1; renderGallery(); });
+  $("ex-next").addEventListener("click", function () { state.page += 1; renderGallery(); });
+  function update() {
+    var parts = [];
+    if (state.cluster !== null) { parts.push(clusterName(state.cluster)); }
+    if (state.label !== null) { parts.push("label " + D.labels[state.label]); }
+    status.textContent = parts.length ? "Showing " + parts.join(", ") : "Showing all images";
+    document.querySelectorAll("#ex-clusters tbody tr").forEach(function (tr) {
+      var on = state.cluster !== null && tr.dataset.cluster === String(state.cluster);
+      tr.classList.toggle("ex-on", on);
+    });
+    draw(); renderGallery();
+  }
+  if (canvas) {
+    var ratio = Math.min(2, window.devicePixelRatio || 1);
+    canvas.width = 640 * ratio; canvas.height = 640 * ratio;
+  }
+  layout(); update();
+  sheetsReady.then(function () {
+    cache.clear(); renderGallery(); document.body.dataset.explorer = "ready";
+  });
+  // for tests and for people at the console: where point j of the map is on the screen
+  window.imgclustExplorer = {
+    data: D,
+    pointOnScreen: function (j) {
+      var box = canvas.getBoundingClientRect();
+      return [box.left + px[j] * box.width / canvas.width,
+        box.top + py[j] * box.height / canvas.height];
+    },
+    select: select
+  };
+})();
+"""
