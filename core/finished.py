@@ -160,7 +160,32 @@ def run_images(finished: FinishedRun, registry: Any = None) -> Any:
         from .plugins_host import get_registry
 
         registry = get_registry()
-    return reload_images(registry, finished.config, finished.ids)
+    data = reload_images(registry, finished.config, finished.ids)
+    recorded = recorded_shape(finished.path)
+    if recorded is not None and tuple(data.shape) != recorded:
+        raise DataError(
+            f"dataset {finished.dataset!r} now gives {_size(data.shape)} images but the run "
+            f"clustered {_size(recorded)} ones: it no longer holds the run's images."
+        )
+    return data
+
+
+def recorded_shape(run: Path) -> tuple[int, ...] | None:
+    """The image shape (H, W, C) summary.json recorded, when it holds a sound one."""
+    import json
+
+    try:
+        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    shape = summary.get("image_shape") if isinstance(summary, dict) else None
+    if isinstance(shape, list) and len(shape) == 3 and all(type(v) is int for v in shape):
+        return tuple(shape)
+    return None
+
+
+def _size(shape: tuple[int, ...]) -> str:
+    return "x".join(str(v) for v in shape)
 
 
 def file_digest(path: Path) -> str:
