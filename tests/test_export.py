@@ -115,6 +115,24 @@ def test_link_hard_links_the_originals_and_csv_writes_only_the_table(cli, folder
     assert list(read_rows(table / "clusters.csv")[0]) == ["id", "cluster", "folder", "label"]
 
 
+def test_link_makes_symbolic_links_where_hard_links_cannot_be_made(
+    cli, folder_run, tmp_path, monkeypatch
+):
+    import errno
+
+    def cross_device(source, target, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", cross_device)
+    out = tmp_path / "out"
+    result = cli("export", folder_run, out, "--link")
+    assert result.exit_code == 0, result.stderr
+    assert "42 symlinked" in result.stdout and "symbolic links" in result.stdout
+    row = next(r for r in read_rows(out / "clusters.csv") if r["id"] == "a/5.png")
+    assert (out / row["file"]).is_symlink()
+    assert os.path.samefile(out / row["file"], Path(_image_root(folder_run)) / "a" / "5.png")
+
+
 def test_an_empty_existing_folder_is_filled(cli, digits_run, tmp_path):
     out = tmp_path / "empty"
     out.mkdir()

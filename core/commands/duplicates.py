@@ -29,7 +29,7 @@ def duplicates_command(
     """Find exact copies (same content hash) and near copies (close features) in a run."""
     from ..console import stderr_log
     from ..duplicates import check_threshold, duplicates_csv, search
-    from ..finished import check_finished
+    from ..finished import check_finished, printable
     from ..outputs import claim_output, write_output
 
     check_finished(run, "search")
@@ -51,7 +51,8 @@ def duplicates_command(
         f"({how}){'' if found.exact_checked else '; exact copies not checked'}"
     )
     for number, group in enumerate(found.groups[:10], start=1):
-        shown = ", ".join(group.ids[:4]) + (" ..." if len(group.ids) > 4 else "")
+        shown = ", ".join(printable(i) for i in group.ids[:4])
+        shown += " ..." if len(group.ids) > 4 else ""
         typer.echo(f"  {number}. {group.kind}: {shown}")
     if len(found.groups) > 10:
         typer.echo(f"  ... and {len(found.groups) - 10} more")

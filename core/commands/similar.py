@@ -181,8 +181,9 @@ def _print_block(header: list[str], query: Query, block: list[list[Any]]) -> Non
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
-    text = "".join(c if c.isprintable() else "?" for c in str(value))  # no terminal controls
-    return text or "''"
+    from ..finished import printable
+
+    return printable(value) or "''"
 
 
 def register(app: Any) -> None:
