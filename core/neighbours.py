@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import DataError
+
 INDEX_DIR = "index"
 MANIFEST = "index.json"
 NEIGHBOURS = "neighbours.npy"
@@ -36,6 +38,8 @@ MAX_GRAPH_K = 256  # the most a saved index may claim (bounds what loading alloc
 MAX_MANIFEST_BYTES = 64 * 1024
 EXTRA = 8  # candidates beyond those asked for, re-ranked by exact distance
 CHECKED_ROWS = 16  # rows whose saved neighbours are compared with an exact search on loading
+MAX_PAIRS = 10_000_000  # pairs within a threshold kept at once (about 200 MB)
+RADIUS_CELLS = 4_000_000  # distances one radius search may return per chunk of rows
 
 Log = Callable[[str], None]
 
@@ -129,22 +133,33 @@ def _rerank(
 def _radius_pairs(
     features: np.ndarray, rows: np.ndarray, threshold: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every row within ``threshold`` of each of ``rows`` (exact distances)."""
+    """Every row within ``threshold`` of each of ``rows`` (exact distances), a chunk of rows at
+    a time; more than MAX_PAIRS pairs is one line rather than memory running out."""
     from sklearn.neighbors import NearestNeighbors
 
     search = NearestNeighbors(algorithm="brute").fit(features)
     # a little slack so that rounding in the search loses no pair; exact distances decide
     reach = threshold * 1.001 + 1e-6
-    _, found = search.radius_neighbors(features[rows], radius=reach)
     left, right, dist = [], [], []
-    for row, others in zip(rows, found, strict=True):
-        others = np.asarray(others, dtype=np.int64)
-        diff = features[others].astype(np.float64) - features[row].astype(np.float64)
-        d = np.sqrt(np.einsum("ij,ij->i", diff, diff)).astype(np.float32)
-        inside = d <= threshold
-        left.append(np.full(int(inside.sum()), row, dtype=np.int64))
-        right.append(others[inside])
-        dist.append(d[inside])
+    total = 0
+    chunk = max(1, RADIUS_CELLS // len(features))
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        _, found = search.radius_neighbors(features[part], radius=reach)
+        for row, others in zip(part, found, strict=True):
+            others = np.asarray(others, dtype=np.int64)
+            diff = features[others].astype(np.float64) - features[row].astype(np.float64)
+            d = np.sqrt(np.einsum("ij,ij->i", diff, diff)).astype(np.float32)
+            inside = d <= threshold
+            total += int(inside.sum())
+            if total > MAX_PAIRS:
+                raise DataError(
+                    f"a distance threshold of {threshold:.6g} joins more than {MAX_PAIRS:,} "
+                    "pairs of images: give a smaller one."
+                )
+            left.append(np.full(int(inside.sum()), row, dtype=np.int64))
+            right.append(others[inside])
+            dist.append(d[inside])
     return np.concatenate(left), np.concatenate(right), np.concatenate(dist)
 
 

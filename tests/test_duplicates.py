@@ -179,6 +179,15 @@ def test_an_array_dataset_whose_images_changed_size_is_checked_by_features_only(
     assert "9x9x1" in result.stderr and "exact copies not checked" in result.stderr
 
 
+def test_a_threshold_joining_too_many_pairs_is_one_line(cli, own_run, monkeypatch):
+    from imgclust import neighbours
+
+    monkeypatch.setattr(neighbours, "MAX_PAIRS", 100)
+    message = one_line_error(cli("duplicates", own_run, "--threshold", "1e9"))
+    assert "joins more than 100 pairs" in message and "smaller" in message
+    assert not (own_run / "duplicates.csv").exists()
+
+
 def test_csv_cells_that_a_spreadsheet_would_run_are_escaped():
     from imgclust.duplicates import DuplicateGroup, duplicates_csv
 

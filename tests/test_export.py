@@ -230,7 +230,7 @@ def test_a_failure_midway_leaves_no_output_and_no_temporary(cli, digits_run, tmp
 
     written = []
 
-    def failing(image, target, image_id):
+    def failing(image, target):
         if len(written) == 50:
             raise OSError(28, "No space left on device")
         written.append(target)

@@ -154,7 +154,7 @@ def write_export(
             for place in placements:
                 target = staging / place.folder / place.name
                 if sources is None:
-                    _write_png(images[place.row], target, finished.ids[place.row])
+                    _write_png(images[place.row], target)
                     counts["png"] += 1
                 else:
                     counts[_place_file(sources[place.row], target, mode)] += 1
@@ -170,7 +170,8 @@ def write_export(
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(exc, OSError):
-            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            named = str(getattr(exc, "filename", None) or "")
+            where = f" ({named})" if named and not named.startswith(str(staging)) else ""
             raise ImgclustError(
                 f"cannot export to {str(out)!r}: {exc.strerror or exc}{where}."
             ) from None
@@ -194,7 +195,8 @@ def _place_file(source: Path, target: Path, mode: str) -> str:
     return "symlinked"
 
 
-def _write_png(image: Any, target: Path, image_id: str) -> None:
+def _write_png(image: Any, target: Path) -> None:
+    """One image as a PNG at ``target`` (a new file): grey, RGB or RGBA by its channels."""
     from PIL import Image
 
     array = np.asarray(image)
