@@ -61,6 +61,40 @@ def _check_output(path: Path, shown: str, force: bool, inputs: list[Path]) -> No
 _ELSEWHERE = "write the output to another file."
 
 
+def claim_output_folder(
+    path: Path | str, *, inputs: Iterable[Path | str] = (), option: str = "OUT"
+) -> Path:
+    """``path`` checked as a new folder to fill: absent or empty, not a link, not inside (or
+    holding) one of the command's inputs, its parent a writable folder; refusals are one line."""
+    path = Path(path)
+    shown = f"{option} {str(path)!r}"
+    try:
+        if path.is_symlink():
+            raise ImgclustError(f"{shown} is a link: give a new folder.")
+        if path.exists() and not path.is_dir():
+            raise ImgclustError(f"{shown} is a file: give a new folder.")
+        if path.is_dir() and any(path.iterdir()):
+            raise ImgclustError(f"{shown} already exists and is not empty: give a new folder.")
+        target = path.resolve()
+        for given in (Path(p) for p in inputs):
+            source = given.resolve()
+            if target == source or target.is_relative_to(source) or source.is_relative_to(target):
+                raise ImgclustError(
+                    f"{shown} overlaps this command's input {str(given)!r}: "
+                    "give a folder outside it."
+                )
+        parent = path.absolute().parent
+        if not parent.is_dir():
+            what = "is not a folder" if os.path.lexists(parent) else "does not exist"
+            raise ImgclustError(f"{shown}: folder {str(parent)!r} {what}: create it first.")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ImgclustError(f"{shown}: folder {str(parent)!r} is not writable.")
+    except (OSError, RuntimeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ImgclustError(f"{shown} cannot be used: {reason}.") from None
+    return path
+
+
 def write_output(path: Path, text: str, *, force: bool, option: str = "--output") -> Path:
     """Write a claimed output whole or not at all; without ``force`` never over a file that
     appeared since it was claimed."""

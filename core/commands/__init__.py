@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-MODULES: tuple[str, ...] = ("predict", "sweep", "report")
+MODULES: tuple[str, ...] = ("predict", "sweep", "report", "export", "similar", "duplicates")
 
 
 def register_all(app: Any) -> None:

@@ -1,0 +1,292 @@
+"""``imgclust export RUN OUT``: a finished run's images sorted into one folder per cluster.
+
+``OUT/cluster-00/`` holds the largest cluster, ``OUT/cluster-01/`` the next, and ``OUT/noise/``
+the images no cluster took; ``OUT/clusters.csv`` says where each image went. An image-folder run
+exports its original files (copies, or links with ``--link``); other datasets are written as
+PNGs from the images the run's dataset loads again. Everything is written into a temporary
+folder beside OUT and renamed to OUT when whole, so OUT never holds half an export.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+
+from ..errors import DataError, ImgclustError
+
+CSV_NAME = "clusters.csv"
+NOISE = "noise"
+NAME_BYTES = 255  # the longest file name common file systems take
+CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+_CROSS_DEVICE = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
+@dataclass
+class Placement:
+    """Where one image of the run goes: its row, cluster folder and file name there."""
+
+    row: int
+    folder: str
+    name: str
+
+    @property
+    def file(self) -> str:
+        return f"{self.folder}/{self.name}"
+
+
+# Planning ----------------------------------------------------------------------------------
+def cluster_folders(clusters: np.ndarray) -> dict[int, str]:
+    """``cluster-00`` for the largest cluster and so on (ties: lower number first); ``noise``
+    for -1."""
+    sizes = Counter(int(c) for c in clusters if c != -1)
+    ranked = sorted(sizes, key=lambda c: (-sizes[c], c))
+    width = max(2, len(str(len(ranked) - 1)))
+    names = {cluster: f"cluster-{rank:0{width}d}" for rank, cluster in enumerate(ranked)}
+    names[-1] = NOISE
+    return names
+
+
+def plan(finished: Any, sources: list[Path] | None) -> list[Placement]:
+    """Each image's folder and a file name unique in that folder (case-insensitively)."""
+    folders = cluster_folders(finished.clusters)
+    taken: dict[str, set[str]] = {}
+    placements = []
+    for row, image_id in enumerate(finished.ids):
+        folder = folders[int(finished.clusters[row])]
+        used = taken.setdefault(folder, set())
+        if sources is not None:
+            wanted = [sources[row].name, _flat(image_id)]
+        else:
+            wanted = [_safe(image_id) + ".png"]
+        placements.append(Placement(row, folder, _unique(wanted, used)))
+    return placements
+
+
+def _safe(text: str) -> str:
+    """``text`` as a portable file name stem."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip(".-") or "image"
+    return _fit(stem, "")
+
+
+def _flat(image_id: str) -> str:
+    """A file's path in its folder as one name: 'a/b.jpg' -> 'a_b.jpg'."""
+    path = Path(image_id)
+    stem = _safe("_".join([*path.parent.parts, path.stem]))
+    return _fit(stem, _safe(path.suffix) if path.suffix else "")
+
+
+def _fit(stem: str, suffix: str) -> str:
+    """``stem + suffix`` cut to NAME_BYTES bytes (the suffix kept)."""
+    room = NAME_BYTES - len(suffix.encode()) - 8  # space for a "-NNNNNN" made unique
+    data = stem.encode()
+    if len(data) > room:
+        stem = data[:room].decode("utf-8", "ignore")
+    if suffix and not suffix.startswith("."):
+        suffix = "." + suffix
+    return stem + suffix
+
+
+def _unique(wanted: list[str], used: set[str]) -> str:
+    """The first of ``wanted`` not yet used, else the first numbered ``-2``, ``-3``..."""
+    for name in wanted:
+        if name.casefold() not in used:
+            used.add(name.casefold())
+            return name
+    stem, dot, suffix = wanted[0].rpartition(".") if "." in wanted[0] else (wanted[0], "", "")
+    number = 2
+    while True:
+        name = f"{stem}-{number}{dot}{suffix}"
+        if name.casefold() not in used:
+            used.add(name.casefold())
+            return name
+        number += 1
+
+
+# Writing -----------------------------------------------------------------------------------
+def export_csv(finished: Any, placements: list[Placement], with_files: bool) -> str:
+    """id, cluster, folder, file (inside OUT) and label when the run knew labels."""
+    from ..outputs import csv_text
+
+    with_labels = finished.labels is not None
+    header = ["id", "cluster", "folder", *(["file"] if with_files else [])]
+    header += ["label"] if with_labels else []
+    rows = []
+    for place in placements:
+        row = [finished.ids[place.row], int(finished.clusters[place.row]), place.folder]
+        row += [place.file] if with_files else []
+        row += [str(finished.labels[place.row])] if with_labels else []
+        rows.append(row)
+    return csv_text(header, rows)
+
+
+def write_export(
+    out: Path,
+    finished: Any,
+    placements: list[Placement],
+    mode: str,
+    sources: list[Path] | None,
+    images: Any,
+) -> dict[str, int]:
+    """Fill a temporary folder beside ``out``, then rename it to ``out``; counts of what was
+    copied, linked, symlinked or drawn."""
+    from .. import atomic
+
+    out = Path(out)
+    parent = out.absolute().parent
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    counts: Counter[str] = Counter()
+    try:
+        os.chmod(staging, 0o777 & ~_umask())
+        if mode != "csv":
+            for folder in sorted({p.folder for p in placements}):
+                (staging / folder).mkdir()
+            for place in placements:
+                target = staging / place.folder / place.name
+                if sources is None:
+                    _write_png(images[place.row], target)
+                    counts["png"] += 1
+                else:
+                    counts[_place_file(sources[place.row], target, mode)] += 1
+        atomic.write_text(staging / CSV_NAME, export_csv(finished, placements, mode != "csv"))
+        try:
+            os.rename(staging, out)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise ImgclustError(
+                    f"OUT {str(out)!r} appeared or filled while exporting: give a new folder."
+                ) from None
+            raise
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            named = str(getattr(exc, "filename", None) or "")
+            where = f" ({named})" if named and not named.startswith(str(staging)) else ""
+            raise ImgclustError(
+                f"cannot export to {str(out)!r}: {exc.strerror or exc}{where}."
+            ) from None
+        raise
+    return dict(counts)
+
+
+def _place_file(source: Path, target: Path, mode: str) -> str:
+    """Copy ``source`` to ``target`` or hard-link it (a symbolic link where hard links cannot
+    be made, such as across file systems); which was done."""
+    if mode == "copy":
+        shutil.copy2(source, target)
+        return "copied"
+    try:
+        os.link(source, target)
+        return "linked"
+    except OSError as exc:
+        if exc.errno not in _CROSS_DEVICE:
+            raise
+    os.symlink(os.path.abspath(source), target)
+    return "symlinked"
+
+
+def _write_png(image: Any, target: Path) -> None:
+    """One image as a PNG at ``target`` (a new file): grey, RGB or RGBA by its channels."""
+    from PIL import Image
+
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        array = (np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    with open(target, "xb") as handle:
+        Image.fromarray(array).save(handle, format="PNG")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _check_images(images: Any, count: int, dataset: str) -> None:
+    """Images PNG can hold: (N, H, W, C) with 1, 3 or 4 channels, one per id."""
+    shape = getattr(images, "shape", ())
+    if len(shape) != 4 or shape[0] != count or shape[3] not in CHANNEL_MODES:
+        raise DataError(
+            f"dataset {dataset!r} gave images of shape {tuple(shape)}: only 1, 3 or 4 channels "
+            "can be written as PNG; use --csv."
+        )
+
+
+# Command -----------------------------------------------------------------------------------
+def export_command(
+    run: Path = typer.Argument(..., help="A finished run folder."),
+    out: Path = typer.Argument(..., help="A new (or empty) folder to fill."),
+    copy: bool = typer.Option(False, "--copy", help="Copy the original files (the default)."),
+    link: bool = typer.Option(
+        False,
+        "--link",
+        help="Hard-link the original files (symbolic links across file systems).",
+    ),
+    csv_only: bool = typer.Option(False, "--csv", help=f"Write only OUT/{CSV_NAME}."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Sort a run's images into one folder per cluster (largest first), with a CSV of where."""
+    from ..console import stderr_log
+    from ..finished import check_finished, open_run, original_files, run_images
+    from ..outputs import claim_output_folder
+
+    if copy + link + csv_only > 1:
+        raise ImgclustError("give only one of --copy, --link and --csv.")
+    mode = "link" if link else "csv" if csv_only else "copy"
+    check_finished(run, "export")
+    claim_output_folder(out, inputs=[run])
+    finished = open_run(run, "export")
+    originals = original_files(finished) if mode != "csv" else None
+    images = None
+    if originals is None and mode == "link":
+        raise DataError(
+            f"--link needs an image-folder run; this run's dataset {finished.dataset!r} has no "
+            "files to link: leave out --link to write PNGs."
+        )
+    if originals is not None:
+        claim_output_folder(out, inputs=[run, originals[0]])
+    elif mode != "csv":
+        images = run_images(finished).images
+        _check_images(images, len(finished.ids), finished.dataset)
+    sources = originals[1] if originals is not None else None
+    placements = plan(finished, sources)
+    if len(placements) > 5000 and mode != "csv":
+        stderr_log()(f"exporting {len(placements)} images")
+    counts = write_export(out, finished, placements, mode, sources, images)
+    sizes = Counter(p.folder for p in placements)
+    record = {
+        "run": str(run),
+        "out": str(out),
+        "mode": "png" if images is not None else mode,
+        "n_images": len(placements),
+        "folders": dict(sorted(sizes.items())),
+        "written": counts,
+        "csv": str(out / CSV_NAME),
+    }
+    if as_json:
+        typer.echo(json.dumps(record, indent=2))
+        return
+    clusters = len([f for f in sizes if f != NOISE])
+    noise = f" and {sizes[NOISE]} noise images" if NOISE in sizes else ""
+    how = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "only the CSV"
+    typer.echo(f"exported {len(placements)} images into {clusters} cluster folders{noise} ({how})")
+    if counts.get("symlinked"):
+        typer.echo("note: symbolic links were made where hard links were not possible")
+    typer.echo(f"wrote {out}")
+
+
+def register(app: Any) -> None:
+    """Add ``export`` to the CLI."""
+    app.command("export")(export_command)
