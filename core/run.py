@@ -33,6 +33,7 @@ from .runfolder import (
     create_incomplete,
     created_here,
     discard,
+    drop_checkpoints,
     finalise,
     lock,
     os_reason,
@@ -131,8 +132,12 @@ def execute(
     plots: bool = True,
     after_fit: Callable[[RunResult], None] | None = None,
     folder: Path | None = None,
+    keep_checkpoints: bool = False,
 ) -> RunResult:
-    """Run a resolved config end to end and return the finished run folder's result."""
+    """Run a resolved config end to end and return the finished run folder's result.
+
+    ``checkpoints/`` serves only ``--resume``: a finished run removes it unless
+    ``keep_checkpoints``."""
     seed = int(config["seed"])
     seed_everything(seed)
     timings: dict[str, float] = {}
@@ -223,6 +228,9 @@ def execute(
             from .report_html import write_report_quietly
 
             write_report_quietly(folder, log)
+        kept = None if keep_checkpoints else drop_checkpoints(folder)
+        if kept:
+            log(f"note: {kept}")
         result.path = finalise(folder)
     except BaseException as exc:
         error = _failed(folder, exc)
