@@ -62,6 +62,7 @@ def run(
     runs_dir: str | Path = "runs",
     plots: bool = False,
     log: Log | None = None,
+    keep_checkpoints: bool = False,
 ) -> Run:
     """Run a clustering end to end, as ``imgclust run`` does, and return the finished :class:`Run`.
 
@@ -71,6 +72,7 @@ def run(
     value}`` mapping. ``settings`` maps a stage (``"dataset"``, ``"encoder"``,
     ``"encoder.NAME"``, ``"encoder.INDEX"``, ``"clusterer"``) to ``{key: value}``, or a
     ``--set`` target (``"clusterer.n_clusters"``, ``"seed"``, ``"split"``) to a value.
+    ``keep_checkpoints`` keeps the training checkpoints in the finished run folder.
     """
     from .config import resolve_config
     from .metrics import n_clusters
@@ -99,7 +101,14 @@ def run(
     runs = Path(runs_dir)
     if runs.exists() and not runs.is_dir():
         raise ImgclustError(f"runs_dir {str(runs)!r} is a file: give a folder for run folders.")
-    result = execute(registry, resolved, runs, log=log or (lambda message: None), plots=bool(plots))
+    result = execute(
+        registry,
+        resolved,
+        runs,
+        log=log or (lambda message: None),
+        plots=bool(plots),
+        keep_checkpoints=keep_checkpoints,
+    )
     labels = result.labels
     metrics = {
         **result.record["metrics"],

@@ -187,7 +187,12 @@ class KerasAutoencoder:
 
     # Checkpoints -----------------------------------------------------------------------------
     def write_checkpoint(self, model: Any, epoch: int, stopped: bool) -> None:
-        """Save the model with its optimizer, then commit by rewriting the state file."""
+        """Save the model with its optimizer, then commit by rewriting the state file.
+
+        Each file is written under a temporary name and renamed, so a killed process leaves the
+        last whole checkpoint. Nothing is forced to disk (no fsync): a checkpoint serves
+        ``--resume`` after an interruption, not after a power loss, and on a busy disk that wait
+        took tens of seconds per epoch, inside the training time."""
         folder = Path(self.checkpoint_dir)
         folder.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epoch:04d}.keras"
@@ -204,6 +209,7 @@ class KerasAutoencoder:
                 "history": self.history_,
                 "settings": self.fingerprint(),
             },
+            sync=False,
         )
         for old in folder.glob("epoch-*.keras"):
             if old.name != name:

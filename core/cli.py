@@ -146,6 +146,11 @@ def run_command(
         None, "--resume", help="Continue an interrupted run (NAME.incomplete) from its checkpoints."
     ),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip plots and the HTML report."),
+    keep_checkpoints: bool = typer.Option(
+        False,
+        "--keep-checkpoints",
+        help="Keep the training checkpoints (checkpoints/) in the finished run folder.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
 ) -> None:
     """Fit a pipeline, cluster, score, and write a new run folder."""
@@ -182,6 +187,7 @@ def run_command(
         log=stderr_log(),
         plots=not no_plots,
         folder=folder,
+        keep_checkpoints=keep_checkpoints,
     )
     record = {**result.record, "run": str(result.path)}
     if as_json:

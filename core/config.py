@@ -91,8 +91,21 @@ def _stage(value: Any, source: str, stage: str) -> dict[str, Any]:
     return dict(value)
 
 
-def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Overlay one config on another; a stage whose name changes drops the old settings."""
+class SplitsDroppedWarning(UserWarning):
+    """A recipe's or config's splits were left out because the run reads another dataset."""
+
+
+SPLIT_KEYS = ("split", "fit_split", "validation_split")
+
+
+def merge(
+    base: dict[str, Any], override: Mapping[str, Any], dropped: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Overlay one config on another; a stage whose name changes drops the old settings.
+
+    A new dataset also drops the old one's splits (it may not have them); they are recorded in
+    ``dropped`` (with the old dataset's name under ``"from"``) for :func:`carry_splits`.
+    """
     result = copy.deepcopy(base)
     for key, value in override.items():
         if key in ("dataset", "clusterer"):
@@ -108,10 +121,44 @@ def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     if "dataset" in override and base.get("dataset", {}).get("name") != override["dataset"].get(
         "name"
     ):
-        for key in ("split", "fit_split", "validation_split"):
-            if key not in override:
-                result.pop(key, None)
+        for key in SPLIT_KEYS:
+            if key not in override and key in result:
+                value = result.pop(key)
+                if dropped is not None and value not in (None, "", "none"):
+                    dropped[key] = value
+                    dropped.setdefault("from", base.get("dataset", {}).get("name"))
     return result
+
+
+def carry_splits(registry: Registry, config: dict[str, Any], dropped: dict[str, Any]) -> None:
+    """Put back the splits another dataset's recipe or config named, when this run's dataset
+    declares every one of them; otherwise leave them out and say so in one warning line.
+
+    Splits the command line set afterwards are the user's and stay as they are.
+    """
+    pending = {k: v for k, v in dropped.items() if k in SPLIT_KEYS and k not in config}
+    if not pending or not config.get("dataset"):
+        return
+    name = config["dataset"].get("name")
+    try:
+        target = registry.get("datasets", name).target
+    except ImgclustError:
+        return  # an unknown dataset is reported by validate, with its nearest names
+    declared = getattr(target, "splits", None) if isinstance(target, type) else None
+    offered = [str(v) for v in declared] if isinstance(declared, (list, tuple)) else None
+    if offered is not None and all(str(v) in offered for v in pending.values()):
+        config.update(pending)
+        return
+    import warnings
+
+    given = ", ".join(f"{k}={v}" for k, v in pending.items())
+    has = f"has only {', '.join(offered)}" if offered else "does not declare its splits"
+    warnings.warn(
+        f"dropped {given} (set for dataset {dropped.get('from')!r}): dataset {name!r} {has}, "
+        "so the run leaves them at their defaults; set them with --split or --set KEY=SPLIT.",
+        SplitsDroppedWarning,
+        stacklevel=3,
+    )
 
 
 def _merge_encoders(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -213,8 +260,9 @@ def resolve_config(
         entry = registry.get("recipes", recipe_name)
         config = merge(config, normalise(entry.target, f"recipe {recipe_name!r}"))
         config["recipe"] = recipe_name
+    dropped: dict[str, Any] = {}  # splits of a recipe's or config's dataset, for another one
     if config_file is not None:
-        config = merge(config, normalise(read_toml(config_file), str(config_file)))
+        config = merge(config, normalise(read_toml(config_file), str(config_file)), dropped)
     command_line: dict[str, Any] = {}
     if dataset:
         command_line["dataset"] = {"name": dataset}
@@ -222,12 +270,13 @@ def resolve_config(
         command_line["encoder"] = [{"name": e} for e in encoders]
     if clusterer:
         command_line["clusterer"] = {"name": clusterer}
-    config = merge(config, command_line)
+    config = merge(config, command_line, dropped)
     config = apply_sets(config, sets)
     if seed is not None:
         config["seed"] = seed
     if split is not None:
         config["split"] = split
+    carry_splits(registry, config, dropped)
     return validate(registry, config)
 
 

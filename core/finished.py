@@ -95,7 +95,7 @@ def check_finished(run: Path, command: str) -> Path:
 def open_run(run: Path, command: str, registry: Any = None) -> FinishedRun:
     """A finished run's assignments and resolved config (checked against installed plugins)."""
     from .config import read_toml, validate
-    from .plots.rundata import read_assignments
+    from .outputs import read_assignments
 
     run = check_finished(run, command)
     if registry is None:
@@ -111,7 +111,7 @@ def open_run(run: Path, command: str, registry: Any = None) -> FinishedRun:
 
 def read_run_features(finished: FinishedRun) -> np.ndarray:
     """embeddings.npy as (N, D) float32, one row per id, finite; one line when it is not."""
-    from .plots.rundata import read_features
+    from .rundata import read_features
 
     path = finished.path / "embeddings.npy"
     features = read_features(path, len(finished.ids))
@@ -142,7 +142,7 @@ def original_files(finished: FinishedRun) -> tuple[Path, list[Path]] | None:
     """
     if finished.dataset != IMAGE_FOLDER:
         return None
-    from imgclust.plugins.image_folder import normalise_extensions, scan_folder
+    from .io.images import normalise_extensions, scan_folder
 
     stage = finished.config["dataset"]
     root = Path(str(stage["path"])).expanduser()
@@ -160,7 +160,7 @@ def original_files(finished: FinishedRun) -> tuple[Path, list[Path]] | None:
 
 def run_images(finished: FinishedRun, registry: Any = None) -> Any:
     """The clustered images through the run's dataset, checked to be the same ids in order."""
-    from .plots.rundata import reload_images
+    from .rundata import reload_images
 
     if registry is None:
         from .plugins_host import get_registry

@@ -70,7 +70,42 @@ def print_items(kind: str, items: list[dict[str, Any]]) -> None:
             continue
         for s in item["settings"]:
             default = "required" if s["required"] else f"= {s['default']!r}"
-            help_text = f"  {s['help']}" if s["help"] else ""
             head = f"    {s['name']}: {s['type']} {default}"
-            console.print(f"{escape(head)}[dim]{escape(help_text)}[/dim]")
+            first, *rest = setting_lines(head, s["help"], console.width)
+            console.print(f"{escape(head)}[dim]{escape(first[len(head) :])}[/dim]")
+            for line in rest:
+                console.print(f"[dim]{escape(line)}[/dim]")
         console.print()
+
+
+def setting_lines(head: str, help_text: str, width: int) -> list[str]:
+    """A setting's head and its whole description, wrapped to ``width`` with the description's
+    later lines indented under the setting; the first line always starts with ``head``."""
+    import textwrap
+
+    if not help_text:
+        return [head]
+    indent = " " * 8
+    words = textwrap.wrap(
+        help_text,
+        width=max(20, width - 1),
+        initial_indent=" " * (len(head) + 2),
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    if not words:
+        return [head]
+    first = words[0]
+    if len(head) + 2 + len(first.lstrip()) > max(20, width - 1):  # a head too long to share
+        return [
+            head,
+            *textwrap.wrap(
+                help_text,
+                max(20, width - 1),
+                initial_indent=indent,
+                subsequent_indent=indent,
+                break_long_words=False,
+            ),
+        ]
+    return [head + "  " + first.lstrip(), *words[1:]]

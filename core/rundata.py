@@ -15,7 +15,7 @@ from .console import Log
 from .errors import DataError, ImgclustError
 from .interfaces import Reconstructs
 from .outputs import read_assignments
-from .plots.inputs import PlotInputs, describe_source
+from .plots.inputs import NO_AUTOENCODER, PlotInputs, describe_source
 
 
 def read_features(path: Path, count: int) -> np.ndarray | None:
@@ -105,10 +105,15 @@ def load_run_inputs(run_dir: Path, registry: Any, log: Log = lambda message: Non
             inputs.labels, inputs.class_names = np.asarray(data.labels), data.class_names
     except (ImgclustError, OSError) as exc:
         log(f"note: images not reloaded, so the image plots are left as they were: {exc}")
-    if (run_dir / "pipeline").is_dir() and could_reconstruct(registry, config):
+    if not could_reconstruct(registry, config):
+        inputs.encoders_missing = NO_AUTOENCODER
+    elif not (run_dir / "pipeline").is_dir():
+        inputs.encoders_missing = "the run folder keeps no fitted autoencoder (pipeline/)"
+    else:
         try:
             inputs.encoders = load_encoders(run_dir, registry)
         except (ImgclustError, OSError) as exc:
+            inputs.encoders_missing = "the fitted autoencoder could not be loaded"
             log(
                 f"note: fitted pipeline not loaded, so reconstructions.png is left as it was: {exc}"
             )

@@ -21,6 +21,7 @@ import re
 import secrets
 import shutil
 import signal
+import sys
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -283,6 +284,28 @@ def remove_temporaries(folder: Path) -> list[Path]:
                     path.unlink()
                     removed.append(path)
     return removed
+
+
+CHECKPOINTS = "checkpoints"
+
+
+def drop_checkpoints(folder: Path) -> str | None:
+    """Remove a finished run's ``checkpoints/`` (they serve only ``--resume``); None when it is
+    gone or was never there, else why some of it stays (the run is whole either way)."""
+    path = Path(folder) / CHECKPOINTS
+    if path.is_symlink() or not path.is_dir():
+        return None  # imgclust makes no links: someone else put it there
+    failures: list[str] = []
+
+    def failed(function: Any, where: str, error: Any) -> None:
+        exc = error[1] if isinstance(error, tuple) else error  # onerror: (type, value, tb)
+        failures.append(os_reason(exc) if isinstance(exc, OSError) else str(exc))
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=failed)
+    else:  # pragma: no cover - Python 3.10 and 3.11
+        shutil.rmtree(path, onerror=failed)
+    return f"{CHECKPOINTS}/ was not removed entirely: {failures[0]}" if failures else None
 
 
 def finalise(incomplete: Path) -> Path:

@@ -37,6 +37,7 @@ from .runfolder import (
     create_incomplete,
     created_here,
     discard,
+    drop_checkpoints,
     finalise,
     lock,
     os_reason,
@@ -160,10 +161,13 @@ def execute(
     plots: bool = True,
     after_fit: Callable[[RunResult], None] | None = None,
     folder: Path | None = None,
+    keep_checkpoints: bool = False,
 ) -> RunResult:
     """Run a resolved config end to end and return the finished run folder's result.
 
     ``folder``: an interrupted run's NAME.incomplete folder to continue in (``--resume``).
+    ``checkpoints/`` serves only ``--resume``: a finished run removes it unless
+    ``keep_checkpoints``.
     """
     run = prepare(registry, config, log)
     run.folder = open_folder(config, runs_dir, folder)
@@ -179,6 +183,9 @@ def execute(
         write_metrics(run, result)
         if plots:
             write_report(run)
+        kept = None if keep_checkpoints else drop_checkpoints(run.folder)
+        if kept:
+            log(f"note: {kept}")
         result.path = finalise(run.folder)
     except BaseException as exc:
         error = _failed(run.folder, exc)

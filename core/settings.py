@@ -1,7 +1,7 @@
 """A stage's settings, read from its factory's signature, listed, validated and converted.
 
 A factory's keyword parameters are its settings: names, defaults and annotations come from the
-signature, one-line descriptions from a numpydoc ``Parameters`` section of its docstring.
+signature, descriptions from a numpydoc ``Parameters`` section of its docstring.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def settings_of(factory: Callable[..., Any]) -> dict[str, Setting]:
 
 
 def parameter_descriptions(doc: str) -> dict[str, str]:
-    """First description line of each parameter in a numpydoc ``Parameters`` section."""
+    """The whole description of each parameter in a numpydoc ``Parameters`` section, its lines
+    joined with single spaces (``imgclust list`` wraps it again to the terminal's width)."""
     match = re.search(
         r"^Parameters\s*\n-+\s*\n(.*?)(?:\n\s*\n[A-Z][a-z]+\s*\n-+|\Z)", doc, re.S | re.M
     )
@@ -78,8 +79,8 @@ def parameter_descriptions(doc: str) -> dict[str, str]:
         if head and not line.startswith(" "):
             current = head.group(1)
             found[current] = ""
-        elif current and line.strip() and not found[current]:
-            found[current] = line.strip()
+        elif current and line.strip():
+            found[current] = f"{found[current]} {line.strip()}".strip()
     return found
 
 

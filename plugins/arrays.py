@@ -32,6 +32,9 @@ class ArraysDataset:
         ``last`` (N, H, W, C), ``first`` (N, C, H, W) or ``auto`` (guess; the guess is reported).
     limit : int | None
         Keep only the first ``limit`` images (quick experiments).
+    class_names : str | None
+        Names of the integer labels 0, 1, 2...: comma-separated (``cat,dog,owl``) or a ``.txt``
+        file with one name per line (default: an ``.npz``'s ``class_names`` text array, if any).
     """
 
     splits = ("all",)
@@ -44,6 +47,7 @@ class ArraysDataset:
         labels_path: str | None = None,
         channels: Literal["auto", "last", "first"] = "auto",
         limit: int | None = None,
+        class_names: str | None = None,
     ) -> None:
         if channels not in ("auto", "last", "first"):
             raise SettingsError(
@@ -55,10 +59,17 @@ class ArraysDataset:
         self.labels_path = Path(labels_path).expanduser() if labels_path else None
         self.channels = channels
         self.limit = check_limit(limit, "dataset 'arrays'")
+        self.class_names = class_names
 
     def load(self, split: str = "all") -> Any:
         return load_arrays(
-            self.path, self.images_key, self.labels_key, self.labels_path, self.channels, self.limit
+            self.path,
+            self.images_key,
+            self.labels_key,
+            self.labels_path,
+            self.channels,
+            self.limit,
+            self.class_names,
         )
 
 

@@ -252,6 +252,7 @@ def test_run_json_stays_clean_and_records_losses(cli, runs_dir: Path):
         runs_dir,
         "--no-plots",
         "--json",
+        "--keep-checkpoints",
     )
     assert result.exit_code == 0, result.stderr
     record = json.loads(result.stdout)  # progress must not leak into stdout

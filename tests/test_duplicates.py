@@ -17,7 +17,7 @@ from PIL import Image
 def finished_run(runs: Path, dataset: str, sets: list[str]) -> Path:
     from imgclust.config import resolve_config
     from imgclust.plugins_host import get_registry, reset_host
-    from imgclust.run import execute
+    from imgclust.runner import execute
 
     reset_host()
     registry = get_registry()

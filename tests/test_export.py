@@ -18,7 +18,7 @@ def finished_run(runs: Path, dataset: str, sets: list[str], k: int = 4) -> Path:
     """A finished ``dataset -> pca -> kmeans`` run folder (no plots)."""
     from imgclust.config import resolve_config
     from imgclust.plugins_host import get_registry, reset_host
-    from imgclust.run import execute
+    from imgclust.runner import execute
 
     reset_host()
     registry = get_registry()

@@ -4,13 +4,30 @@ runs through the CLI (on digits, with small settings where a recipe trains a net
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from imgclust.config import read_toml, resolve_config
 
-RECIPES = ["article", "pixels-kmeans", "n2d", "deskew-umap-gmm"]
+RECIPES = ["article", "pixels-kmeans", "article-umap-gmm", "n2d", "deskew-umap-gmm"]
+ROOT = Path(__file__).resolve().parents[1]
+#: pages that present recipes to users (plugins.md and hooks.md show a plugin's own examples)
+PAGES = [
+    "README.md",
+    *(
+        f"docs/{p}"
+        for p in (
+            "benchmarks.md",
+            "guide.md",
+            "choosing-k.md",
+            "predict.md",
+            "report.md",
+            "datasets.md",
+        )
+    ),
+]
 ON_DIGITS = ["--dataset", "digits", "--set", "dataset.limit=600", "--no-plots", "--json"]
 
 
@@ -114,3 +131,49 @@ def test_best_recipe_on_part_of_mnist(cli, runs_dir, mnist_path):
     record = json.loads(result.stdout)
     assert record["n_images"] == 5000 and record["pipeline"].startswith("mnist -> deskew")
     assert record["metrics"]["acc"] > 0.93
+
+
+def recipe_names_in(text: str) -> set[str]:
+    """Names a page presents as recipes: ``--recipe NAME``, "the `NAME` recipe", and the first
+    column of a table whose first header is "recipe"."""
+    names = set(re.findall(r"--recipe ([a-z0-9][a-z0-9_-]*)", text))
+    names |= set(re.findall(r"`([a-z0-9][a-z0-9_-]*)`(?: \(best\))? recipe", text))
+    names |= set(re.findall(r"recipe `([a-z0-9][a-z0-9_-]*)`", text))
+    in_recipe_table = False
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if "|" in line else []
+        if not cells:
+            in_recipe_table = False
+        elif cells[0] == "recipe":
+            in_recipe_table = True
+        elif in_recipe_table and not set(cells[0]) <= set("-: "):
+            found = re.match(r"`([^`]+)`", cells[0])
+            assert found, f"a recipe table's first cell names no recipe: {line}"
+            names.add(found.group(1))
+    return names
+
+
+def test_recipe_names_finds_each_way_a_page_names_a_recipe():
+    text = (
+        "Run `imgclust run --recipe n2d`; the `deskew-umap-gmm` recipe is best.\n\n"
+        "| recipe | runs |\n| --- | --- |\n| `article-umap-gmm` | conv-ae |\n"
+        "| `best` (best), 3 seeds | deskew |\n\n| method | ACC |\n| --- | --- |\n| `x` | 1 |\n"
+    )
+    assert recipe_names_in(text) == {"n2d", "deskew-umap-gmm", "article-umap-gmm", "best"}
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_recipe_a_page_names_is_one_imgclust_run_finds(registry, page):
+    names = recipe_names_in((ROOT / page).read_text(encoding="utf-8"))
+    for name in sorted(names):
+        config = resolve_config(registry, recipe=name)  # what imgclust run --recipe NAME does
+        assert config["recipe"] == name
+    if page in ("README.md", "docs/benchmarks.md"):
+        assert names, f"{page} names no recipe: the test no longer reads it"
+
+
+def test_article_umap_gmm_is_the_published_article_network_then_umap_and_gmm(registry):
+    recipe = registry.get("recipes", "article-umap-gmm").target
+    assert recipe["encoder"][0] == {"name": "conv-ae"}  # the article's defaults, as published
+    assert recipe["encoder"][1]["name"] == "umap" and recipe["encoder"][1]["n_components"] == 10
+    assert recipe["clusterer"] == {"name": "gmm", "n_clusters": 10, "covariance_type": "full"}

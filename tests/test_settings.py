@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 import pytest
@@ -105,3 +106,63 @@ def test_required_settings_must_be_given():
         "path": "a",
         "depth": 2,
     }
+
+
+class TwoLineDoc:
+    """A stage whose setting descriptions run over several lines.
+
+    Parameters
+    ----------
+    weights : str | None
+        Pretrained weights to start from: ``imagenet`` downloads them once into Keras's
+        cache, a path reads a ``.weights.h5`` file, and none starts from random weights.
+    depth : int
+        Layers.
+    """
+
+    def __init__(self, weights: str | None = None, depth: int = 3) -> None:
+        self.weights, self.depth = weights, depth
+
+
+def test_a_description_over_several_lines_is_kept_whole():
+    settings = settings_of(TwoLineDoc)
+    assert settings["weights"].help == (
+        "Pretrained weights to start from: ``imagenet`` downloads them once into Keras's "
+        "cache, a path reads a ``.weights.h5`` file, and none starts from random weights."
+    )
+    assert settings["depth"].help == "Layers."
+
+
+def test_list_shows_a_long_description_whole_and_wrapped(cli, monkeypatch):
+    from types import SimpleNamespace
+
+    from imgclust.hookspecs import hookimpl
+    from imgclust.plugins_host import get_host
+
+    monkeypatch.setenv("COLUMNS", "72")
+    get_host().register(
+        SimpleNamespace(
+            register_encoders=hookimpl(lambda register: register("two-lines", TwoLineDoc))
+        ),
+        name="test-two-lines",
+    )
+    result = cli("list", "encoders")
+    assert result.exit_code == 0, result.stderr
+    block = result.stdout.split("two-lines", 1)[1].split("\n\n", 1)[0]
+    shown = block[block.index("    weights:") :].splitlines()
+    assert shown[0].startswith("    weights: str | None = None  Pretrained weights")
+    assert all(len(line) <= 72 for line in shown), shown
+    assert all(line.startswith("        ") for line in shown[1:-1])  # under the setting
+    text = " ".join(line.strip() for line in shown)
+    assert "and none starts from random weights. depth: int = 3  Layers." in text
+    listed = cli("list", "encoders", "--json")
+    [item] = [i for i in json.loads(listed.stdout) if i["name"] == "two-lines"]
+    assert item["settings"][0]["help"].endswith("none starts from random weights.")
+
+
+def test_list_shows_every_line_of_a_bundled_description(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    result = cli("list", "datasets")
+    text = " ".join(result.stdout.split())
+    assert "(sizes, modification and change times and inodes; no reading, trusts them)" in text
+    assert "Resizing stretches: the aspect ratio is not kept." in text

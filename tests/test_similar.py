@@ -19,7 +19,7 @@ def run(tmp_path_factory) -> Path:
     """A finished digits (300) -> pca -> kmeans run, shared read-only."""
     from imgclust.config import resolve_config
     from imgclust.plugins_host import get_registry, reset_host
-    from imgclust.run import execute
+    from imgclust.runner import execute
 
     reset_host()
     registry = get_registry()

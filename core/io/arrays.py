@@ -33,8 +33,12 @@ def load_arrays(
     labels_path: Path | None = None,
     channels: str = "auto",
     limit: int | None = None,
+    class_names: str | None = None,
 ) -> Any:
-    """An ImageSet from a ``.npy`` or ``.npz`` file (see the ``arrays`` dataset's settings)."""
+    """An ImageSet from a ``.npy`` or ``.npz`` file (see the ``arrays`` dataset's settings).
+
+    ``class_names`` (comma-separated, or a text file of one name a line) names integer labels;
+    without it an ``.npz``'s own ``class_names`` text member does."""
     from imgclust.interfaces import ImageSet
 
     images, labels, info = read_arrays(path, images_key, labels_key)
@@ -46,14 +50,21 @@ def load_arrays(
         images = images[:limit]
     images, layout = arrange(images, channels, source)
     if labels is not None:
-        labels = check_labels(labels, count, source)[: len(images)]
+        labels = check_labels(labels, count, source)
+    names = _class_names(path, class_names)
+    if names is not None and labels is None and class_names is None:
+        names = None  # names stored beside unlabelled images have nothing to name
+    if names is not None:
+        check_class_names(names, labels, source)
+    if labels is not None:
+        labels = labels[: len(images)]
     info.update(layout)
     if layout.get("channels_assumed"):
         _note(
             f"{source}: read images of shape {tuple(layout['input_shape'])} as channel-"
             f"{layout['channels']}; set dataset.channels=first or last if that is wrong"
         )
-    return ImageSet(images, labels, None, None, info)
+    return ImageSet(images, labels, None, names, info)
 
 
 def read_arrays(
@@ -107,7 +118,7 @@ def _read_npz(
 
     with zipfile.ZipFile(path) as archive:
         keys = [n[: -len(".npy")] for n in archive.namelist() if n.endswith(".npy")]
-        key = images_key or _pick(keys, IMAGE_KEYS, only=True)
+        key = images_key or _pick([k for k in keys if k != NAMES_KEY], IMAGE_KEYS, only=True)
         if key is None or key not in keys:
             what = f"no array {key!r}" if key else "no array named x, images, x_train or arr_0"
             raise DataError(
@@ -407,3 +418,118 @@ def check_npy_payload(header: NpyHeader, available: int, source: str) -> None:
             f"{source} is truncated or damaged: its header says {header.shape} of "
             f"{header.dtype} ({human(header.nbytes)}) but only {human(max(0, available))} follow."
         )
+
+
+# Class names ---------------------------------------------------------------------------------
+def _class_names(path: Path, setting: str | None) -> list[str] | None:
+    """The ``class_names`` setting, else the names stored in the ``.npz``, else None."""
+    if setting is not None and str(setting).strip():
+        return parse_class_names(str(setting))
+    if path.suffix.lower() == ".npz":
+        return read_npz_class_names(path)
+    return None
+
+
+NAMES_KEY = "class_names"  # the .npz member that may name the classes
+MAX_NAMES_BYTES = 16 * 2**20  # a names file or member larger than this is not a list of names
+
+
+def parse_class_names(value: str) -> list[str]:
+    """Names from ``cat,dog,owl``, or from a ``.txt`` file (one per line) when the value ends in
+    ``.txt``, contains a path separator, or names a file that exists."""
+    path = Path(value).expanduser()
+    if value.lower().endswith(".txt") or "/" in value or path.is_file():
+        return read_names_file(path)
+    return check_names([part.strip() for part in value.split(",")], "dataset.class_names")
+
+
+def read_names_file(path: Path) -> list[str]:
+    """One name per line of a UTF-8 text file; blank lines at the end are ignored."""
+    where = f"class names file {str(path)!r}"
+    try:
+        if path.stat().st_size > MAX_NAMES_BYTES:
+            raise DataError(f"{where} is larger than {MAX_NAMES_BYTES >> 20} MiB: not a name list.")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{where} does not exist: give a .txt file or names like a,b,c.") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{where} is not UTF-8 text: save it as UTF-8.") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {where}: {exc.strerror or exc}.") from None
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    return check_names(lines, where)
+
+
+def read_npz_class_names(path: Path) -> list[str] | None:
+    """The ``class_names`` member of an ``.npz`` (a 1-D NumPy text array), read without pickle;
+    None when there is none."""
+    import numpy as np
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if f"{NAMES_KEY}.npy" not in archive.namelist():
+                return None
+            where = f"{path.name}: array {NAMES_KEY!r}"
+            try:
+                header = npz_member_header(archive, NAMES_KEY, path.name)
+            except DataError as exc:
+                if "object array" not in str(exc):
+                    raise
+                header = None
+        if header is None or header.dtype.kind != "U" or len(header.shape) != 1:
+            found = "Python objects" if header is None else f"{header.dtype} {tuple(header.shape)}"
+            raise DataError(
+                f"{where} must be a 1-D array of text (np.array(['cat', 'dog'])), not "
+                f"{found}: save the names as text or rename it."
+            )
+        if header.nbytes > MAX_NAMES_BYTES:
+            raise DataError(f"{where} is larger than {MAX_NAMES_BYTES >> 20} MiB: not a name list.")
+        with np.load(path, allow_pickle=False) as archive:
+            names = archive[NAMES_KEY]
+    except ImgclustError:
+        raise
+    except Exception as exc:  # any library failure on an untrusted file is one line
+        raise DataError(f"cannot read {NAMES_KEY!r} of {str(path)!r}: {_one_line(exc)}") from None
+    return check_names([str(n).strip() for n in names.tolist()], where)
+
+
+def check_names(names: list[str], where: str) -> list[str]:
+    """Names must be non-empty and distinct."""
+    if not names or any(not n for n in names):
+        raise DataError(f"{where}: every class name must be non-empty (no blank names).")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DataError(f"{where}: the class name {name[:60]!r} is given twice.")
+        seen.add(name)
+    return names
+
+
+def check_class_names(names: list[str], labels: Any, source: str) -> None:
+    """Class names name integer labels 0..len-1: every label must have one."""
+    import numpy as np
+
+    if labels is None:
+        raise DataError(
+            f"{source}: class names were given but there are no labels to name: "
+            "set dataset.labels_key or dataset.labels_path."
+        )
+    if labels.dtype.kind == "U":
+        raise DataError(
+            f"{source}: the labels are text, so they name themselves: drop dataset.class_names "
+            "(class names name the integer labels 0, 1, 2...)."
+        )
+    if labels.dtype.kind not in "iu":
+        raise DataError(
+            f"{source}: class names name integer labels 0, 1, 2..., not {labels.dtype} labels: "
+            "save the labels as integers or drop dataset.class_names."
+        )
+    if len(labels):
+        low, high = int(np.min(labels)), int(np.max(labels))
+        if low < 0 or high >= len(names):
+            raise DataError(
+                f"{source}: labels run from {low} to {high} but {len(names)} class names name "
+                f"0 to {len(names) - 1}: give one name per label."
+            )

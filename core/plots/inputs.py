@@ -14,6 +14,7 @@ import numpy as np
 from ..interfaces import HasHistory
 
 NOISE = -1
+NO_AUTOENCODER = "no autoencoder in this pipeline (reconstructions need one)"
 
 
 @dataclass
@@ -27,6 +28,8 @@ class PlotInputs:
     class_names: Sequence[str] | None = None
     #: fitted encoders in pipeline order, as (name, instance); empty when not available
     encoders: list[tuple[str, Any]] = field(default_factory=list)
+    #: why ``encoders`` is empty, said by the plots that need them
+    encoders_missing: str = "the fitted encoders are not available"
     #: training history per encoder name: {"loss": [...], "val_loss": [...]}
     histories: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     #: resolved settings per encoder name (the loss a curve measures, for its axis)

@@ -9,19 +9,20 @@ import numpy as np
 
 from ..interfaces import Reconstructs
 from .figure import SkipPlot, mosaic_axes, save_png
-from .inputs import PlotInputs
+from .inputs import NO_AUTOENCODER, PlotInputs
 from .options import PlotOptions
 from .tiles import as_rgb, grid, take
 
 
-def reconstructor(encoders: list[tuple[str, Any]]) -> tuple[int, str, Any]:
-    """The first encoder with ``reconstruct``: its position, name and instance."""
+def reconstructor(
+    encoders: list[tuple[str, Any]], missing: str = NO_AUTOENCODER
+) -> tuple[int, str, Any]:
+    """The first encoder with ``reconstruct``: its position, name and instance. ``missing``
+    says why ``encoders`` is empty, when it is."""
     for position, (name, encoder) in enumerate(encoders):
         if isinstance(encoder, Reconstructs):
             return position, name, encoder
-    raise SkipPlot(
-        "no encoder of this run reconstructs images" if encoders else "no fitted encoder"
-    )
+    raise SkipPlot(NO_AUTOENCODER if encoders else missing)
 
 
 def pick_examples(inputs: PlotInputs, count: int) -> np.ndarray:
@@ -56,7 +57,7 @@ def reconstruct(encoders: list[tuple[str, Any]], position: int, images: np.ndarr
 
 def plot_reconstructions(inputs: PlotInputs, folder: Path, options: PlotOptions) -> list[Path]:
     """Write ``reconstructions.png`` and return its path."""
-    position, name, _ = reconstructor(inputs.encoders)
+    position, name, _ = reconstructor(inputs.encoders, inputs.encoders_missing)
     if inputs.images is None:
         raise SkipPlot("the images are not available")
     index = pick_examples(inputs, options.reconstructions)
