@@ -165,4 +165,4 @@ def test_list_shows_every_line_of_a_bundled_description(cli, monkeypatch):
     result = cli("list", "datasets")
     text = " ".join(result.stdout.split())
     assert "(sizes, modification and change times and inodes; no reading, trusts them)" in text
-    assert "Resizing stretches: the aspect ratio is not kept." in text
+    assert "How each image reaches this size is ``fit``." in text

@@ -114,11 +114,11 @@ def test_ctrl_c_while_decoding_leaves_no_temporary_file(tmp_path: Path, monkeypa
     calls = []
     real = image_io.decode_image
 
-    def interrupted(path, size, mode):
+    def interrupted(path, size, mode, *rest):
         calls.append(path)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(path, size, mode)
+        return real(path, size, mode, *rest)
 
     monkeypatch.setattr(image_io, "decode_image", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -148,10 +148,10 @@ from imgclust.plugins import image_folder
 real = image_io.decode_image
 image_io.POOL_SECONDS = 0.0  # a pool even for a few files, when workers > 1
 
-def slow(path, size, mode):
+def slow(path, size, mode, *rest):
     print("decoding", os.getpid(), flush=True)
     time.sleep(60)
-    return real(path, size, mode)
+    return real(path, size, mode, *rest)
 
 image_io.decode_image = slow
 workers = int(sys.argv[2])
