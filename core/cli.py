@@ -147,6 +147,9 @@ def run_command(
     ),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip plots and the HTML report."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    dask: str | None = typer.Option(
+        None, "--dask", help="Encode and assign on Dask: a scheduler address, local or local:N."
+    ),
 ) -> None:
     """Fit a pipeline, cluster, score, and write a new run folder."""
     from .config import resolve_config
@@ -169,7 +172,7 @@ def run_command(
         dataset=dataset,
         encoders=encoder,
         clusterer=clusterer,
-        sets=sets or (),
+        sets=[*(sets or ()), *([("dask", dask)] if dask is not None else [])],
         seed=seed,
         split=split,
     )

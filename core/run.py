@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__, atomic
+from .chunks import fit_and_assign, is_chunked, load_for_chunks
 from .config import stage_settings, to_toml
 from .errors import DataError, ImgclustError, SettingsError
 from .interfaces import Checkpoints, HasHistory, ImageSet, requested_clusters, splits_of
@@ -133,6 +134,13 @@ def execute(
     folder: Path | None = None,
 ) -> RunResult:
     """Run a resolved config end to end and return the finished run folder's result."""
+    if config.get("dask"):  # on a Dask cluster: connect and check its workers before any work
+        from .distributed import current_client, on_cluster, stages_of
+
+        if current_client() is None:
+            with on_cluster(config["dask"], stages_of(config)):
+                return execute(registry, config, runs_dir, log=log, plots=plots,
+                               after_fit=after_fit, folder=folder)  # fmt: skip
     seed = int(config["seed"])
     seed_everything(seed)
     timings: dict[str, float] = {}
@@ -140,7 +148,7 @@ def execute(
 
     pipeline = build_pipeline(registry, config)
     clock = time.perf_counter()
-    splits = load_data(registry, config, log)
+    splits = load_for_chunks(registry, config, log, load_data)
     timings["load"] = time.perf_counter() - clock
     data, fit_data, validation = splits["data"], splits["fit"], splits["validation"]
     _check_cluster_count(pipeline, len(data))
@@ -158,21 +166,26 @@ def execute(
         for stage in pipeline.encoders:
             if isinstance(stage.instance, Checkpoints):
                 stage.instance.checkpoint_dir = folder / "checkpoints" / stage.name
-        fit_images = fit_data.images
-        features = pipeline.fit_encoders(
-            fit_images,
-            None if validation is None else validation.images,
-            log=log,
-            return_features=fit_data is data,
-        )
-        timings.update(pipeline.timings)
-        if features is None:
+        if is_chunked(config):  # fit on a sample, assign in chunks (here or on Dask workers)
             clock = time.perf_counter()
-            features = pipeline.transform(data.images)
-            timings[f"encode {config['split']}"] = time.perf_counter() - clock
-        log(f"clustering {len(features)} feature vectors of {features.shape[1]} numbers")
-        labels = pipeline.fit_clusterer(features)
-        timings.update(pipeline.timings)
+            features, labels, data = fit_and_assign(pipeline, config, splits, folder, registry, log)
+            timings.update(pipeline.timings)
+            timings["assign"] = time.perf_counter() - clock
+        else:
+            features = pipeline.fit_encoders(
+                fit_data.images,
+                None if validation is None else validation.images,
+                log=log,
+                return_features=fit_data is data,
+            )
+            timings.update(pipeline.timings)
+            if features is None:
+                clock = time.perf_counter()
+                features = pipeline.transform(data.images)
+                timings[f"encode {config['split']}"] = time.perf_counter() - clock
+            log(f"clustering {len(features)} feature vectors of {features.shape[1]} numbers")
+            labels = pipeline.fit_clusterer(features)
+            timings.update(pipeline.timings)
 
         clock = time.perf_counter()
         metrics = score(features, labels, data, seed)
@@ -298,7 +311,14 @@ def write_outputs(result: RunResult) -> None:
     folder = result.path
     atomic.write_text(folder / "clusters.md", clusters_markdown(result.record))
     atomic.write_text(folder / "assignments.csv", assignments_csv(result.data, result.labels))
-    atomic.write_npy(folder / "embeddings.npy", result.features)
+    if not _written_to(result.features, folder / "embeddings.npy"):  # chunked runs map it
+        atomic.write_npy(folder / "embeddings.npy", result.features)
+
+
+def _written_to(features: np.ndarray, path: Path) -> bool:
+    """Whether the features are already a memory map of ``path`` (assembled from chunks)."""
+    name = getattr(features, "filename", None)
+    return bool(name) and Path(name).name == path.name and Path(name).parent.samefile(path.parent)
 
 
 def assignments_csv(data: ImageSet, labels: np.ndarray) -> str:
