@@ -227,8 +227,10 @@ def load_for_chunks(
     registry: Any, config: Mapping[str, Any], log: Log, load_data: Callable[..., dict]
 ) -> dict[str, ImageSet | None]:
     """The run's splits; on Dask an image folder is only listed here, decoded on the workers."""
-    from .run import build_stage
+    from .run import build_pipeline, build_stage
 
+    if is_chunked(config):  # refused before anything is read
+        _check_can_sample(build_pipeline(registry, config), config.get("fit_sample"))
     stage = build_stage(registry, "datasets", config["dataset"])
     instance = stage.instance
     if not config.get("dask") or type(instance).__name__ != "ImageFolderDataset":

@@ -76,6 +76,10 @@ def _connect(distributed: Any, address: str, stack: contextlib.ExitStack) -> Any
     logging.getLogger("distributed").setLevel(logging.ERROR)
     if address.startswith("local"):
         workers = int(address[6:]) if ":" in address else max(1, os.cpu_count() or 1)
+        # Dask's nannies set OMP_NUM_THREADS=1 and more in this process's environment while they
+        # start workers; put it back, so that stages fitted here fit as in a run without Dask.
+        environ = dict(os.environ)
+        stack.callback(_restore_environ, environ)
         try:
             cluster = distributed.LocalCluster(
                 n_workers=workers,
@@ -87,7 +91,9 @@ def _connect(distributed: Any, address: str, stack: contextlib.ExitStack) -> Any
         except (OSError, RuntimeError) as exc:
             raise ImgclustError(f"cannot start a local Dask cluster: {_one_line(exc)}.") from None
         stack.callback(cluster.close)
-        return distributed.Client(cluster)
+        client = distributed.Client(cluster)
+        _restore_environ(environ)
+        return client
     try:
         return distributed.Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
     except (OSError, TimeoutError, ValueError) as exc:
@@ -95,6 +101,12 @@ def _connect(distributed: Any, address: str, stack: contextlib.ExitStack) -> Any
             f"cannot reach the Dask scheduler at {address!r} ({_one_line(exc)}): check the address "
             "and that the scheduler is running."
         ) from None
+
+
+def _restore_environ(environ: Mapping[str, str]) -> None:
+    for key in [k for k in os.environ if k not in environ]:
+        del os.environ[key]
+    os.environ.update(environ)
 
 
 def check_workers(client: Any, address: str, needs: Sequence[tuple[str, str]]) -> None:
