@@ -454,7 +454,6 @@ def fit_and_assign(
     seed = int(config["seed"])
     size = config.get("fit_sample")
     _check_can_sample(pipeline, size)
-    fit_source = source_of(fit_data.images)
     fit_rows = sample_index(len(fit_data), size, seed)
     log(f"fitting on {len(fit_rows)} of {len(fit_data)} images")
     fit_images = _take(fit_data.images, fit_rows)
@@ -466,7 +465,7 @@ def fit_and_assign(
         features = pipeline.transform(_take(data.images, rows))
     log(f"clustering {len(features)} feature vectors of {features.shape[1]} numbers")
     pipeline.fit_clusterer(features)
-    del features, fit_images, fit_source
+    del features, fit_images
     pipeline_path = folder / "pipeline"
     save_pipeline(pipeline, folder, config, _described(data), registry=registry)
     store = folder / CHUNKS_DIR

@@ -109,7 +109,7 @@ def test_missing_dask_is_one_line(cli, tmp_path, monkeypatch):
     result = cli(*run_args(x, y, tmp_path / "runs", "--dask", "local:2"))
     assert result.exit_code != 0
     assert result.stderr.strip() == (
-        'Error: --dask needs Dask, which is not installed: install it with: '
+        "Error: --dask needs Dask, which is not installed: install it with: "
         'pip install "imgclust[dask]".'
     )
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
