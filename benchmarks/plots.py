@@ -65,7 +65,7 @@ def measure(case: str) -> dict[str, Any]:
     from imgclust import api
     from imgclust.plots import plot_run
     from imgclust.report_html import write_report
-    from imgclust.run import RunResult
+    from imgclust.runner import RunResult
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)

@@ -152,6 +152,9 @@ def run_command(
         help="Keep the training checkpoints (checkpoints/) in the finished run folder.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    dask: str | None = typer.Option(
+        None, "--dask", help="Encode and assign on Dask: a scheduler address, local or local:N."
+    ),
 ) -> None:
     """Fit a pipeline, cluster, score, and write a new run folder."""
     from .config import resolve_config
@@ -174,7 +177,7 @@ def run_command(
         dataset=dataset,
         encoders=encoder,
         clusterer=clusterer,
-        sets=sets or (),
+        sets=[*(sets or ()), *([("dask", dask)] if dask is not None else [])],
         seed=seed,
         split=split,
     )

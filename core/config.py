@@ -36,7 +36,9 @@ from .registry import Registry
 from .settings import check_seed, resolve, settings_of
 
 DEFAULT_RECIPE = "article"
-TOP_LEVEL = ("seed", "split", "fit_split", "validation_split", "recipe")
+TOP_LEVEL = (
+    "seed", "split", "fit_split", "validation_split", "fit_sample", "chunk_size", "dask", "recipe"
+)  # fmt: skip
 STAGES = ("dataset", "encoder", "clusterer")
 DEFAULT_SEED = 0
 
@@ -299,6 +301,9 @@ def validate(registry: Registry, config: Mapping[str, Any]) -> dict[str, Any]:
         if config.get(key) not in (None, "", "none"):
             resolved[key] = str(config[key])
     resolved.setdefault("split", "all")
+    from .chunks import scale_settings
+
+    resolved.update(scale_settings(config))  # fit_sample, chunk_size, dask
     resolved["dataset"] = _resolve_stage(registry, "datasets", config["dataset"], seed)
     resolved["encoder"] = [_resolve_stage(registry, "encoders", e, seed) for e in config["encoder"]]
     resolved["clusterer"] = _resolve_stage(registry, "clusterers", config["clusterer"], seed)

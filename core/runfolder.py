@@ -56,7 +56,7 @@ KNOWN_FILES = frozenset(
     }
 )
 RUN_FILES = ("config.toml", "summary.json", "assignments.csv")  # in every finished run folder
-KNOWN_DIRS = frozenset({"checkpoints", "pipeline", "plots"})
+KNOWN_DIRS = frozenset({"checkpoints", "pipeline", "plots", "chunks"})
 # temporaries imgclust makes: atomic.write_bytes, persist.save_pipeline, Keras model saves
 TEMPORARY_FILE = re.compile(r"^(\..+\.[A-Za-z0-9_]{8}\.tmp|\.tmp-.+\.keras)$")
 TEMPORARY_DIR = re.compile(r"^\.pipeline\.[A-Za-z0-9_]{8}$")

@@ -10,13 +10,14 @@ import random
 import shlex
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import __version__, atomic
+from .chunks import fit_and_assign, is_chunked, load_for_chunks
 from .config import stage_settings, to_toml
 from .console import Log
 from .errors import DataError, ImgclustError, SettingsError
@@ -167,8 +168,24 @@ def execute(
 
     ``folder``: an interrupted run's NAME.incomplete folder to continue in (``--resume``).
     ``checkpoints/`` serves only ``--resume``: a finished run removes it unless
-    ``keep_checkpoints``.
+    ``keep_checkpoints``. With a ``dask`` key the run connects to that cluster (or starts a local
+    one) and checks its workers before any work.
     """
+    if config.get("dask"):
+        from .distributed import current_client, on_cluster, stages_of
+
+        if current_client() is None:
+            with on_cluster(config["dask"], stages_of(config)):
+                return execute(
+                    registry,
+                    config,
+                    runs_dir,
+                    log=log,
+                    plots=plots,
+                    after_fit=after_fit,
+                    folder=folder,
+                    keep_checkpoints=keep_checkpoints,
+                )
     run = prepare(registry, config, log)
     run.folder = open_folder(config, runs_dir, folder)
     try:
@@ -202,7 +219,7 @@ def prepare(registry: Registry, config: Mapping[str, Any], log: Log) -> RunState
     started = time.perf_counter()
     pipeline = build_pipeline(registry, config)
     clock = time.perf_counter()
-    splits = load_data(registry, config, log)
+    splits = load_for_chunks(registry, config, log, load_data)  # load_data unless chunked
     timings = {"load": time.perf_counter() - clock}
     _check_cluster_count(pipeline, len(splits.data))
     return RunState(registry, config, log, pipeline, splits, started, timings)
@@ -229,7 +246,17 @@ def write_inputs(run: RunState) -> None:
 
 
 def fit_encoders(run: RunState) -> None:
-    """Fit the encoders on the fit split; the features of the clustered split."""
+    """Fit the encoders on the fit split; the features of the clustered split. A chunked run
+    (``fit_sample``, ``--dask``) fits every stage on a sample and assigns in chunks instead."""
+    if is_chunked(run.config):
+        clock = time.perf_counter()
+        run.features, run.labels, assigned = fit_and_assign(
+            run.pipeline, run.config, run.splits, run.folder, run.registry, run.log
+        )
+        run.splits = replace(run.splits, data=assigned)
+        run.timings.update(run.pipeline.timings)
+        run.timings["assign"] = time.perf_counter() - clock
+        return
     fit, validation = run.splits.fit, run.splits.validation
     features = run.pipeline.fit_encoders(
         fit.images,
@@ -246,7 +273,9 @@ def fit_encoders(run: RunState) -> None:
 
 
 def cluster(run: RunState) -> None:
-    """Fit the clusterer on the features: one label per image."""
+    """Fit the clusterer on the features: one label per image (a chunked run has them)."""
+    if is_chunked(run.config):
+        return
     features = run.features
     run.log(f"clustering {len(features)} feature vectors of {features.shape[1]} numbers")
     run.labels = run.pipeline.fit_clusterer(features)
@@ -389,7 +418,14 @@ def write_outputs(result: RunResult) -> None:
     folder = result.path
     atomic.write_text(folder / "clusters.md", clusters_markdown(result.record))
     atomic.write_text(folder / "assignments.csv", assignments_csv(result.data, result.labels))
-    atomic.write_npy(folder / "embeddings.npy", result.features)
+    if not _written_to(result.features, folder / "embeddings.npy"):  # chunked runs map it
+        atomic.write_npy(folder / "embeddings.npy", result.features)
+
+
+def _written_to(features: np.ndarray, path: Path) -> bool:
+    """Whether the features are already a memory map of ``path`` (assembled from chunks)."""
+    name = getattr(features, "filename", None)
+    return bool(name) and Path(name).name == path.name and Path(name).parent.samefile(path.parent)
 
 
 def assignments_csv(data: ImageSet, labels: np.ndarray) -> str:

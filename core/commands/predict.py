@@ -195,6 +195,9 @@ def predict_command(
         False, "--trust", help="Allow pickled stages (they can run code): only for runs you trust."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    dask: str | None = typer.Option(
+        None, "--dask", help="Assign on Dask: a scheduler address, local or local:N."
+    ),
 ) -> None:
     """Assign new images to a finished run's clusters: id, cluster, distance or probability."""
     from ..outputs import claim_output, write_output
@@ -204,7 +207,16 @@ def predict_command(
         output = claim_output(output, force=force, inputs=[run, *inputs])
     saved = load_pipeline(run, trust=trust)
     saved.check_can_predict()
-    header, rows = predict_rows(saved, inputs)
+    if dask is None:
+        header, rows = predict_rows(saved, inputs)
+    else:  # files decoded and images assigned on the workers, each loading the saved pipeline
+        from ..chunks import predict_on_cluster
+        from ..distributed import on_cluster, parse_address, stages_of
+
+        needs = stages_of({"encoder": saved.encoders and [{"name": e.name} for e in saved.encoders],
+                           "clusterer": {"name": saved.clusterer.name}})  # fmt: skip
+        with on_cluster(parse_address(dask), needs):
+            header, rows = predict_on_cluster(saved, run, inputs, trust)
     text = to_csv(header, rows)
     counts = Counter(int(row[1]) for row in rows)
     if output is not None:

@@ -1,0 +1,208 @@
+"""Runs and predictions on a Dask cluster: connect, check the workers, map chunks, retry.
+
+``--dask ADDRESS`` joins a running scheduler; ``--dask local`` or ``local:N`` starts a
+``LocalCluster`` of N worker processes for the command and closes it after. Dask is an optional
+extra (``pip install "imgclust[dask]"``) imported only here. Before any work every worker is
+asked for its imgclust version and the plugins the run needs, so that a cluster that cannot do
+the work fails in one line, not after an hour. Work is chunks (:mod:`imgclust.chunks`): a worker
+killed mid-run has its chunks run again elsewhere by Dask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from .errors import ImgclustError, SettingsError
+
+INSTALL_HINT = 'install it with: pip install "imgclust[dask]"'
+CONNECT_TIMEOUT_S = 10
+WORKER_WAIT_S = 30
+MAX_LOCAL_WORKERS = 256
+_client: contextvars.ContextVar[Any] = contextvars.ContextVar("imgclust_dask_client", default=None)
+
+
+def parse_address(value: Any) -> str:
+    """``local``, ``local:N`` or a scheduler address (``tcp://host:8786``, ``host:8786``)."""
+    text = str(value).strip()
+    if text == "local" or re.fullmatch(r"local:\d+", text):
+        if text != "local" and not 1 <= int(text[6:]) <= MAX_LOCAL_WORKERS:
+            raise SettingsError(f"dask {text!r}: local:N needs 1 to {MAX_LOCAL_WORKERS} workers.")
+        return text
+    pattern = r"(?:(?:tcp|tls|inproc|ucx|ws|wss)://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}(?:/.*)?"
+    if not isinstance(value, str) or not re.fullmatch(pattern, text):
+        raise SettingsError(
+            f"dask must be local, local:N or a scheduler address such as tcp://host:8786, "
+            f"not {text!r:.60}."
+        )
+    return text
+
+
+def import_distributed() -> Any:
+    """``dask.distributed``, or one line that says how to install it."""
+    try:
+        import dask.distributed as distributed
+    except ImportError:
+        raise ImgclustError(f"--dask needs Dask, which is not installed: {INSTALL_HINT}.") from None
+    return distributed
+
+
+def current_client() -> Any:
+    """The Dask client of the command running now, or None (then chunks run in this process)."""
+    return _client.get()
+
+
+@contextlib.contextmanager
+def on_cluster(address: str, needs: Sequence[tuple[str, str]] = ()) -> Iterator[Any]:
+    """Connect (or start a local cluster), check every worker, and close what was started."""
+    distributed = import_distributed()
+    address = parse_address(address)
+    with contextlib.ExitStack() as stack:
+        client = _connect(distributed, address, stack)
+        stack.callback(client.close)
+        check_workers(client, address, needs)
+        token = _client.set(client)
+        stack.callback(_client.reset, token)
+        yield client
+
+
+def _connect(distributed: Any, address: str, stack: contextlib.ExitStack) -> Any:
+    import logging
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    if address.startswith("local"):
+        workers = int(address[6:]) if ":" in address else max(1, os.cpu_count() or 1)
+        # Dask's nannies set OMP_NUM_THREADS=1 and more in this process's environment while they
+        # start workers; put it back, so that stages fitted here fit as in a run without Dask.
+        environ = dict(os.environ)
+        stack.callback(_restore_environ, environ)
+        try:
+            cluster = distributed.LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
+        except (OSError, RuntimeError) as exc:
+            raise ImgclustError(f"cannot start a local Dask cluster: {_one_line(exc)}.") from None
+        stack.callback(cluster.close)
+        client = distributed.Client(cluster)
+        _restore_environ(environ)
+        return client
+    try:
+        return distributed.Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ImgclustError(
+            f"cannot reach the Dask scheduler at {address!r} ({_one_line(exc)}): check the address "
+            "and that the scheduler is running."
+        ) from None
+
+
+def _restore_environ(environ: Mapping[str, str]) -> None:
+    for key in [k for k in os.environ if k not in environ]:
+        del os.environ[key]
+    os.environ.update(environ)
+
+
+def check_workers(client: Any, address: str, needs: Sequence[tuple[str, str]]) -> None:
+    """Every worker runs this imgclust and has every stage the work needs; else one line."""
+    from . import __version__
+
+    try:
+        client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+    except (TimeoutError, OSError):
+        raise ImgclustError(
+            f"the Dask scheduler at {address!r} has no workers (waited {WORKER_WAIT_S} s): "
+            "start some with `dask worker ADDRESS`."
+        ) from None
+    try:
+        answers = client.run(worker_probe, list(needs))
+    except Exception as exc:
+        raise ImgclustError(
+            f"the Dask workers cannot run imgclust ({_one_line(exc)}): install imgclust "
+            f"{__version__} and the same plugins on every worker."
+        ) from None
+    for worker, answer in sorted(answers.items()):
+        if answer.get("version") != __version__:
+            raise ImgclustError(
+                f"Dask worker {worker} runs imgclust {answer.get('version')}, this is "
+                f"{__version__}: install the same version on every worker."
+            )
+        if answer.get("missing"):
+            missing = ", ".join(answer["missing"])
+            raise ImgclustError(
+                f"Dask worker {worker} lacks {missing}: install the same plugins on every worker."
+            )
+
+
+def worker_probe(needs: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """On a worker: its imgclust version and which of the needed stages it cannot build."""
+    from . import __version__
+    from .plugins_host import get_registry
+
+    registry = get_registry()
+    have = registry.entries
+    missing = [f"{kind[:-1]} {name!r}" for kind, name in needs if name not in have.get(kind, {})]
+    return {"version": __version__, "missing": missing, "pid": os.getpid()}
+
+
+def stages_of(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(kind, name) of every stage a run's workers build: its encoders and clusterer."""
+    needs = [("encoders", str(e["name"])) for e in config.get("encoder") or []]
+    if config.get("clusterer"):
+        needs.append(("clusterers", str(config["clusterer"]["name"])))
+    return needs
+
+
+def check_folder_visible(client: Any, folder: str) -> None:
+    """Workers write chunks into the run folder: every one of them must see it."""
+    answers = client.run(os.path.isdir, folder)
+    blind = sorted(w for w, seen in answers.items() if not seen)
+    if blind:
+        raise ImgclustError(
+            f"Dask worker {blind[0]} cannot see {folder!r}: run folders must be on a "
+            "filesystem every worker mounts at the same path (see docs/scale.md)."
+        )
+
+
+def run_on_cluster(client: Any, tasks: Sequence[Any], log: Any) -> Iterator[Any]:
+    """Run chunk tasks on the workers; yield each one's small result as it finishes.
+
+    A worker that dies has its tasks rescheduled by Dask; a chunk that fails stops the run in
+    one line, and the chunks still pending are cancelled.
+    """
+    from .chunks import run_chunk
+
+    distributed = import_distributed()
+    if tasks:
+        check_folder_visible(client, tasks[0].store)
+    futures = client.map(run_chunk, tasks, key=[f"imgclust-chunk-{t.index}-{id(t)}" for t in tasks])
+    finished = 0
+    try:
+        for future in distributed.as_completed(futures):
+            try:
+                result = future.result()
+            except ImgclustError:
+                raise
+            except distributed.KilledWorker:
+                raise ImgclustError(
+                    "a chunk's workers died repeatedly (out of memory?): give workers more memory "
+                    "or lower chunk_size."
+                ) from None
+            except Exception as exc:
+                raise ImgclustError(f"a Dask worker failed on a chunk: {_one_line(exc)}.") from None
+            finished += 1
+            log(f"assigned chunk {finished} of {len(tasks)} on the cluster")
+            yield result
+    finally:
+        client.cancel([f for f in futures if not f.done()])
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:297] + "..." if len(text) > 300 else text

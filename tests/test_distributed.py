@@ -1,0 +1,116 @@
+"""Runs and predictions on a Dask LocalCluster of 2 worker processes equal those without Dask."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed", reason='needs the dask extra: pip install "imgclust[dask]"')
+
+from tests.test_chunks import digits_arrays, finished, run_args  # noqa: E402
+
+
+def stage_arrays(run: Path) -> dict[str, np.ndarray]:
+    """Every array every fitted stage saved, by file and name."""
+    arrays = {}
+    for file in sorted((run / "pipeline").glob("*/*.npz")):
+        with np.load(file) as saved:
+            arrays.update({f"{file.parent.name}/{file.name}:{k}": saved[k] for k in saved.files})
+    return arrays
+
+
+@pytest.mark.slow
+def test_dask_run_and_predict_equal_a_local_run(cli, tmp_path):
+    """Same seed and fit-on-sample config: same fitted stages, features, clusters, predictions."""
+    x, y = digits_arrays(tmp_path / "data")
+    local = cli(*run_args(x, y, tmp_path / "local"))
+    assert local.exit_code == 0, local.stderr
+    remote = cli(*run_args(x, y, tmp_path / "dask", "--dask", "local:2"))
+    assert remote.exit_code == 0, remote.stderr
+    assert "on the cluster" in remote.stderr
+    (a,), (b,) = finished(tmp_path / "local"), finished(tmp_path / "dask")
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+    assert (a / "assignments.csv").read_bytes() == (b / "assignments.csv").read_bytes()
+    assert (a / "embeddings.npy").read_bytes() == (b / "embeddings.npy").read_bytes()
+    left, right = stage_arrays(a), stage_arrays(b)
+    assert left.keys() == right.keys() and left
+    for key in left:
+        np.testing.assert_array_equal(left[key], right[key], err_msg=key)
+    here = cli("predict", b, x)
+    there = cli("predict", b, x, "--dask", "local:2")
+    assert here.exit_code == there.exit_code == 0, there.stderr
+    assert here.stdout == there.stdout
+
+
+@pytest.mark.slow
+def test_dask_reads_an_image_folder_on_the_workers(cli, tmp_path):
+    """PNG files decoded on workers give the clusters of a local run; unreadable ones skipped."""
+    from PIL import Image
+
+    images = np.load(digits_arrays(tmp_path / "data", 400)[0])[..., 0]
+    folder = tmp_path / "pngs"
+    for i, image in enumerate(images):
+        (folder / str(i % 3)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / str(i % 3) / f"{i:04d}.png")
+    common = [
+        "run", "-d", "image-folder", "-s", f"dataset.path={folder}", "-s", "dataset.cache=false",
+        "-e", "pca", "-s", "encoder.n_components=10", "-k", "kmeans",
+        "-s", "clusterer.n_clusters=5", "-s", "fit_sample=150", "-s", "chunk_size=90",
+        "--no-plots",
+    ]  # fmt: skip
+    local = cli(*common, "--runs-dir", tmp_path / "local")
+    remote = cli(*common, "--runs-dir", tmp_path / "dask", "--dask", "local:2")
+    assert local.exit_code == remote.exit_code == 0, remote.stderr
+    (a,), (b,) = finished(tmp_path / "local"), finished(tmp_path / "dask")
+    assert (a / "assignments.csv").read_text() == (b / "assignments.csv").read_text()
+    (folder / "0" / "0999.png").write_bytes(b"not an image")
+    here = cli("predict", b, folder)
+    there = cli("predict", b, folder, "--dask", "local:2")
+    assert here.stdout == there.stdout and here.stdout.count("\n") == 401
+    skipping = cli(*common, "--runs-dir", tmp_path / "skip", "--dask", "local:2")
+    assert skipping.exit_code == 0, skipping.stderr
+    (c,) = finished(tmp_path / "skip")
+    assert "0/0999.png" in (c / "skipped.txt").read_text()
+    assert (c / "assignments.csv").read_text().count("\n") == 401
+
+
+@pytest.mark.slow
+def test_an_unreachable_scheduler_fails_in_one_line_before_any_work(cli, tmp_path):
+    x, y = digits_arrays(tmp_path / "data", 300)
+    started = time.monotonic()
+    result = cli(*run_args(x, y, tmp_path / "runs", "--dask", "tcp://127.0.0.1:9"))
+    assert result.exit_code != 0
+    assert result.stderr.startswith("Error: cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_workers_without_a_plugin_fail_in_one_line_before_any_work(tmp_path):
+    """A stage registered only here (not installed on the workers) is named before any work."""
+    from imgclust import hookimpl
+    from imgclust.config import resolve_config
+    from imgclust.errors import ImgclustError
+    from imgclust.plugins.basic_encoders import PCAEncoder
+    from imgclust.plugins_host import get_host, get_registry
+    from imgclust.runner import execute
+
+    @hookimpl
+    def register_encoders(register):
+        register("local-only-pca", PCAEncoder)
+
+    get_host().register(SimpleNamespace(register_encoders=register_encoders), "local-only")
+    x, y = digits_arrays(tmp_path / "data", 300)
+    registry = get_registry()
+    config = resolve_config(
+        registry, dataset="arrays", encoders=["local-only-pca"], clusterer="kmeans",
+        sets=[f"dataset.path={x}", "fit_sample=100", "dask=local:2"],
+    )  # fmt: skip
+    with pytest.raises(ImgclustError, match=r"lacks encoder 'local-only-pca': install the same"):
+        execute(registry, config, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
