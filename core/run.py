@@ -80,7 +80,9 @@ def build_stage(registry: Registry, kind: str, stage: Mapping[str, Any]) -> Stag
 def build_pipeline(registry: Registry, config: Mapping[str, Any]) -> Pipeline:
     """The unfitted pipeline a resolved config describes."""
     encoders = [build_stage(registry, "encoders", e) for e in config["encoder"]]
-    return Pipeline(encoders, build_stage(registry, "clusterers", config["clusterer"]))
+    refiners = [build_stage(registry, "refiners", r) for r in config.get("refiner") or []]
+    clusterer = build_stage(registry, "clusterers", config["clusterer"])
+    return Pipeline(encoders, clusterer, refiners=refiners)
 
 
 def load_split(dataset: Any, name: str, split: str) -> ImageSet:
@@ -172,12 +174,18 @@ def execute(
             timings[f"encode {config['split']}"] = time.perf_counter() - clock
         log(f"clustering {len(features)} feature vectors of {features.shape[1]} numbers")
         labels = pipeline.fit_clusterer(features)
+        if pipeline.refiners:
+            labels = pipeline.fit_refiners(data.images, features, log=log)
         timings.update(pipeline.timings)
 
         clock = time.perf_counter()
         metrics = score(features, labels, data, seed)
         if "skipped" in data.info:
             metrics["skipped"] = len(data.info["skipped"])
+        if pipeline.refiners and data.labels is not None:  # what the refiners gained
+            metrics["before_refiners"] = external_scores(
+                pipeline.clusterer_labels_, np.asarray(data.labels)
+            )
         timings["score"] = time.perf_counter() - clock
         record = {
             "imgclust_version": __version__,
