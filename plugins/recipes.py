@@ -58,6 +58,35 @@ DESKEW_UMAP_GMM = {
 }
 
 
+#: PCA, UMAP and a Gaussian mixture as above but on plain pixels (nothing digit-specific), then
+#: the self-label refiner: a small CNN trained with shifts, rotations and zooms on the 80% of
+#: each cluster nearest its centre relabels every image and assigns new ones.
+UMAP_GMM_SELFLABEL = {
+    "dataset": {"name": "mnist"},
+    "split": "all",
+    "encoder": [
+        {"name": "pca", "n_components": 50},
+        {"name": "umap", "n_components": 10, "n_neighbors": 10, "min_dist": 0.0},
+    ],
+    "clusterer": {"name": "gmm", "n_clusters": 10, "covariance_type": "full", "n_init": 5},
+    "refiner": [{"name": "self-label"}],
+}
+
+#: DCEC: k-means on 50 principal components starts the clusters, then the dec refiner
+#: pretrains a convolutional autoencoder (32-64-128, a 10-number code) and fine-tunes it with
+#: a clustering layer, keeping the reconstruction loss at weight 0.1.
+PCA_KMEANS_DCEC = {
+    "dataset": {"name": "mnist"},
+    "split": "all",
+    "encoder": [{"name": "pca", "n_components": 50}],
+    "clusterer": {"name": "kmeans", "n_clusters": 10},
+    "refiner": [{"name": "dec", "autoencoder": "conv-ae", "gamma": 0.1}],
+}
+
+#: The recommendation for an image set nobody has tuned for (``imgclust list recipes`` says so).
+RECOMMENDED = "umap-gmm-selflabel"
+
+
 @hookimpl
 def register_recipes(register):
     register(
@@ -81,4 +110,17 @@ def register_recipes(register):
         DESKEW_UMAP_GMM,
         summary="the best here: deskewed pixels, PCA 50, UMAP to 10-d, Gaussian mixture "
         "(best of 5 starts by likelihood)",
+    )
+    register(
+        "umap-gmm-selflabel",
+        UMAP_GMM_SELFLABEL,
+        summary="recommended for any image set: PCA 50, UMAP to 10-d, Gaussian mixture, then a "
+        "small CNN trained with augmentation on each cluster's most central members relabels "
+        "all (no dataset-specific step)",
+    )
+    register(
+        "pca-kmeans-dcec",
+        PCA_KMEANS_DCEC,
+        summary="DCEC: k-means on PCA 50 starts the clusters, a conv autoencoder fine-tuned "
+        "with a clustering layer (KL to a sharpened target, reconstruction weight 0.1)",
     )
