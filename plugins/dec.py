@@ -27,6 +27,8 @@ from imgclust.keras_support import import_keras
 META_FILE = "dec.json"
 CENTRES_FILE = "centres.npy"
 AUTOENCODER_DIR = "autoencoder"
+#: Fewest pretraining steps: small image sets train for more epochs, not fewer steps.
+MIN_PRETRAIN_STEPS = 1000
 
 
 class DEC:
@@ -41,7 +43,8 @@ class DEC:
     code_size : int
         Numbers in the code the clustering layer sees (DEC and DCEC use 10).
     pretrain_epochs : int
-        Epochs of reconstruction training before the clustering layer is added.
+        Epochs of reconstruction training before the clustering layer is added (small image
+        sets get more, so that pretraining takes at least 1,000 steps).
     gamma : float
         Weight of the reconstruction loss while fine-tuning (IDEC and DCEC: 0.1; 0 is DEC).
     update_interval : int
@@ -128,6 +131,8 @@ class DEC:
             )
         keras = import_keras()
         self.ae_ = self._make_autoencoder()
+        steps_per_epoch = math.ceil(len(images) / self.batch_size)
+        self.ae_.epochs = max(self.pretrain_epochs, math.ceil(MIN_PRETRAIN_STEPS / steps_per_epoch))
         self.ae_.fit(images)
         codes = self.ae_.transform(images)
         self.classes_ = classes

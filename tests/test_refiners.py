@@ -157,3 +157,13 @@ def test_a_damaged_refiners_entry_is_one_line(nearest_centre, tmp_path):
     (saved / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(imgclust.DataError, match="'refiners' is \"oops\""):
         imgclust.load(saved)
+
+
+def test_new_recipes_resolve_and_one_is_recommended(registry, cli):
+    for name in ("umap-gmm", "umap-gmm-selflabel", "pca-kmeans-dcec"):
+        config = resolve_config(registry, recipe=name, dataset="digits")
+        assert config["dataset"]["name"] == "digits" and config["split"] == "all"
+    assert resolve_config(registry, recipe="umap-gmm-selflabel")["refiner"][0]["keep"] == 0.8
+    listed = json.loads(cli("list", "recipes", "--json").stdout)
+    recommended = [i["name"] for i in listed if i["summary"].startswith("recommended")]
+    assert recommended == ["umap-gmm"]
