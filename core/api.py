@@ -143,6 +143,11 @@ def get_clusterer(name: str, /, **settings: Any) -> Stage:
     return make_stage("clusterers", name, settings)
 
 
+def get_refiner(name: str, /, **settings: Any) -> Stage:
+    """An unfitted refiner built by its plugin, for ``Pipeline(..., refiners=[...])``."""
+    return make_stage("refiners", name, settings)
+
+
 def load(path: str | Path, trust: bool = False) -> Pipeline:
     """A fitted pipeline from a run folder or a folder ``Pipeline.save`` wrote.
 

@@ -98,6 +98,7 @@ class Kind(str, Enum):
     encoders = "encoders"
     clusterers = "clusterers"
     recipes = "recipes"
+    refiners = "refiners"
 
 
 @app.command("list")
@@ -105,7 +106,7 @@ def list_command(
     kind: Kind = typer.Argument(..., help="What to list."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Each dataset, encoder, clusterer or recipe, its summary and its settings with defaults."""
+    """Each dataset, encoder, clusterer, recipe or refiner, its summary and its settings."""
     from .listing import describe_kind
 
     items = describe_kind(kind.value)

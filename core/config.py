@@ -14,6 +14,8 @@ The resolved configuration is a plain mapping shaped like ``config.toml``::
     [clusterer]
     name = "kmeans"
     n_clusters = 10
+    [[refiner]]               # optional: stages that refine the clusters, in order
+    name = "self-label"
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ TOP_LEVEL = (
     "seed", "split", "fit_split", "validation_split", "fit_sample", "chunk_size", "dask", "recipe"
 )  # fmt: skip
 STAGES = ("dataset", "encoder", "clusterer")
+CHAINS = ("encoder", "refiner")  # stages that may be listed: [[encoder]] and [[refiner]] tables
 DEFAULT_SEED = 0
 
 
@@ -62,21 +65,23 @@ def read_toml(path: Path) -> dict[str, Any]:
 def normalise(config: Mapping[str, Any], source: str) -> dict[str, Any]:
     """Check a config's shape and make ``encoder`` a list of stage tables."""
     result = copy.deepcopy(dict(config))
-    unknown = [k for k in result if k not in TOP_LEVEL + STAGES + ("encoders", "description")]
+    accepted = TOP_LEVEL + STAGES + ("refiner", "encoders", "refiners", "description")
+    unknown = [k for k in result if k not in accepted]
     if unknown:
         raise SettingsError(
             f"{source}: unknown key(s) {', '.join(unknown)}. "
-            f"Accepted: {', '.join(TOP_LEVEL + STAGES)}."
+            f"Accepted: {', '.join(TOP_LEVEL + STAGES + ('refiner',))}."
         )
-    if "encoders" in result:
-        result["encoder"] = result.pop("encoders")
-    encoders = result.get("encoder")
-    if isinstance(encoders, (str, Mapping)):
-        encoders = [encoders]
-    if encoders is not None and not isinstance(encoders, (list, tuple)):
-        raise SettingsError(f"{source}: encoder must be a name, a table or a list of them.")
-    if encoders is not None:
-        result["encoder"] = [_stage(e, source, "encoder") for e in encoders]
+    for chain in CHAINS:
+        if f"{chain}s" in result:
+            result[chain] = result.pop(f"{chain}s")
+        stages = result.get(chain)
+        if isinstance(stages, (str, Mapping)):
+            stages = [stages]
+        if stages is not None and not isinstance(stages, (list, tuple)):
+            raise SettingsError(f"{source}: {chain} must be a name, a table or a list of them.")
+        if stages is not None:
+            result[chain] = [_stage(e, source, chain) for e in stages]
     for stage in ("dataset", "clusterer"):
         if stage in result:
             result[stage] = _stage(result[stage], source, stage)
@@ -116,7 +121,7 @@ def merge(
                 result[key] = {**old, **value}
             else:
                 result[key] = dict(value)
-        elif key == "encoder":
+        elif key in CHAINS:
             result[key] = _merge_encoders(result.get(key) or [], value)
         else:
             result[key] = value
@@ -205,26 +210,29 @@ def apply_sets(
             if stage not in result:
                 raise SettingsError(f"{label}: this run has no {stage}.")
             result[stage][key] = value
-        elif stage in ("encoder", "encoders"):
-            encoders = result.get("encoder") or []
-            index = _encoder_index(encoders, parts[1:-1], label)
-            encoders[index][key] = value
+        elif stage in ("encoder", "encoders", "refiner", "refiners"):
+            chain = stage.removesuffix("s")
+            stages = result.get(chain) or []
+            index = _encoder_index(stages, parts[1:-1], label, chain)
+            stages[index][key] = value
         else:
             raise SettingsError(
                 f"{label}: the stage must be dataset, encoder, encoder.NAME, "
-                "encoder.INDEX or clusterer."
+                "encoder.INDEX, clusterer or refiner (refiner.NAME, refiner.INDEX)."
             )
     return result
 
 
-def _encoder_index(encoders: list[dict[str, Any]], selector: list[str], label: str) -> int:
+def _encoder_index(
+    encoders: list[dict[str, Any]], selector: list[str], label: str, chain: str = "encoder"
+) -> int:
     if not encoders:
-        raise SettingsError(f"{label}: this run has no encoder.")
+        raise SettingsError(f"{label}: this run has no {chain}.")
     if not selector:
         if len(encoders) > 1:
             raise SettingsError(
-                f"{label}: this run chains {len(encoders)} encoders; say which, "
-                f"e.g. encoder.{encoders[-1]['name']}.KEY or encoder.1.KEY."
+                f"{label}: this run chains {len(encoders)} {chain}s; say which, "
+                f"e.g. {chain}.{encoders[-1]['name']}.KEY or {chain}.1.KEY."
             )
         return 0
     which = selector[0]
@@ -233,7 +241,7 @@ def _encoder_index(encoders: list[dict[str, Any]], selector: list[str], label: s
     matches = [i for i, e in enumerate(encoders) if e.get("name") == which]
     if len(matches) != 1:
         names = ", ".join(e["name"] for e in encoders)
-        raise SettingsError(f"{label}: no single encoder {which!r} in this run ({names}).")
+        raise SettingsError(f"{label}: no single {chain} {which!r} in this run ({names}).")
     return matches[0]
 
 
@@ -307,6 +315,10 @@ def validate(registry: Registry, config: Mapping[str, Any]) -> dict[str, Any]:
     resolved["dataset"] = _resolve_stage(registry, "datasets", config["dataset"], seed)
     resolved["encoder"] = [_resolve_stage(registry, "encoders", e, seed) for e in config["encoder"]]
     resolved["clusterer"] = _resolve_stage(registry, "clusterers", config["clusterer"], seed)
+    if config.get("refiner"):
+        resolved["refiner"] = [
+            _resolve_stage(registry, "refiners", r, seed) for r in config["refiner"]
+        ]
     to_toml(resolved)  # a value config.toml cannot hold is refused now, not after the work
     return resolved
 
@@ -318,7 +330,7 @@ def _resolve_stage(
     entry = registry.get(kind, name)
     given = {k: v for k, v in stage.items() if k != "name"}
     what = f"{kind[:-1]} {name!r}"
-    prefix = f"encoder.{name}" if kind == "encoders" else kind[:-1]
+    prefix = f"{kind[:-1]}.{name}" if kind in ("encoders", "refiners") else kind[:-1]
     values = resolve(what, entry.target, given, set_prefix=prefix)
     settings = settings_of(entry.target)
     if "seed" in settings and "seed" not in values:
@@ -357,6 +369,8 @@ def to_toml(config: Mapping[str, Any]) -> str:
     for encoder in config["encoder"]:
         lines += ["", "[[encoder]]", *_toml_table(encoder)]
     lines += ["", "[clusterer]", *_toml_table(config["clusterer"])]
+    for refiner in config.get("refiner") or []:
+        lines += ["", "[[refiner]]", *_toml_table(refiner)]
     return "\n".join(lines) + "\n"
 
 

@@ -25,8 +25,9 @@ Each `register_*` hook receives `register(name, target, *, summary="")`:
 
 - `name`: what users type; lowercase letters, digits, `-` and `_`, starting with a letter or a
   digit.
-- `target`: for datasets, encoders and clusterers a *factory*, a class or a function that the
-  core calls with the stage's settings as keyword arguments; for recipes a mapping.
+- `target`: for datasets, encoders, clusterers and refiners a *factory*, a class or a
+  function that the core calls with the stage's settings as keyword arguments; for recipes a
+  mapping.
 - `summary`: one line for `imgclust list`; by default the first line of the target's docstring.
 
 A bad name, or a target that cannot be called, fails that plugin's registration with a warning
@@ -224,6 +225,63 @@ def register_clusterers(register: Register) -> None:
 
 
 @hookspec
+def register_refiners(register: Register) -> None:
+    """Register refiner factories: stages that improve a clusterer's labels from the images.
+
+    Arguments:
+
+    - `register(name, factory, *, summary="")`: call it once per refiner.
+
+    Refiners run after the clusterer, in the order a run's `[[refiner]]` tables list them. The
+    object a factory returns implements the `Refiner` interface below:
+    `fit_predict(images, features, labels) -> labels` receives the clustered images
+    `(N, H, W, C)`, the features the clusterer saw and its labels (numbered `0, 1, ...` with
+    the largest cluster first, `-1` for noise) and returns the refined labels in the same
+    numbers (a refiner improves clusters, it does not rename them); `predict(images,
+    features) -> labels` assigns new images by itself, without the clusterer, so a pipeline
+    with a refiner predicts even after a clusterer that cannot; `save(directory)` and
+    `load(directory) -> self` as for the other stages. Never look at the true labels: refiners
+    see none.
+
+    Example:
+
+    ```python
+    import numpy as np
+
+    from imgclust import hookimpl
+
+
+    class NearestCentre:
+        \"\"\"Move each point to the cluster whose mean feature vector is nearest.\"\"\"
+
+        def fit_predict(self, images, features, labels):
+            clusters = np.unique(labels[labels >= 0])
+            self.centres_ = np.stack([features[labels == c].mean(axis=0) for c in clusters])
+            self.clusters_ = clusters
+            return self.predict(images, features)
+
+        def predict(self, images, features):
+            distances = ((features[:, None, :] - self.centres_[None]) ** 2).sum(axis=2)
+            return self.clusters_[distances.argmin(axis=1)]
+
+        def save(self, directory):
+            np.save(directory / "centres.npy", self.centres_)
+            np.save(directory / "clusters.npy", self.clusters_)
+
+        def load(self, directory):
+            self.centres_ = np.load(directory / "centres.npy")
+            self.clusters_ = np.load(directory / "clusters.npy")
+            return self
+
+
+    @hookimpl
+    def register_refiners(register):
+        register("nearest-centre", NearestCentre, summary="one k-means step from the labels")
+    ```
+    """
+
+
+@hookspec
 def register_recipes(register: Register) -> None:
     """Register recipes: named run configurations for `imgclust run --recipe NAME`.
 
@@ -233,8 +291,9 @@ def register_recipes(register: Register) -> None:
 
     A recipe is a mapping shaped like a run's `config.toml`: `dataset` (a mapping with `name`
     and settings), `encoder` (a list of such mappings, applied in order), `clusterer`, and
-    optionally `seed`, `split` (what is clustered), `fit_split` (what the encoders learn from)
-    and `validation_split`. A config file and `--set` override any part of it. A recipe made
+    optionally `refiner` (a list of mappings, applied in order after the clusterer), `seed`,
+    `split` (what is clustered), `fit_split` (what the encoders learn from) and
+    `validation_split`. A config file and `--set` override any part of it. A recipe made
     for one dataset says so in its name and summary.
 
     Example:

@@ -1,4 +1,4 @@
-"""The three interfaces every stage implements, and the image container they share.
+"""The interfaces every stage implements, and the image container they share.
 
 They are small, scikit-learn flavoured ``Protocol``s: a plugin needs no base class, only the
 methods below. Arrays are NumPy.
@@ -102,6 +102,25 @@ class Clusterer(Protocol):
         """Write the fitted state into an existing, empty ``directory`` (no pickle by default)."""
 
     def load(self, directory: Path) -> Clusterer:
+        """Read what ``save`` wrote into this freshly built stage and return it."""
+
+
+@runtime_checkable
+class Refiner(Protocol):
+    """Improves a clusterer's labels from the images (self-labelling, DEC); assigns new images."""
+
+    def fit_predict(
+        self, images: np.ndarray, features: np.ndarray, labels: np.ndarray
+    ) -> np.ndarray:
+        """Learn from the images, features and the labels so far; return refined (N,) labels."""
+
+    def predict(self, images: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """The cluster of each new image, numbered as ``fit_predict`` numbered them."""
+
+    def save(self, directory: Path) -> None:
+        """Write the fitted state into an existing, empty ``directory`` (no pickle by default)."""
+
+    def load(self, directory: Path) -> Refiner:
         """Read what ``save`` wrote into this freshly built stage and return it."""
 
 

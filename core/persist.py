@@ -2,7 +2,8 @@
 
 ``pipeline/manifest.json`` says what was fitted (stages, settings, plugins, input shape and
 preprocessing); each stage saves itself into its own folder (``encoder-0-<name>/``,
-``clusterer-<name>/``) through its ``save(dir)`` and is rebuilt by its factory and ``load(dir)``.
+``clusterer-<name>/``, ``refiner-0-<name>/``) through its ``save(dir)`` and is rebuilt by its
+factory and ``load(dir)``.
 Loading never runs code from the folder: pickled state and Keras Lambda layers are refused
 unless the caller passes ``trust=True``; every file read lies inside ``pipeline/``, and the
 manifest's types and input shape are checked before anything is built or allocated.
@@ -91,9 +92,18 @@ def save_pipeline(
         clusterer = _save_stage(
             registry, "clusterers", pipeline.clusterer, work, f"clusterer-{pipeline.clusterer.name}"
         )
-        reasons = [s["reason"] for s in [*encoders, clusterer] if not s["saved"]]
-        if clusterer["saved"] and not clusterer["can_predict"]:
-            reasons.append(clusterer["reason"])
+        refiners = [
+            _save_stage(registry, "refiners", stage, work, f"refiner-{i}-{stage.name}")
+            for i, stage in enumerate(pipeline.refiners)
+        ]
+        for info, order in zip(refiners, pipeline.refiner_orders, strict=True):
+            info["cluster_order"] = None if order is None else [int(v) for v in order]
+        if refiners:  # the last refiner assigns new images; the clusterer is not needed
+            reasons = [s["reason"] for s in [*encoders, *refiners] if not s["saved"]]
+        else:
+            reasons = [s["reason"] for s in [*encoders, clusterer] if not s["saved"]]
+            if clusterer["saved"] and not clusterer["can_predict"]:
+                reasons.append(clusterer["reason"])
         order = pipeline.cluster_order
         manifest = {
             "format": FORMAT,
@@ -112,8 +122,10 @@ def save_pipeline(
             "cluster_order": None if order is None else [int(v) for v in order],
             "can_predict": not reasons,
             "reason": "; ".join(reasons) or None,
-            "needs_trust": any(s["needs_trust"] for s in [*encoders, clusterer]),
+            "needs_trust": any(s["needs_trust"] for s in [*encoders, clusterer, *refiners]),
         }
+        if refiners:
+            manifest["refiners"] = refiners
         if manifest["n_clusters"] is None and pipeline.manifest is not None:
             manifest["n_clusters"] = pipeline.manifest.get("n_clusters")
         atomic.write_json(work / MANIFEST, manifest)
@@ -353,11 +365,13 @@ def load_pipeline(
     check_contained(root, Path(run_dir))
     manifest = read_manifest(root)
     encoders_info, clusterer_info, shape = check_layout(manifest, root / MANIFEST)
+    refiners_info = check_refiners(manifest)
     if not trust:
         audit(root)
     encoders = [_load_stage(registry, "encoders", info, root, trust) for info in encoders_info]
     clusterer = _load_stage(registry, "clusterers", clusterer_info, root, trust)
-    return Pipeline.from_manifest(encoders, clusterer, manifest, root, shape)
+    refiners = [_load_stage(registry, "refiners", info, root, trust) for info in refiners_info]
+    return Pipeline.from_manifest(encoders, clusterer, manifest, root, shape, refiners)
 
 
 load = load_pipeline
@@ -472,6 +486,26 @@ def check_layout(
     expect(manifest.get("needs_trust", False), (bool,), "'needs_trust'")
     expect(manifest.get("reason"), optional_text, "'reason'")
     return list(encoders), dict(clusterer), shape
+
+
+def check_refiners(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's refiners (none when absent), each a table shaped as the other stages'."""
+    where = f"{PIPELINE_DIR}/{MANIFEST}"
+    refiners = manifest.get("refiners", [])
+    fine = isinstance(refiners, list) and all(
+        isinstance(info, dict)
+        and isinstance(info.get("name"), str)
+        and isinstance(info.get("settings", {}), dict)
+        and all(isinstance(info.get(k), (str, type(None))) for k in ("dir", "format", "reason"))
+        and all(type(info.get(k, False)) is bool for k in ("saved", "needs_trust"))
+        for info in refiners
+    )
+    if not fine:
+        raise DataError(
+            f"{where}: 'refiners' is {_short(refiners)}, not a list of stage tables: the "
+            "manifest is damaged or was altered."
+        )
+    return [dict(info) for info in refiners]
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -1,4 +1,4 @@
-"""A chain of encoders and a clusterer that turns images into cluster labels, fitted or loaded.
+"""A chain of encoders, a clusterer and optional refiners that turns images into cluster labels.
 
 ``Pipeline`` is the one class for both: built from stages (``imgclust.get_encoder(...)``) or
 names and fitted in memory, or loaded from a folder by ``imgclust.load``. Cluster numbers are
@@ -55,7 +55,9 @@ _STAGE_FIELDS = frozenset(f.name for f in fields(Stage))
 
 class Pipeline:
     """Encoders in order (the first sees images, each next one the previous one's features),
-    then a clusterer. ``fit`` learns all of them; ``transform`` and ``predict`` apply them.
+    then a clusterer, then optional refiners (each sees the images, the features and the labels
+    so far, and assigns new images itself). ``fit`` learns all of them; ``transform`` and
+    ``predict`` apply them.
 
     Stages may be ``Stage`` objects (``imgclust.get_encoder(...)``), registered names
     (``Pipeline(["pca"], "kmeans")``), ``{"name": ..., setting: value}`` mappings, or bare
@@ -69,6 +71,7 @@ class Pipeline:
         encoders: Sequence[Stage | str | Mapping[str, Any]] | Stage | str,
         clusterer: Stage | str | Mapping[str, Any],
         *,
+        refiners: Sequence[Stage | str | Mapping[str, Any]] = (),
         registry: Any = None,
     ) -> None:
         if isinstance(encoders, (Stage, str, Mapping)) or _is_stage_object("encoders", encoders):
@@ -80,6 +83,12 @@ class Pipeline:
             )
         self.encoders: list[Stage] = [_as_stage("encoders", e, registry) for e in encoders]
         self.clusterer: Stage = _as_stage("clusterers", clusterer, registry)
+        if isinstance(refiners, (Stage, str, Mapping)) or _is_stage_object("refiners", refiners):
+            refiners = [refiners]
+        self.refiners: list[Stage] = [_as_stage("refiners", r, registry) for r in refiners]
+        #: Each refiner's input numbers, largest refined cluster first (as ``cluster_order``).
+        self.refiner_orders: list[np.ndarray | None] = [None] * len(self.refiners)
+        self.clusterer_labels_: np.ndarray | None = None  # the labels before any refiner
         self.timings: dict[str, float] = {}
         self.labels_: np.ndarray | None = None
         self.encoders_fitted = False
@@ -97,19 +106,25 @@ class Pipeline:
         manifest: dict[str, Any],
         root: Path,
         shape: tuple[int, ...],
+        refiners: Sequence[Stage] = (),
     ) -> Pipeline:
         """A pipeline rebuilt from a saved folder: its stages, manifest and cluster numbering."""
-        pipeline = cls(encoders, clusterer)
+        pipeline = cls(encoders, clusterer, refiners=refiners)
         pipeline.manifest = manifest
         pipeline.path = Path(root)
         pipeline.input_shape = tuple(shape)
         pipeline.input_dtype = str((manifest.get("input") or {}).get("dtype") or "") or None
         pipeline.cluster_order = _read_cluster_order(manifest.get("cluster_order"), root)
+        saved = manifest.get("refiners") or []
+        pipeline.refiner_orders = [
+            _read_cluster_order(info.get("cluster_order"), root) for info in saved
+        ]
         return pipeline
 
     @property
     def name(self) -> str:
-        return " -> ".join([s.name for s in self.encoders] + [self.clusterer.name])
+        stages = [*self.encoders, self.clusterer, *self.refiners]
+        return " -> ".join(s.name for s in stages)
 
     @property
     def pipeline(self) -> Pipeline:
@@ -131,7 +146,10 @@ class Pipeline:
         prepared = self.prepare(images, check_shape=False)
         if validation is not None:
             validation = self.prepare(validation, "validation images", check_shape=False)
-        self.fit_clusterer(self.fit_encoders(prepared, validation))
+        features = self.fit_encoders(prepared, validation)
+        assert features is not None
+        self.fit_clusterer(features)
+        self.fit_refiners(prepared, features)
         return self
 
     def fit_predict(self, images: Any, validation: Any = None) -> np.ndarray:
@@ -194,7 +212,33 @@ class Pipeline:
         self.cluster_order = canonical_order(raw)
         self.labels_ = renumber(raw, self.cluster_order)
         self.timings[f"cluster {self.clusterer.name}"] = time.perf_counter() - start
+        self.clusterer_labels_ = self.labels_
         return self.labels_
+
+    def fit_refiners(
+        self, images: np.ndarray, features: np.ndarray, log: Log | None = None
+    ) -> np.ndarray:
+        """Refine the clusterer's labels with each refiner in turn; remember and return them.
+
+        Each refiner gets the images, the features and the labels so far (canonical numbers)
+        and returns labels in the same numbers; they are renumbered canonically again.
+        """
+        if self.labels_ is None:
+            self._check_fitted()
+        labels = self.labels_
+        assert labels is not None
+        for position, stage in enumerate(self.refiners):
+            if log:
+                log(f"refining {len(labels)} labels with {stage.name}")
+            start = time.perf_counter()
+            with stage_boundary("refiner", stage):
+                found = stage.instance.fit_predict(images, features, labels.copy())
+            raw = check_labels(stage, found, len(labels), kind="refiner")
+            self.refiner_orders[position] = canonical_order(raw)
+            labels = renumber(raw, self.refiner_orders[position])
+            self.timings[f"refine {stage.name}"] = time.perf_counter() - start
+        self.labels_ = labels
+        return labels
 
     # Applying ----------------------------------------------------------------------------------
     def prepare(
@@ -252,6 +296,8 @@ class Pipeline:
     def assign(self, images: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Clusters of new images, with a per-image distance or probability where there is one."""
         self.check_can_predict()
+        if self.refiners:
+            return self._assign_refined(self.prepare(images))
         features = self.transform(images)
         clusterer: Clusterer = self.clusterer.instance
         with stage_boundary("clusterer", self.clusterer):
@@ -270,11 +316,34 @@ class Pipeline:
                 scores = {"score": found.astype(np.float64)}
         return labels, scores
 
+    def _assign_refined(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The last refiner assigns new images (from the images and their features)."""
+        features = self.transform(images)
+        stage = self.refiners[-1]
+        with stage_boundary("refiner", stage):
+            found = stage.instance.predict(images, features)
+        raw = check_labels(stage, found, len(features), kind="refiner")
+        labels = renumber(raw, self.refiner_orders[-1])
+        scores: dict[str, np.ndarray] = {}
+        scorer = getattr(stage.instance, "score_samples", None)
+        if callable(scorer):
+            try:
+                found = scorer(images, features)
+            except Exception:
+                found = None
+            if isinstance(found, Mapping):
+                scores = {str(k): np.asarray(v, dtype=np.float64) for k, v in found.items()}
+        return labels, scores
+
     @property
     def can_predict(self) -> bool:
-        """Whether new images can be assigned (the clusterer predicts and every stage is here)."""
+        """Whether new images can be assigned (the clusterer, or the last refiner, predicts)."""
         if self.manifest is not None:
             return bool(self.manifest.get("can_predict"))
+        if self.refiners:
+            return self.labels_ is not None and callable(
+                getattr(self.refiners[-1].instance, "predict", None)
+            )
         return self.labels_ is not None and can_predict(self.clusterer.instance)
 
     def check_can_predict(self) -> None:
@@ -282,6 +351,9 @@ class Pipeline:
         self._check_fitted()
         if self.can_predict:
             return
+        if self.refiners:
+            reason = (self.manifest or {}).get("reason") or "its last refiner cannot predict"
+            raise ImgclustError(f"this pipeline cannot predict: {reason}.")
         stage = self.clusterer
         clusterer_info = (self.manifest or {}).get("clusterer") or {}
         if not clusterer_info.get("can_predict", True) or not can_predict(stage.instance):
@@ -312,6 +384,7 @@ class Pipeline:
         for kind, stage in [
             *(("encoders", e) for e in self.encoders),
             ("clusterers", self.clusterer),
+            *(("refiners", r) for r in self.refiners),
         ]:
             if stage.name not in registry.entries.get(kind, {}):
                 raise ImgclustError(
@@ -392,16 +465,19 @@ def _as_stage(kind: str, value: Any, registry: Any) -> Stage:
     if _is_stage_object(kind, value):
         return _wrap_instance(kind, value, registry)
     what = kind[:-1]
+    methods = {"encoders": "fit and transform", "refiners": "fit_predict and predict"}
     raise SettingsError(
         f"a pipeline's {what} must be a name, a {{'name': ...}} mapping, "
         f"imgclust.get_{what}(name, ...) or an object with "
-        f"{'fit and transform' if kind == 'encoders' else 'fit_predict'}; "
+        f"{methods.get(kind, 'fit_predict')}; "
         f"got {type(value).__name__}."
     )
 
 
 def _is_stage_object(kind: str, value: Any) -> bool:
-    needed = ("fit", "transform") if kind == "encoders" else ("fit_predict",)
+    needed = {"encoders": ("fit", "transform"), "refiners": ("fit_predict", "predict")}.get(
+        kind, ("fit_predict",)
+    )
     return all(callable(getattr(value, method, None)) for method in needed)
 
 
@@ -535,9 +611,9 @@ def check_output(stage: Stage, output: Any, expected: int) -> np.ndarray:
     return array
 
 
-def check_labels(stage: Stage, labels: Any, expected: int) -> np.ndarray:
-    """A clusterer's labels: one integer per input, -1 for noise and none below it."""
-    who = describe_stage("clusterer", stage)
+def check_labels(stage: Stage, labels: Any, expected: int, kind: str = "clusterer") -> np.ndarray:
+    """A clusterer's (or refiner's) labels: one integer per input, -1 for noise, none below."""
+    who = describe_stage(kind, stage)
     try:
         array = np.asarray(labels)
     except Exception as exc:
@@ -546,9 +622,9 @@ def check_labels(stage: Stage, labels: Any, expected: int) -> np.ndarray:
         raise PluginError(f"{who} returned labels of shape {array.shape}; expected ({expected},).")
     if len(array) != expected:
         raise PluginError(
-            f"clusterer {stage.name!r} returned {len(array)} labels for {expected} images; it "
+            f"{kind} {stage.name!r} returned {len(array)} labels for {expected} images; it "
             f"must return one per image (fix or report it to "
-            f"{_origin_or_author(stage, 'clusterer')})."
+            f"{_origin_or_author(stage, kind)})."
         )
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
         raise PluginError(f"{who} returned {array.dtype} labels; expected integers.")

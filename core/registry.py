@@ -1,4 +1,4 @@
-"""What the plugins registered: datasets, encoders, clusterers and recipes, by name."""
+"""What the plugins registered: datasets, encoders, clusterers, recipes and refiners, by name."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from typing import Any
 
 from .errors import PluginError
 
-KINDS = ("datasets", "encoders", "clusterers", "recipes")
+KINDS = ("datasets", "encoders", "clusterers", "recipes", "refiners")
 SINGULAR = {
     "datasets": "dataset",
     "encoders": "encoder",
     "clusterers": "clusterer",
     "recipes": "recipe",
+    "refiners": "refiner",
 }
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 

@@ -77,7 +77,9 @@ def build_stage(registry: Registry, kind: str, stage: Mapping[str, Any]) -> Stag
 def build_pipeline(registry: Registry, config: Mapping[str, Any]) -> Pipeline:
     """The unfitted pipeline a resolved config describes."""
     encoders = [build_stage(registry, "encoders", e) for e in config["encoder"]]
-    return Pipeline(encoders, build_stage(registry, "clusterers", config["clusterer"]))
+    refiners = [build_stage(registry, "refiners", r) for r in config.get("refiner") or []]
+    clusterer = build_stage(registry, "clusterers", config["clusterer"])
+    return Pipeline(encoders, clusterer, refiners=refiners)
 
 
 def load_split(dataset: Any, name: str, split: str) -> ImageSet:
@@ -217,6 +219,11 @@ def prepare(registry: Registry, config: Mapping[str, Any], log: Log) -> RunState
     """Seed, build the unfitted pipeline, load the data and check it can take the clusters."""
     seed_everything(int(config["seed"]))
     started = time.perf_counter()
+    if is_chunked(config) and config.get("refiner"):
+        raise SettingsError(
+            "refiners need every image of the run at once, which fit_sample and --dask avoid: "
+            "drop the refiner or run without them."
+        )
     pipeline = build_pipeline(registry, config)
     clock = time.perf_counter()
     splits = load_for_chunks(registry, config, log, load_data)  # load_data unless chunked
@@ -279,6 +286,8 @@ def cluster(run: RunState) -> None:
     features = run.features
     run.log(f"clustering {len(features)} feature vectors of {features.shape[1]} numbers")
     run.labels = run.pipeline.fit_clusterer(features)
+    if run.pipeline.refiners:  # they see the images and the first clustering
+        run.labels = run.pipeline.fit_refiners(run.data.images, features, log=run.log)
     run.timings.update(run.pipeline.timings)
 
 
@@ -288,6 +297,10 @@ def score_run(run: RunState) -> None:
     run.metrics = score(run.features, run.labels, run.data, run.seed)
     if "skipped" in run.data.info:
         run.metrics["skipped"] = len(run.data.info["skipped"])
+    if run.pipeline.refiners and run.data.labels is not None:  # what the refiners gained
+        run.metrics["before_refiners"] = external_scores(
+            run.pipeline.clusterer_labels_, np.asarray(run.data.labels)
+        )
     run.timings["score"] = time.perf_counter() - clock
 
 

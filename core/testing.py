@@ -1,8 +1,8 @@
 """Conformance checks a plugin's tests call: does a stage keep the contract the core relies on?
 
-``check_dataset``, ``check_encoder`` and ``check_clusterer`` build a stage (from a class, a
-factory function or an unfitted instance), run it on small data the way a run does, and raise
-``AssertionError`` with one line that names the stage and the rule it broke::
+``check_dataset``, ``check_encoder``, ``check_clusterer`` and ``check_refiner`` build a stage
+(from a class, a factory function or an unfitted instance), run it on small data the way a run
+does, and raise ``AssertionError`` with one line that names the stage and the rule it broke::
 
     from imgclust.testing import check_clusterer, check_encoder
 
@@ -38,6 +38,7 @@ from .interfaces import (
     HasHistory,
     ImageSet,
     Reconstructs,
+    Refiner,
     can_predict,
     requested_clusters,
     splits_of,
@@ -48,6 +49,7 @@ __all__ = [
     "check_clusterer",
     "check_dataset",
     "check_encoder",
+    "check_refiner",
     "sample_features",
     "sample_images",
 ]
@@ -57,8 +59,14 @@ REQUIRED = {
     "dataset": ("load",),
     "encoder": ("fit", "transform", "save", "load"),
     "clusterer": ("fit_predict", "save", "load"),
+    "refiner": ("fit_predict", "predict", "save", "load"),
 }
-PROTOCOLS: dict[str, type] = {"dataset": Dataset, "encoder": Encoder, "clusterer": Clusterer}
+PROTOCOLS: dict[str, type] = {
+    "dataset": Dataset,
+    "encoder": Encoder,
+    "clusterer": Clusterer,
+    "refiner": Refiner,
+}
 IMAGES = 300  # default sample sizes: a few hundred keeps every check to seconds
 FAST_IMAGES = 100
 
@@ -279,6 +287,106 @@ def check_clusterer(
         f"of {n} points differently: seed every random thing (a `seed` setting)",
     )
     return labels
+
+
+def sample_labels(features: np.ndarray, k: int = 5, seed: int = 0) -> np.ndarray:
+    """k-means labels of ``features``, numbered largest cluster first: a clusterer's output."""
+    from sklearn.cluster import KMeans
+
+    from .pipeline import canonical_order, renumber
+
+    found = KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(features)
+    return renumber(found, canonical_order(found))
+
+
+def check_refiner(
+    refiner_or_factory: Any,
+    images: np.ndarray | None = None,
+    features: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    *,
+    settings: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    fast: bool = False,
+    tmp_path: Path | None = None,
+    trust: bool = True,
+    agreement: float = 1.0,
+) -> np.ndarray:
+    """Check a refiner on images, features and labels (default: 8x8 digits, their pixels and
+    k-means labels in 5 clusters); return its refined labels.
+
+    ``fit_predict`` gives one int label per image in the numbers it was given (no new cluster
+    numbers) and leaves its inputs alone; ``predict`` on the training images agrees with it (on
+    at least ``agreement`` of them), an image's cluster does not depend on the other images in
+    the call, ``save`` then ``load`` into a fresh refiner predicts the same, and a second
+    refiner of the same settings gives labels that agree as well. ``fast=True`` uses 100 images.
+    """
+    stage = _Stage("refiner", refiner_or_factory, settings, name)
+    if images is None:
+        images = sample_images(FAST_IMAGES if fast else IMAGES)
+    _check_input(images, "check_refiner", "images", (4,))
+    if features is None:
+        features = images.reshape(len(images), -1).astype(np.float32) / 255.0
+    _check_input(features, "check_refiner", "features", (2,))
+    if labels is None:
+        labels = sample_labels(features)
+    originals = [np.array(a, copy=True) for a in (images, features, labels)]
+    n = len(images)
+
+    refiner = stage.build()
+    refined = stage.call(
+        "fit_predict(images, features, labels)", refiner.fit_predict, images, features, labels
+    )
+    _check_labels(stage, refined, n, "fit_predict(images, features, labels)")
+    for given, original, what in zip(
+        (images, features, labels), originals, ("images", "features", "labels"), strict=True
+    ):
+        stage.require(np.array_equal(given, original), f"fit_predict() changed its {what} in place")
+    new = sorted(set(np.unique(refined[refined >= 0])) - set(np.unique(labels[labels >= 0])))
+    stage.require(
+        not new,
+        f"fit_predict() returned cluster numbers it was not given ({new[:5]}): a refiner keeps "
+        "the clusters' numbers",
+    )
+
+    def predicted(fitted: Any, index: Any, what: str) -> np.ndarray:
+        found = stage.call(what, fitted.predict, images[index], features[index])
+        _check_labels(stage, found, len(images[index]), what)
+        return found
+
+    on_training = predicted(refiner, slice(None), "predict(training images, features)")
+    share = float(np.mean(on_training == refined))
+    stage.require(
+        share >= agreement,
+        f"predict() on the training images agrees with fit_predict() on {share:.1%} of them "
+        f"(needed {agreement:.1%}): both must number the clusters alike",
+    )
+    head = min(7, n)
+    stage.require(
+        np.array_equal(predicted(refiner, slice(0, head), "predict()"), on_training[:head]),
+        f"predict() of the first {head} images differs from predict() of all images: an "
+        "image's cluster must not depend on the other images in the call",
+    )
+    with _workspace(tmp_path) as folder:
+        restored = _round_trip(stage, refiner, folder / "saved", trust)
+        again = predicted(restored, slice(None), "predict() after load()")
+        stage.require(
+            np.array_equal(again, on_training),
+            f"after save() and load() into a freshly built refiner, predict() changes "
+            f"{int(np.sum(again != on_training))} of {n} labels: save must keep the fitted model",
+        )
+    twin = stage.build()
+    twin_labels = stage.call(
+        "fit_predict() of a second refiner", twin.fit_predict, images, features, labels
+    )
+    _check_labels(stage, twin_labels, n, "fit_predict() of a second refiner")
+    same = float(np.mean(twin_labels == refined))
+    stage.require(
+        same >= agreement,
+        f"two refiners built with the same settings agree on {same:.1%} of the images (needed "
+        f"{agreement:.1%}): seed every random thing (a `seed` setting)",
+    )
+    return refined
 
 
 # Building and reporting ------------------------------------------------------------------------

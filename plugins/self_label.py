@@ -1,0 +1,317 @@
+"""The ``self-label`` refiner: a small CNN, trained on each cluster's most confident members with
+augmentation, relabels every image and assigns new ones.
+
+Clusterers make systematic mistakes (two shapes merged at a border of the feature space); a
+classifier that sees the pixels, trained only on members that lie deep inside their cluster,
+learns each cluster's look and moves the border cases. Confidence is never read from true
+labels: the first round ranks each cluster's members by their distance to the cluster's mean in
+the clustered features (a mixture's posteriors in UMAP space are almost all 1 and cannot rank),
+later rounds by the classifier's own probability; the same share of every cluster is kept, so
+small clusters stay alive. Augmentation is what suits any small image: shifts, small rotations
+and zooms, no flips. Keras is imported only when the network is built, trained or loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgclust import atomic
+from imgclust.errors import DataError, ImgclustError, SettingsError
+from imgclust.hookspecs import hookimpl
+from imgclust.keras_support import import_keras
+
+MODEL_FILE = "classifier.keras"
+META_FILE = "self_label.json"
+PREDICT_BATCH = 1024
+#: Fewest training steps in a round: small image sets train for more epochs, not fewer steps.
+MIN_STEPS = 400
+
+
+class SelfLabel:
+    """Self-labelling: a small CNN trained with augmentation on each cluster's most confident
+    members relabels every image; it also assigns new images.
+
+    Parameters
+    ----------
+    keep : float
+        Share of each cluster trained on: its members nearest the cluster's mean feature vector
+        (first round), or those the classifier is surest of (later rounds).
+    rounds : int
+        Rounds of select, train, relabel; stops earlier when fewer than ``tolerance`` of the
+        labels change.
+    epochs : int
+        Training epochs of the first round (later rounds continue the same network for half);
+        small image sets get more, so that every round takes at least 400 steps.
+    filters : tuple[int, ...]
+        Filters of each convolution block (two 3x3 convolutions, then 2x2 pooling while the
+        image is at least 4 pixels wide).
+    dense : int
+        Width of the hidden dense layer before the softmax.
+    batch_size : int
+        Images per training step.
+    learning_rate : float
+        Adam's step size.
+    shift : float
+        Largest random shift, as a share of the image's side.
+    rotation : float
+        Largest random rotation in degrees.
+    zoom : float
+        Largest random zoom in or out, as a share of the side.
+    tolerance : float
+        Stop when fewer than this share of labels change in a round.
+    seed : int
+        Seed of weight initialisation, augmentation and shuffling.
+    """
+
+    def __init__(
+        self,
+        keep: float = 0.8,
+        rounds: int = 2,
+        epochs: int = 4,
+        filters: tuple[int, ...] = (32, 64),
+        dense: int = 128,
+        batch_size: int = 128,
+        learning_rate: float = 1e-3,
+        shift: float = 0.1,
+        rotation: float = 10.0,
+        zoom: float = 0.1,
+        tolerance: float = 0.001,
+        seed: int = 0,
+    ) -> None:
+        self.keep = float(keep)
+        self.rounds = int(rounds)
+        self.epochs = int(epochs)
+        self.filters = tuple(int(f) for f in filters)
+        self.dense = int(dense)
+        self.batch_size = int(batch_size)
+        self.learning_rate = float(learning_rate)
+        self.shift = float(shift)
+        self.rotation = float(rotation)
+        self.zoom = float(zoom)
+        self.tolerance = float(tolerance)
+        self.seed = int(seed)
+        self._check_settings()
+        self.model_: Any = None
+        self.classes_: np.ndarray | None = None
+        self.input_shape_: tuple[int, ...] | None = None
+        self.scale_: float = 1.0
+        self.history_: dict[str, list[float]] = {"changed": [], "kept": []}
+
+    def _check_settings(self) -> None:
+        def bad(message: str) -> SettingsError:
+            return SettingsError(f"refiner 'self-label': {message}")
+
+        if not 0 < self.keep <= 1:
+            raise bad(f"keep is a share of each cluster, above 0 and at most 1; got {self.keep}.")
+        if self.rounds < 1 or self.epochs < 1 or self.batch_size < 1 or self.dense < 1:
+            raise bad("rounds, epochs, batch_size and dense must be at least 1.")
+        if not self.filters or any(f < 1 for f in self.filters):
+            raise bad(f"filters must be positive widths, e.g. 32,64; got {self.filters}.")
+        if not self.learning_rate > 0:
+            raise bad("learning_rate must be positive.")
+        if not (0 <= self.shift < 1 and 0 <= self.zoom < 1 and 0 <= self.rotation <= 180):
+            raise bad("shift and zoom are shares below 1, rotation 0 to 180 degrees.")
+        if not 0 <= self.tolerance < 1:
+            raise bad("tolerance is a share of the labels, from 0 to below 1.")
+
+    # Fitting -----------------------------------------------------------------------------------
+    def fit_predict(
+        self, images: np.ndarray, features: np.ndarray, labels: np.ndarray
+    ) -> np.ndarray:
+        """Train on the confident members of each cluster, relabel all, repeat; return labels."""
+        images = _as_images(images)
+        features = np.asarray(features, dtype=np.float32).reshape(len(images), -1)
+        labels = np.asarray(labels, dtype=np.int64)
+        classes = np.unique(labels[labels >= 0])
+        if len(classes) < 2:
+            raise DataError(
+                "refiner 'self-label' needs at least 2 clusters to learn from; the clusterer "
+                f"found {len(classes)}: ask it for more."
+            )
+        keras = import_keras()
+        keras.utils.set_random_seed(self.seed)
+        self.classes_ = classes
+        self.input_shape_ = tuple(int(v) for v in images.shape[1:])
+        self.scale_ = 1 / 255 if images.dtype == np.uint8 else 1.0
+        self.model_ = self._build(len(classes))
+        self.history_ = {"changed": [], "kept": []}
+        current = labels
+        confidence = -_distance_to_centre(features, labels)
+        for round_ in range(self.rounds):
+            chosen = _most_confident(current, confidence, self.keep)
+            targets = np.searchsorted(classes, current[chosen])
+            epochs = self.epochs if round_ == 0 else max(1, self.epochs // 2)
+            steps_per_epoch = math.ceil(len(chosen) / self.batch_size)
+            epochs = max(epochs, math.ceil(MIN_STEPS / steps_per_epoch))
+            self.model_.fit(
+                images[chosen],
+                targets,
+                batch_size=self.batch_size,
+                epochs=epochs,
+                shuffle=True,
+                verbose=0,
+            )
+            probabilities = self._probabilities(images)
+            relabelled = classes[probabilities.argmax(axis=1)]
+            changed = float(np.mean(relabelled != current))
+            self.history_["changed"].append(changed)
+            self.history_["kept"].append(int(len(chosen)))
+            current, confidence = relabelled, probabilities.max(axis=1)
+            if changed < self.tolerance:
+                break
+        return current
+
+    def _build(self, n_classes: int) -> Any:
+        """The compiled classifier: rescaling, augmentation, conv blocks, dense, softmax."""
+        keras = import_keras()
+        layers = keras.layers
+        height, width, channels = self.input_shape_  # type: ignore[misc]
+        inputs = keras.Input(shape=(height, width, channels), name="images")
+        x = layers.Rescaling(self.scale_, name="rescale")(inputs)
+        if self.shift:
+            x = layers.RandomTranslation(self.shift, self.shift, fill_mode="nearest")(x)
+        if self.rotation:
+            x = layers.RandomRotation(self.rotation / 360.0, fill_mode="nearest")(x)
+        if self.zoom:
+            x = layers.RandomZoom(self.zoom, fill_mode="nearest")(x)
+        side = min(height, width)
+        for i, filters in enumerate(self.filters, 1):
+            for j in (1, 2):
+                x = layers.Conv2D(
+                    filters, 3, padding="same", activation="relu", name=f"conv{i}_{j}"
+                )(x)
+            if side >= 4:
+                x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+                side //= 2
+        x = layers.Flatten()(x)
+        x = layers.Dropout(0.3, seed=self.seed)(x)
+        x = layers.Dense(self.dense, activation="relu", name="hidden")(x)
+        x = layers.Dropout(0.3, seed=self.seed + 1)(x)
+        outputs = layers.Dense(n_classes, activation="softmax", name="classes")(x)
+        model = keras.Model(inputs, outputs, name="self_label")
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate),
+            loss="sparse_categorical_crossentropy",
+        )
+        return model
+
+    # Assigning ---------------------------------------------------------------------------------
+    def predict(self, images: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        """The cluster of each image: the classifier's most probable one."""
+        probabilities = self._probabilities(self._checked(images))
+        return self.classes_[probabilities.argmax(axis=1)]  # type: ignore[index]
+
+    def score_samples(self, images: np.ndarray, features: np.ndarray | None = None) -> dict:
+        """The classifier's probability of each image's cluster, for ``imgclust predict``."""
+        return {"probability": self._probabilities(self._checked(images)).max(axis=1)}
+
+    def _checked(self, images: np.ndarray) -> np.ndarray:
+        if self.model_ is None or self.classes_ is None:
+            raise ImgclustError("refiner 'self-label' is not fitted: call fit_predict() first.")
+        images = _as_images(images)
+        if tuple(images.shape[1:]) != self.input_shape_:
+            raise DataError(
+                f"refiner 'self-label' was trained on {self.input_shape_} images; got "
+                f"{tuple(images.shape[1:])}."
+            )
+        return images
+
+    def _probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Softmax outputs in batches, with the scale the network was trained for."""
+        given = 1 / 255 if images.dtype == np.uint8 else 1.0
+        if given != self.scale_:  # uint8 for a float-trained network, or the other way round
+            images = images.astype(np.float32) * np.float32(given / self.scale_)
+        out = np.empty((len(images), len(self.classes_)), dtype=np.float32)  # type: ignore[arg-type]
+        for start in range(0, len(images), PREDICT_BATCH):
+            chunk = images[start : start + PREDICT_BATCH]
+            out[start : start + len(chunk)] = np.asarray(self.model_.predict_on_batch(chunk))
+        return out
+
+    # Saving ------------------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        """The classifier as a native ``.keras`` file and its classes and shape as JSON."""
+        if self.model_ is None or self.classes_ is None:
+            raise ImgclustError("refiner 'self-label' is not fitted: nothing to save.")
+        directory = Path(directory)
+        temporary = directory / f".tmp-{MODEL_FILE}"
+        self.model_.save(temporary)
+        os.replace(temporary, directory / MODEL_FILE)
+        atomic.write_json(
+            directory / META_FILE,
+            {
+                "classes": [int(c) for c in self.classes_],
+                "input_shape": list(self.input_shape_ or ()),
+                "scale": self.scale_,
+                "history": self.history_,
+            },
+        )
+
+    def load(self, directory: Path) -> SelfLabel:
+        """Read the classifier in Keras safe mode (no code from the file runs)."""
+        keras = import_keras()
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / META_FILE).read_text())
+            self.classes_ = np.asarray([int(c) for c in meta["classes"]], dtype=np.int64)
+            self.input_shape_ = tuple(int(v) for v in meta["input_shape"])
+            self.scale_ = float(meta["scale"])
+            self.history_ = dict(meta.get("history") or {})
+            if len(self.input_shape_) != 3 or not math.isfinite(self.scale_):
+                raise ValueError("the input shape or scale is damaged")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"refiner 'self-label': cannot read {META_FILE}: {exc}") from None
+        try:
+            self.model_ = keras.saving.load_model(
+                directory / MODEL_FILE, safe_mode=True, compile=False
+            )
+        except (ValueError, TypeError, OSError) as exc:
+            reason = " ".join(str(exc).split())[:200]
+            raise DataError(f"refiner 'self-label': cannot load {MODEL_FILE}: {reason}") from None
+        return self
+
+
+# Confidence ------------------------------------------------------------------------------------
+def _distance_to_centre(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each point's distance to the mean of its cluster (noise: infinitely far)."""
+    distance = np.full(len(labels), np.inf, dtype=np.float64)
+    for cluster in np.unique(labels[labels >= 0]):
+        members = labels == cluster
+        centre = features[members].mean(axis=0)
+        distance[members] = np.linalg.norm(features[members] - centre, axis=1)
+    return distance
+
+
+def _most_confident(labels: np.ndarray, confidence: np.ndarray, share: float) -> np.ndarray:
+    """Indices of the ``share`` most confident members of every cluster (at least one each)."""
+    chosen = []
+    for cluster in np.unique(labels[labels >= 0]):
+        members = np.flatnonzero(labels == cluster)
+        count = max(1, int(math.ceil(share * len(members))))
+        order = np.argsort(-confidence[members], kind="stable")
+        chosen.append(members[order[:count]])
+    return np.sort(np.concatenate(chosen))
+
+
+def _as_images(images: Any) -> np.ndarray:
+    """(N, H, W, C) uint8 or float32 images; anything else is a one-line error."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or len(images) == 0:
+        raise DataError(
+            f"refiner 'self-label' needs images (N, H, W, C); got shape {tuple(images.shape)}."
+        )
+    if images.dtype not in (np.uint8, np.float32):
+        images = images.astype(np.float32)
+    return images
+
+
+@hookimpl
+def register_refiners(register):
+    register("self-label", SelfLabel)

@@ -1,0 +1,77 @@
+"""The self-label and dec refiners keep the refiner contract, learn, and predict after load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import imgclust
+from imgclust.errors import DataError, SettingsError
+from imgclust.metrics import external_scores
+from imgclust.plugins.dec import DEC
+from imgclust.plugins.self_label import SelfLabel, _most_confident
+from imgclust.testing import check_refiner
+
+SMALL_SELF_LABEL = {"rounds": 1, "epochs": 1, "filters": (8,), "dense": 16}
+SMALL_DEC = {"pretrain_epochs": 1, "max_steps": 12, "update_interval": 4, "batch_size": 32}
+
+
+def test_the_most_confident_share_is_taken_from_every_cluster():
+    labels = np.array([0] * 8 + [1] * 2 + [-1])
+    confidence = np.arange(11, dtype=float)
+    chosen = _most_confident(labels, confidence, 0.5)
+    assert chosen.tolist() == [4, 5, 6, 7, 9]  # half of each cluster, the small one kept, no noise
+
+
+@pytest.mark.slow
+def test_self_label_keeps_the_refiner_contract(tmp_path):
+    check_refiner(SelfLabel, settings=SMALL_SELF_LABEL, fast=True, tmp_path=tmp_path)
+
+
+@pytest.mark.slow
+def test_dec_keeps_the_refiner_contract(tmp_path):
+    for autoencoder in ("conv-ae", "dense-ae"):
+        settings = {**SMALL_DEC, "autoencoder": autoencoder}
+        check_refiner(DEC, settings=settings, fast=True, tmp_path=tmp_path / autoencoder)
+
+
+def test_bad_settings_and_inputs_are_one_line():
+    with pytest.raises(SettingsError, match="keep is a share"):
+        SelfLabel(keep=0)
+    with pytest.raises(SettingsError, match="autoencoder must be"):
+        DEC(autoencoder="pca")
+    images = np.zeros((10, 8, 8, 1), np.uint8)
+    with pytest.raises(DataError, match="at least 2 clusters"):
+        SelfLabel(**SMALL_SELF_LABEL).fit_predict(images, np.zeros((10, 2)), np.zeros(10, int))
+
+
+@pytest.mark.slow
+def test_self_label_improves_kmeans_on_digits_and_predicts_the_same_after_load(tmp_path):
+    digits = imgclust.get_dataset("digits").load("all")
+    pipeline = imgclust.Pipeline(
+        [imgclust.get_encoder("pca", n_components=30)],
+        imgclust.get_clusterer("kmeans", n_clusters=10, seed=0),
+        refiners=[imgclust.get_refiner("self-label", seed=0)],
+    )
+    labels = pipeline.fit_predict(digits.images)
+    before = external_scores(pipeline.clusterer_labels_, digits.labels)["acc"]
+    after = external_scores(labels, digits.labels)["acc"]
+    assert after > before + 0.005, (before, after)
+    loaded = imgclust.load(pipeline.save(tmp_path / "saved"))
+    np.testing.assert_array_equal(loaded.predict(digits.images), labels)
+
+
+@pytest.mark.slow
+def test_dec_fine_tunes_on_a_few_hundred_images_and_predicts_the_same_after_load(tmp_path):
+    digits = imgclust.get_dataset("digits", limit=400).load("all")
+    refiner = imgclust.get_refiner("dec", pretrain_epochs=5, max_steps=300, seed=0)
+    pipeline = imgclust.Pipeline(
+        [imgclust.get_encoder("pca", n_components=20)],
+        imgclust.get_clusterer("kmeans", n_clusters=10, seed=0),
+        refiners=[refiner],
+    )
+    labels = pipeline.fit_predict(digits.images)
+    assert refiner.history_["changed"], "the target distribution was never updated"
+    assert external_scores(labels, digits.labels)["acc"] > 0.5  # it still clusters digits
+    loaded = imgclust.load(pipeline.save(tmp_path / "saved"))
+    np.testing.assert_array_equal(loaded.predict(digits.images), labels)
