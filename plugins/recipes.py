@@ -98,16 +98,7 @@ UMAP_GMM = {
 #: PCA, UMAP and a Gaussian mixture as above but on plain pixels (nothing digit-specific), then
 #: the self-label refiner: a small CNN trained with shifts, rotations and zooms on the 80% of
 #: each cluster nearest its centre relabels every image and assigns new ones.
-UMAP_GMM_SELFLABEL = {
-    "dataset": {"name": "mnist"},
-    "split": "all",
-    "encoder": [
-        {"name": "pca", "n_components": 50},
-        {"name": "umap", "n_components": 10, "n_neighbors": 10, "min_dist": 0.0},
-    ],
-    "clusterer": {"name": "gmm", "n_clusters": 10, "covariance_type": "full", "n_init": 5},
-    "refiner": [{"name": "self-label"}],
-}
+UMAP_GMM_SELFLABEL = {**UMAP_GMM, "refiner": [{"name": "self-label"}]}
 
 #: DCEC: k-means on 50 principal components starts the clusters, then the dec refiner
 #: pretrains a convolutional autoencoder (32-64-128, a 10-number code) and fine-tunes it with
