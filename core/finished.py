@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError
-from .runfolder import INCOMPLETE, is_run_folder
+from .runfolder import INCOMPLETE, check_self_contained, is_run_folder
 
 IMAGE_FOLDER = "image-folder"
 SUGGESTIONS = 3  # nearest ids named when an id is unknown
@@ -89,6 +89,7 @@ def check_finished(run: Path, command: str) -> Path:
             f"{str(run)!r} is not an imgclust run folder (it lacks config.toml, summary.json or "
             "assignments.csv): give a folder `imgclust run` wrote."
         )
+    check_self_contained(run)
     return run
 
 

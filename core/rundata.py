@@ -84,6 +84,9 @@ def load_run_inputs(run_dir: Path, registry: Any, log: Log = lambda message: Non
         raise DataError(
             f"run folder {str(run_dir)!r} does not exist: give a folder `imgclust run` wrote."
         )
+    from .runfolder import check_self_contained
+
+    check_self_contained(run_dir)
     ids, clusters, csv_labels = read_assignments(run_dir / "assignments.csv")
     features = read_features(run_dir / "embeddings.npy", len(ids))
     metrics_path = run_dir / "metrics.json"

@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import ImgclustError
+from .errors import DataError, ImgclustError
 
 INCOMPLETE = ".incomplete"
 MARKER = ".imgclust-run"
@@ -383,3 +383,28 @@ def _entries(folder: Path) -> list[Path]:
         return list(folder.iterdir())
     except OSError:
         return []
+
+
+def check_self_contained(run: Path) -> None:
+    """Refuse a run folder that reaches outside itself before reading it: a link that leads
+    elsewhere, or an entry that is not a regular file or folder (a FIFO would block a reader).
+    Run folders come from strangers; reading one never opens a file outside it.
+    """
+    import stat
+
+    base = Path(run).resolve()
+    for folder, dirs, files in os.walk(run):
+        for name in [*dirs, *files]:
+            path = Path(folder) / name
+            rel = path.relative_to(run).as_posix()
+            if path.is_symlink() and not path.resolve().is_relative_to(base):
+                raise DataError(
+                    f"{rel} in run folder {str(run)!r} links to outside it: refused; a run folder "
+                    "must hold its own files."
+                )
+            try:
+                mode = path.stat().st_mode
+            except OSError as exc:
+                raise DataError(f"cannot read {rel} in {str(run)!r}: {exc.strerror}.") from None
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise DataError(f"{rel} in {str(run)!r} is not a regular file or folder: refused.")

@@ -207,12 +207,12 @@ def test_a_run_folder_that_cannot_take_the_index_is_still_searched(cli, own_run,
     assert result.stdout.count("digits-") == 4
 
 
-def test_a_link_named_index_is_not_followed(cli, own_run, tmp_path):
+def test_a_link_named_index_is_refused_and_not_followed(cli, own_run, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (own_run / "index").symlink_to(elsewhere, target_is_directory=True)
     result = cli("similar", own_run, "--id", "digits-2", "-n", "3")
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code != 0 and "links to outside it" in result.stderr
     assert list(elsewhere.iterdir()) == [] and (own_run / "index").is_symlink()
 
 
