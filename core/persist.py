@@ -20,7 +20,6 @@ import pickle
 import pickletools
 import re
 import shutil
-import stat
 import sys
 import tempfile
 import zipfile
@@ -387,21 +386,9 @@ def check_contained(root: Path, given: Path) -> None:
             f"{PIPELINE_DIR}/ of {str(given)!r} points outside the run folder: copy the real "
             "folder instead of linking to it."
         )
-    for folder, dirs, files in os.walk(root):
-        for name in [*dirs, *files]:
-            path = Path(folder) / name
-            rel = path.relative_to(root.parent).as_posix()
-            if path.is_symlink() and not path.resolve().is_relative_to(base):
-                raise DataError(
-                    f"{rel} is a link to outside the run folder's {PIPELINE_DIR}/: refused; a run "
-                    "folder must hold its own files."
-                )
-            try:
-                mode = path.stat().st_mode
-            except OSError as exc:
-                raise DataError(f"cannot read {rel}: {_one_line(exc)}.") from None
-            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                raise DataError(f"{rel} is not a regular file or folder: refused.")
+    from .runfolder import check_self_contained
+
+    check_self_contained(root)
 
 
 def max_input_pixels() -> int:
