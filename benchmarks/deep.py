@@ -6,8 +6,11 @@ before the refiners. Rows:
 
 - ``pca-umap-gmm``: PCA 50, UMAP 10-d, GMM (the starting point of the refined recipes);
 - ``umap-gmm-selflabel``: the same, then the self-label refiner;
+- ``umap-gmm-recluster``: the same start, then self-label reclustering in the CNN's features;
 - ``pca-kmeans-dcec``: k-means on PCA 50, then the dec refiner on conv-ae (DCEC);
-- ``deskew-umap-gmm``, ``n2d``, ``article``: the existing recipes (MNIST only).
+- ``deskew-umap-gmm``, ``n2d``, ``article``: the existing recipes (MNIST only). On all of MNIST
+  they are not run by default: their rows are read from ``results/mnist_quality.json``
+  (``benchmarks/mnist_quality.py``), marked so; ``--rows`` runs them here instead.
 
     IMGCLUST_MNIST=DIR nice python benchmarks/deep.py --dataset digits|mnist [--limit N]
         [--seeds 0 1 2] [--rows NAME ...] [--no-doc]
@@ -41,6 +44,7 @@ PCA_UMAP_GMM = {
 ROWS: dict[str, dict[str, Any]] = {
     "pca-umap-gmm": {"config": PCA_UMAP_GMM},
     "umap-gmm-selflabel": {"recipe": "umap-gmm-selflabel"},
+    "umap-gmm-recluster": {"recipe": "umap-gmm-recluster"},
     "pca-kmeans-dcec": {"recipe": "pca-kmeans-dcec"},
     "deskew-umap-gmm": {"recipe": "deskew-umap-gmm", "mnist_only": True},
     "n2d": {"recipe": "n2d", "mnist_only": True},
@@ -80,6 +84,7 @@ def run_row(name: str, dataset: dict[str, Any], seed: int, runs: Path) -> dict[s
         "wall_s": time.perf_counter() - started,
         "cpu_s": time.process_time() - cpu,
         "stages": metrics.get("timings", {}),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
     }
 
 
@@ -99,6 +104,38 @@ def summarise(name: str, results: list[dict[str, Any]]) -> str:
     )
 
 
+def stage_line(name: str, results: list[dict[str, Any]]) -> str:
+    """Mean wall seconds of each stage over the seeds (stages under a second left out)."""
+    stages: dict[str, list[float]] = {}
+    for result in results:
+        for stage, seconds in result["stages"].items():
+            stages.setdefault(stage, []).append(seconds)
+    shown = [f"{stage} {sum(v) / len(v):.0f}" for stage, v in stages.items() if max(v) >= 1]
+    loads = [r["load_average"][0] for r in results if r.get("load_average")]
+    load = f" (load average {min(loads):.1f}-{max(loads):.1f})" if loads else ""
+    return f"- {name}{load}: {', '.join(shown)}"
+
+
+def quality_rows(names: list[str]) -> list[str]:
+    """Rows of the recipes ``benchmarks/mnist_quality.py`` measured on all of MNIST, if saved."""
+    path = Path(__file__).resolve().parent / "results" / "mnist_quality.json"
+    if not path.exists():
+        return []
+    import json
+
+    lines = []
+    for row in json.loads(path.read_text())["rows"]:
+        if row["name"] in names:
+            runs = row["runs"]
+            lines.append(
+                summarise(
+                    f"{row['name']} (mnist_quality.py)",
+                    [{**r, "acc_before_refiners": None} for r in runs],
+                )
+            )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=("digits", "mnist"), default="digits")
@@ -114,8 +151,12 @@ def main(argv: list[str] | None = None) -> None:
         dataset["path"] = os.environ["IMGCLUST_MNIST"]
     if args.limit:
         dataset["limit"] = args.limit
+    full_mnist = args.dataset == "mnist" and not args.limit
     rows = args.rows or [
-        n for n, r in ROWS.items() if args.dataset == "mnist" or not r.get("mnist_only")
+        n
+        for n, r in ROWS.items()
+        if (args.dataset == "mnist" or not r.get("mnist_only"))
+        and not (full_mnist and r.get("mnist_only"))
     ]
     table: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="imgclust-deep-") as runs:
@@ -127,13 +168,18 @@ def main(argv: list[str] | None = None) -> None:
     label = f"{args.dataset}" + (f"-{args.limit}" if args.limit else "")
     save_results(f"deep-{label}", {"dataset": dataset, "rows": table})
     lines = [
-        f"**{label}** ({', '.join(str(s) for s in args.seeds)} seeds; mean ± half the range):",
+        f"**{label}** (seeds {', '.join(str(s) for s in args.seeds)}; mean ± half the range):",
         "",
         "| pipeline | runs | ACC | NMI | ARI | ACC before refiners | wall s | CPU s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *(summarise(name, results) for name, results in table.items()),
+        *(quality_rows([n for n in ROWS if n not in table]) if full_mnist else []),
         "",
         PUBLISHED,
+        "",
+        "Wall seconds per stage, mean over the seeds:",
+        "",
+        *(stage_line(name, results) for name, results in table.items()),
     ]
     print("\n".join(lines))
     if not args.no_doc and not args.limit:

@@ -100,6 +100,26 @@ UMAP_GMM = {
 #: each cluster nearest its centre relabels every image and assigns new ones.
 UMAP_GMM_SELFLABEL = {**UMAP_GMM, "refiner": [{"name": "self-label"}]}
 
+#: PCA, UMAP and a Gaussian mixture, then the self-label refiner in its recluster mode: twice a
+#: small CNN (one convolution per block, a 256-wide feature layer) learns the clusters with
+#: shifts, rotations and zooms, and the images are clustered again in its features (UMAP and a
+#: Gaussian mixture), which have learnt what those changes leave alone; its last layer then
+#: learns the final clusters and assigns new images. Nothing in it is specific to digits.
+UMAP_GMM_RECLUSTER = {
+    **UMAP_GMM,
+    "refiner": [
+        {
+            "name": "self-label",
+            "recluster": True,
+            "keep": 1.0,
+            "rounds": 2,
+            "epochs": 8,
+            "convolutions": 1,
+            "dense": 256,
+        }
+    ],
+}
+
 #: DCEC: k-means on 50 principal components starts the clusters, then the dec refiner
 #: pretrains a convolutional autoencoder (32-64-128, a 10-number code) and fine-tunes it with
 #: a clustering layer, keeping the reconstruction loss at weight 0.1.
@@ -163,6 +183,12 @@ def register_recipes(register):
         UMAP_GMM_SELFLABEL,
         summary="umap-gmm, then a small CNN trained with augmentation on each cluster's most "
         "central members relabels all and assigns new images",
+    )
+    register(
+        "umap-gmm-recluster",
+        UMAP_GMM_RECLUSTER,
+        summary="umap-gmm, then twice: a small CNN learns the clusters with augmentation and "
+        "the images are clustered again in its features; the CNN assigns new images",
     )
     register(
         "pca-kmeans-dcec",

@@ -9,6 +9,11 @@ the clustered features (a mixture's posteriors in UMAP space are almost all 1 an
 later rounds by the classifier's own probability; the same share of every cluster is kept, so
 small clusters stay alive. Augmentation is what suits any small image: shifts, small rotations
 and zooms, no flips. Keras is imported only when the network is built, trained or loaded.
+
+With ``recluster`` a round does not take the classifier's answers: it clusters the images again
+in the classifier's hidden features (UMAP, then a Gaussian mixture), which have learnt what
+shifts, turns and zooms leave unchanged and so place neighbours better than the pixels did; a
+last classifier learns those clusters and assigns every image.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +55,10 @@ class SelfLabel:
         Training epochs of the first round (later rounds continue the same network for half);
         small image sets get more, so that every round takes at least 400 steps.
     filters : tuple[int, ...]
-        Filters of each convolution block (two 3x3 convolutions, then 2x2 pooling while the
-        image is at least 4 pixels wide).
+        Filters of each convolution block (``convolutions`` 3x3 convolutions, then 2x2 pooling
+        while the image is at least 4 pixels wide).
+    convolutions : int
+        Convolutions per block: 2 learns more per step, 1 trains about four times faster.
     dense : int
         Width of the hidden dense layer before the softmax.
     batch_size : int
@@ -65,6 +73,12 @@ class SelfLabel:
         Largest random zoom in or out, as a share of the side.
     tolerance : float
         Stop when fewer than this share of labels change in a round.
+    recluster : bool
+        Each round, cluster the images again in the classifier's hidden features (UMAP to 10
+        dimensions, then a full-covariance Gaussian mixture, best of 3 starts by likelihood)
+        instead of taking its most probable class; a last classifier then learns the clusters.
+    neighbors : int
+        UMAP's ``n_neighbors`` when reclustering.
     seed : int
         Seed of weight initialisation, augmentation and shuffling.
     """
@@ -75,6 +89,7 @@ class SelfLabel:
         rounds: int = 2,
         epochs: int = 4,
         filters: tuple[int, ...] = (32, 64),
+        convolutions: int = 2,
         dense: int = 128,
         batch_size: int = 128,
         learning_rate: float = 1e-3,
@@ -82,12 +97,15 @@ class SelfLabel:
         rotation: float = 10.0,
         zoom: float = 0.1,
         tolerance: float = 0.001,
+        recluster: bool = False,
+        neighbors: int = 10,
         seed: int = 0,
     ) -> None:
         self.keep = float(keep)
         self.rounds = int(rounds)
         self.epochs = int(epochs)
         self.filters = tuple(int(f) for f in filters)
+        self.convolutions = int(convolutions)
         self.dense = int(dense)
         self.batch_size = int(batch_size)
         self.learning_rate = float(learning_rate)
@@ -95,6 +113,8 @@ class SelfLabel:
         self.rotation = float(rotation)
         self.zoom = float(zoom)
         self.tolerance = float(tolerance)
+        self.recluster = bool(recluster)
+        self.neighbors = int(neighbors)
         self.seed = int(seed)
         self._check_settings()
         self.model_: Any = None
@@ -109,8 +129,8 @@ class SelfLabel:
 
         if not 0 < self.keep <= 1:
             raise bad(f"keep is a share of each cluster, above 0 and at most 1; got {self.keep}.")
-        if self.rounds < 1 or self.epochs < 1 or self.batch_size < 1 or self.dense < 1:
-            raise bad("rounds, epochs, batch_size and dense must be at least 1.")
+        if min(self.rounds, self.epochs, self.batch_size, self.dense, self.convolutions) < 1:
+            raise bad("rounds, epochs, batch_size, dense and convolutions must be at least 1.")
         if not self.filters or any(f < 1 for f in self.filters):
             raise bad(f"filters must be positive widths, e.g. 32,64; got {self.filters}.")
         if not self.learning_rate > 0:
@@ -119,6 +139,8 @@ class SelfLabel:
             raise bad("shift and zoom are shares below 1, rotation 0 to 180 degrees.")
         if not 0 <= self.tolerance < 1:
             raise bad("tolerance is a share of the labels, from 0 to below 1.")
+        if self.neighbors < 2:
+            raise bad(f"neighbors must be at least 2; got {self.neighbors}.")
 
     # Fitting -----------------------------------------------------------------------------------
     def fit_predict(
@@ -145,27 +167,93 @@ class SelfLabel:
         confidence = -_distance_to_centre(features, labels)
         for round_ in range(self.rounds):
             chosen = _most_confident(current, confidence, self.keep)
-            targets = np.searchsorted(classes, current[chosen])
-            epochs = self.epochs if round_ == 0 else max(1, self.epochs // 2)
-            steps_per_epoch = math.ceil(len(chosen) / self.batch_size)
-            epochs = max(epochs, math.ceil(MIN_STEPS / steps_per_epoch))
-            self.model_.fit(
-                images[chosen],
-                targets,
-                batch_size=self.batch_size,
-                epochs=epochs,
-                shuffle=True,
-                verbose=0,
-            )
-            probabilities = self._probabilities(images)
-            relabelled = classes[probabilities.argmax(axis=1)]
+            if self.recluster and round_ > 0:
+                self.model_ = self._build(len(classes))  # a fresh start for the new clusters
+            first = round_ == 0 or self.recluster
+            self._train(images, chosen, current, self.epochs if first else self.epochs // 2)
+            if self.recluster:
+                relabelled, embedding, hidden = self._recluster(images, current)
+                confidence = -_distance_to_centre(embedding, relabelled)
+            else:
+                probabilities = self._probabilities(images)
+                relabelled = classes[probabilities.argmax(axis=1)]
+                confidence = probabilities.max(axis=1)
             changed = float(np.mean(relabelled != current))
             self.history_["changed"].append(changed)
             self.history_["kept"].append(int(len(chosen)))
-            current, confidence = relabelled, probabilities.max(axis=1)
+            current = relabelled
             if changed < self.tolerance:
                 break
+        if self.recluster:  # the network's last layer learns the final clusters and assigns
+            self._fit_head(hidden, current)
+            current = classes[self._probabilities(images).argmax(axis=1)]
         return current
+
+    def _train(
+        self, images: np.ndarray, chosen: np.ndarray, labels: np.ndarray, epochs: int
+    ) -> None:
+        """Fit the network on the chosen images for ``epochs`` (at least MIN_STEPS steps)."""
+        steps_per_epoch = math.ceil(len(chosen) / self.batch_size)
+        epochs = max(1, epochs, math.ceil(MIN_STEPS / steps_per_epoch))
+        self.model_.fit(
+            images[chosen],
+            np.searchsorted(self.classes_, labels[chosen]),
+            batch_size=self.batch_size,
+            epochs=epochs,
+            shuffle=True,
+            verbose=0,
+        )
+
+    def _recluster(
+        self, images: np.ndarray, labels: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cluster the images again in the classifier's hidden features; the new clusters take
+        the numbers of the old ones they overlap most. Returns the labels, the embedding and
+        the hidden features."""
+        keras = import_keras()
+        hidden = keras.Model(self.model_.input, self.model_.get_layer("hidden").output)
+        features = np.concatenate(
+            [
+                np.asarray(hidden.predict_on_batch(self._scaled(images[i : i + PREDICT_BATCH])))
+                for i in range(0, len(images), PREDICT_BATCH)
+            ]
+        )
+        try:
+            embedding = _embed(features, self.neighbors, self.seed)
+            found = _mixture_labels(embedding, len(self.classes_), self.seed)  # type: ignore[arg-type]
+        except ValueError as exc:
+            reason = " ".join(str(exc).split())[:200]
+            raise DataError(f"refiner 'self-label' could not recluster: {reason}") from None
+        return _matched(found, labels, self.classes_), embedding, features  # type: ignore[arg-type]
+
+    def _fit_head(self, hidden: np.ndarray, labels: np.ndarray) -> None:
+        """Retrain only the softmax layer, on the hidden features, to give ``labels``: the
+        clusters were found in those features, so a linear layer on them reproduces them far
+        more closely than a network trained afresh on the images would."""
+        keras = import_keras()
+        layer = self.model_.get_layer("classes")
+        head = keras.Sequential(
+            [
+                keras.Input(shape=(hidden.shape[1],)),
+                keras.layers.Dense(len(self.classes_), activation="softmax"),
+            ]  # type: ignore[arg-type]
+        )
+        head.layers[-1].set_weights(layer.get_weights())
+        head.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=1e-2),
+            loss="sparse_categorical_crossentropy",
+        )
+        batch = 256
+        epochs = max(10, math.ceil(MIN_STEPS / math.ceil(len(hidden) / batch)))
+        head.fit(
+            hidden,
+            np.searchsorted(self.classes_, labels),
+            batch_size=batch,
+            epochs=epochs,
+            shuffle=True,
+            verbose=0,
+        )  # type: ignore[arg-type]
+        layer.set_weights(head.layers[-1].get_weights())
 
     def _build(self, n_classes: int) -> Any:
         """The compiled classifier: rescaling, augmentation, conv blocks, dense, softmax."""
@@ -182,7 +270,7 @@ class SelfLabel:
             x = layers.RandomZoom(self.zoom, fill_mode="nearest")(x)
         side = min(height, width)
         for i, filters in enumerate(self.filters, 1):
-            for j in (1, 2):
+            for j in range(1, self.convolutions + 1):
                 x = layers.Conv2D(
                     filters, 3, padding="same", activation="relu", name=f"conv{i}_{j}"
                 )(x)
@@ -222,11 +310,16 @@ class SelfLabel:
             )
         return images
 
+    def _scaled(self, images: np.ndarray) -> np.ndarray:
+        """Images in the scale the network was trained for (uint8 for float or the reverse)."""
+        given = 1 / 255 if images.dtype == np.uint8 else 1.0
+        if given != self.scale_:
+            images = images.astype(np.float32) * np.float32(given / self.scale_)
+        return images
+
     def _probabilities(self, images: np.ndarray) -> np.ndarray:
         """Softmax outputs in batches, with the scale the network was trained for."""
-        given = 1 / 255 if images.dtype == np.uint8 else 1.0
-        if given != self.scale_:  # uint8 for a float-trained network, or the other way round
-            images = images.astype(np.float32) * np.float32(given / self.scale_)
+        images = self._scaled(images)
         out = np.empty((len(images), len(self.classes_)), dtype=np.float32)  # type: ignore[arg-type]
         for start in range(0, len(images), PREDICT_BATCH):
             chunk = images[start : start + PREDICT_BATCH]
@@ -296,6 +389,48 @@ def _most_confident(labels: np.ndarray, confidence: np.ndarray, share: float) ->
         order = np.argsort(-confidence[members], kind="stable")
         chosen.append(members[order[:count]])
     return np.sort(np.concatenate(chosen))
+
+
+# Reclustering ---------------------------------------------------------------------------------
+def _embed(features: np.ndarray, neighbors: int, seed: int) -> np.ndarray:
+    """UMAP of the classifier's features to (at most) 10 dimensions, min_dist 0, as N2D does."""
+    from imgclust.umap_support import import_umap
+
+    n = len(features)
+    model = import_umap().UMAP(
+        n_components=max(1, min(10, n - 2)),
+        n_neighbors=max(2, min(neighbors, n - 1)),
+        min_dist=0.0,
+        random_state=seed,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        return np.asarray(model.fit_transform(features), dtype=np.float64)
+
+
+def _mixture_labels(embedding: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """A full-covariance Gaussian mixture's clusters, the most likely of 3 starts."""
+    from sklearn.mixture import GaussianMixture
+
+    mixture = GaussianMixture(
+        k, covariance_type="full", n_init=3, reg_covar=1e-4, random_state=seed
+    )
+    return mixture.fit_predict(embedding)
+
+
+def _matched(found: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """``found`` (0..k-1) renamed to the classes they share most images with (Hungarian)."""
+    from scipy.optimize import linear_sum_assignment
+
+    k = len(classes)
+    overlap = np.zeros((k, k), dtype=np.int64)
+    known = labels >= 0
+    np.add.at(overlap, (found[known], np.searchsorted(classes, labels[known])), 1)
+    rows, columns = linear_sum_assignment(-overlap)
+    names = np.empty(k, dtype=np.int64)
+    names[rows] = classes[columns]
+    return names[found]
 
 
 def _as_images(images: Any) -> np.ndarray:
