@@ -7,6 +7,7 @@ before the refiners. Rows:
 - ``pca-umap-gmm``: PCA 50, UMAP 10-d, GMM (the starting point of the refined recipes);
 - ``umap-gmm-selflabel``: the same, then the self-label refiner;
 - ``umap-gmm-recluster``: the same start, then self-label reclustering in the CNN's features;
+- ``pca-kmeans-recluster``: k-means on PCA 50, then three rounds of reclustering;
 - ``pca-kmeans-dcec``: k-means on PCA 50, then the dec refiner on conv-ae (DCEC);
 - ``deskew-umap-gmm``, ``n2d``, ``article``: the existing recipes (MNIST only). On all of MNIST
   they are not run by default: their rows are read from ``results/mnist_quality.json``
@@ -45,6 +46,7 @@ ROWS: dict[str, dict[str, Any]] = {
     "pca-umap-gmm": {"config": PCA_UMAP_GMM},
     "umap-gmm-selflabel": {"recipe": "umap-gmm-selflabel"},
     "umap-gmm-recluster": {"recipe": "umap-gmm-recluster"},
+    "pca-kmeans-recluster": {"recipe": "pca-kmeans-recluster"},
     "pca-kmeans-dcec": {"recipe": "pca-kmeans-dcec"},
     "deskew-umap-gmm": {"recipe": "deskew-umap-gmm", "mnist_only": True},
     "n2d": {"recipe": "n2d", "mnist_only": True},
@@ -102,6 +104,22 @@ def summarise(name: str, results: list[dict[str, Any]]) -> str:
         f"| {name} | {len(results)} | {stat('acc')} | {stat('nmi')} | {stat('ari')} | "
         f"{stat('acc_before_refiners')} | {stat('wall_s', 0)} | {stat('cpu_s', 0)} |"
     )
+
+
+def earlier_rows(name: str, seeds: list[int]) -> dict[str, list[dict[str, Any]]]:
+    """Rows an earlier run of this script saved for the same set and seeds, so that rows run
+    one at a time (``--rows``) accumulate in one table; rows run now replace them."""
+    import json
+
+    path = Path(__file__).resolve().parent / "results" / f"{name}.json"
+    if not path.exists():
+        return {}
+    rows = json.loads(path.read_text()).get("rows", {})
+    return {
+        row: results
+        for row, results in rows.items()
+        if row in ROWS and sorted(r["seed"] for r in results) == sorted(seeds)
+    }
 
 
 def stage_line(name: str, results: list[dict[str, Any]]) -> str:
@@ -166,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
                 table.setdefault(name, []).append(result)
                 print(name, seed, {k: result[k] for k in ("acc", "nmi", "wall_s")}, flush=True)
     label = f"{args.dataset}" + (f"-{args.limit}" if args.limit else "")
+    table = {**earlier_rows(f"deep-{label}", args.seeds), **table}
     save_results(f"deep-{label}", {"dataset": dataset, "rows": table})
     lines = [
         f"**{label}** (seeds {', '.join(str(s) for s in args.seeds)}; mean ± half the range):",

@@ -34,7 +34,7 @@ def describe_kind(kind: str) -> list[dict[str, Any]]:
 
 
 def recipe_outline(recipe: dict[str, Any]) -> str:
-    """'mnist(test; fit on train) -> conv-ae -> kmeans(n_clusters=10)'."""
+    """'mnist(test; fit on train) -> conv-ae -> kmeans(n_clusters=10)', then any refiners."""
 
     def stage(table: Any) -> str:
         if isinstance(table, str):
@@ -50,7 +50,11 @@ def recipe_outline(recipe: dict[str, Any]) -> str:
     data += (
         f" [{split}" + (f"; fit on {recipe['fit_split']}" if recipe.get("fit_split") else "") + "]"
     )
-    return " -> ".join([data, *(stage(e) for e in encoders), stage(recipe.get("clusterer", "?"))])
+    refiners = recipe.get("refiner") or []
+    if isinstance(refiners, (str, dict)):
+        refiners = [refiners]
+    clusterer = stage(recipe.get("clusterer", "?"))
+    return " -> ".join([data, *(stage(e) for e in encoders), clusterer, *map(stage, refiners)])
 
 
 def print_items(kind: str, items: list[dict[str, Any]]) -> None:

@@ -120,6 +120,18 @@ UMAP_GMM_RECLUSTER = {
     ],
 }
 
+#: k-means on 50 principal components, then three rounds of the recluster refiner above: the
+#: start only has to be better than chance, as the CNN's features, not the pixels, decide the
+#: clusters; unlike a UMAP start it does not hand the CNN two kinds of image merged into one
+#: cluster with full confidence.
+PCA_KMEANS_RECLUSTER = {
+    "dataset": {"name": "mnist"},
+    "split": "all",
+    "encoder": [{"name": "pca", "n_components": 50}],
+    "clusterer": {"name": "kmeans", "n_clusters": 10},
+    "refiner": [{**UMAP_GMM_RECLUSTER["refiner"][0], "rounds": 3}],
+}
+
 #: DCEC: k-means on 50 principal components starts the clusters, then the dec refiner
 #: pretrains a convolutional autoencoder (32-64-128, a 10-number code) and fine-tunes it with
 #: a clustering layer, keeping the reconstruction loss at weight 0.1.
@@ -189,6 +201,12 @@ def register_recipes(register):
         UMAP_GMM_RECLUSTER,
         summary="umap-gmm, then twice: a small CNN learns the clusters with augmentation and "
         "the images are clustered again in its features; the CNN assigns new images",
+    )
+    register(
+        "pca-kmeans-recluster",
+        PCA_KMEANS_RECLUSTER,
+        summary="k-means on PCA 50, then three times: a small CNN learns the clusters with "
+        "augmentation and the images are clustered again in its features",
     )
     register(
         "pca-kmeans-dcec",

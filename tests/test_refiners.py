@@ -160,10 +160,14 @@ def test_a_damaged_refiners_entry_is_one_line(nearest_centre, tmp_path):
 
 
 def test_new_recipes_resolve_and_one_is_recommended(registry, cli):
-    for name in ("umap-gmm", "umap-gmm-selflabel", "pca-kmeans-dcec"):
+    names = ("umap-gmm-selflabel", "umap-gmm-recluster", "pca-kmeans-recluster", "pca-kmeans-dcec")
+    for name in ("umap-gmm", *names):
         config = resolve_config(registry, recipe=name, dataset="digits")
         assert config["dataset"]["name"] == "digits" and config["split"] == "all"
     assert resolve_config(registry, recipe="umap-gmm-selflabel")["refiner"][0]["keep"] == 0.8
     listed = json.loads(cli("list", "recipes", "--json").stdout)
+    runs = {item["name"]: item["runs"] for item in listed}
+    for name in names:  # the outline shows the refiner too
+        assert " -> self-label(" in runs[name] or " -> dec(" in runs[name], runs[name]
     recommended = [i["name"] for i in listed if i["summary"].startswith("recommended")]
     assert recommended == ["umap-gmm"]

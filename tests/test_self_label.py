@@ -9,7 +9,7 @@ import imgclust
 from imgclust.errors import DataError, SettingsError
 from imgclust.metrics import external_scores
 from imgclust.plugins.dec import DEC
-from imgclust.plugins.self_label import SelfLabel, _most_confident
+from imgclust.plugins.self_label import SelfLabel, _matched, _most_confident
 from imgclust.testing import check_refiner
 
 SMALL_SELF_LABEL = {"rounds": 1, "epochs": 1, "filters": (8,), "dense": 16}
@@ -23,9 +23,22 @@ def test_the_most_confident_share_is_taken_from_every_cluster():
     assert chosen.tolist() == [4, 5, 6, 7, 9]  # half of each cluster, the small one kept, no noise
 
 
+def test_reclustered_labels_take_the_numbers_of_the_clusters_they_overlap():
+    classes = np.array([3, 5, 9])
+    before = np.array([3, 3, 3, 5, 5, 9, 9, 9, -1])
+    found = np.array([2, 2, 0, 1, 1, 0, 0, 0, 1])  # 2 ~ 3, 1 ~ 5, 0 ~ 9; noise is not counted
+    assert _matched(found, before, classes).tolist() == [3, 3, 9, 5, 5, 9, 9, 9, 5]
+
+
 @pytest.mark.slow
 def test_self_label_keeps_the_refiner_contract(tmp_path):
     check_refiner(SelfLabel, settings=SMALL_SELF_LABEL, fast=True, tmp_path=tmp_path)
+
+
+@pytest.mark.slow
+def test_self_label_keeps_the_refiner_contract_when_it_reclusters(tmp_path):
+    settings = {**SMALL_SELF_LABEL, "rounds": 2, "recluster": True, "neighbors": 5}
+    check_refiner(SelfLabel, settings=settings, fast=True, tmp_path=tmp_path)
 
 
 @pytest.mark.slow
@@ -38,6 +51,10 @@ def test_dec_keeps_the_refiner_contract(tmp_path):
 def test_bad_settings_and_inputs_are_one_line():
     with pytest.raises(SettingsError, match="keep is a share"):
         SelfLabel(keep=0)
+    with pytest.raises(SettingsError, match="neighbors must be at least 2"):
+        SelfLabel(neighbors=1)
+    with pytest.raises(SettingsError, match="convolutions must be at least 1"):
+        SelfLabel(convolutions=0)
     with pytest.raises(SettingsError, match="autoencoder must be"):
         DEC(autoencoder="pca")
     images = np.zeros((10, 8, 8, 1), np.uint8)
@@ -57,6 +74,27 @@ def test_self_label_improves_kmeans_on_digits_and_predicts_the_same_after_load(t
     before = external_scores(pipeline.clusterer_labels_, digits.labels)["acc"]
     after = external_scores(labels, digits.labels)["acc"]
     assert after > before + 0.005, (before, after)
+    loaded = imgclust.load(pipeline.save(tmp_path / "saved"))
+    np.testing.assert_array_equal(loaded.predict(digits.images), labels)
+
+
+@pytest.mark.slow
+def test_reclustering_in_the_cnn_features_improves_kmeans_on_digits(tmp_path):
+    """From k-means on PCA 30 (ACC 0.79), two recluster rounds reach about 0.93 on digits."""
+    digits = imgclust.get_dataset("digits").load("all")
+    refiner = imgclust.get_refiner(
+        "self-label", recluster=True, keep=1.0, epochs=8, convolutions=1, dense=256, seed=0
+    )
+    pipeline = imgclust.Pipeline(
+        [imgclust.get_encoder("pca", n_components=30)],
+        imgclust.get_clusterer("kmeans", n_clusters=10, seed=0),
+        refiners=[refiner],
+    )
+    labels = pipeline.fit_predict(digits.images)
+    before = external_scores(pipeline.clusterer_labels_, digits.labels)["acc"]
+    after = external_scores(labels, digits.labels)["acc"]
+    assert after > before + 0.05, (before, after)
+    assert len(refiner.instance.history_["changed"]) == 2
     loaded = imgclust.load(pipeline.save(tmp_path / "saved"))
     np.testing.assert_array_equal(loaded.predict(digits.images), labels)
 
