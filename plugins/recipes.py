@@ -56,9 +56,10 @@ N2D = {
     "clusterer": {"name": "gmm", "n_clusters": 10, "covariance_type": "full"},
 }
 
-#: imgclust's best on MNIST: deskewed pixels (neighbours are more often the same digit), PCA to
-#: 50, UMAP to 10 dimensions with min_dist 0, a full-covariance Gaussian mixture whose best of
-#: several starts is kept by likelihood (never by labels), which guards against a bad start.
+#: The best on MNIST without a network: deskewed pixels (neighbours are more often the same
+#: digit), PCA to 50, UMAP to 10 dimensions with min_dist 0, a full-covariance Gaussian mixture
+#: whose best of several starts is kept by likelihood (never by labels), which guards against a
+#: bad start.
 DESKEW_UMAP_GMM = {
     "dataset": {"name": "mnist"},
     "split": "all",
@@ -176,7 +177,7 @@ def register_recipes(register):
     register(
         "deskew-umap-gmm",
         DESKEW_UMAP_GMM,
-        summary="the best here: deskewed pixels, PCA 50, UMAP to 10-d, Gaussian mixture "
+        summary="for handwriting: deskewed pixels, PCA 50, UMAP to 10-d, Gaussian mixture "
         "(best of 5 starts by likelihood)",
     )
     register(
