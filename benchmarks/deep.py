@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(name, seed, {k: result[k] for k in ("acc", "nmi", "wall_s")}, flush=True)
     label = f"{args.dataset}" + (f"-{args.limit}" if args.limit else "")
     table = {**earlier_rows(f"deep-{label}", args.seeds), **table}
-    save_results(f"deep-{label}", {"dataset": dataset, "rows": table})
+    shown = {k: ("$IMGCLUST_MNIST" if k == "path" else v) for k, v in dataset.items()}
+    save_results(f"deep-{label}", {"dataset": shown, "rows": table})  # no path of this machine
     lines = [
         f"**{label}** (seeds {', '.join(str(s) for s in args.seeds)}; mean ± half the range):",
         "",
