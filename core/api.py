@@ -40,6 +40,8 @@ class Run:
     pipeline: Pipeline  # the fitted pipeline: predict new images with it
     data: ImageSet  # the clustered images, their ids and labels
     summary: dict[str, Any] = field(default_factory=dict)  # summary.json
+    confidence: np.ndarray | None = None  # (N,) in [0, 1]: how sure each image's cluster is
+    outlier: np.ndarray | None = None  # (N,) distance to its centre over the cluster's median
 
     def __repr__(self) -> str:
         score = f", ACC {self.metrics['acc']:.4f}" if "acc" in self.metrics else ""
@@ -110,6 +112,7 @@ def run(
         keep_checkpoints=keep_checkpoints,
     )
     labels = result.labels
+    scores = result.extras.get("scores")
     metrics = {
         **result.record["metrics"],
         "n_images": len(labels),
@@ -125,6 +128,8 @@ def run(
         pipeline=result.pipeline,
         data=result.data,
         summary=result.record,
+        confidence=None if scores is None else scores.confidence,
+        outlier=None if scores is None else scores.outlier,
     )
 
 

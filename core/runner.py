@@ -18,6 +18,7 @@ import numpy as np
 
 from . import __version__, atomic
 from .chunks import fit_and_assign, is_chunked, load_for_chunks
+from .confidence import ImageScores, cluster_quality, image_scores, outlier_threshold
 from .config import stage_settings, to_toml
 from .console import Log
 from .errors import DataError, ImgclustError, SettingsError
@@ -143,6 +144,7 @@ class RunState:
     features: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.float32))
     labels: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     metrics: dict[str, Any] = field(default_factory=dict)
+    scores: ImageScores | None = None
 
     @property
     def seed(self) -> int:
@@ -301,7 +303,28 @@ def score_run(run: RunState) -> None:
         run.metrics["before_refiners"] = external_scores(
             run.pipeline.clusterer_labels_, np.asarray(run.data.labels)
         )
+    run.scores = image_scores(run.features, run.labels, _refiner_probability(run))
+    flag = outlier_threshold(run.scores.outlier)
+    run.metrics["confidence"] = {
+        "source": run.scores.source,
+        "median": round(float(np.median(run.scores.confidence)), 4),
+        "outliers": int((run.scores.outlier > flag).sum()),
+        "outlier_threshold": round(flag, 4) if np.isfinite(flag) else None,
+    }
+    run.metrics["cluster_quality"] = cluster_quality(run.labels, run.scores)
     run.timings["score"] = time.perf_counter() - clock
+
+
+def _refiner_probability(run: RunState) -> np.ndarray | None:
+    """The last refiner's probability of each image's cluster, where it gives one."""
+    if not run.pipeline.refiners or is_chunked(run.config):
+        return None
+    scorer = getattr(run.pipeline.refiners[-1].instance, "score_samples", None)
+    if not callable(scorer):
+        return None
+    found = scorer(run.data.images, run.features)
+    probability = found.get("probability") if isinstance(found, Mapping) else None
+    return None if probability is None else np.asarray(probability, np.float64)
 
 
 def describe(run: RunState) -> RunResult:
@@ -327,7 +350,8 @@ def describe(run: RunState) -> RunResult:
             for key in ("loss", "val_loss"):
                 if history.get(key):
                     metrics[key] = float(history[key][-1])
-    return RunResult(run.folder, record, run.labels, run.features, pipeline, data)
+    extras = {"scores": run.scores} if run.scores is not None else {}
+    return RunResult(run.folder, record, run.labels, run.features, pipeline, data, extras)
 
 
 def write_results(
@@ -430,9 +454,17 @@ def write_outputs(result: RunResult) -> None:
     """Write clusters.md, assignments.csv and embeddings.npy (summary.json comes last)."""
     folder = result.path
     atomic.write_text(folder / "clusters.md", clusters_markdown(result.record))
-    atomic.write_text(folder / "assignments.csv", assignments_csv(result.data, result.labels))
+    atomic.write_text(
+        folder / "assignments.csv",
+        assignments_csv(result.data, result.labels, result.extras.get("scores")),
+    )
     if not _written_to(result.features, folder / "embeddings.npy"):  # chunked runs map it
         atomic.write_npy(folder / "embeddings.npy", result.features)
+
+
+def _rounded(value: float) -> float | str:
+    """Four decimals; an infinite score as ``inf`` (a member far from a cluster with no spread)."""
+    return round(float(value), 4) if np.isfinite(value) else "inf"
 
 
 def _written_to(features: np.ndarray, path: Path) -> bool:
@@ -441,8 +473,11 @@ def _written_to(features: np.ndarray, path: Path) -> bool:
     return bool(name) and Path(name).name == path.name and Path(name).parent.samefile(path.parent)
 
 
-def assignments_csv(data: ImageSet, labels: np.ndarray) -> str:
-    """id, cluster and (when known) label of every image, safe to open in a spreadsheet."""
+def assignments_csv(
+    data: ImageSet, labels: np.ndarray, scores: ImageScores | None = None
+) -> str:
+    """id, cluster, (when known) label, then confidence and outlier score of every image, safe
+    to open in a spreadsheet."""
     has_labels = data.labels is not None
     rows = []
     for index, (image_id, cluster) in enumerate(zip(data.ids, labels, strict=True)):
@@ -454,5 +489,8 @@ def assignments_csv(data: ImageSet, labels: np.ndarray) -> str:
                     data.class_names[int(label)] if 0 <= label < len(data.class_names) else label
                 )
             row.append(label.item() if isinstance(label, np.generic) else label)
+        if scores is not None:
+            row += [round(float(scores.confidence[index]), 4), _rounded(scores.outlier[index])]
         rows.append(row)
-    return csv_text(["id", "cluster", "label"] if has_labels else ["id", "cluster"], rows)
+    header = ["id", "cluster", "label"] if has_labels else ["id", "cluster"]
+    return csv_text(header + (["confidence", "outlier"] if scores is not None else []), rows)
