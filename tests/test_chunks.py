@@ -86,7 +86,8 @@ def test_fit_on_sample_assigns_every_image_with_the_fitted_pipeline(cli, tmp_pat
     pca.fit(images[sample].astype(np.float32) / 255)
     np.testing.assert_allclose(saved.transform(images[:50]), pca.transform(
         images[:50].astype(np.float32) / 255), rtol=1e-4, atol=1e-5)  # fmt: skip
-    np.testing.assert_array_equal(embeddings, saved.transform(images))
+    # the same fitted stages; BLAS may block a chunk's product differently from the whole array's
+    np.testing.assert_allclose(embeddings, saved.transform(images), rtol=1e-5, atol=1e-6)
     clusters = np.loadtxt(run / "assignments.csv", delimiter=",", skiprows=1, usecols=1)
     np.testing.assert_array_equal(clusters, saved.predict(images))
 

@@ -131,7 +131,7 @@ def test_assignments_csv_is_escaped_and_the_report_still_finds_the_images(
     assert result.exit_code == 0, result.stderr
     [run] = list(runs.iterdir())
     rows = cells((run / "assignments.csv").read_text(encoding="utf-8"))
-    assert rows[0] == ["id", "cluster", "label"] and len(rows) == 41
+    assert rows[0][:3] == ["id", "cluster", "label"] and len(rows) == 41
     assert not any(dangerous(c) for row in rows for c in row)
     ids = sorted(read_csv_cell(r[0]) for r in rows[1:])
     expected = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
