@@ -32,7 +32,8 @@ def test_run_writes_a_complete_run_folder(cli, runs_dir):
     assert 0.6 < metrics["acc"] <= 1 and 0.6 < metrics["nmi"] <= 1
     assert metrics["n_clusters"] == 10 and "total" in metrics["timings"]
     rows = list(csv.DictReader((folder / "assignments.csv").open()))
-    assert len(rows) == 1797 and list(rows[0]) == ["id", "cluster", "label", "confidence", "outlier"]
+    assert len(rows) == 1797
+    assert list(rows[0]) == ["id", "cluster", "label", "confidence", "outlier"]
     assert np.load(folder / "embeddings.npy").shape == (1797, 50)
     clusters = (folder / "clusters.md").read_text()
     assert clusters.count("\n- cluster ") == 10 and " x " in clusters
