@@ -44,6 +44,8 @@ KNOWN_FILES = frozenset(
         "skipped.txt",
         "clusters.md",
         "assignments.csv",
+        "issues.csv",
+        "label_review.csv",
         "embeddings.npy",
         "summary.json",
         "metrics.json",

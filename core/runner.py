@@ -22,7 +22,9 @@ from .confidence import ImageScores, cluster_quality, image_scores, outlier_thre
 from .config import stage_settings, to_toml
 from .console import Log
 from .errors import DataError, ImgclustError, SettingsError
+from .image_issues import ImageIssues, find_issues
 from .interfaces import Checkpoints, HasHistory, ImageSet, requested_clusters, splits_of
+from .label_review import LabelReview, review_labels
 from .metrics import (
     DegenerateWarning,
     composition,
@@ -145,6 +147,8 @@ class RunState:
     labels: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     metrics: dict[str, Any] = field(default_factory=dict)
     scores: ImageScores | None = None
+    issues: ImageIssues | None = None
+    review: LabelReview | None = None
 
     @property
     def seed(self) -> int:
@@ -312,7 +316,15 @@ def score_run(run: RunState) -> None:
         "outlier_threshold": round(flag, 4) if np.isfinite(flag) else None,
     }
     run.metrics["cluster_quality"] = cluster_quality(run.labels, run.scores)
+    if run.data.labels is not None:
+        run.review = review_labels(run.features, run.labels, np.asarray(run.data.labels), run.seed)
+        run.metrics["label_review"] = {"flagged": int(len(run.review.flagged()))}
     run.timings["score"] = time.perf_counter() - clock
+    if not is_chunked(run.config):  # a chunked run never holds every image at once
+        clock = time.perf_counter()
+        run.issues = find_issues(run.data.images)
+        run.metrics["image_issues"] = run.issues.summary()
+        run.timings["issues"] = time.perf_counter() - clock
 
 
 def _refiner_probability(run: RunState) -> np.ndarray | None:
@@ -350,7 +362,8 @@ def describe(run: RunState) -> RunResult:
             for key in ("loss", "val_loss"):
                 if history.get(key):
                     metrics[key] = float(history[key][-1])
-    extras = {"scores": run.scores} if run.scores is not None else {}
+    found = {"scores": run.scores, "issues": run.issues, "review": run.review}
+    extras = {key: value for key, value in found.items() if value is not None}
     return RunResult(run.folder, record, run.labels, run.features, pipeline, data, extras)
 
 
@@ -458,6 +471,11 @@ def write_outputs(result: RunResult) -> None:
         folder / "assignments.csv",
         assignments_csv(result.data, result.labels, result.extras.get("scores")),
     )
+    if "issues" in result.extras:
+        atomic.write_text(folder / "issues.csv", issues_csv(result.data, result.extras["issues"]))
+    if "review" in result.extras:
+        text = label_review_csv(result.data, result.labels, result.extras["review"])
+        atomic.write_text(folder / "label_review.csv", text)
     if not _written_to(result.features, folder / "embeddings.npy"):  # chunked runs map it
         atomic.write_npy(folder / "embeddings.npy", result.features)
 
@@ -494,3 +512,49 @@ def assignments_csv(
         rows.append(row)
     header = ["id", "cluster", "label"] if has_labels else ["id", "cluster"]
     return csv_text(header + (["confidence", "outlier"] if scores is not None else []), rows)
+
+
+def issues_csv(data: ImageSet, issues: ImageIssues) -> str:
+    """Every image's issues (``;``-separated, empty for none) and the statistics behind them."""
+    rows = []
+    for index, image_id in enumerate(data.ids):
+        first = int(issues.duplicate_of[index])
+        rows.append(
+            [
+                image_id,
+                ";".join(issues.issues_of(index)),
+                round(float(issues.brightness[index]), 4),
+                round(float(issues.spread[index]), 4),
+                round(float(issues.sharpness[index]), 4),
+                data.ids[first] if first >= 0 else "",
+            ]
+        )
+    header = ["id", "issues", "brightness", "spread", "sharpness", "duplicate_of"]
+    return csv_text(header, rows)
+
+
+def label_review_csv(data: ImageSet, clusters: np.ndarray, review: LabelReview) -> str:
+    """The images whose given label most neighbours and their cluster reject, most doubtful
+    first, with the label their neighbours suggest."""
+    rows = []
+    for index in review.flagged():
+        rows.append(
+            [
+                data.ids[index],
+                _label_text(data, data.labels[index]),
+                int(clusters[index]),
+                _label_text(data, review.suggested[index]),
+                round(float(review.agreement[index]), 4),
+                round(float(review.doubt[index]), 4),
+            ]
+        )
+    header = ["id", "label", "cluster", "suggested", "neighbours_agreeing", "doubt"]
+    return csv_text(header, rows)
+
+
+def _label_text(data: ImageSet, label: Any) -> Any:
+    """A label as assignments.csv writes it: its class name where the dataset has names."""
+    if data.class_names is not None and isinstance(label, (int, np.integer)):
+        if 0 <= label < len(data.class_names):
+            return data.class_names[int(label)]
+    return label.item() if isinstance(label, np.generic) else label
