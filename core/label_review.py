@@ -2,7 +2,7 @@
 cluster, ranked, so a person checks the likely mislabelled ones first.
 
 Neighbours are found in the clustered features (projected to a few principal components when
-they are wide, so a k-d tree stays fast on 70,000 images).
+they are wide) among a seeded sample of at most 5,000 images, so 70,000 images take seconds.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 
 NEIGHBOURS = 10
 NARROW = 16  # features wider than this are projected to this many principal components first
+REFERENCE = 5_000  # neighbours are looked for among at most this many images (a seeded sample)
 
 
 @dataclass
@@ -46,13 +47,18 @@ def review_labels(
 
     labels = np.asarray(labels)
     clusters = np.asarray(clusters)
-    points = _narrow(np.asarray(features, np.float32), seed)
-    k = min(NEIGHBOURS, len(points) - 1)
+    n = len(labels)
+    k = min(NEIGHBOURS, n - 1)
     if k < 1:
-        empty = np.zeros(len(points))
-        return LabelReview(empty + 1, empty.astype(bool), labels.copy(), np.arange(len(points)))
-    index = NearestNeighbors(n_neighbors=k + 1).fit(points)
-    neighbours = index.kneighbors(points, return_distance=False)[:, 1:]  # drop the image itself
+        empty = np.zeros(n)
+        return LabelReview(empty + 1, empty.astype(bool), labels.copy(), np.arange(n))
+    reference = np.arange(n)
+    if n > REFERENCE:
+        reference = np.sort(np.random.default_rng(seed).choice(n, REFERENCE, False))
+    points = _narrow(np.asarray(features, np.float32), reference, seed)
+    index = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(points[reference])
+    found = reference[index.kneighbors(points, return_distance=False)]
+    neighbours = _without_self(found, k)
     neighbour_labels = labels[neighbours]
     agreement = (neighbour_labels == labels[:, None]).mean(axis=1)
     suggested = np.array(
@@ -66,13 +72,22 @@ def review_labels(
     return LabelReview(agreement, cluster_disagrees, suggested, order)
 
 
-def _narrow(points: np.ndarray, seed: int) -> np.ndarray:
-    """The points, or their first :data:`NARROW` principal components when they are wider."""
-    if points.shape[1] <= NARROW or len(points) <= NARROW:
+def _without_self(found: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` neighbours of each row that are not the image itself."""
+    own = found == np.arange(len(found))[:, None]
+    own[~own.any(axis=1), -1] = True  # an image outside the sample drops its farthest instead
+    return found[~own].reshape(len(found), k)
+
+
+def _narrow(points: np.ndarray, reference: np.ndarray, seed: int) -> np.ndarray:
+    """The points, or their first :data:`NARROW` principal components (fitted on the reference
+    sample) when they are wider."""
+    if points.shape[1] <= NARROW or len(reference) <= NARROW:
         return points
     from sklearn.decomposition import PCA
 
-    return PCA(NARROW, svd_solver="randomized", random_state=seed).fit_transform(points)
+    pca = PCA(NARROW, svd_solver="randomized", random_state=seed).fit(points[reference])
+    return pca.transform(points).astype(np.float32)
 
 
 def _cluster_majority(clusters: np.ndarray, labels: np.ndarray) -> dict[int, Any]:

@@ -21,7 +21,7 @@ def digits_uint8() -> np.ndarray:
 
 
 def planted(images: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``images`` plus 20 copies, 10 blank, 10 near-constant and 10 blurred images; a mask of them."""
+    """``images`` plus 20 copies, 10 blank, 10 near-constant and 10 blurred images; their mask."""
     copies = images[rng.choice(len(images), 20, replace=False)]
     blank = np.zeros((10, *images.shape[1:]), np.uint8)
     flat = rng.integers(100, 103, (10, *images.shape[1:])).astype(np.uint8)
