@@ -43,6 +43,8 @@ def minibatch_kmeans(
     batch_size: int = 4096,
     n_init: int = 3,
     max_iter: int = 100,
+    max_no_improvement: int = 10,
+    tol: float = 0.0,
     seed: int = 0,
 ) -> SklearnClusterer:
     """k-means on mini-batches: much faster than ``kmeans`` on large data, slightly worse.
@@ -58,6 +60,12 @@ def minibatch_kmeans(
         Starts tried; the one with the lowest inertia is kept.
     max_iter : int
         Passes over the data at most.
+    max_no_improvement : int
+        Stop after this many mini-batches in a row without a better smoothed inertia
+        (scikit-learn's default, 10); smaller stops sooner on large data.
+    tol : float
+        Stop when the centres move less than this (relative to the data's variance); 0 turns the
+        test off, as in scikit-learn.
     seed : int
         Seed of the starts and the batches.
     """
@@ -67,12 +75,17 @@ def minibatch_kmeans(
         batch_size=batch_size,
         n_init=n_init,
         max_iter=max_iter,
+        max_no_improvement=max_no_improvement,
     )
+    if not tol >= 0:
+        raise SettingsError(f"clusterer 'minibatch-kmeans' needs tol >= 0; got {tol}.")
     params = dict(
         n_clusters=n_clusters,
         batch_size=batch_size,
         n_init=n_init,
         max_iter=max_iter,
+        max_no_improvement=max_no_improvement,
+        tol=tol,
         random_state=seed,
     )
     return SklearnClusterer(

@@ -249,3 +249,15 @@ def test_a_saved_gmm_run_predicts_without_trust(cli, runs_dir, tmp_path):
     assert result.exit_code == 0, result.stderr
     predicted = [int(line.split(",")[1]) for line in result.stdout.strip().splitlines()[1:]]
     assert predicted == labels[:40]
+
+
+def test_minibatch_kmeans_stopping_settings_reach_the_estimator():
+    import imgclust
+
+    stage = imgclust.get_clusterer("minibatch-kmeans", n_clusters=3, max_no_improvement=2, tol=0.01)
+    features = np.random.default_rng(0).normal(size=(600, 4)).astype(np.float32)
+    stage.instance.fit_predict(features)
+    estimator = stage.instance.estimator_
+    assert (estimator.max_no_improvement, estimator.tol) == (2, 0.01)
+    with pytest.raises(imgclust.errors.SettingsError, match="max_no_improvement >= 1"):
+        imgclust.get_clusterer("minibatch-kmeans", max_no_improvement=0)
