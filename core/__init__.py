@@ -13,9 +13,13 @@ From Python::
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-__version__ = "0.1.0"
+try:  # one place holds the version: pyproject.toml, read back from the installed metadata
+    __version__ = version("imgclust")
+except PackageNotFoundError:  # pragma: no cover - run from a source tree that is not installed
+    __version__ = "0+unknown"
 
 _LAZY = {
     "run": "imgclust.api",

@@ -75,3 +75,15 @@ def test_no_core_module_imports_a_bundled_plugin(path: Path):
 @pytest.mark.parametrize("path", REPORTING, ids=lambda p: str(p.relative_to(CORE)))
 def test_plots_and_the_report_import_nothing_above_them(path: Path):
     assert reaches(imported(path), ABOVE_REPORTING) == []
+
+
+def test_the_version_is_written_once_and_the_package_says_it_is_typed():
+    from importlib.metadata import version
+    from pathlib import Path
+
+    import imgclust
+
+    assert imgclust.__version__ == version("imgclust")
+    root = Path(__file__).resolve().parent.parent
+    assert "__version__ = \"" not in (root / "core" / "__init__.py").read_text()
+    assert (Path(imgclust.__file__).parent / "py.typed").is_file()
