@@ -85,5 +85,5 @@ def test_the_version_is_written_once_and_the_package_says_it_is_typed():
 
     assert imgclust.__version__ == version("imgclust")
     root = Path(__file__).resolve().parent.parent
-    assert "__version__ = \"" not in (root / "core" / "__init__.py").read_text()
+    assert f"\"{imgclust.__version__}\"" not in (root / "core" / "__init__.py").read_text()
     assert (Path(imgclust.__file__).parent / "py.typed").is_file()
