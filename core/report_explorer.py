@@ -8,8 +8,6 @@ and the code as one inline script. Text from the run reaches the page only as JS
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 from collections import Counter
 from pathlib import Path
@@ -18,21 +16,15 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError
+from .page_text import page_text, png_uri, script_json
 from .plots.explorer import FOLDER, MAP_SCALE, POINTS
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PAGE_SIZE = 120  # thumbnails per gallery page
 MAKEUP = 5  # labels named in a cluster's make-up
 
 
 class Unusable(Exception):
     """The explorer's data in the run folder is missing or damaged: the page says so."""
-
-
-def script_json(value: Any) -> str:
-    """JSON that is safe inside a ``<script>`` element: no ``</script>``, no ``<!--``."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def whole_numbers(values: Any, name: str, low: int, high: int) -> list[int]:
@@ -103,9 +95,10 @@ def checked_thumbs(record: Any, n: int, folder: Path) -> dict[str, Any] | None:
             data = (folder / name).read_bytes()
         except OSError:
             raise Unusable(f"{name} is missing") from None
-        if not data.startswith(PNG_SIGNATURE):
+        uri = png_uri(data)
+        if uri is None:
             raise Unusable(f"{name} is not a PNG")
-        sheets.append("data:image/png;base64," + base64.b64encode(data).decode("ascii"))
+        sheets.append(uri)
     return {"i": index, "tile": tile, "columns": columns, "per_sheet": per_sheet, "sheets": sheets}
 
 
@@ -190,7 +183,7 @@ def explorer_section(run_dir: Path) -> str:
         data = explorer_data(Path(run_dir))
     except Unusable as reason:
         return (
-            f'<p class="note">No explorer: {html.escape(str(reason))}. '
+            f'<p class="note">No explorer: {page_text(str(reason))}. '
             "<code>imgclust report RUN</code> draws it.</p>"
         )
     has_labels = data["labels"] is not None
@@ -200,7 +193,7 @@ def explorer_section(run_dir: Path) -> str:
         if has_labels
         else ""
     )
-    return f"""<p class="note" id="ex-summary">{html.escape(describe(data))}</p>
+    return f"""<p class="note" id="ex-summary">{page_text(describe(data))}</p>
 <noscript><p class="note">The explorer needs JavaScript; the plots and tables below do not.</p>
 </noscript>
 <div class="ex-controls" role="group" aria-label="Filters">

@@ -7,15 +7,14 @@ More sections (a command's findings about the run) join the page through :func:`
 
 from __future__ import annotations
 
-import base64
-import html
-import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from . import atomic
 from .errors import DataError
+from .page_text import page_text, png_uri
+from .runfiles import is_number, read_clusters_markdown, read_metrics, read_run_text, read_summary
 from .runfolder import INCOMPLETE
 
 REPORT = "report.html"
@@ -48,7 +47,7 @@ def provided_sections(run_dir: Path) -> list[Section]:
             section = (
                 name.replace("_", "-"),
                 name.replace("_", " ").capitalize(),
-                f'<p class="note">Not shown: {html.escape(one_line(exc))}</p>',
+                f'<p class="note">Not shown: {page_text(one_line(exc))}</p>',
             )
         if section is not None:
             sections.append(section)
@@ -128,35 +127,23 @@ figcaption{color:#555;font-size:.9rem}pre{background:#f6f6f8;padding:.8rem;overf
 """
 
 
-def read_optional(path: Path) -> str | None:
-    """A text file's content, or None when it is not there."""
+def data_uri(path: Path) -> str | None:
+    """A PNG file as a ``data:`` URI, so the page needs no other file; None when the file is
+    not a PNG (only PNG data is ever embedded)."""
     try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from the run folder ({} when the file is missing)."""
-    text = read_optional(path)
-    if text is None:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path.name} in the run folder is not valid JSON ({exc}).") from None
-    return value if isinstance(value, dict) else {}
-
-
-def data_uri(path: Path) -> str:
-    """A PNG file as a ``data:`` URI, so the page needs no other file."""
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(
+            f"{path.name} in the run folder cannot be read ({exc.strerror or exc}): "
+            "redraw the plots with `imgclust report RUN`."
+        ) from None
+    return png_uri(data)
 
 
 def format_number(value: Any) -> str:
     """Scores with four decimals, counts with thousands separators."""
-    if isinstance(value, bool) or value is None:
-        return "-" if value is None else str(value)
+    if not is_number(value):
+        return "-"
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
@@ -171,12 +158,12 @@ def markdown_table(lines: list[str]) -> str:
     rule = next((row for row, flag in zip(rows, is_rule, strict=True) if flag), [])
     right = [c.endswith(":") and not c.startswith(":") for c in rule]
     body = [row for row, flag in zip(rows[1:], is_rule[1:], strict=True) if not flag]
-    out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in rows[0]) + "</tr>"]
+    out = ["<table>", "<tr>" + "".join(f"<th>{page_text(c)}</th>" for c in rows[0]) + "</tr>"]
     for row in body:
         cells = "".join(
-            f'<td class="num">{html.escape(c)}</td>'
+            f'<td class="num">{page_text(c)}</td>'
             if i < len(right) and right[i]
-            else f"<td>{html.escape(c)}</td>"
+            else f"<td>{page_text(c)}</td>"
             for i, c in enumerate(row)
         )
         out.append(f"<tr>{cells}</tr>")
@@ -191,7 +178,7 @@ def clusters_section(markdown: str) -> str:
     parts = [markdown_table(table)] if table else []
     if words:
         parts.append("<details><summary>In words</summary><ul>")
-        parts += [f"<li>{html.escape(w)}</li>" for w in words]
+        parts += [f"<li>{page_text(w)}</li>" for w in words]
         parts.append("</ul></details>")
     return "\n".join(parts)
 
@@ -199,8 +186,9 @@ def clusters_section(markdown: str) -> str:
 def metrics_section(metrics: dict[str, Any]) -> str:
     """The scores table, then the seconds each stage took."""
     rows = [
-        f'<tr><th>{label}</th><td class="num">{html.escape(format_number(metrics[key]))}</td>'
-        f"<td>{html.escape(meaning)}</td></tr>"
+        f"<tr><th>{page_text(label)}</th>"
+        f'<td class="num">{page_text(format_number(metrics[key]))}</td>'
+        f"<td>{page_text(meaning)}</td></tr>"
         for key, label, meaning in METRICS
         if key in metrics
     ]
@@ -211,7 +199,7 @@ def metrics_section(metrics: dict[str, Any]) -> str:
     if timings:
         parts.append("<h3>Time per stage (seconds)</h3><table>")
         parts += [
-            f'<tr><th>{html.escape(str(k))}</th><td class="num">{float(v):,.1f}</td></tr>'
+            f'<tr><th>{page_text(k)}</th><td class="num">{page_text(f"{float(v):,.1f}")}</td></tr>'
             for k, v in timings.items()
         ]
         parts.append("</table>")
@@ -234,11 +222,14 @@ def plots_section(run_dir: Path) -> str:
         path = run_dir / name
         if not path.is_file() or heading in seen_headings:
             continue
+        uri = data_uri(path)
+        if uri is None:
+            continue
         seen_headings.add(heading)
         parts.append(
-            f"<h2>{html.escape(heading)}</h2><figure>"
-            f'<img src="{data_uri(path)}" alt="{html.escape(heading)}: {html.escape(name)}">'
-            f"<figcaption>{html.escape(caption)} <code>{html.escape(name)}</code></figcaption>"
+            f"<h2>{page_text(heading)}</h2><figure>"
+            f'<img src="{page_text(uri)}" alt="{page_text(heading)}: {page_text(name)}">'
+            f"<figcaption>{page_text(caption)} <code>{page_text(name)}</code></figcaption>"
             "</figure>"
         )
     montages = sorted((run_dir / "plots" / "clusters").glob("*.png"))
@@ -263,20 +254,20 @@ def build_report(run_dir: Path, extra_sections: Iterable[Section] = ()) -> str:
     from .report_explorer import explorer_section
 
     run_dir = Path(run_dir)
-    metrics = read_json(run_dir / "metrics.json")
-    summary = read_json(run_dir / "summary.json")
-    config = read_optional(run_dir / "config.toml")
-    clusters = read_optional(run_dir / "clusters.md")
+    metrics = read_metrics(run_dir)
+    summary = read_summary(run_dir)
+    config = read_run_text(run_dir / "config.toml")
+    clusters = read_clusters_markdown(run_dir)
     name = run_dir.name.removesuffix(INCOMPLETE)
     facts = []
     if summary:
-        facts.append(html.escape(str(summary.get("pipeline", ""))))
-        if "n_images" in summary:
-            shape = "x".join(str(s) for s in summary.get("image_shape", []))
+        facts.append(str(summary.get("pipeline") or ""))
+        if summary.get("n_images") is not None:
+            shape = "x".join(str(s) for s in summary.get("image_shape") or [])
             facts.append(f"{summary['n_images']:,} images" + (f" of {shape}" if shape else ""))
-        facts.append(f"seed {html.escape(str(summary.get('seed', '-')))}")
+        facts.append(f"seed {summary.get('seed', '-')}")
         if summary.get("imgclust_version"):
-            facts.append(f"imgclust {html.escape(str(summary['imgclust_version']))}")
+            facts.append(f"imgclust {summary['imgclust_version']}")
     sections = [
         ("explorer", "Explorer", explorer_section(run_dir)),
         ("scores", "Scores", metrics_section(metrics)),
@@ -295,28 +286,39 @@ def build_report(run_dir: Path, extra_sections: Iterable[Section] = ()) -> str:
             "Configuration",
             '<p class="note">config.toml: <code>imgclust run --config config.toml</code> '
             "repeats the run.</p>"
-            f"<pre>{html.escape(config)}</pre>"
+            f"<pre>{page_text(config)}</pre>"
             if config
             else '<p class="note">config.toml is missing.</p>',
         ),
     ]
-    body = [f"<h1>{html.escape(name)}</h1>", f'<p class="lead">{" · ".join(facts)}</p>']
+    body = [f"<h1>{page_text(name)}</h1>", f'<p class="lead">{page_text(" · ".join(facts))}</p>']
     for anchor, heading, content in sections:
         tag = "div" if anchor == "plots" else "section"
-        title = "" if anchor == "plots" else f"<h2>{html.escape(heading)}</h2>"
-        body.append(f'<{tag} id="{html.escape(anchor)}">{title}\n{content}\n</{tag}>')
+        title = "" if anchor == "plots" else f"<h2>{page_text(heading)}</h2>"
+        body.append(f'<{tag} id="{page_text(anchor)}">{title}\n{content}\n</{tag}>')
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{html.escape(name)}: imgclust report</title>\n"
+        f"<title>{page_text(name)}: imgclust report</title>\n"
         f"<style>{STYLE}{EXPLORER_STYLE}</style>\n</head>\n"
         "<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
     )
 
 
 def write_report(run_dir: Path) -> Path:
-    """Write ``report.html`` into the run folder and return its path."""
-    return atomic.write_text(Path(run_dir) / REPORT, build_report(run_dir))
+    """Write ``report.html`` into the run folder and return its path; a failed write (a full
+    disk, no permission) is one line and leaves any earlier page whole."""
+    from .runfolder import os_reason
+
+    path = Path(run_dir) / REPORT
+    page = build_report(run_dir)
+    try:
+        return atomic.write_text(path, page)
+    except OSError as exc:
+        raise DataError(
+            f"cannot write {str(path)!r}: {os_reason(exc)}; free some space or make the run "
+            "folder writable, then run `imgclust report RUN --html-only`."
+        ) from None
 
 
 def write_report_quietly(

@@ -5,7 +5,6 @@ named in config.toml, and the fitted encoders from ``pipeline/`` when the run sa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from .errors import DataError, ImgclustError
 from .interfaces import Reconstructs
 from .outputs import read_assignments
 from .plots.inputs import NO_AUTOENCODER, PlotInputs, describe_source
+from .runfiles import read_metrics
 
 
 def read_features(path: Path, count: int) -> np.ndarray | None:
@@ -89,8 +89,7 @@ def load_run_inputs(run_dir: Path, registry: Any, log: Log = lambda message: Non
     check_self_contained(run_dir)
     ids, clusters, csv_labels = read_assignments(run_dir / "assignments.csv")
     features = read_features(run_dir / "embeddings.npy", len(ids))
-    metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    metrics = read_metrics(run_dir)
     config = validate(registry, read_toml(run_dir / "config.toml"))
     inputs = PlotInputs(
         clusters=clusters,

@@ -38,11 +38,12 @@ def register(app: Any) -> None:
     ) -> None:
         """Redraw the plots of a run folder and rebuild its self-contained report.html."""
         from ..console import stderr_log
+        from ..finished import check_finished
         from ..report_html import write_report
 
         log = stderr_log()
 
-        _check_finished_run(run)
+        check_finished(run, "report")  # --html-only too: the page embeds the run's files
         outcome = None
         if not html_only:
             from ..plots import make_plots, options_from_env
@@ -79,26 +80,3 @@ def register(app: Any) -> None:
             typer.echo(f"time      {outcome.seconds:.1f}s")
         typer.echo(f"report    {report}")
 
-
-def _check_finished_run(run: Path) -> None:
-    """Refuse what is not a finished run folder, before anything is written into it."""
-    import shlex
-
-    from ..errors import DataError
-    from ..runfolder import INCOMPLETE, is_run_folder
-
-    if not run.is_dir():
-        raise DataError(
-            f"run folder {str(run)!r} does not exist: give a folder `imgclust run` wrote."
-        )
-    if run.name.endswith(INCOMPLETE) or run.resolve().name.endswith(INCOMPLETE):
-        raise DataError(
-            f"{str(run)!r} is a run that is not finished: resume it with "
-            f"`imgclust run --resume {shlex.quote(str(run))}` or wait for it to finish, "
-            "then report it."
-        )
-    if not is_run_folder(run):
-        raise DataError(
-            f"{str(run)!r} is not an imgclust run folder (it lacks config.toml, summary.json or "
-            "assignments.csv): give a folder `imgclust run` wrote."
-        )
