@@ -388,7 +388,8 @@ def check_contained(root: Path, given: Path) -> None:
         )
     from .runfolder import check_self_contained
 
-    check_self_contained(root)
+    # the whole run folder when one was given (the walk every command that reads a run makes)
+    check_self_contained(Path(given) if given.is_dir() and base != given.resolve() else root)
 
 
 def max_input_pixels() -> int:

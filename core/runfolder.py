@@ -389,24 +389,37 @@ def _entries(folder: Path) -> list[Path]:
 
 def check_self_contained(run: Path) -> None:
     """Refuse a run folder that reaches outside itself before reading it: a link that leads
-    elsewhere, or an entry that is not a regular file or folder (a FIFO would block a reader).
-    Run folders come from strangers; reading one never opens a file outside it.
+    elsewhere (or nowhere), or an entry that is not a regular file or folder (a FIFO would block a
+    reader, a device would read forever). Run folders come from strangers; every command that
+    reads one walks it here first, so none opens a file outside it.
     """
     import stat
 
-    base = Path(run).resolve()
-    for folder, dirs, files in os.walk(run):
+    run = Path(run)
+    base = run.resolve()
+    for folder, dirs, files in os.walk(run):  # never descends into links
         for name in [*dirs, *files]:
             path = Path(folder) / name
             rel = path.relative_to(run).as_posix()
-            if path.is_symlink() and not path.resolve().is_relative_to(base):
-                raise DataError(
-                    f"{rel} in run folder {str(run)!r} links to outside it: refused; a run folder "
-                    "must hold its own files."
-                )
             try:
-                mode = path.stat().st_mode
+                mode = os.lstat(path).st_mode
+                if stat.S_ISLNK(mode):
+                    try:
+                        target = path.resolve(strict=True)
+                    except (OSError, RuntimeError):  # dangling, or a loop
+                        raise DataError(
+                            f"{rel} in run folder {str(run)!r} is a link that leads nowhere: "
+                            "refused; a run folder must hold its own files."
+                        ) from None
+                    if not target.is_relative_to(base):
+                        raise DataError(
+                            f"{rel} in run folder {str(run)!r} links to outside it: refused; a "
+                            "run folder must hold its own files."
+                        )
+                    mode = os.stat(target).st_mode
             except OSError as exc:
-                raise DataError(f"cannot read {rel} in {str(run)!r}: {exc.strerror}.") from None
+                raise DataError(f"cannot read {rel} in {str(run)!r}: {os_reason(exc)}.") from None
             if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                raise DataError(f"{rel} in {str(run)!r} is not a regular file or folder: refused.")
+                raise DataError(
+                    f"{rel} in run folder {str(run)!r} is not a regular file or folder: refused."
+                )

@@ -7,6 +7,7 @@ the pipeline was fitted (its height and width, grayscale or RGB); arrays must al
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,14 +37,11 @@ class Batch:
 # Reading inputs ----------------------------------------------------------------------------
 def read_inputs(inputs: list[str], saved: Any) -> Iterator[Batch]:
     """Each input as a batch of images prepared as the pipeline was fitted (one at a time)."""
+    check_inputs(inputs)
     size, mode = _file_reading(saved)
     loose: list[Path] = []
     for text in inputs:
         path = Path(text)
-        if not path.exists():
-            raise DataError(
-                f"input {text!r} does not exist: give image files, folders or .npy/.npz."
-            )
         if path.is_file() and path.suffix.lower() not in ARRAY_SUFFIXES:
             loose.append(path)
             continue
@@ -56,6 +54,19 @@ def read_inputs(inputs: list[str], saved: Any) -> Iterator[Batch]:
             yield _array_file(path, text, saved)
     if loose:
         yield _image_files(loose, size, mode, saved)
+
+
+def check_inputs(inputs: list[str]) -> None:
+    """Every input is a file or a folder that exists, before any is opened (a FIFO named
+    ``x.npy`` would block the reader forever)."""
+    from ..io.paths import check_input_file
+
+    for text in inputs:
+        if not os.path.lexists(text):
+            raise DataError(
+                f"input {text!r} does not exist: give image files, folders or .npy/.npz."
+            )
+        check_input_file(text, "input", folders=True)
 
 
 def _file_reading(saved: Any) -> tuple[tuple[int, int], str | None]:
@@ -203,6 +214,7 @@ def predict_command(
     from ..outputs import claim_output, write_output
     from ..persist import load_pipeline
 
+    check_inputs(inputs)
     if output is not None:
         output = claim_output(output, force=force, inputs=[run, *inputs])
     saved = load_pipeline(run, trust=trust)

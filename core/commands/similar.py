@@ -118,9 +118,11 @@ def similar_command(
     from ..console import stderr_log
     from ..finished import check_finished
     from ..outputs import claim_output, csv_text, write_output
+    from .predict import check_inputs
 
     images, ids = list(images or []), list(ids or [])
     check_finished(run, "search")
+    check_inputs(images)
     if not images and not ids:
         raise DataError("give new images (files, folders, .npy/.npz) or --id ID of the run.")
     if output is not None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import DataError, ImgclustError, SettingsError
 from ..memory import check_bytes, check_inflation, human, nbytes_of
+from .paths import check_input_file
 
 IMAGE_KEYS = ("x", "images", "x_train", "arr_0")
 LABEL_KEYS = ("y", "labels", "y_train")
@@ -81,6 +82,7 @@ def read_arrays(
         raise DataError(f"{str(path)!r} is a folder: use the image-folder dataset for folders.")
     if path.suffix.lower() not in (".npy", ".npz"):
         raise SettingsError(f"array file {str(path)!r} must end in .npy or .npz.")
+    check_input_file(path, "array file")
     if path.suffix.lower() == ".npy" and (images_key or labels_key):
         raise SettingsError(
             f"{path.name} is a .npy holding one array: drop images_key/labels_key "
@@ -212,8 +214,7 @@ def read_labels(path: Path) -> Any:
     """Labels from a ``.npy`` file, its header checked before the data is read."""
     import numpy as np
 
-    if not path.exists():
-        raise DataError(f"labels file {str(path)!r} does not exist.")
+    check_input_file(path, "labels file")
     try:
         with open(path, "rb") as handle:
             header = read_npy_header(handle, path.name)
@@ -446,6 +447,8 @@ def parse_class_names(value: str) -> list[str]:
 def read_names_file(path: Path) -> list[str]:
     """One name per line of a UTF-8 text file; blank lines at the end are ignored."""
     where = f"class names file {str(path)!r}"
+    if path.exists():
+        check_input_file(path, "class names file")
     try:
         if path.stat().st_size > MAX_NAMES_BYTES:
             raise DataError(f"{where} is larger than {MAX_NAMES_BYTES >> 20} MiB: not a name list.")
