@@ -93,6 +93,29 @@ def check_finished(run: Path, command: str) -> Path:
     return run
 
 
+#: dataset settings that name what a run read: no output may go there
+SOURCE_SETTINGS = ("path", "labels_path")
+
+
+def run_sources(run: Path) -> list[Path]:
+    """The run folder and the files and folders its config.toml says the run read (an image
+    folder, an array or labels file): places no command's output may go."""
+    from .config import read_toml
+    from .errors import ImgclustError
+
+    sources = [Path(run)]
+    try:
+        dataset = read_toml(Path(run) / "config.toml").get("dataset")
+    except ImgclustError:
+        return sources
+    if isinstance(dataset, dict):
+        for key in SOURCE_SETTINGS:
+            value = dataset.get(key)
+            if isinstance(value, str) and value.strip():
+                sources.append(Path(value).expanduser())
+    return sources
+
+
 def open_run(run: Path, command: str, registry: Any = None) -> FinishedRun:
     """A finished run's assignments and resolved config (checked against installed plugins)."""
     from .config import read_toml, validate

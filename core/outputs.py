@@ -1,7 +1,11 @@
 """Files a user names for imgclust to write, and the CSV text imgclust writes.
 
 An output never replaces a folder, replaces an existing file only with ``--force``, and never
-replaces one of the command's own inputs (not through a symlink or hard link either). CSV cells
+replaces one of the command's own inputs (not through a symlink or hard link either). Nothing is
+ever written inside a *protected* folder (a run folder the command reads, or the images that run
+clustered), unless the command writes into the run by design; every command with an output
+option claims it through :func:`claim_output` or :func:`claim_output_folder`, which share
+:func:`check_output_place`. CSV cells
 that a spreadsheet would read as a formula are escaped with a leading ``'``.
 """
 
@@ -23,13 +27,20 @@ from .errors import DataError, ImgclustError
 
 
 def claim_output(
-    path: Path | str, *, force: bool, inputs: Iterable[Path | str] = (), option: str = "--output"
+    path: Path | str,
+    *,
+    force: bool,
+    inputs: Iterable[Path | str] = (),
+    protected: Iterable[Path | str] = (),
+    option: str = "--output",
 ) -> Path:
-    """``path`` checked as a place to write a new file; every refusal is one line."""
+    """``path`` checked as a place to write a new file: not an input, not inside a
+    ``protected`` folder; every refusal is one line."""
     path = Path(path)
     shown = f"{option} {str(path)!r}"
     try:
         _check_output(path, shown, force, [Path(p) for p in inputs])
+        check_output_place(path, shown, [Path(p) for p in protected])
     except (OSError, RuntimeError) as exc:  # unreadable folders, symlink loops
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ImgclustError(f"{shown} cannot be used: {reason}.") from None
@@ -61,11 +72,34 @@ def _check_output(path: Path, shown: str, force: bool, inputs: list[Path]) -> No
 _ELSEWHERE = "write the output to another file."
 
 
+def check_output_place(path: Path, shown: str, protected: Sequence[Path]) -> None:
+    """Refuse an output that is, lies inside or holds a ``protected`` path (a run folder the
+    command reads, the image folder or array file that run clustered), by name or through links;
+    the one place where every command's outputs are checked against what it must not touch."""
+    target = path.resolve()
+    for given in protected:
+        source = given.resolve()
+        inside = target == source or target.is_relative_to(source)
+        same = path.exists() and given.exists() and os.path.samefile(path, given)
+        if inside or same or source.is_relative_to(target):
+            raise ImgclustError(
+                f"{shown} overlaps {str(given)!r}, which this command reads and never writes "
+                "into (the run folder and the images it clustered): write the output elsewhere."
+            )
+        if path.exists() and source.is_dir() and _found_in_folders(path, [source]):
+            raise ImgclustError(f"{shown} is one of this command's inputs: {_ELSEWHERE}")
+
+
 def claim_output_folder(
-    path: Path | str, *, inputs: Iterable[Path | str] = (), option: str = "OUT"
+    path: Path | str,
+    *,
+    inputs: Iterable[Path | str] = (),
+    protected: Iterable[Path | str] = (),
+    option: str = "OUT",
 ) -> Path:
     """``path`` checked as a new folder to fill: absent or empty, not a link, not inside (or
-    holding) one of the command's inputs, its parent a writable folder; refusals are one line."""
+    holding) one of the command's inputs or ``protected`` folders, its parent a writable folder;
+    refusals are one line."""
     path = Path(path)
     shown = f"{option} {str(path)!r}"
     try:
@@ -83,6 +117,7 @@ def claim_output_folder(
                     f"{shown} overlaps this command's input {str(given)!r}: "
                     "give a folder outside it."
                 )
+        check_output_place(path, shown, [Path(p) for p in protected])
         parent = path.absolute().parent
         if not parent.is_dir():
             what = "is not a folder" if os.path.lexists(parent) else "does not exist"

@@ -29,15 +29,18 @@ def duplicates_command(
     """Find exact copies (same content hash) and near copies (close features) in a run."""
     from ..console import stderr_log
     from ..duplicates import check_threshold, duplicates_csv, search
-    from ..finished import check_finished, printable
+    from ..finished import check_finished, printable, run_sources
     from ..outputs import claim_output, write_output
 
     check_finished(run, "search")
     check_threshold(threshold)
     target = output if output is not None else run / DEFAULT_OUTPUT
-    inputs = [run] if output is not None else []  # the default file is this command's own
+    # the default file is this command's own, in the run by design; anything else stays out
+    protected = run_sources(run)
+    if output is None:  # unless the run itself lies among its images
+        protected = [p for p in protected[1:] if not run.resolve().is_relative_to(p.resolve())]
     option = "--output" if output is not None else "the CSV"
-    target = claim_output(target, force=force, inputs=inputs, option=option)
+    target = claim_output(target, force=force, inputs=protected, protected=protected, option=option)
     found = search(run, threshold, log=stderr_log())
     write_output(target, duplicates_csv(found.groups), force=force, option=option)
     if as_json:

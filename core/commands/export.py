@@ -239,14 +239,14 @@ def export_command(
 ) -> None:
     """Sort a run's images into one folder per cluster (largest first), with a CSV of where."""
     from ..console import stderr_log
-    from ..finished import check_finished, open_run, original_files, run_images
+    from ..finished import check_finished, open_run, original_files, run_images, run_sources
     from ..outputs import claim_output_folder
 
     if copy + link + csv_only > 1:
         raise ImgclustError("give only one of --copy, --link and --csv.")
     mode = "link" if link else "csv" if csv_only else "copy"
     check_finished(run, "export")
-    claim_output_folder(out, inputs=[run])
+    claim_output_folder(out, inputs=[run], protected=run_sources(run))
     finished = open_run(run, "export")
     originals = original_files(finished) if mode != "csv" else None
     images = None

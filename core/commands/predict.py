@@ -211,12 +211,15 @@ def predict_command(
     ),
 ) -> None:
     """Assign new images to a finished run's clusters: id, cluster, distance or probability."""
+    from ..finished import run_sources
     from ..outputs import claim_output, write_output
     from ..persist import load_pipeline
 
     check_inputs(inputs)
     if output is not None:
-        output = claim_output(output, force=force, inputs=[run, *inputs])
+        output = claim_output(
+            output, force=force, inputs=[run, *inputs], protected=run_sources(run)
+        )
     saved = load_pipeline(run, trust=trust)
     saved.check_can_predict()
     if dask is None:

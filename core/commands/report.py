@@ -79,4 +79,3 @@ def register(app: Any) -> None:
                     typer.echo(f"skipped   {name}: {reason}{kept}")
             typer.echo(f"time      {outcome.seconds:.1f}s")
         typer.echo(f"report    {report}")
-

@@ -116,7 +116,7 @@ def similar_command(
 ) -> None:
     """The run's images nearest to new images or to its own images (--id), with distances."""
     from ..console import stderr_log
-    from ..finished import check_finished
+    from ..finished import check_finished, run_sources
     from ..outputs import claim_output, csv_text, write_output
     from .predict import check_inputs
 
@@ -126,7 +126,9 @@ def similar_command(
     if not images and not ids:
         raise DataError("give new images (files, folders, .npy/.npz) or --id ID of the run.")
     if output is not None:
-        output = claim_output(output, force=force, inputs=[run, *images])
+        output = claim_output(
+            output, force=force, inputs=[run, *images], protected=run_sources(run)
+        )
     finished, queries = similar_queries(run, images, ids, count, trust=trust, log=stderr_log())
     header, rows = rows_of(finished, queries)
     if output is not None:
