@@ -4,16 +4,21 @@
 the images no cluster took; ``OUT/clusters.csv`` says where each image went. An image-folder run
 exports its original files (copies, or links with ``--link``); other datasets are written as
 PNGs from the images the run's dataset loads again. Everything is written into a temporary
-folder beside OUT and renamed to OUT when whole, so OUT never holds half an export.
+folder beside OUT and renamed to OUT when whole, so OUT never holds half an export. The temporary
+folder carries a marker whose lock its process holds; an export killed midway (SIGKILL, power
+loss) leaves it behind, and the next export into the same parent folder removes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -29,6 +34,9 @@ CSV_NAME = "clusters.csv"
 NOISE = "noise"
 NAME_BYTES = 255  # the longest file name common file systems take
 CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+STAGING = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # what tempfile.mkdtemp makes below
+STAGING_MARKER = ".imgclust-export"
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
 _CROSS_DEVICE = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
 
 
@@ -144,9 +152,12 @@ def write_export(
 
     out = Path(out)
     parent = out.absolute().parent
+    remove_abandoned_staging(parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     counts: Counter[str] = Counter()
+    marker = None
     try:
+        marker = mark_staging(staging)
         os.chmod(staging, 0o777 & ~_umask())
         if mode != "csv":
             for folder in sorted({p.folder for p in placements}):
@@ -159,6 +170,7 @@ def write_export(
                 else:
                     counts[_place_file(sources[place.row], target, mode)] += 1
         atomic.write_text(staging / CSV_NAME, export_csv(finished, placements, mode != "csv"))
+        (staging / STAGING_MARKER).unlink()  # OUT holds only the export
         try:
             os.rename(staging, out)
         except OSError as exc:
@@ -169,6 +181,9 @@ def write_export(
             raise
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if marker is not None:
+            os.close(marker)
+            marker = None
         if isinstance(exc, OSError):
             named = str(getattr(exc, "filename", None) or "")
             where = f" ({named})" if named and not named.startswith(str(staging)) else ""
@@ -176,7 +191,77 @@ def write_export(
                 f"cannot export to {str(out)!r}: {exc.strerror or exc}{where}."
             ) from None
         raise
+    if marker is not None:
+        os.close(marker)
     return dict(counts)
+
+
+def mark_staging(staging: Path) -> int:
+    """Mark a staging folder as this process's: a marker file naming the process, locked for as
+    long as the export runs; the marker's open descriptor (closing it releases the lock)."""
+    fd = os.open(staging / STAGING_MARKER, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW)
+    try:
+        os.write(fd, json.dumps({"format": "imgclust-export", "pid": os.getpid()}).encode())
+        with contextlib.suppress(OSError):  # without locks the process id alone tells
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def remove_abandoned_staging(parent: Path) -> list[Path]:
+    """Remove the staging folders that exports killed midway left in ``parent``: only folders
+    named as export names them, holding this format's marker, whose process is gone."""
+    removed = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not STAGING.match(entry.name) or not entry.is_dir(follow_symlinks=False):
+            continue
+        if _abandoned(Path(entry.path) / STAGING_MARKER):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _abandoned(marker: Path) -> bool:
+    """Whether ``marker`` is an export's marker whose process no longer runs."""
+    try:
+        fd = os.open(marker, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False  # no marker (not an export's), or a link: leave it
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > 4096:
+            return False
+        record = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+        if not (isinstance(record, dict) and record.get("format") == "imgclust-export"):
+            return False
+        pid = record.get("pid")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in _NO_LOCKS:
+                return False  # locked: its export is still running
+            return isinstance(pid, int) and pid > 0 and not _running(pid)
+        return True  # nobody holds the lock: the process that made it is gone
+    except (OSError, ValueError):
+        return False
+    finally:
+        os.close(fd)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError, ValueError):
+        return True  # another user's process, or not a pid this system has: keep it
+    return True
 
 
 def _place_file(source: Path, target: Path, mode: str) -> str:
