@@ -1,0 +1,139 @@
+"""Damaged run files and failing writes: ``report`` and ``export --csv`` say in one line which
+file is wrong and what to do, never "unexpected ValueError/UnicodeDecodeError/OverflowError/
+OSError". A write that fails (a full disk, a file-size limit) is one line too, and leaves no page.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+NOT_UTF8 = b"\xff\xfe\x00{"
+DEEP = "[" * 100_000 + "]" * 100_000
+
+# (file, content written in its place)
+DAMAGE = {
+    "metrics not UTF-8": ("metrics.json", NOT_UTF8),
+    "metrics not JSON": ("metrics.json", b'{"acc": 0.5,'),
+    "metrics a list": ("metrics.json", b"[1, 2]"),
+    "metrics NaN score": ("metrics.json", b'{"acc": NaN}'),
+    "metrics text score": ("metrics.json", b'{"nmi": "high"}'),
+    "metrics huge score": ("metrics.json", b'{"ari": 1e999}'),
+    "metrics timings list": ("metrics.json", b'{"timings": [1, 2]}'),
+    "metrics timings text": ("metrics.json", b'{"timings": {"fit": "slow"}}'),
+    "metrics training text": ("metrics.json", b'{"training": {"pca": {"loss": ["x"]}}}'),
+    "metrics nested deep": ("metrics.json", DEEP.encode()),
+    "summary not UTF-8": ("summary.json", NOT_UTF8),
+    "summary not JSON": ("summary.json", b"{"),
+    "summary text count": ("summary.json", b'{"n_images": "many"}'),
+    "summary count past int64": ("summary.json", b'{"n_images": 99999999999999999999999}'),
+    "summary bool seed": ("summary.json", b'{"seed": true}'),
+    "summary shape text": ("summary.json", b'{"n_images": 3, "image_shape": "8x8"}'),
+    "summary shape huge": ("summary.json", b'{"n_images": 3, "image_shape": [8, 8, 99999999]}'),
+    "clusters.md not UTF-8": ("clusters.md", NOT_UTF8),
+}
+
+
+def one_line(result) -> str:
+    assert result.exit_code != 0, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "unexpected" not in lines[0] and "Traceback" not in result.stderr, lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("html_only", [True, False], ids=["html-only", "full"])
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_report_names_the_damaged_file(cli, run_copy: Path, case: str, html_only: bool) -> None:
+    name, content = DAMAGE[case]
+    (run_copy / name).write_bytes(content)
+    result = cli("report", run_copy, *(["--html-only"] if html_only else []))
+    line = one_line(result)
+    assert name in line and ("run `imgclust run` again" in line or "restore" in line), line
+    assert not (run_copy / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    "cluster", ["99999999999999999999", "-5", "9223372036854775808", "1" * 5000]
+)
+@pytest.mark.parametrize("command", ["export --csv", "report", "similar"])
+def test_a_cluster_number_out_of_range_is_one_line(
+    cli, run_copy: Path, tmp_path: Path, cluster: str, command: str
+) -> None:
+    path = run_copy / "assignments.csv"
+    rows = path.read_text().splitlines()
+    rows[1] = rows[1].split(",")[0] + f",{cluster}," + ",".join(rows[1].split(",")[2:])
+    path.write_text("\n".join(rows) + "\n")
+    args = {
+        "export --csv": ("export", run_copy, tmp_path / "out", "--csv"),
+        "report": ("report", run_copy),
+        "similar": ("similar", run_copy, "--id", "digits-0"),
+    }[command]
+    line = one_line(cli(*args))
+    assert "assignments.csv" in line, line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["export --csv", "report"])
+def test_assignments_that_are_not_utf8_are_one_line(
+    cli, run_copy: Path, tmp_path: Path, command: str
+) -> None:
+    (run_copy / "assignments.csv").write_bytes(b"id,cluster\n\xff\xfe,1\n")
+    args = ("export", run_copy, tmp_path / "out", "--csv") if command != "report" else (
+        "report", run_copy)  # fmt: skip
+    assert "UTF-8" in one_line(cli(*args))
+
+
+def limited_writes(limit: int) -> None:
+    """In the child: files may grow to ``limit`` bytes; a larger write fails (EFBIG)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+
+def imgclust_with_small_files(*args: object, limit: int = 2048) -> subprocess.CompletedProcess:
+    """``imgclust ARGS`` in a process whose writes fail past ``limit`` bytes, as on a full disk."""
+    env = {**os.environ, "MPLBACKEND": "Agg", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [sys.executable, "-m", "imgclust", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        preexec_fn=lambda: limited_writes(limit),
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("report", "{run}", "--html-only"),
+        ("export", "{run}", "{tmp}/out", "--csv"),
+        pytest.param(("similar", "{run}", "--id", "digits-0", "-n", "100", "-o",
+                      "{tmp}/near.csv"), marks=pytest.mark.slow, id="similar"),
+        pytest.param(("duplicates", "{run}", "--threshold", "1000"), marks=pytest.mark.slow,
+                     id="duplicates"),
+    ],  # fmt: skip
+    ids=["report", "export", "similar", "duplicates"],
+)
+def test_a_write_that_fails_is_one_line_and_leaves_nothing_half_written(
+    run_copy: Path, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    (run_copy / "report.html").unlink(missing_ok=True)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    args = [a.format(run=run_copy, tmp=tmp_path) for a in command]
+    done = imgclust_with_small_files(*args, limit=1024)
+    assert done.returncode != 0, done.stdout
+    lines = done.stderr.strip().splitlines()  # notes may come first, the error is one line
+    assert [line for line in lines if "Error" in line] == lines[-1:], done.stderr
+    assert lines[-1].startswith("Error: ") and "Traceback" not in done.stderr
+    assert "File too large" in lines[-1] and "write elsewhere" in lines[-1], lines[-1]
+    assert "unexpected" not in lines[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no staging folder
+    assert not (run_copy / "report.html").exists() and not (run_copy / "duplicates.csv").exists()
+    assert not [p for p in run_copy.iterdir() if p.name.endswith(".tmp")]
