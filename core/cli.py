@@ -303,6 +303,15 @@ def main(argv: list[str] | None = None) -> None:
             "Error: out of memory: use fewer images (dataset limit) or smaller settings.", err=True
         )
         sys.exit(1)
+    except OSError as exc:  # a full disk, no permission: the system's words and what to do
+        if Stopped.received:
+            _stopped(exc)
+        if os.environ.get("IMGCLUST_DEBUG"):
+            raise
+        from .runfolder import os_error_line
+
+        typer.echo(f"Error: {os_error_line(exc)}", err=True)
+        sys.exit(1)
     except Exception as exc:
         if Stopped.received:
             _stopped(exc)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError, ImgclustError
+from .runfolder import os_hint, os_reason
 
 # Output files ------------------------------------------------------------------------------
 
@@ -143,7 +144,7 @@ def write_output(path: Path, text: str, *, force: bool, option: str = "--output"
             f"{shown} already exists: give a new name, or --force to replace it."
         ) from None
     except OSError as exc:
-        raise ImgclustError(f"cannot write {shown}: {exc.strerror or exc}.") from None
+        raise ImgclustError(f"cannot write {shown}: {os_reason(exc)}; {os_hint(exc)}.") from None
 
 
 def _is_an_input(path: Path, inputs: Sequence[Path]) -> bool:
@@ -218,9 +219,18 @@ def csv_text(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
     return buffer.getvalue()
 
 
+MAX_CLUSTER = 2**31 - 1  # cluster numbers a run writes are far below this
+
+
 def read_assignments(path: Path) -> tuple[list[str], Any, Any]:
-    """Ids, clusters and (when the run knew them) label names from assignments.csv."""
+    """Ids, clusters and (when the run knew them) label names from assignments.csv; a damaged
+    file (not UTF-8, not CSV, a cluster that is not a whole number from -1) is one line."""
     import numpy as np
+
+    def damaged(what: str) -> DataError:
+        return DataError(
+            f"{path} {what}: the run folder is damaged; run `imgclust run` again or restore it."
+        )
 
     try:
         with open(path, newline="", encoding="utf-8") as handle:
@@ -230,13 +240,24 @@ def read_assignments(path: Path) -> tuple[list[str], Any, Any]:
             f"{path.parent.name!r} has no assignments.csv: give a run folder that "
             "`imgclust run` finished."
         ) from None
+    except UnicodeDecodeError as exc:
+        raise damaged(f"is not UTF-8 text (byte {exc.start})") from None
+    except csv.Error as exc:
+        raise damaged(f"is not CSV ({exc})") from None
+    except OSError as exc:
+        raise damaged(f"cannot be read ({exc.strerror or exc})") from None
     if not rows or rows[0][:2] != ["id", "cluster"] or len(rows) < 2:
         raise DataError(f"{path} is empty or not an imgclust assignments file.")
     has_labels = len(rows[0]) > 2 and rows[0][2] == "label"
     try:
-        clusters = np.array([int(r[1]) for r in rows[1:]], dtype=np.int64)
+        numbers = [int(r[1]) for r in rows[1:]]
     except (IndexError, ValueError):
         raise DataError(f"{path} has a row without a whole-number cluster.") from None
+    wrong = next((n for n in numbers if not -1 <= n <= MAX_CLUSTER), None)
+    if wrong is not None:
+        shown = str(wrong) if len(str(wrong)) <= 24 else f"{str(wrong)[:21]}..."
+        raise damaged(f"has cluster {shown}, not one from -1 (noise) to {MAX_CLUSTER:,}")
+    clusters = np.array(numbers, dtype=np.int64)
     labels = (
         np.array([read_csv_cell(r[2]) if len(r) > 2 else "" for r in rows[1:]], dtype=object)
         if has_labels

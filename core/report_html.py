@@ -15,7 +15,7 @@ from . import atomic
 from .errors import DataError
 from .page_text import page_text, png_uri
 from .runfiles import is_number, read_clusters_markdown, read_metrics, read_run_text, read_summary
-from .runfolder import INCOMPLETE
+from .runfolder import INCOMPLETE, os_hint, os_reason
 
 REPORT = "report.html"
 
@@ -308,16 +308,14 @@ def build_report(run_dir: Path, extra_sections: Iterable[Section] = ()) -> str:
 def write_report(run_dir: Path) -> Path:
     """Write ``report.html`` into the run folder and return its path; a failed write (a full
     disk, no permission) is one line and leaves any earlier page whole."""
-    from .runfolder import os_reason
-
     path = Path(run_dir) / REPORT
     page = build_report(run_dir)
     try:
         return atomic.write_text(path, page)
     except OSError as exc:
         raise DataError(
-            f"cannot write {str(path)!r}: {os_reason(exc)}; free some space or make the run "
-            "folder writable, then run `imgclust report RUN --html-only`."
+            f"cannot write {str(path)!r}: {os_reason(exc)}; {os_hint(exc)}, then run "
+            "`imgclust report RUN --html-only` again."
         ) from None
 
 

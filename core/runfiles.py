@@ -149,6 +149,14 @@ def read_clusters_markdown(run: Path) -> str | None:
     return read_run_text(Path(run) / "clusters.md")
 
 
+def check_run_files(run: Path) -> None:
+    """Read and check summary.json, metrics.json and clusters.md, so that a command refuses a
+    damaged run before it writes anything."""
+    read_summary(run)
+    read_metrics(run)
+    read_clusters_markdown(run)
+
+
 def _shown(value: Any, limit: int = 40) -> str:
     """A short, printable rendering of a bad value for an error line."""
     text = "".join(c if c.isprintable() else "?" for c in repr(value))

@@ -101,6 +101,29 @@ def os_reason(exc: OSError) -> str:
     return exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc)) or type(exc).__name__
 
 
+#: what to do about the operating-system errors a user can act on
+OS_ERROR_HINTS = {
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EDQUOT: "free some space or write elsewhere",
+    errno.EFBIG: "write elsewhere, or raise the file size limit",
+    errno.EACCES: "check the permissions, or write elsewhere",
+    errno.EPERM: "check the permissions, or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+}
+
+
+def os_hint(exc: OSError) -> str:
+    """What to do about an OSError ('free some space or write elsewhere')."""
+    return OS_ERROR_HINTS.get(exc.errno or 0, "check the path and try again")
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError that reached the CLI: the system's words, the file, what to do."""
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    where = f" ({' -> '.join(repr(n) for n in names)})" if names else ""
+    return f"{os_reason(exc)}{where}: {os_hint(exc)}."
+
+
 def create_incomplete(runs_dir: Path, name: str) -> Path:
     """Make, mark and lock a fresh ``runs_dir/NAME[-N].incomplete`` folder no other run uses."""
     runs_dir = Path(runs_dir)

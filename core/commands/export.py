@@ -29,6 +29,7 @@ import numpy as np
 import typer
 
 from ..errors import DataError, ImgclustError
+from ..runfolder import os_hint, os_reason
 
 CSV_NAME = "clusters.csv"
 NOISE = "noise"
@@ -153,7 +154,12 @@ def write_export(
     out = Path(out)
     parent = out.absolute().parent
     remove_abandoned_staging(parent)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        raise ImgclustError(
+            f"cannot export to {str(out)!r}: {os_reason(exc)}; {os_hint(exc)}."
+        ) from None
     counts: Counter[str] = Counter()
     marker = None
     try:
@@ -188,7 +194,7 @@ def write_export(
             named = str(getattr(exc, "filename", None) or "")
             where = f" ({named})" if named and not named.startswith(str(staging)) else ""
             raise ImgclustError(
-                f"cannot export to {str(out)!r}: {exc.strerror or exc}{where}."
+                f"cannot export to {str(out)!r}: {os_reason(exc)}{where}; {os_hint(exc)}."
             ) from None
         raise
     if marker is not None:

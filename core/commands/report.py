@@ -40,10 +40,12 @@ def register(app: Any) -> None:
         from ..console import stderr_log
         from ..finished import check_finished
         from ..report_html import write_report
+        from ..runfiles import check_run_files
 
         log = stderr_log()
 
         check_finished(run, "report")  # --html-only too: the page embeds the run's files
+        check_run_files(run)  # damaged files are refused before any plot is drawn
         outcome = None
         if not html_only:
             from ..plots import make_plots, options_from_env
