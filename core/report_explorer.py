@@ -18,6 +18,7 @@ import numpy as np
 from .errors import DataError
 from .page_text import page_text, png_uri, script_json
 from .plots.explorer import FOLDER, MAP_SCALE, POINTS
+from .runfiles import read_run_bytes, read_run_text
 
 PAGE_SIZE = 120  # thumbnails per gallery page
 MAKEUP = 5  # labels named in a cluster's make-up
@@ -40,10 +41,13 @@ def read_points(run_dir: Path, n: int) -> dict[str, Any]:
     """``plots/explorer/points.json``, checked against the run's number of images."""
     path = run_dir / "plots" / FOLDER / POINTS
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise Unusable("the run has no explorer data (it ran with --no-plots?)") from None
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        text = read_run_text(path)
+        if text is None:
+            raise Unusable("the run has no explorer data (it ran with --no-plots?)")
+        record = json.loads(text)
+    except DataError as exc:
+        raise Unusable(str(exc).rstrip(".")) from None
+    except (ValueError, RecursionError) as exc:
         raise Unusable(f"{POINTS} cannot be read ({type(exc).__name__})") from None
     if not isinstance(record, dict) or record.get("n") != n:
         raise Unusable(f"{POINTS} does not describe this run's {n} images")
@@ -92,9 +96,11 @@ def checked_thumbs(record: Any, n: int, folder: Path) -> dict[str, Any] | None:
         if name != f"thumbs-{number}.png":
             raise Unusable("a thumbnail sheet has an unexpected name")
         try:
-            data = (folder / name).read_bytes()
-        except OSError:
-            raise Unusable(f"{name} is missing") from None
+            data = read_run_bytes(folder / name)
+        except DataError as exc:
+            raise Unusable(str(exc).rstrip(".")) from None
+        if data is None:
+            raise Unusable(f"{name} is missing")
         uri = png_uri(data)
         if uri is None:
             raise Unusable(f"{name} is not a PNG")

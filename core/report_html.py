@@ -14,7 +14,14 @@ from typing import Any
 from . import atomic
 from .errors import DataError
 from .page_text import page_text, png_uri
-from .runfiles import is_number, read_clusters_markdown, read_metrics, read_run_text, read_summary
+from .runfiles import (
+    is_number,
+    read_clusters_markdown,
+    read_metrics,
+    read_run_bytes,
+    read_run_text,
+    read_summary,
+)
 from .runfolder import INCOMPLETE, os_hint, os_reason
 
 REPORT = "report.html"
@@ -130,14 +137,8 @@ figcaption{color:#555;font-size:.9rem}pre{background:#f6f6f8;padding:.8rem;overf
 def data_uri(path: Path) -> str | None:
     """A PNG file as a ``data:`` URI, so the page needs no other file; None when the file is
     not a PNG (only PNG data is ever embedded)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(
-            f"{path.name} in the run folder cannot be read ({exc.strerror or exc}): "
-            "redraw the plots with `imgclust report RUN`."
-        ) from None
-    return png_uri(data)
+    data = read_run_bytes(path)
+    return None if data is None else png_uri(data)
 
 
 def format_number(value: Any) -> str:

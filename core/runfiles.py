@@ -25,17 +25,26 @@ def damaged(path: Path, what: str) -> DataError:
     return DataError(f"{path.name} in run folder {str(path.parent)!r} {what}: {REPAIR}.")
 
 
-def read_run_text(path: Path) -> str | None:
-    """A run file's UTF-8 text (None when it is not there), read with a size bound."""
+def read_run_bytes(path: Path, limit: int = MAX_TEXT_BYTES) -> bytes | None:
+    """A run file's bytes (None when it is not there), refused past ``limit`` bytes before they
+    are all read: a forged file never makes a command allocate more."""
     try:
         with open(path, "rb") as handle:
-            data = handle.read(MAX_TEXT_BYTES + 1)
+            data = handle.read(limit + 1)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise damaged(path, f"cannot be read ({exc.strerror or exc})") from None
-    if len(data) > MAX_TEXT_BYTES:
-        raise damaged(path, f"is larger than {MAX_TEXT_BYTES // 2**20} MiB")
+    if len(data) > limit:
+        raise damaged(path, f"is larger than {limit // 2**20} MiB")
+    return data
+
+
+def read_run_text(path: Path) -> str | None:
+    """A run file's UTF-8 text (None when it is not there), read with a size bound."""
+    data = read_run_bytes(path)
+    if data is None:
+        return None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

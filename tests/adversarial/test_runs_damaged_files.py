@@ -114,10 +114,14 @@ def imgclust_with_small_files(*args: object, limit: int = 2048) -> subprocess.Co
     [
         ("report", "{run}", "--html-only"),
         ("export", "{run}", "{tmp}/out", "--csv"),
-        pytest.param(("similar", "{run}", "--id", "digits-0", "-n", "100", "-o",
-                      "{tmp}/near.csv"), marks=pytest.mark.slow, id="similar"),
-        pytest.param(("duplicates", "{run}", "--threshold", "1000"), marks=pytest.mark.slow,
-                     id="duplicates"),
+        pytest.param(
+            ("similar", "{run}", "--id", "digits-0", "-n", "100", "-o", "{tmp}/near.csv"),
+            marks=pytest.mark.slow,
+            id="similar",
+        ),
+        pytest.param(
+            ("duplicates", "{run}", "--threshold", "1000"), marks=pytest.mark.slow, id="duplicates"
+        ),
     ],  # fmt: skip
     ids=["report", "export", "similar", "duplicates"],
 )
@@ -137,3 +141,35 @@ def test_a_write_that_fails_is_one_line_and_leaves_nothing_half_written(
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no staging folder
     assert not (run_copy / "report.html").exists() and not (run_copy / "duplicates.csv").exists()
     assert not [p for p in run_copy.iterdir() if p.name.endswith(".tmp")]
+
+
+def sparse(path: Path, size: int = 2**30) -> None:
+    """A file of ``size`` bytes that takes no disk space: a PNG signature, then zeros."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(b"\x89PNG\r\n\x1a\n")
+        handle.truncate(size)
+
+
+def test_a_huge_plot_is_refused_before_it_is_read(cli, run_copy: Path) -> None:
+    sparse(run_copy / "plots" / "huge.png")
+    line = one_line(cli("report", run_copy, "--html-only"))
+    assert "huge.png" in line and "larger than" in line, line
+    assert not (run_copy / "report.html").exists()
+
+
+@pytest.mark.parametrize("name", ["points.json", "thumbs-0.png"])
+def test_huge_explorer_data_leaves_the_page_without_an_explorer(
+    cli, run_copy: Path, name: str
+) -> None:
+    import json
+
+    explorer = run_copy / "plots" / "explorer"
+    explorer.mkdir(parents=True)
+    thumbs = {"index": [0], "tile": 8, "columns": 64, "per_sheet": 4096, "sheets": ["thumbs-0.png"]}
+    (explorer / "points.json").write_text(json.dumps({"n": 300, "map": None, "thumbs": thumbs}))
+    sparse(explorer / name)
+    result = cli("report", run_copy, "--html-only")
+    assert result.exit_code == 0, result.stderr
+    page = (run_copy / "report.html").read_text(encoding="utf-8")
+    assert "No explorer:" in page and "larger than" in page
