@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, ImgclustError
 from .runfolder import INCOMPLETE, check_self_contained, is_run_folder
 
 IMAGE_FOLDER = "image-folder"
@@ -101,7 +101,6 @@ def run_sources(run: Path) -> list[Path]:
     """The run folder and the files and folders its config.toml says the run read (an image
     folder, an array or labels file): places no command's output may go."""
     from .config import read_toml
-    from .errors import ImgclustError
 
     sources = [Path(run)]
     try:

@@ -144,3 +144,14 @@ def test_an_input_that_is_a_fifo_is_refused_before_it_is_opened(
     assert result.exit_code != 0
     line = result.stderr.strip()
     assert line.startswith("Error:") and "x.npy" in line and "not a regular file" in line, line
+
+
+def test_an_array_dataset_that_is_a_fifo_is_refused_before_it_is_opened(cli, tmp_path: Path):
+    os.mkfifo(tmp_path / "images.npy")
+    with fifos_unblocked(tmp_path):
+        result = cli("run", "--dataset", "arrays", "--set", f"dataset.path={tmp_path}/images.npy",
+                     "--encoder", "flatten", "--clusterer", "kmeans", "--no-plots",
+                     "--runs-dir", tmp_path / "runs")  # fmt: skip
+    assert result.exit_code != 0
+    line = result.stderr.strip().splitlines()[-1]
+    assert "images.npy" in line and "not a regular file" in line, result.stderr
