@@ -264,3 +264,57 @@ def read_assignments(path: Path) -> tuple[list[str], Any, Any]:
         else None
     )
     return [read_csv_cell(r[0]) for r in rows[1:]], clusters, labels
+
+
+def _rows_by_header(path: Path, columns: Sequence[str]) -> list[list[str]] | None:
+    """The given columns of a CSV file the run wrote, by header name; None when the file or a
+    column is missing. A damaged file is one line (:class:`DataError`)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except FileNotFoundError:
+        return None
+    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+        raise DataError(f"{path} cannot be read ({type(exc).__name__}).") from None
+    if not rows or not all(name in rows[0] for name in columns):
+        return None
+    where = [rows[0].index(name) for name in columns]
+    if any(len(row) <= max(where) for row in rows[1:]):
+        raise DataError(f"{path} has a row shorter than its header: the run folder is damaged.")
+    return [[row[i] for i in where] for row in rows[1:]]
+
+
+def read_image_scores(path: Path) -> dict[str, Any] | None:
+    """Confidence (0 to 1) and outlier score (0 or more) of every image from assignments.csv;
+    None for a run written before they existed."""
+    import numpy as np
+
+    rows = _rows_by_header(path, ["confidence", "outlier"])
+    if rows is None:
+        return None
+    try:
+        values = np.array([[float(a), float(b)] for a, b in rows], dtype=np.float64)
+    except ValueError:
+        raise DataError(f"{path} has a confidence or outlier score that is not a number.") from None
+    values = values.reshape(-1, 2)
+    confidence, outlier = values[:, 0], values[:, 1]
+    if not ((confidence >= 0) & (confidence <= 1)).all() or not (outlier >= 0).all():
+        raise DataError(f"{path} has a confidence outside 0..1 or a negative outlier score.")
+    return {"confidence": confidence, "outlier": outlier}
+
+
+def read_issues(path: Path) -> list[tuple[str, str]] | None:
+    """(id, issues) of every image issues.csv flags; None when the run has no issues.csv."""
+    rows = _rows_by_header(path, ["id", "issues"])
+    if rows is None:
+        return None
+    return [(read_csv_cell(i), text[:200]) for i, text in rows if text]
+
+
+def read_label_review(path: Path) -> list[tuple[str, str]] | None:
+    """(id, suggested label) of the label review's images, most doubtful first; None when
+    the run has no label_review.csv."""
+    rows = _rows_by_header(path, ["id", "suggested"])
+    if rows is None:
+        return None
+    return [(read_csv_cell(i), read_csv_cell(suggested)[:200]) for i, suggested in rows]

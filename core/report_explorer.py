@@ -22,6 +22,9 @@ from .runfiles import read_run_bytes, read_run_text
 
 PAGE_SIZE = 120  # thumbnails per gallery page
 MAKEUP = 5  # labels named in a cluster's make-up
+ISLAND_GRID = 40  # the map is cut into this many cells a side to find each cluster's islands
+ISLAND_SHARE = 0.05  # an island is numbered when it holds this share of its cluster's points
+ISLAND_POINTS = 5  # ... and at least this many
 
 
 class Unusable(Exception):
@@ -108,6 +111,76 @@ def checked_thumbs(record: Any, n: int, folder: Path) -> dict[str, Any] | None:
     return {"i": index, "tile": tile, "columns": columns, "per_sheet": per_sheet, "sheets": sheets}
 
 
+def palette(count: int) -> list[str]:
+    """``count`` distinguishable colours: colorcet's Glasbey palette that starts with
+    matplotlib's ten, so small runs keep the usual colours and large ones stay apart."""
+    import colorcet
+
+    colours = list(colorcet.glasbey_category10)
+    chosen = [colours[i % len(colours)] for i in range(max(count, 1))]
+    return ["#" + "".join(f"{round(255 * v):02x}" for v in rgb) for rgb in chosen]
+
+
+def island_labels(shown: dict[str, Any], clusters: np.ndarray) -> list[list[int]]:
+    """Where the map writes each cluster's number: at the median point of every island (a
+    connected patch of map cells) holding a fair share of the cluster's points, or of its
+    largest island when none does."""
+    from scipy import ndimage
+
+    rows = np.asarray(shown["i"], dtype=np.int64)
+    x = np.asarray(shown["x"], dtype=np.int64)
+    y = np.asarray(shown["y"], dtype=np.int64)
+    cells = lambda v: np.minimum(v * ISLAND_GRID // (MAP_SCALE + 1), ISLAND_GRID - 1)  # noqa: E731
+    cx, cy = cells(x), cells(y)
+    where = []
+    for cluster in np.unique(clusters[rows]):
+        if cluster < 0:
+            continue
+        mine = clusters[rows] == cluster
+        grid = np.zeros((ISLAND_GRID, ISLAND_GRID), dtype=bool)
+        grid[cx[mine], cy[mine]] = True
+        islands, count = ndimage.label(grid, structure=np.ones((3, 3)))
+        island_of = islands[cx[mine], cy[mine]]
+        sizes = np.bincount(island_of, minlength=count + 1)
+        enough = max(ISLAND_POINTS, ISLAND_SHARE * mine.sum())
+        numbered = [i for i in range(1, count + 1) if sizes[i] >= enough]
+        for island in numbered or [int(sizes.argmax())]:  # every cluster is numbered once
+            members = island_of == island
+            at = [int(np.median(x[mine][members])), int(np.median(y[mine][members]))]
+            where.append([int(cluster), *at])
+    return where
+
+
+def image_views(run_dir: Path, ids: list[str]) -> dict[str, Any]:
+    """Per image, what the gallery can sort and filter by: confidence and outlier score
+    (assignments.csv), issues (issues.csv) and the label review's ranking (label_review.csv).
+    A missing or damaged file leaves its view out."""
+    from .outputs import read_image_scores, read_issues, read_label_review
+
+    views: dict[str, Any] = {"conf": None, "out": None, "issues": None, "review": None}
+    try:
+        scores = read_image_scores(run_dir / "assignments.csv")
+    except DataError:
+        scores = None
+    if scores is not None:
+        views["conf"] = [round(float(v), 3) for v in scores["confidence"]]
+        views["out"] = [round(float(v), 3) if np.isfinite(v) else 1e9 for v in scores["outlier"]]
+    row_of = {image_id: row for row, image_id in enumerate(ids)}
+    try:
+        found = read_issues(run_dir / "issues.csv")
+    except DataError:
+        found = None
+    if found is not None:
+        views["issues"] = [[row_of[i], text] for i, text in found if i in row_of]
+    try:
+        review = read_label_review(run_dir / "label_review.csv")
+    except DataError:
+        review = None
+    if review is not None:
+        views["review"] = [[row_of[i], text] for i, text in review if i in row_of]
+    return views
+
+
 def cluster_table(clusters: np.ndarray, labels: np.ndarray | None) -> list[dict[str, Any]]:
     """Each cluster largest first (noise last): id, size and its commonest labels."""
     from .plots.inputs import NOISE, cluster_order
@@ -140,6 +213,10 @@ def explorer_data(run_dir: Path) -> dict[str, Any]:
         names = sorted({str(v) for v in label_names.tolist()}, key=natural_key)
         position = {name: i for i, name in enumerate(names)}
         codes = np.array([position[str(v)] for v in label_names.tolist()], dtype=np.int64)
+    shown = checked_map(record.get("map"), n)
+    if shown is not None:
+        shown["labels"] = island_labels(shown, clusters)
+    table = cluster_table(clusters, codes)
     return {
         "n": n,
         "seed": record.get("seed", 0) if isinstance(record.get("seed"), int) else 0,
@@ -147,10 +224,12 @@ def explorer_data(run_dir: Path) -> dict[str, Any]:
         "c": clusters.tolist(),
         "labels": names,
         "l": None if codes is None else codes.tolist(),
-        "clusters": cluster_table(clusters, codes),
-        "map": checked_map(record.get("map"), n),
+        "clusters": table,
+        "palette": palette(sum(not c["noise"] for c in table)),
+        "map": shown,
         "thumbs": checked_thumbs(record.get("thumbs"), n, run_dir / "plots" / FOLDER),
         "page": PAGE_SIZE,
+        **image_views(run_dir, ids),
     }
 
 
@@ -206,6 +285,8 @@ def explorer_section(run_dir: Path) -> str:
 <label>Cluster <select id="ex-cluster" aria-label="Show only this cluster">
 <option value="">all clusters</option></select></label>
 {label_filter}
+<label>View <select id="ex-view" aria-label="Which images the gallery shows, in which order">
+<option value="all">every image, most confident first</option></select></label>
 <button type="button" id="ex-reset">Show all</button>
 <span id="ex-status" class="note" aria-live="polite"></span>
 </div>
@@ -261,6 +342,7 @@ border-radius:2px}
 #ex-gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(60px,1fr));gap:4px}
 #ex-gallery img{width:100%;height:auto;aspect-ratio:1/1;image-rendering:pixelated;
 border:2px solid transparent;background:#000}
+#ex-gallery h4{grid-column:1/-1;margin:.6rem 0 .1rem;font-size:.95rem}
 """
 
 SCRIPT = r"""
@@ -268,22 +350,27 @@ SCRIPT = r"""
   "use strict";
   var D = JSON.parse(document.getElementById("ex-data").textContent);
   var $ = function (id) { return document.getElementById(id); };
-  var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-    "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
-    "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5", "#393b79"];
+  var PALETTE = D.palette;
   var NOISE_COLOUR = "#b0b0b0";
   var colour = {}, rank = {};
   D.clusters.forEach(function (c, i) {
     rank[c.id] = i;
     colour[c.id] = c.noise ? NOISE_COLOUR : PALETTE[i % PALETTE.length];
   });
-  var state = { cluster: null, label: null, page: 0 };
+  var state = { cluster: null, label: null, page: 0, view: "all" };
   function clusterName(c) { return c === -1 ? "noise" : "cluster " + c; }
   function labelOf(row) { return D.l ? D.labels[D.l[row]] : null; }
+  var issuesOf = new Map((D.issues || []).map(function (e) { return [e[0], e[1]]; }));
+  var suggestedOf = new Map((D.review || []).map(function (e) { return [e[0], e[1]]; }));
   function describeRow(row) {
     var text = D.ids[row] + ", " + clusterName(D.c[row]);
     var label = labelOf(row);
-    return label === null ? text : text + ", label " + label;
+    if (label !== null) { text += ", label " + label; }
+    if (D.conf) { text += ", confidence " + D.conf[row].toFixed(2); }
+    if (D.out) { text += ", outlier " + (D.out[row] >= 1e9 ? "inf" : D.out[row].toFixed(2)); }
+    if (issuesOf.has(row)) { text += ", issues: " + issuesOf.get(row).split(";").join(", "); }
+    if (suggestedOf.has(row)) { text += ", neighbours say " + suggestedOf.get(row); }
+    return text;
   }
 
   // thumbnails: row -> tile number; sprite sheets decoded once, tiles cut out on demand
@@ -364,6 +451,16 @@ SCRIPT = r"""
       ctx.fillStyle = colour[D.c[row]];
       ctx.fillRect(px[j] - half, py[j] - half, size, size);
     }
+    var scale = canvas.width / 640;
+    ctx.font = "bold " + Math.round(13 * scale) + "px sans-serif";
+    ctx.textAlign = "center"; ctx.textBaseline = "middle"; ctx.lineJoin = "round";
+    (M.labels || []).forEach(function (at) {
+      if (state.cluster !== null && at[0] !== state.cluster) { return; }
+      var lx = PAD + at[1] / 4095 * (canvas.width - 2 * PAD);
+      var ly = PAD + (1 - at[2] / 4095) * (canvas.height - 2 * PAD);
+      ctx.strokeStyle = "#fff"; ctx.lineWidth = 4 * scale; ctx.strokeText(String(at[0]), lx, ly);
+      ctx.fillStyle = "#111"; ctx.fillText(String(at[0]), lx, ly);
+    });
     if (hovered !== undefined && hovered !== null) {
       ctx.strokeStyle = "#000"; ctx.lineWidth = 2;
       ctx.beginPath(); ctx.arc(px[hovered], py[hovered], 6, 0, 2 * Math.PI); ctx.stroke();
@@ -459,18 +556,47 @@ SCRIPT = r"""
   $("ex-reset").addEventListener("click", function () { select(null, null); });
   function select(cluster, label) {
     state.cluster = cluster; state.label = label; state.page = 0;
+    if (cluster === null && label === null) { state.view = "all"; viewSelect.value = "all"; }
     clusterSelect.value = cluster === null ? "" : String(cluster);
     if (labelSelect) { labelSelect.value = label === null ? "" : String(label); }
     update();
   }
 
-  // the gallery: the thumbnailed images that match the filters, a page at a time
+  // the gallery: the thumbnailed images that match the filters and the view, a page at a time
   var gallery = $("ex-gallery"), pageText = $("ex-page"), status = $("ex-status");
-  var byCluster = (D.thumbs ? D.thumbs.i.slice() : []).sort(function (a, b) {
-    return rank[D.c[a]] - rank[D.c[b]] || a - b;
+  var thumbed = D.thumbs ? D.thumbs.i.slice() : [];
+  var VIEWS = { all: thumbed.slice().sort(function (a, b) {
+    return rank[D.c[a]] - rank[D.c[b]] || (D.conf ? D.conf[b] - D.conf[a] : 0) || a - b;
+  }) };
+  var viewSelect = $("ex-view"), VIEW_NAMES = {};
+  function addView(key, text, order) {
+    VIEWS[key] = order; VIEW_NAMES[key] = text; option(viewSelect, key, text);
+  }
+  if (D.conf) {
+    addView("uncertain", "uncertain: the least confident tenth, least first",
+      thumbed.slice().sort(function (a, b) { return D.conf[a] - D.conf[b] || a - b; })
+        .slice(0, Math.max(1, Math.ceil(thumbed.length / 10))));
+  }
+  if (D.out) {
+    addView("outliers", "outliers: the farthest fiftieth from their cluster, farthest first",
+      thumbed.slice().sort(function (a, b) { return D.out[b] - D.out[a] || a - b; })
+        .slice(0, Math.max(1, Math.ceil(thumbed.length / 50))));
+  }
+  if (D.issues && D.issues.length) {
+    addView("issues", "image issues (" + D.issues.length + ")",
+      thumbed.filter(function (row) { return issuesOf.has(row); }));
+  }
+  if (D.review && D.review.length) {
+    var reviewRank = new Map(D.review.map(function (e, i) { return [e[0], i]; }));
+    addView("review", "label review: labels the neighbours reject (" + D.review.length + ")",
+      thumbed.filter(function (row) { return reviewRank.has(row); })
+        .sort(function (a, b) { return reviewRank.get(a) - reviewRank.get(b); }));
+  }
+  viewSelect.addEventListener("change", function () {
+    state.view = viewSelect.value; state.page = 0; update();
   });
   function rows() {
-    var out = [], all = byCluster;
+    var out = [], all = VIEWS[state.view] || VIEWS.all;
     for (var k = 0; k < all.length; k++) { if (matches(all[k])) { out.push(all[k]); } }
     return out;
   }
@@ -479,7 +605,15 @@ SCRIPT = r"""
     state.page = Math.min(state.page, pages - 1);
     var start = state.page * per, shown = found.slice(start, start + per);
     gallery.textContent = "";
+    var headed = state.view === "all" && state.cluster === null, last = null;
     shown.forEach(function (row) {
+      if (headed && D.c[row] !== last) {
+        last = D.c[row];
+        var heading = document.createElement("h4"), count = D.clusters[rank[last]].size;
+        heading.textContent = clusterName(last) + " (" + count.toLocaleString("en") + " images)";
+        heading.style.color = colour[last] === NOISE_COLOUR ? "#555" : colour[last];
+        gallery.appendChild(heading);
+      }
       var image = document.createElement("img"), url = tileSource(row);
       if (url) { image.src = url; }
       image.alt = "image " + describeRow(row);
@@ -504,6 +638,7 @@ SCRIPT = r"""
     var parts = [];
     if (state.cluster !== null) { parts.push(clusterName(state.cluster)); }
     if (state.label !== null) { parts.push("label " + D.labels[state.label]); }
+    if (state.view !== "all") { parts.push(VIEW_NAMES[state.view]); }
     status.textContent = parts.length ? "Showing " + parts.join(", ") : "Showing all images";
     document.querySelectorAll("#ex-clusters tbody tr").forEach(function (tr) {
       var on = state.cluster !== null && tr.dataset.cluster === String(state.cluster);

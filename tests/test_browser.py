@@ -153,3 +153,30 @@ def test_a_screenshot_of_the_explorer_is_not_blank(browser, page: Path, tmp_path
     pixels = np.asarray(Image.open(path).convert("RGB"))
     assert pixels.shape[0] > 500 and pixels.shape[1] > 1000
     assert pixels.std() > 10 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20
+
+
+def gallery_rows(browser) -> list[int]:
+    """The rows of the images the gallery shows, in its order."""
+    images = browser.find_elements("css selector", "#ex-gallery img")
+    return [int(image.get_attribute("data-row")) for image in images]
+
+
+def test_views_sort_the_gallery_and_the_map_numbers_its_clusters(browser, page: Path) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    open_page(browser, page)
+    data = browser.execute_script("return window.imgclustExplorer.data")
+    assert data["map"]["labels"], "the map writes no cluster numbers"
+    assert {at[0] for at in data["map"]["labels"]} == {c["id"] for c in data["clusters"]}
+    headings = browser.find_elements("css selector", "#ex-gallery h4")
+    assert headings and headings[0].text.startswith("cluster 0 (")
+    Select(browser.find_element("id", "ex-view")).select_by_value("outliers")
+    rows = gallery_rows(browser)
+    scores = [data["out"][row] for row in rows]
+    assert rows and scores == sorted(scores, reverse=True)
+    assert max(data["out"]) == scores[0]
+    assert not browser.find_elements("css selector", "#ex-gallery h4")
+    Select(browser.find_element("id", "ex-view")).select_by_value("uncertain")
+    rows = gallery_rows(browser)
+    confidences = [data["conf"][row] for row in rows]
+    assert confidences == sorted(confidences) and confidences[0] == min(data["conf"])

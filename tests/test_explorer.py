@@ -286,3 +286,18 @@ def test_umap_functions_compile_into_a_cache(monkeypatch, tmp_path: Path) -> Non
     assert seen == [{"fastmath": True, "cache": True}, {"cache": False}]
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert numba_cache_dir() == tmp_path / "imgclust" / "numba"
+
+
+def test_the_page_data_holds_views_a_wide_palette_and_island_labels(tmp_path):
+    from imgclust.report_explorer import explorer_data, island_labels, palette
+
+    run = make_run(tmp_path, n=120, clusters=4)
+    data = explorer_data(run)
+    assert len(data["conf"]) == len(data["out"]) == 120
+    assert all(0 <= v <= 1 for v in data["conf"])
+    assert {at[0] for at in data["map"]["labels"]} == {0, 1, 2, 3}
+    colours = palette(40)
+    assert len(set(colours)) == 40 and colours[0] == "#1f77b4"
+    two_islands = {"i": list(range(40)), "x": [100] * 20 + [4000] * 20, "y": [100] * 40}
+    labels = island_labels(two_islands, np.zeros(40, dtype=np.int64))
+    assert sorted(at[1] for at in labels) == [100, 4000]

@@ -116,6 +116,21 @@ def append_text(name: str, text: str) -> Callable[[Path], None]:
     return change
 
 
+def write_view_file(name: str, header: list[str]) -> Callable[[Path], None]:
+    """A per-image file (issues.csv, label_review.csv) naming the run's first images, with a
+    payload in every column but the id."""
+
+    def change(run: Path) -> None:
+        rows = list(csv.reader((run / "assignments.csv").open(encoding="utf-8", newline="")))
+        with (run / name).open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            for row in rows[1:4]:
+                writer.writerow([row[0], *[PAYLOAD] * (len(header) - 1)])
+
+    return change
+
+
 def plot_named(run: Path) -> None:
     shutil.copy(run / "plots" / "map.png", run / "plots" / f"{FILE_PAYLOAD}.png")
 
@@ -139,6 +154,9 @@ CASES: dict[str, Callable[[Path], None]] = {
     "assignments.id": set_csv(0),
     "assignments.cluster": set_csv(1),
     "assignments.label": set_csv(2),
+    "assignments.confidence": set_csv(3),
+    "issues.csv": write_view_file("issues.csv", ["id", "issues", "brightness"]),
+    "label_review.csv": write_view_file("label_review.csv", ["id", "label", "suggested"]),
     "points.method": set_points("method", PAYLOAD),
     "points.axes": set_points("axes", [PAYLOAD, PAYLOAD]),
     "points.note": set_points("note", PAYLOAD),
