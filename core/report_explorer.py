@@ -229,6 +229,7 @@ def explorer_data(run_dir: Path) -> dict[str, Any]:
         "map": shown,
         "thumbs": checked_thumbs(record.get("thumbs"), n, run_dir / "plots" / FOLDER),
         "page": PAGE_SIZE,
+        "run": run_dir.name,
         **image_views(run_dir, ids),
     }
 
@@ -314,6 +315,7 @@ the image; click it to show its cluster in the gallery. The same images are in t
 <button type="button" id="ex-next" aria-label="Next page">Next &rsaquo;</button>
 </div>
 <div id="ex-gallery" role="list" aria-labelledby="ex-gallery-title"></div>
+{CURATE}
 <script type="application/json" id="ex-data">{script_json(data)}</script>
 <script>{SCRIPT}</script>"""
 
@@ -343,7 +345,40 @@ border-radius:2px}
 #ex-gallery img{width:100%;height:auto;aspect-ratio:1/1;image-rendering:pixelated;
 border:2px solid transparent;background:#000}
 #ex-gallery h4{grid-column:1/-1;margin:.6rem 0 .1rem;font-size:.95rem}
+#ex-gallery img.ex-picked{outline:3px solid #e8461a;outline-offset:-3px}
+#ex-gallery img.ex-dropped{opacity:.35}
+#ex-curate{border:1px solid #ddd;padding:.3rem .8rem;margin:.8rem 0;background:#fafafa}
+#ex-curate summary{font-weight:bold;cursor:pointer}
+#ex-curate input{font:inherit;padding:.1rem .3rem;width:9rem}
 """
+
+CURATE = """<details id="ex-curate"><summary>Curate: rename, merge, move, drop, download</summary>
+<p class="note">Click images in the gallery to select them (shift-click selects a range,
+shift-click on the map adds the image under the pointer). Edits are kept in this browser for
+this run and leave as <code>labels.csv</code> and <code>curation.json</code>; <code>imgclust
+export RUN OUT --curation curation.json</code> writes folders as you named them.</p>
+<div class="ex-controls" role="group" aria-label="Selected images">
+<span id="ex-selected" aria-live="polite">0 selected</span>
+<label>Move selected to <select id="ex-move-to"></select></label>
+<button type="button" id="ex-move">Move</button>
+<button type="button" id="ex-drop">Drop selected (outliers)</button>
+<button type="button" id="ex-clear">Clear selection</button>
+</div>
+<div class="ex-controls" role="group" aria-label="Clusters">
+<label>Rename <select id="ex-rename-which"></select></label>
+<label>to <input id="ex-rename-to" maxlength="80" aria-label="New name"></label>
+<button type="button" id="ex-rename">Rename</button>
+<label>Merge <select id="ex-merge-from"></select></label>
+<label>into <select id="ex-merge-into"></select></label>
+<button type="button" id="ex-merge">Merge</button>
+</div>
+<div class="ex-controls" role="group" aria-label="Keep the edits">
+<button type="button" id="ex-download-csv">Download labels.csv</button>
+<button type="button" id="ex-download-json">Download curation.json</button>
+<button type="button" id="ex-forget">Forget all edits</button>
+<span id="ex-edits" class="note" aria-live="polite"></span>
+</div>
+</details>"""
 
 SCRIPT = r"""
 (function () {
@@ -352,18 +387,52 @@ SCRIPT = r"""
   var $ = function (id) { return document.getElementById(id); };
   var PALETTE = D.palette;
   var NOISE_COLOUR = "#b0b0b0";
+  function colourOf(row) {
+    var c = clusterOf(row);
+    return c === DROPPED ? NOISE_COLOUR : colour[c] || NOISE_COLOUR;
+  }
   var colour = {}, rank = {};
   D.clusters.forEach(function (c, i) {
     rank[c.id] = i;
     colour[c.id] = c.noise ? NOISE_COLOUR : PALETTE[i % PALETTE.length];
   });
   var state = { cluster: null, label: null, page: 0, view: "all" };
-  function clusterName(c) { return c === -1 ? "noise" : "cluster " + c; }
+  // curation: the person's edits, kept in localStorage for this run; clusterOf applies them
+  var DROPPED = -2, STORE = "imgclust-curation:" + D.run + ":" + D.n;
+  var edits = { names: {}, merged: {}, moved: {}, dropped: {} };
+  try {
+    var kept = JSON.parse(window.localStorage.getItem(STORE) || "null");
+    if (kept && typeof kept === "object") {
+      ["names", "merged", "moved", "dropped"].forEach(function (k) {
+        if (kept[k] && typeof kept[k] === "object") { edits[k] = kept[k]; }
+      });
+    }
+  } catch (e) { /* no storage (private window): edits last until the page closes */ }
+  function saveEdits() {
+    try { window.localStorage.setItem(STORE, JSON.stringify(edits)); } catch (e) { /* none */ }
+  }
+  function finalCluster(c) {
+    for (var hops = 0; Object.prototype.hasOwnProperty.call(edits.merged, c) && hops < 1000;
+      hops++) { c = Number(edits.merged[c]); }
+    return c;
+  }
+  function clusterOf(row) {
+    var id = D.ids[row];
+    if (edits.dropped[id]) { return DROPPED; }
+    var moved = Object.prototype.hasOwnProperty.call(edits.moved, id);
+    return finalCluster(moved ? Number(edits.moved[id]) : D.c[row]);
+  }
+  function clusterName(c) {
+    if (c === DROPPED) { return "dropped"; }
+    var base = c === -1 ? "noise" : "cluster " + c;
+    return Object.prototype.hasOwnProperty.call(edits.names, c) ?
+      String(edits.names[c]) + " (" + base + ")" : base;
+  }
   function labelOf(row) { return D.l ? D.labels[D.l[row]] : null; }
   var issuesOf = new Map((D.issues || []).map(function (e) { return [e[0], e[1]]; }));
   var suggestedOf = new Map((D.review || []).map(function (e) { return [e[0], e[1]]; }));
   function describeRow(row) {
-    var text = D.ids[row] + ", " + clusterName(D.c[row]);
+    var text = D.ids[row] + ", " + clusterName(clusterOf(row));
     var label = labelOf(row);
     if (label !== null) { text += ", label " + label; }
     if (D.conf) { text += ", confidence " + D.conf[row].toFixed(2); }
@@ -409,7 +478,7 @@ SCRIPT = r"""
   }
 
   function matches(row) {
-    return (state.cluster === null || D.c[row] === state.cluster) &&
+    return (state.cluster === null || clusterOf(row) === state.cluster) &&
       (state.label === null || D.l[row] === state.label);
   }
 
@@ -448,7 +517,7 @@ SCRIPT = r"""
     for (j = 0; j < px.length; j++) {
       row = M.i[j];
       if (filtered && !matches(row)) { continue; }
-      ctx.fillStyle = colour[D.c[row]];
+      ctx.fillStyle = colourOf(row);
       ctx.fillRect(px[j] - half, py[j] - half, size, size);
     }
     var scale = canvas.width / 640;
@@ -507,7 +576,9 @@ SCRIPT = r"""
     canvas.addEventListener("mouseleave", function () { hideTip(); draw(); });
     canvas.addEventListener("click", function (event) {
       var p = canvasPoint(event), j = nearest(p[0], p[1]);
-      if (j !== null) { select(D.c[M.i[j]], null); }
+      if (j === null) { return; }
+      if (event.shiftKey) { togglePick(M.i[j]); renderGallery(); return; }
+      select(clusterOf(M.i[j]), null);
     });
     $("ex-axes").textContent = M.axes.filter(Boolean).join(" / ") + (M.note ? " · " + M.note : "");
   }
@@ -565,9 +636,21 @@ SCRIPT = r"""
   // the gallery: the thumbnailed images that match the filters and the view, a page at a time
   var gallery = $("ex-gallery"), pageText = $("ex-page"), status = $("ex-status");
   var thumbed = D.thumbs ? D.thumbs.i.slice() : [];
-  var VIEWS = { all: thumbed.slice().sort(function (a, b) {
-    return rank[D.c[a]] - rank[D.c[b]] || (D.conf ? D.conf[b] - D.conf[a] : 0) || a - b;
-  }) };
+  function rankOf(row) {
+    var c = clusterOf(row);
+    return c === DROPPED ? D.clusters.length : rank[c] === undefined ? D.clusters.length : rank[c];
+  }
+  var VIEWS = {}, sizeNow = new Map();
+  function sortAll() {
+    sizeNow = new Map();
+    for (var row = 0; row < D.n; row++) {
+      var c = clusterOf(row); sizeNow.set(c, (sizeNow.get(c) || 0) + 1);
+    }
+    VIEWS.all = thumbed.slice().sort(function (a, b) {
+      return rankOf(a) - rankOf(b) || (D.conf ? D.conf[b] - D.conf[a] : 0) || a - b;
+    });
+  }
+  sortAll();
   var viewSelect = $("ex-view"), VIEW_NAMES = {};
   function addView(key, text, order) {
     VIEWS[key] = order; VIEW_NAMES[key] = text; option(viewSelect, key, text);
@@ -607,11 +690,12 @@ SCRIPT = r"""
     gallery.textContent = "";
     var headed = state.view === "all" && state.cluster === null, last = null;
     shown.forEach(function (row) {
-      if (headed && D.c[row] !== last) {
-        last = D.c[row];
-        var heading = document.createElement("h4"), count = D.clusters[rank[last]].size;
-        heading.textContent = clusterName(last) + " (" + count.toLocaleString("en") + " images)";
-        heading.style.color = colour[last] === NOISE_COLOUR ? "#555" : colour[last];
+      if (headed && clusterOf(row) !== last) {
+        last = clusterOf(row);
+        var heading = document.createElement("h4");
+        heading.textContent = clusterName(last) + " (" +
+          (sizeNow.get(last) || 0).toLocaleString("en") + " images)";
+        heading.style.color = colourOf(row) === NOISE_COLOUR ? "#555" : colourOf(row);
         gallery.appendChild(heading);
       }
       var image = document.createElement("img"), url = tileSource(row);
@@ -621,8 +705,16 @@ SCRIPT = r"""
       image.tabIndex = 0;
       image.setAttribute("role", "listitem");
       image.dataset.row = String(row);
-      image.dataset.cluster = String(D.c[row]);
-      image.style.borderColor = colour[D.c[row]];
+      image.dataset.cluster = String(clusterOf(row));
+      image.style.borderColor = colourOf(row);
+      image.classList.toggle("ex-picked", picked.has(row));
+      image.classList.toggle("ex-dropped", clusterOf(row) === DROPPED);
+      image.addEventListener("click", function (event) { pickFromGallery(row, event.shiftKey); });
+      image.addEventListener("keydown", function (event) {
+        if (event.key === " " || event.key === "Enter") {
+          event.preventDefault(); pickFromGallery(row, event.shiftKey);
+        }
+      });
       gallery.appendChild(image);
     });
     pageText.textContent = found.length ?
@@ -634,6 +726,104 @@ SCRIPT = r"""
   }
   $("ex-prev").addEventListener("click", function () { state.page -= 1; renderGallery(); });
   $("ex-next").addEventListener("click", function () { state.page += 1; renderGallery(); });
+  // selecting and editing
+  var picked = new Set(), lastPicked = null;
+  function togglePick(row) {
+    if (picked.has(row)) { picked.delete(row); } else { picked.add(row); }
+    lastPicked = row; showEdits();
+  }
+  function pickFromGallery(row, range) {
+    if (range && lastPicked !== null) {
+      var order = rows(), a = order.indexOf(lastPicked), b = order.indexOf(row);
+      if (a >= 0 && b >= 0) {
+        for (var k = Math.min(a, b); k <= Math.max(a, b); k++) { picked.add(order[k]); }
+        lastPicked = row; showEdits(); renderGallery(); return;
+      }
+    }
+    togglePick(row); renderGallery();
+  }
+  var clusterIds = D.clusters.map(function (c) { return c.id; });
+  function has(record, key) { return Object.prototype.hasOwnProperty.call(record, key); }
+  function fillClusterChoices() {
+    ["ex-move-to", "ex-rename-which", "ex-merge-from", "ex-merge-into"].forEach(function (id) {
+      var choice = $(id), was = choice.value;
+      choice.textContent = "";
+      clusterIds.forEach(function (c) {
+        if (id !== "ex-move-to" && has(edits.merged, c)) { return; }
+        option(choice, String(c), clusterName(c));
+      });
+      if (was !== "") { choice.value = was; }
+    });
+  }
+  function showEdits() {
+    $("ex-selected").textContent = picked.size + " selected";
+    var counts = [Object.keys(edits.names).length + " renamed",
+      Object.keys(edits.merged).length + " merged", Object.keys(edits.moved).length + " moved",
+      Object.keys(edits.dropped).length + " dropped"];
+    $("ex-edits").textContent = "Edits: " + counts.join(", ");
+  }
+  function edited() { saveEdits(); sortAll(); fillClusterChoices(); showEdits(); update(); }
+  $("ex-move").addEventListener("click", function () {
+    var to = Number($("ex-move-to").value);
+    picked.forEach(function (row) {
+      var id = D.ids[row]; delete edits.dropped[id];
+      if (to === D.c[row]) { delete edits.moved[id]; } else { edits.moved[id] = to; }
+    });
+    picked.clear(); edited();
+  });
+  $("ex-drop").addEventListener("click", function () {
+    picked.forEach(function (row) { edits.dropped[D.ids[row]] = true; });
+    picked.clear(); edited();
+  });
+  $("ex-clear").addEventListener("click", function () {
+    picked.clear(); showEdits(); renderGallery();
+  });
+  $("ex-rename").addEventListener("click", function () {
+    var which = Number($("ex-rename-which").value), to = $("ex-rename-to").value.trim();
+    if (to) { edits.names[which] = to.slice(0, 80); } else { delete edits.names[which]; }
+    $("ex-rename-to").value = ""; edited();
+  });
+  $("ex-merge").addEventListener("click", function () {
+    var from = Number($("ex-merge-from").value), into = Number($("ex-merge-into").value);
+    if (from === into || finalCluster(into) === from) { return; }
+    edits.merged[from] = into; edited();
+  });
+  $("ex-forget").addEventListener("click", function () {
+    edits = { names: {}, merged: {}, moved: {}, dropped: {} }; picked.clear(); edited();
+  });
+  function csvCell(value) {
+    var text = String(value);
+    if (/^[=+\-@\t\r]/.test(text) && !/^-?[0-9.]+$/.test(text)) { text = "'" + text; }
+    return /[",\r\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
+  }
+  function download(name, type, text) {
+    var link = document.createElement("a");
+    link.href = URL.createObjectURL(new Blob([text], { type: type }));
+    link.download = name; document.body.appendChild(link); link.click(); link.remove();
+  }
+  function labelsCsv() {
+    var lines = ["id,cluster,name"];
+    for (var row = 0; row < D.n; row++) {
+      var c = clusterOf(row), name = c === DROPPED ? "dropped" : has(edits.names, c) ?
+        edits.names[c] : "";
+      var cluster = c === DROPPED ? "dropped" : String(c);
+      lines.push([csvCell(D.ids[row]), cluster, csvCell(name)].join(","));
+    }
+    return lines.join("\n") + "\n";
+  }
+  function curationJson() {
+    return JSON.stringify({ format: "imgclust-curation", version: 1, run: D.run, n: D.n,
+      names: edits.names, merged: edits.merged, moved: edits.moved,
+      dropped: Object.keys(edits.dropped) }, null, 1) + "\n";
+  }
+  $("ex-download-csv").addEventListener("click", function () {
+    download("labels.csv", "text/csv", labelsCsv());
+  });
+  $("ex-download-json").addEventListener("click", function () {
+    download("curation.json", "application/json", curationJson());
+  });
+  fillClusterChoices(); showEdits();
+
   function update() {
     var parts = [];
     if (state.cluster !== null) { parts.push(clusterName(state.cluster)); }
@@ -662,7 +852,10 @@ SCRIPT = r"""
       return [box.left + px[j] * box.width / canvas.width,
         box.top + py[j] * box.height / canvas.height];
     },
-    select: select
+    select: select,
+    pick: function (row) { pickFromGallery(row, false); },
+    labelsCsv: function () { return labelsCsv(); },
+    curationJson: function () { return curationJson(); }
   };
 })();
 """

@@ -180,3 +180,57 @@ def test_views_sort_the_gallery_and_the_map_numbers_its_clusters(browser, page: 
     rows = gallery_rows(browser)
     confidences = [data["conf"][row] for row in rows]
     assert confidences == sorted(confidences) and confidences[0] == min(data["conf"])
+
+
+def test_curating_moves_merges_renames_and_survives_a_reload(browser, page: Path) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    open_page(browser, page)
+    browser.execute_script("window.localStorage.clear()")
+    browser.refresh()
+    open_page(browser, page)
+    browser.find_element("id", "ex-curate").click()  # open the details
+    data = browser.execute_script("return window.imgclustExplorer.data")
+    rows = gallery_rows(browser)
+    first, third = rows[0], rows[2]
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    browser.find_elements("css selector", "#ex-gallery img")[0].click()
+    third_image = browser.find_elements("css selector", "#ex-gallery img")[2]  # drawn anew
+    ActionChains(browser).key_down(Keys.SHIFT).click(third_image).key_up(Keys.SHIFT).perform()
+    assert browser.find_element("id", "ex-selected").text == "3 selected"
+    target = next(c["id"] for c in data["clusters"] if c["id"] != data["c"][first])
+    Select(browser.find_element("id", "ex-move-to")).select_by_value(str(target))
+    browser.find_element("id", "ex-move").click()
+    Select(browser.find_element("id", "ex-merge-from")).select_by_value("3")
+    Select(browser.find_element("id", "ex-merge-into")).select_by_value("2")
+    browser.find_element("id", "ex-merge").click()
+    Select(browser.find_element("id", "ex-rename-which")).select_by_value("2")
+    browser.find_element("id", "ex-rename-to").send_keys("=threes, and twos")
+    browser.find_element("id", "ex-rename").click()
+
+    def labels() -> dict[str, list[str]]:
+        import csv
+        import io
+
+        text = browser.execute_script("return window.imgclustExplorer.labelsCsv()")
+        table = list(csv.reader(io.StringIO(text)))
+        assert table[0] == ["id", "cluster", "name"] and len(table) == data["n"] + 1
+        return {row[0]: row[1:] for row in table[1:]}
+
+    def check(table: dict[str, list[str]]) -> None:
+        moved_to = "2" if target == 3 else str(target)
+        for row in (first, rows[1], third):
+            assert table[data["ids"][row]][0] == moved_to
+        for row, cluster in enumerate(data["c"]):
+            if cluster == 3 and row not in (first, rows[1], third):
+                assert table[data["ids"][row]] == ["2", "'=threes, and twos"]
+
+    check(labels())
+    browser.refresh()
+    open_page(browser, page)
+    check(labels())  # the edits survive a reload
+    record = browser.execute_script("return JSON.parse(window.imgclustExplorer.curationJson())")
+    assert record["merged"] == {"3": 2} and record["names"] == {"2": "=threes, and twos"}
+    browser.execute_script("window.localStorage.clear()")
