@@ -65,6 +65,8 @@ def run(
     plots: bool = False,
     log: Log | None = None,
     keep_checkpoints: bool = False,
+    dask: str | None = None,
+    trust_config: bool = False,
 ) -> Run:
     """Run a clustering end to end, as ``imgclust run`` does, and return the finished :class:`Run`.
 
@@ -75,6 +77,9 @@ def run(
     ``"encoder.NAME"``, ``"encoder.INDEX"``, ``"clusterer"``) to ``{key: value}``, or a
     ``--set`` target (``"clusterer.n_clusters"``, ``"seed"``, ``"split"``) to a value.
     ``keep_checkpoints`` keeps the training checkpoints in the finished run folder.
+    ``dask`` runs on that Dask scheduler (``local``, ``local:N`` or an address); the ``dask``
+    address a config file names is used only with ``trust_config=True`` (a scheduler can run
+    code in this process), else it is ignored with a warning.
     """
     from .config import resolve_config
     from .metrics import n_clusters
@@ -91,6 +96,8 @@ def run(
     if clusterer is not None:
         names["clusterer"] = _stage_spec("clusterer", clusterer, "clusterer", values)
     values += _flatten_settings(settings)
+    if dask is not None:
+        values.append(("dask", _optional_text("dask", dask)))
     resolved = resolve_config(
         registry,
         recipe=_optional_text("recipe", recipe),
@@ -98,6 +105,7 @@ def run(
         sets=values,
         seed=_check_seed(seed),
         split=_optional_text("split", split),
+        trust_config=trust_config is True,
         **names,
     )
     runs = Path(runs_dir)

@@ -156,6 +156,12 @@ def run_command(
     dask: str | None = typer.Option(
         None, "--dask", help="Encode and assign on Dask: a scheduler address, local or local:N."
     ),
+    trust: bool = typer.Option(
+        False,
+        "--trust",
+        help="Use the dask address the config file names (a scheduler can run code here): "
+        "only for config files you trust.",
+    ),
 ) -> None:
     """Fit a pipeline, cluster, score, and write a new run folder."""
     from .config import resolve_config
@@ -181,6 +187,7 @@ def run_command(
         sets=[*(sets or ()), *([("dask", dask)] if dask is not None else [])],
         seed=seed,
         split=split,
+        trust_config=trust,
     )
     from .console import stderr_log
 

@@ -102,6 +102,41 @@ class SplitsDroppedWarning(UserWarning):
     """A recipe's or config's splits were left out because the run reads another dataset."""
 
 
+class ConfigDaskIgnoredWarning(UserWarning):
+    """A config file named a Dask scheduler that the user did not confirm on the command line."""
+
+
+def _sets_dask(assignments: Iterable[str | tuple[str, Any]]) -> bool:
+    """Whether ``--set``/API assignments choose ``dask`` themselves (the user's own choice)."""
+    for assignment in assignments:
+        target = assignment[0] if isinstance(assignment, tuple) else assignment.partition("=")[0]
+        if str(target).strip() == "dask":
+            return True
+    return False
+
+
+def drop_file_dask(config: dict[str, Any], source: str, trusted: bool, chosen: bool) -> None:
+    """A config file is data: its ``dask`` address is joined only when the user trusts the file
+    (``--trust``) or chose ``--dask`` on the command line; otherwise it is dropped with one line.
+
+    A scheduler sends back what Dask unpickles, so a stranger's ``config.toml`` naming one would
+    run the stranger's code here.
+    """
+    value = config.get("dask")
+    if trusted or chosen or value in (None, "", "none"):
+        return
+    del config["dask"]
+    import warnings
+
+    warnings.warn(
+        f"{source} names the Dask scheduler {str(value)!r:.80}, which was ignored: the run goes on "
+        f"in this process; to use it, pass --dask {str(value)!r:.80} (or --trust for a config "
+        "file you trust).",
+        ConfigDaskIgnoredWarning,
+        stacklevel=3,
+    )
+
+
 SPLIT_KEYS = ("split", "fit_split", "validation_split")
 
 
@@ -256,11 +291,15 @@ def resolve_config(
     sets: Iterable[str | tuple[str, Any]] = (),
     seed: int | None = None,
     split: str | None = None,
+    trust_config: bool = False,
 ) -> dict[str, Any]:
     """Resolve recipe, then config file, then command line into a full, validated config.
 
     ``sets`` are ``--set`` strings or ``("stage.key", value)`` pairs (see :func:`apply_sets`).
+    The config file's ``dask`` address is used only with ``trust_config`` (see
+    :func:`drop_file_dask`); a ``dask`` in ``sets`` is the user's and replaces it.
     """
+    sets = list(sets)
     config: dict[str, Any] = {}
     use_default = (
         recipe is None and config_file is None and not (dataset and encoders and clusterer)
@@ -272,7 +311,9 @@ def resolve_config(
         config["recipe"] = recipe_name
     dropped: dict[str, Any] = {}  # splits of a recipe's or config's dataset, for another one
     if config_file is not None:
-        config = merge(config, normalise(read_toml(config_file), str(config_file)), dropped)
+        from_file = normalise(read_toml(config_file), str(config_file))
+        drop_file_dask(from_file, str(config_file), trust_config is True, _sets_dask(sets))
+        config = merge(config, from_file, dropped)
     command_line: dict[str, Any] = {}
     if dataset:
         command_line["dataset"] = {"name": dataset}

@@ -20,7 +20,10 @@ from typing import Any
 from .errors import ImgclustError, SettingsError
 
 INSTALL_HINT = 'install it with: pip install "imgclust[dask]"'
-CONNECT_TIMEOUT_S = 10
+CONNECT_TIMEOUT_S = 10  # the TCP connect and the scheduler's handshake, each
+HANDSHAKE_MAX_BYTES = 1 << 20  # a scheduler's first message is a few hundred bytes
+HANDSHAKE_MAX_FRAMES = 1024
+SCHEDULER_HINT = "give the scheduler's address (usually tcp://HOST:8786) and check it is running"
 WORKER_WAIT_S = 30
 MAX_LOCAL_WORKERS = 256
 _client: contextvars.ContextVar[Any] = contextvars.ContextVar("imgclust_dask_client", default=None)
@@ -94,6 +97,7 @@ def _connect(distributed: Any, address: str, stack: contextlib.ExitStack) -> Any
         client = distributed.Client(cluster)
         _restore_environ(environ)
         return client
+    probe_scheduler(address)
     try:
         return distributed.Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
     except (OSError, TimeoutError, ValueError) as exc:
@@ -101,6 +105,80 @@ def _connect(distributed: Any, address: str, stack: contextlib.ExitStack) -> Any
             f"cannot reach the Dask scheduler at {address!r} ({_one_line(exc)}): check the address "
             "and that the scheduler is running."
         ) from None
+
+
+def probe_scheduler(address: str, timeout: float | None = None) -> None:
+    """Check that a ``tcp://`` address answers with a Dask handshake before Dask connects.
+
+    Dask bounds only the TCP connect (``distributed.comm.timeouts.connect``), not the handshake
+    after it: an HTTP server (the dashboard on :8787) never answers and Dask waits forever, and
+    a server that replies anything else has its first eight bytes read as a length to allocate.
+    A scheduler sends its handshake as soon as it accepts, so this reads that message first,
+    with a deadline and a size bound, and refuses anything else in one line. Other schemes
+    (``tls://``, ``ws://``, ...) are left to Dask.
+    """
+    import socket
+    import struct
+    import time
+
+    from distributed.comm.addressing import parse_address as split_scheme
+    from distributed.comm.addressing import parse_host_port
+
+    scheme, location = split_scheme(address)
+    if scheme != "tcp":
+        return
+    limit = CONNECT_TIMEOUT_S if timeout is None else timeout
+    try:
+        host, port = parse_host_port(location)
+    except ValueError as exc:
+        raise SettingsError(f"dask address {address!r}: {_one_line(exc)}.") from None
+    deadline = time.monotonic() + limit
+    try:
+        with socket.create_connection((host, port), timeout=limit) as connection:
+            header = _receive(connection, 8, deadline)
+            (length,) = struct.unpack("=Q", header)
+            if not 16 <= length <= HANDSHAKE_MAX_BYTES:
+                raise _NotDask
+            message = _receive(connection, length, deadline)
+            (frames,) = struct.unpack("=Q", message[:8])
+            if not 1 <= frames <= HANDSHAKE_MAX_FRAMES or 8 * (frames + 1) > length:
+                raise _NotDask
+    except _NotDask:
+        raise ImgclustError(
+            f"{address!r} is not a Dask scheduler (its first reply is not Dask's handshake): "
+            f"{SCHEDULER_HINT}."
+        ) from None
+    except TimeoutError:
+        raise ImgclustError(
+            f"{address!r} did not answer as a Dask scheduler within {limit:g} s (an HTTP server "
+            f"such as the dashboard?): {SCHEDULER_HINT}."
+        ) from None
+    except OSError as exc:
+        raise ImgclustError(
+            f"cannot reach the Dask scheduler at {address!r} ({_one_line(exc)}): "
+            f"{SCHEDULER_HINT}."
+        ) from None
+
+
+class _NotDask(Exception):
+    """The server's first bytes are not a Dask message."""
+
+
+def _receive(connection: Any, count: int, deadline: float) -> bytes:
+    """Exactly ``count`` bytes before ``deadline``; a closed connection is not Dask."""
+    import time
+
+    received = bytearray()
+    while len(received) < count:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        connection.settimeout(left)
+        part = connection.recv(min(count - len(received), 1 << 16))
+        if not part:
+            raise _NotDask
+        received += part
+    return bytes(received)
 
 
 def _restore_environ(environ: Mapping[str, str]) -> None:
