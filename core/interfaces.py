@@ -208,6 +208,16 @@ class ScoresBIC(Protocol):
         """The Bayesian information criterion of ``features`` under the model (lower is better)."""
 
 
+@runtime_checkable
+class Stateless(Protocol):
+    """A stage its factory and settings rebuild whole (``stateless = True``): nothing to save.
+
+    A saved pipeline records it without files and rebuilds it from its settings when loaded,
+    instead of pickling it or marking the run as unable to predict."""
+
+    stateless: bool
+
+
 #: The capability protocols, in the order the hook reference lists them.
 CAPABILITIES = (
     HasSplits,
@@ -221,6 +231,7 @@ CAPABILITIES = (
     HasClusterCount,
     WrapsEstimator,
     ScoresBIC,
+    Stateless,
 )
 
 
@@ -232,6 +243,11 @@ def splits_of(dataset: object) -> tuple[str, ...]:
 def requested_clusters(clusterer: object) -> int | None:
     """The number of clusters a clusterer was asked for, or None where it finds the count."""
     return clusterer.n_clusters if isinstance(clusterer, HasClusterCount) else None
+
+
+def is_stateless(stage: object) -> bool:
+    """Whether a stage declares that it holds no fitted state (``stateless = True``)."""
+    return isinstance(stage, Stateless) and stage.stateless is True
 
 
 def can_predict(clusterer: object) -> bool:

@@ -20,6 +20,7 @@ import pickle
 import pickletools
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import zipfile
@@ -34,7 +35,7 @@ import numpy as np
 
 from . import __version__, atomic
 from .errors import DataError, ImgclustError, PluginError, SettingsError
-from .interfaces import ImageSet, can_predict
+from .interfaces import ImageSet, can_predict, is_stateless
 from .metrics import n_clusters
 from .pipeline import Pipeline, Stage
 
@@ -42,6 +43,10 @@ FORMAT = "imgclust-pipeline"
 FORMAT_VERSION = 1
 PIPELINE_DIR = "pipeline"
 MANIFEST = "manifest.json"
+# imgclust's mark on a folder it saved a pipeline into: only such a folder is ever replaced.
+MARK = ".imgclust-pipeline"
+MARK_TEXT = "imgclust pipeline: imgclust replaces this folder only while it holds nothing else.\n"
+MARK_MAX_BYTES = 4096
 STATE_PICKLE = "stage-state.pkl"
 LIBRARIES = ("numpy", "scikit-learn", "keras", "tensorflow", "umap-learn", "hdbscan")
 _SAFE_DIR = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -128,13 +133,74 @@ def save_pipeline(
         if manifest["n_clusters"] is None and pipeline.manifest is not None:
             manifest["n_clusters"] = pipeline.manifest.get("n_clusters")
         atomic.write_json(work / MANIFEST, manifest)
+        atomic.write_text(work / MARK, MARK_TEXT)
         if target.exists():  # a resumed run rewrites what an earlier attempt left
             shutil.rmtree(target)
         os.replace(work, target)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    _warn_unsaved([*encoders, clusterer, *refiners], clusterer)
     return manifest
+
+
+class StageNotSavedWarning(UserWarning):
+    """A stage has no file format of its own: the pipeline cannot predict, or only with trust."""
+
+
+def _warn_unsaved(stages: list[dict[str, Any]], clusterer: dict[str, Any]) -> None:
+    """Say now, not when predict is tried, that a stage without a file format of its own limits
+    what the saved pipeline can do (a clusterer that simply cannot predict is not warned about)."""
+    import warnings
+
+    for info in stages:
+        if info is clusterer and not info.get("can_predict", True):
+            continue
+        if not info["saved"]:
+            message = (
+                f"the saved pipeline cannot predict: {info['reason']} (give the stage save/load, "
+                "or declare it stateless = True; see docs/plugins.md)"
+            )
+        elif info["format"] == "pickle":
+            message = (
+                f"{info['name']!r} has no file format of its own, so its state was pickled: "
+                "predicting with this pipeline needs --trust (trust=True); give the stage "
+                "save/load, or declare it stateless = True (docs/plugins.md)"
+            )
+        else:
+            continue
+        warnings.warn(message, StageNotSavedWarning, stacklevel=3)
+
+
+def is_marked(folder: Path) -> bool:
+    """Whether ``folder`` carries imgclust's pipeline mark (a small plain file, not a link)."""
+    mark = Path(folder) / MARK
+    try:
+        info = mark.lstat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MARK_MAX_BYTES:
+            return False
+        return mark.read_text(encoding="utf-8") == MARK_TEXT
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def foreign_entry(folder: Path) -> str | None:
+    """The first entry of a marked pipeline folder that its manifest does not account for, or
+    None when it holds nothing but the pipeline imgclust wrote (manifest, mark, stage folders)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        stages = [*manifest["encoders"], manifest["clusterer"], *manifest.get("refiners", [])]
+        own = {MANIFEST, MARK} | {str(s["dir"]) for s in stages if s.get("dir") and s["saved"]}
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return MANIFEST
+    for entry in entries:
+        plain_file = entry.is_file(follow_symlinks=False) and entry.name in (MANIFEST, MARK)
+        stage_folder = entry.is_dir(follow_symlinks=False) and entry.name in own - {MANIFEST, MARK}
+        if not (plain_file or stage_folder):
+            return entry.name
+    return None
 
 
 def _input_of(pipeline: Pipeline, data: ImageSet | None) -> tuple[list[int], str]:
@@ -174,6 +240,9 @@ def _save_stage(registry: Any, kind: str, stage: Stage, root: Path, folder: str)
 
             info["reason"] = cannot_predict_message(stage.name)
             return info
+    if is_stateless(instance):
+        info.update(dir=None, format="stateless", saved=True)
+        return info
     path = root / folder
     errors = []
     try:
@@ -627,6 +696,13 @@ def _load_stage(
     stage = Stage(name, instance, settings)
     if not info.get("saved"):
         stage.unsaved_reason = info.get("reason") or f"{what} was not saved"  # type: ignore[attr-defined]
+        return stage
+    if info.get("format") == "stateless":
+        if not is_stateless(instance):
+            raise DataError(
+                f"the manifest says {what} holds no fitted state, but its plugin does not declare "
+                "it stateless: the pipeline was altered or saved with another version of it."
+            )
         return stage
     folder = str(info.get("dir") or "")
     if not _SAFE_DIR.match(folder):

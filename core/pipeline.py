@@ -376,7 +376,7 @@ class Pipeline:
         An existing folder is replaced only with ``overwrite=True`` and only if it holds a
         pipeline imgclust wrote.
         """
-        from .persist import MANIFEST, save_pipeline
+        from .persist import save_pipeline
         from .plugins_host import get_registry
 
         self._check_fitted()
@@ -392,20 +392,37 @@ class Pipeline:
                     "could not rebuild it: register it through a plugin (docs/plugins.md)."
                 )
         target = Path(path)
-        if target.exists() and not (target.is_dir() and not any(target.iterdir())):
-            if not (target / MANIFEST).is_file():
-                raise ImgclustError(
-                    f"{str(target)!r} exists and is not a saved pipeline: choose a new folder."
-                )
-            if not overwrite:
-                raise ImgclustError(
-                    f"{str(target)!r} already holds a saved pipeline: choose a new folder or "
-                    "pass overwrite=True."
-                )
+        if os.path.lexists(target) and not (
+            target.is_dir() and not target.is_symlink() and not any(target.iterdir())
+        ):
+            check_replaceable(target, overwrite)
         target.parent.mkdir(parents=True, exist_ok=True)
         self.manifest = save_pipeline(self, target, registry=registry, subfolder=None)
         self.path = target
         return target
+
+
+def check_replaceable(target: Path, overwrite: bool) -> None:
+    """Refuse to replace ``target`` unless it holds nothing but a pipeline imgclust saved (its
+    mark, manifest and stage folders) and ``overwrite`` is set; one line that says why."""
+    from .persist import MARK, foreign_entry, is_marked
+
+    if target.is_symlink() or not target.is_dir() or not is_marked(target):
+        raise ImgclustError(
+            f"{str(target)!r} exists and is not a pipeline imgclust saved (it has no {MARK} "
+            "mark): choose a new folder; imgclust replaces only folders it made."
+        )
+    extra = foreign_entry(target)
+    if extra is not None:
+        raise ImgclustError(
+            f"{str(target)!r} holds {extra!r} besides the pipeline imgclust saved: choose a new "
+            "folder; imgclust replaces only a folder that holds nothing but its pipeline."
+        )
+    if not overwrite:
+        raise ImgclustError(
+            f"{str(target)!r} already holds a pipeline imgclust saved: choose a new folder or "
+            "pass overwrite=True to replace it."
+        )
 
 
 # Canonical cluster numbers --------------------------------------------------------------------

@@ -344,12 +344,12 @@ def test_save_never_overwrites_what_it_did_not_make(tmp_path):
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    with pytest.raises(ImgclustError, match="not a saved pipeline"):
+    with pytest.raises(ImgclustError, match="not a pipeline imgclust saved"):
         pipe.save(precious)
     assert (precious / "notes.txt").read_text() == "keep me"
     a_file = tmp_path / "a-file"
     a_file.write_text("keep me too")
-    with pytest.raises(ImgclustError, match="not a saved pipeline"):
+    with pytest.raises(ImgclustError, match="not a pipeline imgclust saved"):
         pipe.save(a_file)
     assert a_file.read_text() == "keep me too"
     empty = tmp_path / "empty"

@@ -67,9 +67,7 @@ def test_run_resume_never_joins_the_dask_address_of_the_folder(pristine_run, tmp
     assert not folder.exists() and (tmp_path / "runs" / pristine_run.name).is_dir()
 
 
-def test_the_python_api_needs_an_explicit_argument_for_a_config_files_dask(
-    pristine_run, tmp_path
-):
+def test_the_python_api_needs_an_explicit_argument_for_a_config_files_dask(pristine_run, tmp_path):
     import imgclust
     from imgclust.config import ConfigDaskIgnoredWarning
 
