@@ -53,6 +53,7 @@ class ImageSet:
             raise DataError(
                 f"{name} images must be uint8 or float32 in [0, 1]; got {images.dtype}."
             )
+        check_scale(images, name)
         if self.labels is not None and len(self.labels) != len(images):
             raise DataError(f"{name} has {len(images)} images but {len(self.labels)} labels.")
         if self.ids is not None and len(self.ids) != len(images):
@@ -64,6 +65,36 @@ class ImageSet:
         ids = np.asarray(self.ids, dtype=object)[index].tolist()
         labels = None if self.labels is None else self.labels[index]
         return ImageSet(self.images[index], labels, ids, self.class_names, dict(self.info))
+
+
+SCALE_CHUNK_BYTES = 64 * 2**20  # read at most this much of a memory map at once to check it
+
+
+def check_scale(images: np.ndarray, name: str) -> None:
+    """Float images must be finite and in [0, 1]; anything else is refused, never rescaled.
+
+    uint8 means 0..255 and floats mean 0..1, nothing else: a run, its ``predict`` and
+    ``Pipeline.fit`` all read images through this one rule, so they can never scale the same
+    images differently. A memory map is read a chunk at a time.
+    """
+    if images.dtype.kind != "f" or images.size == 0:
+        return
+    rows = max(1, SCALE_CHUNK_BYTES // max(1, images[:1].nbytes))
+    low, high = np.inf, -np.inf
+    for start in range(0, len(images), rows):
+        chunk = np.asarray(images[start : start + rows])
+        if not np.isfinite(chunk).all():
+            raise DataError(
+                f"{name}: images with NaN or infinite values: replace them, or leave those "
+                "images out."
+            )
+        low, high = min(low, float(chunk.min())), max(high, float(chunk.max()))
+    if low < 0 or high > 1:
+        hint = "divide by 255" if high > 16 else "divide by their largest value (16 for digits)"
+        raise DataError(
+            f"{name}: float images in {low:g}..{high:g}, not in [0, 1]: give uint8 0..255 "
+            f"or floats in [0, 1] ({hint} first); imgclust never guesses a scale."
+        )
 
 
 @runtime_checkable

@@ -134,8 +134,8 @@ def test_other_dtypes_are_converted_chunk_by_chunk():
     assert to_nhwc(np.ones((2, 3, 3), bool), "auto", "x").max() == 255
     halves = to_nhwc(np.full((2, 3, 3), 0.5, np.float64), "auto", "x")
     assert halves.dtype == np.float32 and float(halves.max()) == 0.5
-    scaled = to_nhwc(np.full((2, 3, 3), 51.0, np.float32), "auto", "x")
-    assert scaled.dtype == np.float32 and np.allclose(scaled, 0.2)
+    with pytest.raises(DataError, match=r"x: float images in 51\.\.51, not in \[0, 1\]"):
+        to_nhwc(np.full((2, 3, 3), 51.0, np.float32), "auto", "x")  # never divided by 255
 
 
 def test_file_errors(tmp_path: Path):

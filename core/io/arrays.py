@@ -315,30 +315,22 @@ def _as_image_dtype(images: Any, source: str) -> Any:
             )
         return _convert(images, np.uint8, lambda c: c.astype(np.uint8))
     if dtype.kind == "f":
-        low, high = _range(images, finite=True, source=source)
-        if low >= 0 and high <= 1:
-            if dtype == np.float32:
-                return images
-            return _convert(images, np.float32, lambda c: c.astype(np.float32))
-        if low >= 0 and high <= 255:
-            return _convert(images, np.float32, lambda c: c.astype(np.float32) / np.float32(255))
-        raise DataError(
-            f"{source}: float images must lie in [0, 1] (or 0..255); got {low:g}..{high:g}."
-        )
+        from ..interfaces import check_scale
+
+        check_scale(images, source)  # floats are in [0, 1] or refused: never divided here
+        if dtype == np.float32:
+            return images
+        return _convert(images, np.float32, lambda c: c.astype(np.float32))
     raise DataError(
         f"{source}: images of dtype {dtype} are not supported; use uint8 (0..255) or float (0..1)."
     )
 
 
-def _range(images: Any, finite: bool = False, source: str = "") -> tuple[float, float]:
-    """Smallest and largest value, read a chunk at a time; non-finite values are an error."""
-    import numpy as np
-
-    low, high = np.inf, -np.inf
+def _range(images: Any) -> tuple[float, float]:
+    """Smallest and largest value, read a chunk at a time."""
+    low, high = float("inf"), float("-inf")
     for start in range(0, len(images), CHUNK):
-        chunk = np.asarray(images[start : start + CHUNK])
-        if finite and not np.isfinite(chunk).all():
-            raise DataError(f"{source}: images contain NaN or infinite values.")
+        chunk = images[start : start + CHUNK]
         low, high = min(low, chunk.min().item()), max(high, chunk.max().item())
     return low, high
 
