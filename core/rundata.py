@@ -38,11 +38,17 @@ def histories_from(metrics: dict[str, Any]) -> dict[str, dict[str, list[float]]]
 
 
 def reload_images(registry: Any, config: dict[str, Any], ids: list[str]) -> Any:
-    """The clustered split through the run's dataset, checked to be the same images in order."""
+    """The clustered split through the run's dataset, checked to be the same images in order.
+
+    The run's config.toml is data: while its dataset reads, caches go only under the user's
+    cache folder and decoding is bounded (:func:`imgclust.io.imagecache.reading_a_run`).
+    """
+    from .io.imagecache import reading_a_run
     from .runner import build_stage, load_split
 
     stage = build_stage(registry, "datasets", config["dataset"])
-    data = load_split(stage.instance, stage.name, config["split"])
+    with reading_a_run():
+        data = load_split(stage.instance, stage.name, config["split"])
     if len(data) != len(ids) or [str(i) for i in data.ids] != ids:
         raise DataError(
             f"dataset {stage.name!r} ({config['split']}) no longer holds the images this run "

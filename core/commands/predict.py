@@ -223,7 +223,10 @@ def predict_command(
     saved = load_pipeline(run, trust=trust)
     saved.check_can_predict()
     if dask is None:
-        header, rows = predict_rows(saved, inputs)
+        from ..io.imagecache import reading_a_run
+
+        with reading_a_run():  # the pipeline's size cannot blow tiny files up without bound
+            header, rows = predict_rows(saved, inputs)
     else:  # files decoded and images assigned on the workers, each loading the saved pipeline
         from ..chunks import predict_on_cluster
         from ..distributed import on_cluster, parse_address, stages_of
@@ -288,7 +291,10 @@ def evaluation(
     entry = registry.get("datasets", name)
     what = f"dataset {name!r}"
     values = resolve(what, entry.target, {k: v for k, v in stage.items() if k != "name"})
-    data = load_split(entry.target(**values), name, split)
+    from ..io.imagecache import reading_a_run
+
+    with reading_a_run():  # the saved dataset settings may not choose where caches go
+        data = load_split(entry.target(**values), name, split)
     if data.labels is None:
         raise DataError(
             f"{what} ({split}) has no labels to score against: use `imgclust predict` instead."

@@ -14,6 +14,8 @@ ever deleted or replaced.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import math
@@ -25,7 +27,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -116,6 +118,50 @@ def user_cache_dir() -> Path:
     return Path(base) / "imgclust"
 
 
+# Reading a run someone else may have written ---------------------------------------------------
+# While a command reads a finished run (report, evaluate, export, duplicates, predict), the run's
+# config.toml is data: it may not choose where caches go, and what it makes imgclust decode is
+# bounded by what the image files hold.
+RUN_DECODE_FLOOR_BYTES = 64 * 2**20  # any run may decode this much
+RUN_DECODE_RATIO = 64  # ... or this many times the bytes of its image files
+_reading_run: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "imgclust_reading_run", default=False
+)
+
+
+@contextlib.contextmanager
+def reading_a_run() -> Iterator[None]:
+    """Within it, decoded-image caches go only under :func:`user_cache_dir` (never where a run's
+    ``cache_dir`` says, nor into its image folder) and decoding is bounded by
+    :func:`check_run_decoding`."""
+    token = _reading_run.set(True)
+    try:
+        yield
+    finally:
+        _reading_run.reset(token)
+
+
+def is_reading_a_run() -> bool:
+    """Whether the current command reads a finished run (see :func:`reading_a_run`)."""
+    return _reading_run.get()
+
+
+def check_run_decoding(needed: int, file_bytes: int, count: int) -> None:
+    """While reading a run, refuse to decode images into more than the larger of 64 MiB and 64
+    times their files' bytes: a run's dataset ``size`` cannot make a tiny PNG a 12 MB array."""
+    if not is_reading_a_run():
+        return
+    bound = max(RUN_DECODE_FLOOR_BYTES, RUN_DECODE_RATIO * file_bytes)
+    if needed > bound:
+        mib = 2**20
+        raise DataError(
+            f"the run's dataset settings would decode {count} image files of "
+            f"{file_bytes / mib:,.1f} MiB into {needed / mib:,.0f} MiB, more than "
+            f"{RUN_DECODE_RATIO} times their size: a run folder's config.toml cannot ask for "
+            "that; check its dataset.size and repeat the run with a config of your own."
+        )
+
+
 # The cache folder and its mark ----------------------------------------------------------------
 @dataclass(frozen=True)
 class CacheFolder:
@@ -200,10 +246,13 @@ def cache_location(
     """Where a folder's entries go, and the scope that tells folders sharing that place apart.
 
     ``cache_dir`` when given; else ``FOLDER/.imgclust-cache`` when the folder is writable; else the
-    user cache dir. (None, "") when none of them can be written.
+    user cache dir. (None, "") when none of them can be written. While a command reads a
+    finished run (:func:`reading_a_run`), only the user cache dir.
     """
     folder = Path(folder).resolve()
-    if cache_dir not in (None, ""):
+    if is_reading_a_run():  # a run's config.toml does not choose where imgclust writes
+        candidates = [user_cache_dir()]
+    elif cache_dir not in (None, ""):
         candidates = [Path(str(cache_dir)).expanduser()]
     else:
         candidates = [folder / FOLDER_CACHE, user_cache_dir()]

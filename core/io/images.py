@@ -567,6 +567,9 @@ def decode_files(
         f"{len(files)} images of {shape_hw[0]}x{shape_hw[1]}x{shape[3]}",
         "use fewer images (dataset.limit) or a smaller dataset.size",
     )
+    from .imagecache import check_run_decoding
+
+    check_run_decoding(nbytes_of(shape, 1), sum(f.size for f in files), len(files))
     pending = allocate(shape) if allocate is not None else None
     out = pending.array if pending is not None else np.zeros(shape, dtype=np.uint8)
     target = str(pending.temp_path) if pending is not None else None
