@@ -155,8 +155,7 @@ def probe_scheduler(address: str, timeout: float | None = None) -> None:
         ) from None
     except OSError as exc:
         raise ImgclustError(
-            f"cannot reach the Dask scheduler at {address!r} ({_one_line(exc)}): "
-            f"{SCHEDULER_HINT}."
+            f"cannot reach the Dask scheduler at {address!r} ({_one_line(exc)}): {SCHEDULER_HINT}."
         ) from None
 
 
