@@ -115,7 +115,9 @@ def _sets_dask(assignments: Iterable[str | tuple[str, Any]]) -> bool:
     return False
 
 
-def drop_file_dask(config: dict[str, Any], source: str, trusted: bool, chosen: bool) -> None:
+def drop_file_dask(
+    config: dict[str, Any], source: str, trusted: bool, chosen: bool, how: str | None = None
+) -> None:
     """A config file is data: its ``dask`` address is joined only when the user trusts the file
     (``--trust``) or chose ``--dask`` on the command line; otherwise it is dropped with one line.
 
@@ -128,10 +130,10 @@ def drop_file_dask(config: dict[str, Any], source: str, trusted: bool, chosen: b
     del config["dask"]
     import warnings
 
+    how = how or f"pass --dask {str(value)!r:.80} (or --trust for a config file you trust)"
     warnings.warn(
         f"{source} names the Dask scheduler {str(value)!r:.80}, which was ignored: the run goes on "
-        f"in this process; to use it, pass --dask {str(value)!r:.80} (or --trust for a config "
-        "file you trust).",
+        f"in this process; to use it, {how}.",
         ConfigDaskIgnoredWarning,
         stacklevel=3,
     )

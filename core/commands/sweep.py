@@ -183,7 +183,12 @@ def _run_features(
         features = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {str(path)!r}: {exc}") from None
-    return features, validate(registry, read_toml(run / "config.toml"))
+    from ..config import drop_file_dask
+
+    config = read_toml(run / "config.toml")
+    how = "run with `imgclust run --dask ADDRESS --set clusterer.n_clusters=K ...`"
+    drop_file_dask(config, str(run / "config.toml"), trusted=False, chosen=False, how=how)
+    return features, validate(registry, config)
 
 
 def _sweep_folder(runs_dir: Path, config: dict[str, Any]) -> Path:

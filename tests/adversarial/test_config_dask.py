@@ -96,3 +96,18 @@ def test_the_command_lines_dask_replaces_the_config_files_without_a_word(pristin
         trusted = resolve_config(get_registry(), config_file=config, trust_config=True)
     assert resolved["dask"] == "local:2"
     assert trusted["dask"] == "tcp://127.0.0.1:1"
+
+
+def test_sweep_k_from_a_run_folder_never_joins_its_dask_address(pristine_run, tmp_path):
+    run = tmp_path / pristine_run.name
+    shutil.copytree(pristine_run, run)
+    with raw_server(lifetime=20) as scheduler:
+        with_dask(pristine_run / "config.toml", scheduler.address, run / "config.toml")
+        result = imgclust(
+            "sweep-k", "--from", run, "--k", "2,3", "--sample", "200", "--run", "--no-plots",
+            "--runs-dir", tmp_path / "runs", "--json",
+        )  # fmt: skip
+        assert scheduler.accepted == 0
+    assert result.returncode == 0, result.stderr
+    assert "which was ignored" in result.stderr
+    assert Path(json.loads(result.stdout)["folder"]).is_dir()
