@@ -41,6 +41,26 @@ def ignored_line(source: Path, address: str) -> str:
     )
 
 
+def test_run_config_and_resume_never_join_the_dask_address_in_process(pristine_run, tmp_path, cli):
+    from imgclust.config import ConfigDaskIgnoredWarning
+
+    folder = tmp_path / "runs" / f"{pristine_run.name}.incomplete"
+    shutil.copytree(pristine_run, folder)
+    (folder / "metrics.json").unlink()
+    with raw_server(lifetime=20) as scheduler:
+        config = with_dask(pristine_run / "config.toml", scheduler.address, tmp_path / "c.toml")
+        with_dask(pristine_run / "config.toml", scheduler.address, folder / "config.toml")
+        with pytest.warns(ConfigDaskIgnoredWarning, match="which was ignored"):
+            repeated = cli("run", "--config", config, "--runs-dir", tmp_path / "new", "--no-plots")
+        with pytest.warns(ConfigDaskIgnoredWarning, match="which was ignored"):
+            resumed = cli("run", "--resume", folder, "--no-plots")
+        assert scheduler.accepted == 0
+    assert repeated.exit_code == 0, repeated.stderr
+    assert resumed.exit_code == 0, resumed.stderr
+    assert (tmp_path / "runs" / pristine_run.name).is_dir()
+
+
+@pytest.mark.slow
 def test_run_config_of_a_run_folder_never_joins_its_dask_address(pristine_run, tmp_path):
     with raw_server(lifetime=20) as scheduler:
         config = with_dask(pristine_run / "config.toml", scheduler.address, tmp_path / "c.toml")
@@ -54,6 +74,7 @@ def test_run_config_of_a_run_folder_never_joins_its_dask_address(pristine_run, t
     assert "dask" not in (Path(json.loads(result.stdout)["run"]) / "config.toml").read_text()
 
 
+@pytest.mark.slow
 def test_run_resume_never_joins_the_dask_address_of_the_folder(pristine_run, tmp_path):
     folder = tmp_path / "runs" / f"{pristine_run.name}.incomplete"
     shutil.copytree(pristine_run, folder)
@@ -98,6 +119,7 @@ def test_the_command_lines_dask_replaces_the_config_files_without_a_word(pristin
     assert trusted["dask"] == "tcp://127.0.0.1:1"
 
 
+@pytest.mark.slow
 def test_sweep_k_from_a_run_folder_never_joins_its_dask_address(pristine_run, tmp_path):
     run = tmp_path / pristine_run.name
     shutil.copytree(pristine_run, run)

@@ -134,7 +134,14 @@ def bundled(tmp_path: Path) -> dict[str, tuple[dict, str]]:
 
 
 @pytest.mark.parametrize(
-    "case", ["digits", "arrays-uint8", "arrays-unit-floats", "image-folder", "mnist"]
+    "case",
+    [
+        "digits",
+        "arrays-uint8",
+        "arrays-unit-floats",
+        "image-folder",
+        pytest.param("mnist", marks=[pytest.mark.slow, pytest.mark.mnist]),
+    ],
 )
 def test_every_bundled_dataset_runs_and_predicts_alike(case, tmp_path, cli):
     cases = bundled(tmp_path)
