@@ -388,7 +388,7 @@ def test_a_correct_dataset_passes():
     [
         (RepeatedIds, r"returned 1 repeated ids"),
         (LabelsPastClassNames, r"integer labels 0..3 but 2 class_names"),
-        (FloatsOutOfRange, r"float32 images outside \[0, 1\]"),
+        (FloatsOutOfRange, r"float images in .*, not in \[0, 1\]"),
         (WrongLabelLength, r"has 4 images but 2 labels"),
     ],
 )
