@@ -293,7 +293,8 @@ def evaluation(
     values = resolve(what, entry.target, {k: v for k, v in stage.items() if k != "name"})
     from ..io.imagecache import reading_a_run
 
-    with reading_a_run():  # the saved dataset settings may not choose where caches go
+    named = any(a.split("=", 1)[0].strip() == "dataset.cache_dir" for a in sets)
+    with reading_a_run(cache_dir_given=named):  # the saved settings do not choose where it writes
         data = load_split(entry.target(**values), name, split)
     if data.labels is None:
         raise DataError(

@@ -129,16 +129,23 @@ _reading_run: contextvars.ContextVar[bool] = contextvars.ContextVar(
 )
 
 
+_cache_dir_given: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "imgclust_cache_dir_given", default=False
+)
+
+
 @contextlib.contextmanager
-def reading_a_run() -> Iterator[None]:
+def reading_a_run(cache_dir_given: bool = False) -> Iterator[None]:
     """Within it, decoded-image caches go only under :func:`user_cache_dir` (never where a run's
     ``cache_dir`` says, nor into its image folder) and decoding is bounded by
-    :func:`check_run_decoding`."""
-    token = _reading_run.set(True)
+    :func:`check_run_decoding`. ``cache_dir_given``: the user named the cache folder on the
+    command line (``--set dataset.cache_dir=...``), so it is theirs and is used."""
+    tokens = (_reading_run.set(True), _cache_dir_given.set(cache_dir_given))
     try:
         yield
     finally:
-        _reading_run.reset(token)
+        _cache_dir_given.reset(tokens[1])
+        _reading_run.reset(tokens[0])
 
 
 def is_reading_a_run() -> bool:
@@ -250,9 +257,10 @@ def cache_location(
     finished run (:func:`reading_a_run`), only the user cache dir.
     """
     folder = Path(folder).resolve()
-    if is_reading_a_run():  # a run's config.toml does not choose where imgclust writes
-        candidates = [user_cache_dir()]
-    elif cache_dir not in (None, ""):
+    given = cache_dir not in (None, "")
+    if is_reading_a_run() and not (given and _cache_dir_given.get()):
+        candidates = [user_cache_dir()]  # a run's config.toml does not choose where imgclust writes
+    elif given:
         candidates = [Path(str(cache_dir)).expanduser()]
     else:
         candidates = [folder / FOLDER_CACHE, user_cache_dir()]

@@ -76,6 +76,15 @@ def test_report_and_evaluate_never_cache_where_the_run_says(folder_run, tmp_path
     assert entries, "the images were cached in the user's cache folder"
 
 
+def test_evaluate_caches_where_the_command_line_says(folder_run, tmp_path, user_cache, cli):
+    steer(folder_run, cache=True, cache_dir=str(tmp_path / "theirs"))
+    mine = tmp_path / "mine"
+    result = cli("evaluate", folder_run, "--set", f"dataset.cache_dir={mine}")
+    assert result.exit_code == 0, result.stderr
+    assert [p.suffix for p in mine.iterdir() if p.suffix == ".npy"] == [".npy"]
+    assert not (tmp_path / "theirs").exists()
+
+
 def test_a_runs_size_cannot_blow_tiny_files_up(folder_run, tmp_path, user_cache, cli):
     steer(folder_run, cache=True, size=[2000, 2000], mode="rgb", max_pixels=10**8)
     report = cli("report", folder_run)
