@@ -134,7 +134,12 @@ def save_pipeline(
             manifest["n_clusters"] = pipeline.manifest.get("n_clusters")
         atomic.write_json(work / MANIFEST, manifest)
         atomic.write_text(work / MARK, MARK_TEXT)
-        if target.exists():  # a resumed run rewrites what an earlier attempt left
+        if os.path.lexists(target):  # a resumed run rewrites what an earlier attempt left
+            if target.is_symlink() or not target.is_dir():
+                raise ImgclustError(
+                    f"{str(target)!r} is a link or a file, not the pipeline folder imgclust "
+                    "writes: move it away and try again."
+                )
             shutil.rmtree(target)
         os.replace(work, target)
     except BaseException:

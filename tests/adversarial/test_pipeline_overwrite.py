@@ -174,3 +174,19 @@ def test_a_manifest_calling_a_stateful_stage_stateless_is_refused(tmp_path, imag
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ImgclustError, match="does not declare it stateless"):
         imgclust.load(folder)
+
+
+def test_a_resumed_runs_pipeline_link_is_refused_not_followed(tmp_path, images):
+    """A run folder's pipeline/ that links elsewhere is never emptied through the link."""
+    from imgclust.persist import save_pipeline
+
+    elsewhere = tmp_path / "precious"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("mine")
+    run = tmp_path / "run.incomplete"
+    run.mkdir()
+    (run / "pipeline").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ImgclustError, match="is a link or a file"):
+        save_pipeline(fitted(images), run)
+    assert (elsewhere / "keep.txt").read_text() == "mine"
+    assert [p.name for p in run.iterdir()] == ["pipeline"]
