@@ -122,3 +122,14 @@ def test_the_users_own_run_still_caches_where_it_is_told(tmp_path, user_cache):
     data = imgclust.get_dataset("image-folder", path=str(images), cache_dir=str(chosen))
     loaded = data.instance.load("all")
     assert Path(loaded.info["cache_path"]).parent == chosen
+
+
+def test_the_threat_model_states_the_bounds_the_code_applies():
+    from imgclust.distributed import CONNECT_TIMEOUT_S, HANDSHAKE_MAX_BYTES
+    from imgclust.io.imagecache import RUN_DECODE_FLOOR_BYTES, RUN_DECODE_RATIO
+
+    text = " ".join((Path(__file__).parents[2] / "docs" / "predict.md").read_text().split())
+    assert f"at most {RUN_DECODE_FLOOR_BYTES >> 20} MiB, or {RUN_DECODE_RATIO} times" in text
+    assert (
+        f"within the same {CONNECT_TIMEOUT_S} s and at most {HANDSHAKE_MAX_BYTES >> 20} MiB" in text
+    )
