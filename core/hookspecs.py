@@ -31,8 +31,11 @@ Each `register_*` hook receives `register(name, target, *, summary="")`:
 - `summary`: one line for `imgclust list`; by default the first line of the target's docstring.
 
 A bad name, or a target that cannot be called, fails that plugin's registration with a warning
-that names it. When two plugins register the same name, both are reported and using the name
-is an error that names both, until one is uninstalled or left out with `IMGCLUST_LOAD_PLUGINS`.
+that names it. Every registered name is also reachable as `PLUGIN:NAME` (the plugin's entry-point
+name, as `imgclust plugins` lists it: `sklearn-clusterers:kmeans`). When two plugins register the
+same name, both are reported, the bare name becomes an error that names both qualified names,
+and both `PLUGIN:NAME` forms keep working; the plugins' other names are unaffected, and a recipe
+naming a stage its own plugin registers gets its own plugin's.
 
 ## Settings
 

@@ -521,7 +521,7 @@ def predicting_clusterers() -> list[str]:
         names = []
         for name in registry.names("clusterers"):
             try:
-                instance = registry.entries["clusterers"][name].target()
+                instance = registry.get("clusterers", name).target()
             except Exception:
                 continue
             if can_predict(instance):
