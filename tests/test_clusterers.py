@@ -79,6 +79,20 @@ def test_hdbscan_marks_noise_and_predicts_with_approximate_predict(registry, blo
     assert (clusterer.predict(far) == -1).all()
 
 
+def test_hdbscan_sizes_are_a_count_or_a_fraction_of_the_images(registry, blobs):
+    x, _ = blobs
+    counted = make(registry, "hdbscan", min_cluster_size=30, min_samples=5)
+    counted.fit_predict(x)
+    assert (counted.estimator_.min_cluster_size, counted.estimator_.min_samples) == (30, 5)
+    shared = make(registry, "hdbscan", min_cluster_size=0.05, min_samples=0.01)
+    labels = shared.fit_predict(x)
+    assert (shared.estimator_.min_cluster_size, shared.estimator_.min_samples) == (30, 6)
+    assert len(set(labels) - {-1}) == 4
+    for bad in ({"min_cluster_size": 1.5}, {"min_cluster_size": 0.0}, {"min_samples": -0.5}):
+        with pytest.raises(SettingsError, match="a count >= .* a fraction between 0 and 1"):
+            make(registry, "hdbscan", **bad)
+
+
 def test_hdbscan_pickle_loads_only_with_trust(registry, blobs, tmp_path):
     x, _ = blobs
     clusterer = make(registry, "hdbscan")
