@@ -40,7 +40,7 @@ def test_each_clusterer_finds_well_separated_blobs(registry, blobs, name):
     assert isinstance(clusterer, SklearnClusterer)
     labels = clusterer.fit_predict(x)
     assert labels.shape == (len(x),) and labels.dtype == np.int64
-    assert clustering_accuracy(labels, y) > 0.95
+    assert clustering_accuracy(y, labels) > 0.95
     assert clusterer.can_predict == (name in PREDICTING)
 
 
@@ -183,7 +183,7 @@ def test_agglomerative_refuses_a_distance_matrix_that_cannot_fit(registry, monke
 def test_agglomerative_with_connectivity_clusters_sparsely(registry, blobs):
     x, y = blobs
     labels = make(registry, "agglomerative", connectivity=10).fit_predict(x)
-    assert clustering_accuracy(labels, y) > 0.95
+    assert clustering_accuracy(y, labels) > 0.95
 
 
 def test_noise_gets_its_own_row_and_counts_as_wrong(cli, runs_dir):

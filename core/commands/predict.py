@@ -295,7 +295,7 @@ def evaluation(
         )
     labels, _ = saved.assign(data.images)
     truth = np.asarray(data.labels)
-    scores = external_scores(labels, truth)
+    scores = external_scores(truth, labels)
     return {
         "dataset": name,
         "split": split,
