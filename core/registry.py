@@ -125,6 +125,19 @@ class Registry:
             raise PluginError(unknown_name_message(singular, name, known))
         return entry
 
+    def with_target(self, kind: str, name: str, target: Any) -> Registry:
+        """A copy in which ``name`` builds ``target`` (its entry otherwise kept): how the Python
+        API hands a run objects that only exist in memory, leaving this registry as it was."""
+        copy = Registry(
+            {k: dict(v) for k, v in self.entries.items()},
+            {k: dict(v) for k, v in self.qualified.items()},
+            {key: list(owners) for key, owners in self.collisions.items()},
+        )
+        old = self.find(kind, name)
+        plugin, summary = (old.plugin, old.summary) if old is not None else ("", "")
+        copy.entries[kind][name] = Entry(kind, name, target, plugin, summary)
+        return copy
+
     def prefer(self, kind: str, name: str, plugin: str) -> str:
         """``name`` as ``plugin`` means it: qualified when the bare name collides and ``plugin``
         registered it (a recipe naming its own plugin's stage), unchanged otherwise."""
