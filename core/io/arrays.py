@@ -69,12 +69,16 @@ def load_arrays(
 
 
 def read_arrays(
-    path: Path, images_key: str | None = None, labels_key: str | None = None
+    path: Path,
+    images_key: str | None = None,
+    labels_key: str | None = None,
+    key_hint: str = "set dataset.images_key",
 ) -> tuple[Any, Any, dict[str, Any]]:
     """(images, labels or None, info) from a ``.npy`` or ``.npz``, memory-mapped where possible.
 
     Headers are read and checked before any data: a damaged header, an object array or a member
     that would inflate past :func:`imgclust.memory.max_bytes` is refused in one line.
+    ``key_hint`` ends the message for an ``.npz`` without images: what the caller can do.
     """
     if not path.exists():
         raise DataError(f"array file {str(path)!r} does not exist.")
@@ -91,7 +95,7 @@ def read_arrays(
     try:
         if path.suffix.lower() == ".npy":
             return _read_npy(path)
-        return _read_npz(path, images_key, labels_key)
+        return _read_npz(path, images_key, labels_key, key_hint)
     except ImgclustError:
         raise
     except MemoryError:
@@ -113,7 +117,7 @@ def _read_npy(path: Path) -> tuple[Any, Any, dict[str, Any]]:
 
 
 def _read_npz(
-    path: Path, images_key: str | None, labels_key: str | None
+    path: Path, images_key: str | None, labels_key: str | None, key_hint: str
 ) -> tuple[Any, Any, dict[str, Any]]:
     """An ``.npz``'s images (memory-mapped when stored uncompressed) and labels."""
     import numpy as np
@@ -124,8 +128,7 @@ def _read_npz(
         if key is None or key not in keys:
             what = f"no array {key!r}" if key else "no array named x, images, x_train or arr_0"
             raise DataError(
-                f"{path.name} has {what}; it has {', '.join(keys) or 'none'}: "
-                "set dataset.images_key."
+                f"{path.name} has {what}; it has {', '.join(keys) or 'none'}: {key_hint}."
             )
         label_key = labels_key or _pick(keys, LABEL_KEYS)
         if labels_key and labels_key not in keys:
