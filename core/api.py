@@ -51,6 +51,12 @@ class Run:
             f"{len(self.labels)} images, {self.metrics.get('n_clusters')} clusters{score}>"
         )
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: summary, scores, the clusters' montages and a link to report.html."""
+        from .notebook import run_html
+
+        return run_html(self)
+
 
 def run(
     recipe: str | None = None,

@@ -136,6 +136,12 @@ class Pipeline:
         state = "fitted" if self.is_fitted else "unfitted"
         return f"<Pipeline {self.name}{shape}, {state}>"
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the stages in order with their settings, as scikit-learn draws one."""
+        from .notebook import pipeline_html
+
+        return pipeline_html(self)
+
     @property
     def is_fitted(self) -> bool:
         return self.labels_ is not None or self.manifest is not None

@@ -302,6 +302,34 @@ def test_in_memory_mistakes_are_one_line_errors(kwargs, error, words, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+# Notebooks ---------------------------------------------------------------------------------------
+def test_a_run_shows_its_summary_scores_montages_and_report_in_a_notebook(tmp_path):
+    import dataclasses
+
+    run = small_run(tmp_path, plots=True)
+    view = run._repr_html_()
+    assert run.path.name in view and "ACC" in view and f"{run.metrics['acc']:.4f}" in view
+    assert view.count('<img src="data:image/png;base64,') == 1  # clusters.png: every cluster
+    assert f'href="{(run.path / "report.html").as_posix()}"' in view
+    # a hostile summary is escaped; a link planted among the montages is not embedded
+    (run.path / "plots" / "clusters").mkdir()
+    (run.path / "plots" / "clusters" / "cluster-0.png").symlink_to("/etc/hostname")
+    forged = dataclasses.replace(run, summary={"pipeline": "<script>alert(1)</script>"})
+    view = forged._repr_html_()
+    assert "<script>" not in view and "&lt;script&gt;" in view and "cluster-0.png" not in view
+
+
+def test_a_run_without_plots_and_a_pipeline_show_themselves(finished):
+    view = finished._repr_html_()
+    assert "<img" not in view and "imgclust report" in view and "report.html" in view
+    pipe = finished.pipeline._repr_html_()
+    assert "Pipeline, fitted, for 8x8x1 images" in pipe
+    assert pipe.index("encoder <b>pca</b>") < pipe.index("clusterer <b>kmeans</b>")
+    assert "<th>n_clusters</th><td>6</td>" in pipe
+    unfitted = imgclust.Pipeline(["pca"], "kmeans")._repr_html_()
+    assert "Pipeline, unfitted" in unfitted
+
+
 # get_dataset / get_encoder / get_clusterer -------------------------------------------------------
 def test_get_stage_builds_checked_stages_that_act_as_the_instance():
     dataset = imgclust.get_dataset("digits", limit=40)
