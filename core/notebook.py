@@ -74,9 +74,12 @@ def montages_html(path: Path) -> list[str]:
         if size > budget:
             parts.append(f"<p>{html.escape(file.name)} and more are in report.html.</p>")
             break
+        uri = data_uri(file)  # bounded, and only PNG data
+        if uri is None:
+            continue
         budget -= size
         parts.append(
-            f'<figure><img src="{data_uri(file)}" alt="{html.escape(file.name)}">'
+            f'<figure><img src="{html.escape(uri)}" alt="{html.escape(file.name)}">'
             f"<figcaption>{html.escape(file.relative_to(path).as_posix())}</figcaption></figure>"
         )
     return parts
