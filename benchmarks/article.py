@@ -123,7 +123,7 @@ def cluster_scores(codes, labels, seed: int) -> dict[str, float]:
     from imgclust.plugins.sklearn_clusterers import kmeans
 
     clusters = kmeans(n_clusters=10, seed=seed).fit_predict(codes)
-    return {k: round(v, 4) for k, v in external_scores(clusters, labels).items()}
+    return {k: round(v, 4) for k, v in external_scores(labels, clusters).items()}
 
 
 def time_cli_run() -> dict[str, Any]:

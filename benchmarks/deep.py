@@ -77,7 +77,7 @@ def run_row(name: str, dataset: dict[str, Any], seed: int, runs: Path) -> dict[s
             "encoders": config["encoder"],
             "clusterer": config["clusterer"],
         }
-    result = imgclust.run(**kwargs, settings=settings, runs_dir=runs)
+    result = imgclust.run(**kwargs, settings=settings, runs_dir=runs, plots=False)
     metrics = result.metrics
     return {
         "seed": seed,

@@ -169,7 +169,7 @@ def kmeans_case(n: int, settings: dict[str, Any], label: str) -> dict[str, Any]:
         "cpu_s": round(time.process_time() - cpu, 1),
         "steps": int(model.n_steps_),
         "inertia": round(inertia, 1),
-        "acc": round(float(external_scores(labels, truth)["acc"]), 4),
+        "acc": round(float(external_scores(truth, labels)["acc"]), 4),
     }
 
 

@@ -107,7 +107,7 @@ def single_starts(features: Any, labels: Any, seed: int) -> list[dict[str, float
         found.append(
             {
                 "gmm_seed": start,
-                "acc": clustering_accuracy(clusters, labels),
+                "acc": clustering_accuracy(labels, clusters),
                 "log_likelihood": float(gmm.score(features)),
             }
         )

@@ -77,6 +77,7 @@ def measure(case: str) -> dict[str, Any]:
             clusterer={"name": "kmeans", "n_clusters": 10, "n_init": 1},
             split=split,
             runs_dir=folder / "runs",
+            plots=False,  # plot_run below draws and times them
         )
         result = RunResult(
             done.path, done.summary, done.labels, done.features, done.pipeline, done.data

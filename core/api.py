@@ -21,6 +21,7 @@ import numpy as np
 from .console import Log
 from .errors import ImgclustError, SettingsError
 from .interfaces import ImageSet
+from .io.arrays import IN_MEMORY, InMemoryImages, in_memory_images
 from .pipeline import Pipeline, Stage, make_stage
 
 StageSpec = str | Mapping[str, Any]
@@ -50,10 +51,19 @@ class Run:
             f"{len(self.labels)} images, {self.metrics.get('n_clusters')} clusters{score}>"
         )
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: summary, scores, the clusters' montages and a link to report.html."""
+        from .notebook import run_html
+
+        return run_html(self)
+
 
 def run(
     recipe: str | None = None,
     *,
+    images: Any = None,
+    labels: Any = None,
+    ids: Any = None,
     dataset: StageSpec | None = None,
     encoders: StageSpec | Sequence[StageSpec] | None = None,
     clusterer: StageSpec | None = None,
@@ -62,7 +72,7 @@ def run(
     split: str | None = None,
     config: str | Path | None = None,
     runs_dir: str | Path = "runs",
-    plots: bool = False,
+    plots: bool = True,
     log: Log | None = None,
     keep_checkpoints: bool = False,
     dask: str | None = None,
@@ -76,10 +86,17 @@ def run(
     value}`` mapping. ``settings`` maps a stage (``"dataset"``, ``"encoder"``,
     ``"encoder.NAME"``, ``"encoder.INDEX"``, ``"clusterer"``) to ``{key: value}``, or a
     ``--set`` target (``"clusterer.n_clusters"``, ``"seed"``, ``"split"``) to a value.
-    ``keep_checkpoints`` keeps the training checkpoints in the finished run folder.
-    ``dask`` runs on that Dask scheduler (``local``, ``local:N`` or an address); the ``dask``
-    address a config file names is used only with ``trust_config=True`` (a scheduler can run
-    code in this process), else it is ignored with a warning.
+    ``plots`` (true by default, as on the command line) draws ``plots/`` and writes
+    ``report.html``; ``plots=False`` is ``--no-plots``. ``keep_checkpoints`` keeps the training
+    checkpoints in the finished run folder. ``dask`` runs on that Dask scheduler (``local``,
+    ``local:N`` or an address); the ``dask`` address a config file names is used only with
+    ``trust_config=True`` (a scheduler can run code in this process), else it is ignored with a
+    warning.
+
+    ``images`` clusters arrays in memory instead of a dataset: (N, H, W), (N, H, W, C) or
+    (N, C, H, W), uint8 or numbers in [0, 1]; ``labels`` (N,) scores the run, ``ids`` (N,)
+    names the images in ``assignments.csv`` (default: their index). The run folder is like any
+    other; its dataset is ``in-memory``, which only this call can read.
     """
     from .config import resolve_config
     from .metrics import n_clusters
@@ -89,6 +106,13 @@ def run(
     registry = get_registry()
     names: dict[str, Any] = {}
     values: list[tuple[str, Any]] = []
+    if images is not None:
+        if dataset is not None:
+            raise SettingsError("give images or a dataset, not both.")
+        registry = _with_images(registry, images, labels, ids)
+        names["dataset"] = IN_MEMORY
+    elif labels is not None or ids is not None:
+        raise SettingsError("labels and ids describe images=...: pass the images too.")
     if dataset is not None:
         names["dataset"] = _stage_spec("dataset", dataset, "dataset", values)
     if encoders is not None:
@@ -108,6 +132,11 @@ def run(
         trust_config=trust_config is True,
         **names,
     )
+    if images is not None and resolved.get("dask"):
+        raise SettingsError(
+            "images in memory cannot reach Dask workers: save them with numpy.save and use "
+            "dataset 'arrays' (path=...) with dask."
+        )
     runs = Path(runs_dir)
     if runs.exists() and not runs.is_dir():
         raise ImgclustError(f"runs_dir {str(runs)!r} is a file: give a folder for run folders.")
@@ -174,6 +203,19 @@ def load(path: str | Path, trust: bool = False) -> Pipeline:
     if not isinstance(path, (str, os.PathLike)):
         raise SettingsError(f"load takes a folder's path, not {type(path).__name__}.")
     return load_pipeline(path, trust=trust is True)
+
+
+def _with_images(registry: Any, images: Any, labels: Any, ids: Any) -> Any:
+    """The registry with dataset ``in-memory`` holding these checked arrays, for one run."""
+    data = in_memory_images(images, labels, ids)
+
+    def holding() -> InMemoryImages:
+        dataset = InMemoryImages()
+        dataset.data = data
+        return dataset
+
+    holding.__doc__ = InMemoryImages.__doc__
+    return registry.with_target("datasets", IN_MEMORY, holding)
 
 
 # Turning Python values into --set assignments -------------------------------------------------

@@ -572,7 +572,14 @@ def predict_sources(
     saved: Any, inputs: list[str]
 ) -> Iterator[tuple[str, Any, list[str], Any, bool]]:
     """Each input as (name, source, ids, labels, strict): files are read where they are assigned."""
-    from imgclust.commands.predict import ARRAY_SUFFIXES, _file_reading, _need_mode, read_inputs
+    from imgclust.commands.predict import (
+        ARRAY_SUFFIXES,
+        _file_reading,
+        _need_mode,
+        files_below,
+        folder_arrays,
+        read_inputs,
+    )
 
     from .io.images import DEFAULT_EXTENSIONS, folder_labels, scan_folder
 
@@ -580,6 +587,12 @@ def predict_sources(
     for text in inputs:
         path = Path(text)
         if path.is_dir():
+            arrays = folder_arrays(path, text, saved)  # read here, as array files are
+            if arrays is not None:
+                source = memmap_source(arrays.images) or MemorySource(arrays.images)
+                yield text, source, arrays.ids, arrays.labels, True
+            if arrays is not None and not files_below(path, DEFAULT_EXTENSIONS):
+                continue
             files = scan_folder(path, True, DEFAULT_EXTENSIONS)
             mode = _need_mode(mode, saved, text)
             source = FilesSource(tuple(f.path for f in files), size, mode, None)

@@ -88,8 +88,11 @@ def plugins_command(as_json: bool = typer.Option(False, "--json", help="Print JS
                 f"{escape(c['plugins'][1])} (taken by {escape(c['plugins'][0])})"
             )
             continue
+        qualified = " or ".join(f"{owner}:{c['name']}" for owner in c["plugins"])
         console.print(
-            f"[red]collision:[/red] {c['kind']} {c['name']!r} from " + " and ".join(c["plugins"])
+            f"[red]collision:[/red] {escape(c['kind'])} {escape(repr(c['name']))} from "
+            + escape(" and ".join(c["plugins"]))
+            + f"; the bare name is disabled, use {escape(qualified)}"
         )
 
 

@@ -275,11 +275,18 @@ def _encoder_index(
     which = selector[0]
     if which.isdigit() and int(which) < len(encoders):
         return int(which)
-    matches = [i for i, e in enumerate(encoders) if e.get("name") == which]
+    matches = [  # a qualified stage (PLUGIN:NAME) answers to its bare name too
+        i for i, e in enumerate(encoders) if which in (e.get("name"), _bare(e.get("name")))
+    ]
     if len(matches) != 1:
         names = ", ".join(e["name"] for e in encoders)
         raise SettingsError(f"{label}: no single {chain} {which!r} in this run ({names}).")
     return matches[0]
+
+
+def _bare(name: Any) -> Any:
+    """``NAME`` of a ``PLUGIN:NAME`` stage name; any other value unchanged."""
+    return name.rpartition(":")[2] if isinstance(name, str) else name
 
 
 def resolve_config(
@@ -309,7 +316,8 @@ def resolve_config(
     recipe_name = recipe or (DEFAULT_RECIPE if use_default else None)
     if recipe_name:
         entry = registry.get("recipes", recipe_name)
-        config = merge(config, normalise(entry.target, f"recipe {recipe_name!r}"))
+        recipe_config = normalise(entry.target, f"recipe {recipe_name!r}")
+        config = merge(config, own_stages(registry, recipe_config, entry.plugin))
         config["recipe"] = recipe_name
     dropped: dict[str, Any] = {}  # splits of a recipe's or config's dataset, for another one
     if config_file is not None:
@@ -331,6 +339,19 @@ def resolve_config(
         config["split"] = split
     carry_splits(registry, config, dropped)
     return validate(registry, config)
+
+
+def own_stages(registry: Registry, config: dict[str, Any], plugin: str) -> dict[str, Any]:
+    """A recipe's config with each stage name two plugins register qualified as its own
+    plugin's (``PLUGIN:NAME``), so that a collision elsewhere leaves the recipe working."""
+    for key, kind in (("dataset", "datasets"), ("clusterer", "clusterers")):
+        if isinstance(config.get(key), dict) and "name" in config[key]:
+            config[key]["name"] = registry.prefer(kind, config[key]["name"], plugin)
+    for key, kind in (("encoder", "encoders"), ("refiner", "refiners")):
+        for stage in config.get(key) or []:
+            if isinstance(stage, dict) and "name" in stage:
+                stage["name"] = registry.prefer(kind, stage["name"], plugin)
+    return config
 
 
 def validate(registry: Registry, config: Mapping[str, Any]) -> dict[str, Any]:

@@ -223,8 +223,7 @@ def worker_probe(needs: Sequence[Sequence[str]]) -> dict[str, Any]:
     from .plugins_host import get_registry
 
     registry = get_registry()
-    have = registry.entries
-    missing = [f"{kind[:-1]} {name!r}" for kind, name in needs if name not in have.get(kind, {})]
+    missing = [f"{kind[:-1]} {name!r}" for kind, name in needs if registry.find(kind, name) is None]
     return {"version": __version__, "missing": missing, "pid": os.getpid()}
 
 

@@ -31,8 +31,11 @@ Each `register_*` hook receives `register(name, target, *, summary="")`:
 - `summary`: one line for `imgclust list`; by default the first line of the target's docstring.
 
 A bad name, or a target that cannot be called, fails that plugin's registration with a warning
-that names it. When two plugins register the same name, both are reported and using the name
-is an error that names both, until one is uninstalled or left out with `IMGCLUST_LOAD_PLUGINS`.
+that names it. Every registered name is also reachable as `PLUGIN:NAME` (the plugin's entry-point
+name, as `imgclust plugins` lists it: `sklearn-clusterers:kmeans`). When two plugins register the
+same name, both are reported, the bare name becomes an error that names both qualified names,
+and both `PLUGIN:NAME` forms keep working; the plugins' other names are unaffected, and a recipe
+naming a stage its own plugin registers gets its own plugin's.
 
 ## Settings
 
@@ -45,9 +48,14 @@ config file) sets them. Text from the command line is converted by the parameter
 | `int`, `float`, `str` | `10`, `0.5`, `text` |
 | `bool` | `true`/`false`, `yes`/`no`, `1`/`0`, `on`/`off` |
 | `tuple[int, ...]`, `tuple[int, int]` | `32,64,128`, `28x28` |
+| `int \\| float` (a count or a fraction) | `30` stays the int 30, `0.05` and `1.0` are floats |
 | `X \\| None` | a value of `X`, or `none` |
 | `Literal["a", "b"]` | one of the choices |
 
+A setting that is "a count or a fraction" is typed `int | float`, so that a count reaches the
+library as an int (scikit-learn's `OPTICS` refuses `min_samples=30.0`); `SklearnClusterer(...,
+counts=("min_samples",))` turns a fraction below 1 into that share of the rows it fits, as the
+bundled `hdbscan`'s `min_cluster_size` and `min_samples` do.
 A parameter named `seed` receives the run's seed unless the user sets it. Unknown names and
 badly typed values are one-line errors that list what is accepted. A factory that rejects its
 settings raises `imgclust.errors.SettingsError` (or `TypeError`/`ValueError`) with one line.

@@ -1,10 +1,12 @@
 """Importing Keras for the stages that train networks: on first use only, TensorFlow backend
-unless the user chose another, and without TensorFlow's native start-up chatter on stderr.
+unless the user chose another, and without TensorFlow's chatter on stderr (its native start-up
+notices, and its Python warnings such as "triggered tf.function retracing").
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -41,8 +43,15 @@ def import_keras() -> Any:
     """Import and return ``keras`` (TensorFlow backend unless ``KERAS_BACKEND`` says otherwise)."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "keras" in sys.modules:
-        return sys.modules["keras"]
-    with native_stderr_silenced():
-        import keras
-    return keras
+    if "keras" not in sys.modules:
+        with native_stderr_silenced():
+            import keras  # noqa: F401
+    tensorflow_warnings_silenced()
+    return sys.modules["keras"]
+
+
+def tensorflow_warnings_silenced() -> None:
+    """Keep TensorFlow's Python log to errors: its warnings (retracing, deprecations) are about
+    TensorFlow's internals, not anything a user can act on. ``IMGCLUST_DEBUG=1`` keeps them."""
+    if "tensorflow" in sys.modules and not os.environ.get("IMGCLUST_DEBUG"):
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)

@@ -13,7 +13,7 @@ def describe_kind(kind: str) -> list[dict[str, Any]]:
     registry = get_registry()
     items = []
     for name in registry.names(kind):
-        entry = registry.entries[kind][name]
+        entry = registry.get(kind, name)
         item: dict[str, Any] = {"name": name, "plugin": entry.plugin, "summary": entry.doc}
         if kind == "recipes":
             item["runs"] = recipe_outline(entry.target)

@@ -1,7 +1,12 @@
 """Clustering quality: matched accuracy, NMI, ARI and purity against labels; internal scores
 without them; and what each cluster holds, as the article reports it.
 
-Noise (label -1) is never matched to a class: its points count as wrong.
+The scores take scikit-learn's argument order, ``(labels_true, labels_pred)``::
+
+    from imgclust.metrics import clustering_accuracy, external_scores
+    clustering_accuracy(y, run.labels); external_scores(y, run.labels)["nmi"]
+
+Noise (cluster -1) is never matched to a class: its points count as wrong.
 """
 
 from __future__ import annotations
@@ -54,33 +59,81 @@ def hungarian_match(clusters: np.ndarray, labels: np.ndarray) -> dict[int, Any]:
     return {int(cluster_ids[r]): class_ids[c].item() for r, c in zip(rows, cols, strict=True)}
 
 
-def clustering_accuracy(clusters: np.ndarray, labels: np.ndarray) -> float:
-    """Accuracy under the best one-to-one matching of clusters to classes (any counts of each)."""
-    table, _, _ = contingency(clusters, labels)
+def clustering_accuracy(
+    labels_true: Any = None,
+    labels_pred: Any = None,
+    *,
+    labels: Any = None,
+    clusters: Any = None,
+) -> float:
+    """Accuracy under the best one-to-one matching of clusters to classes (any counts of each).
+
+    Arguments in scikit-learn's order: ``labels_true`` (the classes), ``labels_pred`` (the
+    clusters, -1 for noise); the keywords ``labels=`` and ``clusters=`` still work.
+    """
+    labels_true, labels_pred = _true_and_predicted(labels_true, labels_pred, labels, clusters)
+    table, _, _ = contingency(labels_pred, labels_true)
     if table.size == 0:
         return 0.0
     from scipy.optimize import linear_sum_assignment
 
     rows, cols = linear_sum_assignment(-table)
-    return float(table[rows, cols].sum() / len(labels))
+    return float(table[rows, cols].sum() / len(labels_true))
 
 
-def purity(clusters: np.ndarray, labels: np.ndarray) -> float:
-    """Share of points whose cluster's majority class is their own (noise counts as wrong)."""
-    table, _, _ = contingency(clusters, labels)
-    return float(table.max(axis=1).sum() / len(labels)) if table.size else 0.0
+def purity(
+    labels_true: Any = None,
+    labels_pred: Any = None,
+    *,
+    labels: Any = None,
+    clusters: Any = None,
+) -> float:
+    """Share of points whose cluster's majority class is their own (noise counts as wrong);
+    arguments as :func:`clustering_accuracy`'s."""
+    labels_true, labels_pred = _true_and_predicted(labels_true, labels_pred, labels, clusters)
+    table, _, _ = contingency(labels_pred, labels_true)
+    return float(table.max(axis=1).sum() / len(labels_true)) if table.size else 0.0
 
 
-def external_scores(clusters: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """ACC, NMI, ARI and purity of clusters against true labels."""
+def external_scores(
+    labels_true: Any = None,
+    labels_pred: Any = None,
+    *,
+    labels: Any = None,
+    clusters: Any = None,
+) -> dict[str, float]:
+    """ACC, NMI, ARI and purity of clusters (``labels_pred``) against classes (``labels_true``),
+    in scikit-learn's argument order; the keywords ``labels=`` and ``clusters=`` still work."""
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+    labels_true, labels_pred = _true_and_predicted(labels_true, labels_pred, labels, clusters)
     return {
-        "acc": clustering_accuracy(clusters, labels),
-        "nmi": float(normalized_mutual_info_score(labels, clusters)),
-        "ari": float(adjusted_rand_score(labels, clusters)),
-        "purity": purity(clusters, labels),
+        "acc": clustering_accuracy(labels_true, labels_pred),
+        "nmi": float(normalized_mutual_info_score(labels_true, labels_pred)),
+        "ari": float(adjusted_rand_score(labels_true, labels_pred)),
+        "purity": purity(labels_true, labels_pred),
     }
+
+
+def _true_and_predicted(
+    labels_true: Any, labels_pred: Any, labels: Any, clusters: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """(classes, clusters) from scikit-learn's arguments or the older keywords, checked alike."""
+    if labels is not None or clusters is not None:
+        if labels_true is not None or labels_pred is not None:
+            raise TypeError(
+                "give labels_true and labels_pred, or the older labels= and clusters=, not both"
+            )
+        labels_true, labels_pred = labels, clusters
+    if labels_true is None or labels_pred is None:
+        raise TypeError("needs labels_true (the classes) and labels_pred (the clusters)")
+    labels_true, labels_pred = np.asarray(labels_true), np.asarray(labels_pred)
+    if labels_true.shape != labels_pred.shape or labels_true.ndim != 1:
+        raise ValueError(
+            f"labels_true and labels_pred must be two (N,) arrays of one length; got "
+            f"{labels_true.shape} and {labels_pred.shape}"
+        )
+    return labels_true, labels_pred
 
 
 def internal_scores(

@@ -233,7 +233,7 @@ def _save_stage(registry: Any, kind: str, stage: Stage, root: Path, folder: str)
         "needs_trust": False,
         "reason": None,
     }
-    entry = registry.entries.get(kind, {}).get(stage.name)
+    entry = registry.find(kind, stage.name)
     if entry is not None:
         info["plugin"] = entry.plugin
         info["plugin_version"] = _plugin_version(entry.plugin)
@@ -678,8 +678,8 @@ def _load_stage(
 
     name = str(info.get("name"))
     what = f"{kind[:-1]} {name!r}"
-    try:
-        entry = registry.get(kind, name)
+    try:  # a name two plugins register means the one the manifest says made it
+        entry = registry.get(kind, registry.prefer(kind, name, str(info.get("plugin") or "")))
     except PluginError as exc:
         if (kind, name) in getattr(registry, "collisions", {}):
             raise PluginError(f"cannot load this pipeline's {what}: {exc}") from None

@@ -136,6 +136,12 @@ class Pipeline:
         state = "fitted" if self.is_fitted else "unfitted"
         return f"<Pipeline {self.name}{shape}, {state}>"
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: the stages in order with their settings, as scikit-learn draws one."""
+        from .notebook import pipeline_html
+
+        return pipeline_html(self)
+
     @property
     def is_fitted(self) -> bool:
         return self.labels_ is not None or self.manifest is not None
@@ -386,7 +392,7 @@ class Pipeline:
             ("clusterers", self.clusterer),
             *(("refiners", r) for r in self.refiners),
         ]:
-            if stage.name not in registry.entries.get(kind, {}):
+            if registry.find(kind, stage.name) is None:
                 raise ImgclustError(
                     f"{kind[:-1]} {stage.name!r} is not a registered stage, so imgclust.load "
                     "could not rebuild it: register it through a plugin (docs/plugins.md)."
@@ -509,7 +515,7 @@ def _wrap_instance(kind: str, instance: Any, registry: Any) -> Stage:
 
         registry = get_registry()
     cls = type(instance)
-    names = [e.name for e in registry.entries.get(kind, {}).values() if e.target is cls]
+    names = registry.names_of(kind, cls)
     if len(names) != 1:  # "Name()" can never be a registered name, so save refuses it clearly
         return Stage(f"{cls.__name__}()", instance, {})
     settings = {key: getattr(instance, key) for key in settings_of(cls) if hasattr(instance, key)}

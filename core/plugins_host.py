@@ -17,7 +17,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .registry import KINDS, Registry
+from .registry import KINDS, Registry, qualified_name
 
 ENTRY_POINT_GROUP = "imgclust"
 BUNDLED_DISTRIBUTION = "imgclust"
@@ -95,16 +95,20 @@ class PluginHost:
             for plugin, exc, added in self.call_each(
                 f"register_{kind}",
                 lambda name, kind=kind: {"register": registry.register(kind, name)},
-                lambda kind=kind: set(registry.entries[kind]),
+                lambda kind=kind: set(registry.qualified[kind]),
             ):
                 info = self.plugins.setdefault(plugin, PluginInfo(plugin))
                 if exc is not None:  # one plugin's bug must not hide the others' stages
                     self._fail(info, f"failed to register {kind}: {_describe(exc)}")
-                elif added:
-                    info.registered.setdefault(kind, []).extend(sorted(added))
+                elif added:  # bare names: a colliding one is listed under both owners
+                    names = sorted(registry.qualified[kind][q].name for q in added)
+                    info.registered.setdefault(kind, []).extend(names)
         for (kind, name), owners in registry.collisions.items():
-            message = f"{kind[:-1]} {name!r} is registered by both plugins " + " and ".join(
-                repr(o) for o in owners
+            message = (
+                f"{kind[:-1]} {name!r} is registered by both plugins "
+                + " and ".join(repr(o) for o in owners)
+                + "; the bare name is disabled, use "
+                + " or ".join(repr(qualified_name(o, name)) for o in owners)
             )
             warnings.warn(f"imgclust: {message}", RuntimeWarning, stacklevel=2)
         return registry
@@ -295,7 +299,7 @@ def stage_origin(kind: str, name: str, instance: Any = None) -> str:
     if _host is None:
         return ""
     try:
-        entry = _host.registry.entries.get(kind, {}).get(name)
+        entry = _host.registry.find(kind, name)
     except Exception:  # messages about a failure must not fail themselves
         return ""
     if entry is None:

@@ -71,13 +71,15 @@ _locks: dict[Path, int] = {}  # folders this process holds the lock of -> the lo
 def run_name(
     config: Mapping[str, Any], now: datetime | None = None, *, kind: str | None = None
 ) -> str:
-    """'2026-11-27T22-40-05-mnist-conv-ae-kmeans', shortened to fit a file name if need be;
-    ``kind`` follows the time stamp for folders other than runs ('...-k-sweep-mnist-...')."""
+    """'2026-11-27T22-40-05-mnist-conv-ae-kmeans', then any refiners ('...-kmeans-self-label'),
+    shortened to fit a file name if need be; ``kind`` follows the time stamp for folders other
+    than runs ('...-k-sweep-mnist-...')."""
     stamp = (now or datetime.now()).strftime("%Y-%m-%dT%H-%M-%S")
     parts = [
         config["dataset"]["name"],
         *(e["name"] for e in config["encoder"]),
         config["clusterer"]["name"],
+        *(r["name"] for r in config.get("refiner") or []),
     ]
     words = [stamp, *([kind] if kind else []), *parts]
     return fit_name(re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(words)))

@@ -305,7 +305,7 @@ def score_run(run: RunState) -> None:
         run.metrics["skipped"] = len(run.data.info["skipped"])
     if run.pipeline.refiners and run.data.labels is not None:  # what the refiners gained
         run.metrics["before_refiners"] = external_scores(
-            run.pipeline.clusterer_labels_, np.asarray(run.data.labels)
+            np.asarray(run.data.labels), run.pipeline.clusterer_labels_
         )
     run.scores = image_scores(run.features, run.labels, _refiner_probability(run))
     flag = outlier_threshold(run.scores.outlier)
@@ -451,7 +451,7 @@ def score(features: np.ndarray, labels: np.ndarray, data: ImageSet, seed: int) -
     """
     metrics: dict[str, Any] = {}
     if data.labels is not None:
-        metrics.update(external_scores(labels, np.asarray(data.labels)))
+        metrics.update(external_scores(np.asarray(data.labels), labels))
     metrics.update(internal_scores(features, labels, seed=seed))
     metrics["noise"] = int((labels == -1).sum())
     reason = degeneracy(features, labels, seed=seed)

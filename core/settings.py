@@ -172,6 +172,8 @@ def convert(value: Any, annotation: Any) -> Any:
                 return None
         errors = []
         ordered = sorted((a for a in args if a is not type(None)), key=_union_order)
+        if int in ordered and float in ordered and isinstance(value, float):
+            ordered.remove(int)  # "a count or a fraction": 1.0 stays a fraction, 30 a count
         for option in ordered:
             try:
                 return convert(value, option)

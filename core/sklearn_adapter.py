@@ -102,7 +102,9 @@ class SklearnClusterer:
     """Wraps a scikit-learn clusterer built by ``make(**params)``.
 
     ``k_param`` names the estimator's parameter for the number of clusters, if any, so that
-    the core can treat every clusterer's k alike. ``predict_with(estimator, features)`` assigns
+    the core can treat every clusterer's k alike. ``counts`` names parameters that are a count
+    or a fraction (``int | float`` settings): a float below 1 becomes that share of the rows
+    being fitted (see :func:`count_of`). ``predict_with(estimator, features)`` assigns
     new points for estimators whose prediction lives outside the class; ``persist`` saves and
     loads estimators that have no array format (e.g. :class:`PickleFormat`).
     """
@@ -117,8 +119,10 @@ class SklearnClusterer:
         predict_with: Predictor | None = None,
         persist: PickleFormat | None = None,
         check: Callable[[np.ndarray], None] | None = None,
+        counts: tuple[str, ...] = (),
     ) -> None:
         self.make = make
+        self.counts = tuple(counts)
         self.params = dict(params or {})
         self.k_param = k_param
         self.name = name or getattr(make, "__name__", "clusterer")
@@ -146,15 +150,20 @@ class SklearnClusterer:
             self._predicts = callable(getattr(estimator, "predict", None))
         return self._predicts
 
-    def _build(self) -> Any:
-        return self.make(**self.params)
+    def _build(self, n_rows: int | None = None) -> Any:
+        params = dict(self.params)
+        if n_rows is not None:
+            for key in self.counts:
+                if params.get(key) is not None:
+                    params[key] = count_of(params[key], n_rows)
+        return self.make(**params)
 
     def fit_predict(self, features: np.ndarray) -> np.ndarray:
         """Fit on (N, D) features and return one label per row (-1 for noise)."""
         check_features(features, self.n_clusters)
         if self.check is not None:
             self.check(features)
-        self.estimator_ = self._build()
+        self.estimator_ = self._build(len(features))
         if hasattr(self.estimator_, "fit_predict"):
             labels = self.estimator_.fit_predict(features)
         else:
@@ -521,7 +530,7 @@ def predicting_clusterers() -> list[str]:
         names = []
         for name in registry.names("clusterers"):
             try:
-                instance = registry.entries["clusterers"][name].target()
+                instance = registry.get("clusterers", name).target()
             except Exception:
                 continue
             if can_predict(instance):
@@ -561,6 +570,14 @@ def check_features(features: np.ndarray, n_clusters: int | None = None) -> None:
             f"asked for {n_clusters} clusters but there are only {len(features)} images: "
             "lower clusterer.n_clusters."
         )
+
+
+def count_of(value: int | float, n_rows: int) -> int:
+    """A count-or-fraction setting as a count: a float below 1 is that share of ``n_rows``
+    (rounded up, at least 1); anything else is a count already."""
+    if isinstance(value, float) and 0 < value < 1:
+        return max(1, math.ceil(value * n_rows))
+    return int(value)
 
 
 class LazyEstimator:

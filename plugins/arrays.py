@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from imgclust.errors import SettingsError
 from imgclust.hookspecs import hookimpl
-from imgclust.io.arrays import load_arrays
+from imgclust.io.arrays import IN_MEMORY, InMemoryImages, load_arrays
 from imgclust.settings import check_limit
 
 
@@ -79,4 +79,9 @@ def register_datasets(register):
         "arrays",
         ArraysDataset,
         summary="images from a .npy or .npz file, memory-mapped (labels from a key or a file)",
+    )
+    register(
+        IN_MEMORY,
+        InMemoryImages,
+        summary="arrays given to imgclust.run(images=...) from Python (that session only)",
     )

@@ -26,8 +26,8 @@ def approximate_predict(estimator: Any, features: np.ndarray) -> np.ndarray:
 
 
 def hdbscan_clusterer(
-    min_cluster_size: int = 25,
-    min_samples: int | None = None,
+    min_cluster_size: int | float = 25,
+    min_samples: int | float | None = None,
     cluster_selection_method: Literal["eom", "leaf"] = "eom",
     cluster_selection_epsilon: float = 0.0,
     metric: str = "euclidean",
@@ -36,10 +36,12 @@ def hdbscan_clusterer(
 
     Parameters
     ----------
-    min_cluster_size : int
-        Smallest group that counts as a cluster.
-    min_samples : int | None
-        Neighbours that make a point dense (default: min_cluster_size); small is cheaper.
+    min_cluster_size : int | float
+        Smallest group that counts as a cluster: a count (25), or a fraction of the images
+        (0.01 for 1%).
+    min_samples : int | float | None
+        Neighbours that make a point dense, a count or a fraction of the images (default:
+        min_cluster_size); small is cheaper.
     cluster_selection_method : str
         eom (excess of mass: fewer, larger clusters) or leaf (many fine clusters).
     cluster_selection_epsilon : float
@@ -47,10 +49,16 @@ def hdbscan_clusterer(
     metric : str
         Distance between features (any hdbscan metric name).
     """
-    if min_cluster_size < 2:
-        raise SettingsError("clusterer 'hdbscan' needs min_cluster_size >= 2.")
-    if min_samples is not None and min_samples < 1:
-        raise SettingsError("clusterer 'hdbscan' needs min_samples >= 1 (or none).")
+    if not _count_or_fraction(min_cluster_size, 2):
+        raise SettingsError(
+            "clusterer 'hdbscan' needs min_cluster_size a count >= 2 or a fraction between 0 "
+            f"and 1; got {min_cluster_size!r}."
+        )
+    if min_samples is not None and not _count_or_fraction(min_samples, 1):
+        raise SettingsError(
+            "clusterer 'hdbscan' needs min_samples a count >= 1, a fraction between 0 and 1, "
+            f"or none; got {min_samples!r}."
+        )
     params = dict(
         min_cluster_size=min_cluster_size,
         min_samples=min_samples,
@@ -66,7 +74,15 @@ def hdbscan_clusterer(
         name="hdbscan",
         predict_with=approximate_predict,
         persist=PickleFormat(),
+        counts=("min_cluster_size", "min_samples"),
     )
+
+
+def _count_or_fraction(value: int | float, smallest: int) -> bool:
+    """A whole count of at least ``smallest``, or a fraction strictly between 0 and 1."""
+    if isinstance(value, float) and not value.is_integer():
+        return 0 < value < 1
+    return int(value) >= smallest
 
 
 @hookimpl

@@ -15,6 +15,7 @@ import pytest
 
 import imgclust
 from imgclust.errors import DataError, ImgclustError, PluginError, SettingsError
+from imgclust.metrics import external_scores
 from imgclust.pipeline import Stage, canonical_order, renumber
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -42,7 +43,7 @@ def small_run(runs_dir: Path, **kwargs) -> imgclust.Run:
         clusterer="kmeans",
         settings=settings,
         runs_dir=runs_dir,
-        **kwargs,
+        **{"plots": False, **kwargs},
     )
 
 
@@ -63,7 +64,10 @@ def test_the_readme_python_example_runs_as_printed(tmp_path, monkeypatch):
     run, pipe, labels = namespace["run"], namespace["pipe"], namespace["labels"]
     assert isinstance(run, imgclust.Run)
     assert run.path.is_dir() and run.path.resolve().parent == (tmp_path / "runs").resolve()
+    assert (run.path / "report.html").is_file() and (run.path / "plots" / "map.png").is_file()
     assert 0.5 < run.metrics["acc"] <= 1
+    assert namespace["scores"] == external_scores(namespace["y"], namespace["mine"].labels)
+    assert namespace["mine"].path.name.endswith("-in-memory-pca-kmeans")
     assert run.labels.shape == (500,) and run.features.shape == (500, 20)
     assert isinstance(pipe, imgclust.Pipeline)
     assert (tmp_path / "my-pipeline" / "manifest.json").is_file()
@@ -130,6 +134,7 @@ def test_run_takes_a_recipe_and_numpy_values(tmp_path):
         dataset={"name": "digits", "limit": np.int64(120)},
         settings={"clusterer.n_clusters": np.int64(3), "seed": np.int32(2)},
         runs_dir=tmp_path,
+        plots=False,
     )
     assert run.config["recipe"] == "pixels-kmeans" and run.config["seed"] == 2
     assert run.metrics["n_clusters"] == 3 and len(run.labels) == 120
@@ -142,6 +147,7 @@ def test_settings_name_a_chained_encoder(tmp_path):
         clusterer={"name": "kmeans", "n_clusters": 4, "n_init": 1},
         settings={"encoder.pca": {"whiten": True}},
         runs_dir=tmp_path,
+        plots=False,
     )
     assert run.config["encoder"][0] == {**run.config["encoder"][0], "n_components": 12}
     assert run.config["encoder"][0]["whiten"] is True
@@ -174,7 +180,7 @@ def test_settings_fail_exactly_as_set_does(settings, as_set, cli, tmp_path):
     with pytest.raises(SettingsError) as caught:
         imgclust.run(
             dataset="digits", encoders=["pca"], clusterer="kmeans", settings=settings,
-            runs_dir=tmp_path,
+            runs_dir=tmp_path, plots=False,
         )  # fmt: skip
     from_cli = _cli_error(cli, as_set)
     message = str(caught.value)
@@ -211,7 +217,7 @@ def test_run_mistakes_are_one_line_errors(kwargs, error, words, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     given = {"dataset": SMALL, "encoders": ["pca"], "clusterer": "kmeans", **kwargs}
     with pytest.raises(error) as caught:
-        imgclust.run(**given, runs_dir=tmp_path / "runs")
+        imgclust.run(**given, runs_dir=tmp_path / "runs", plots=False)
     assert words in str(caught.value) and "\n" not in str(caught.value)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
@@ -233,6 +239,95 @@ def test_runs_dir_that_is_a_file_is_refused(tmp_path):
     with pytest.raises(ImgclustError, match="is a file"):
         small_run(target)
     assert target.read_text() == "not a folder"
+
+
+# Arrays in memory -------------------------------------------------------------------------------
+def test_run_clusters_arrays_in_memory_into_a_run_folder_like_any_other(tmp_path, cli):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images[:300] / 16).astype(np.float64)  # (N, H, W) float64 in [0, 1]
+    labels = digits.target[:300]
+    ids = [f"digit-{i:03d}" for i in range(300)]
+    settings = {"encoder": {"n_components": 8}, "clusterer": {"n_clusters": 10, "n_init": 2}}
+    run = imgclust.run(
+        images=images, labels=labels, ids=ids, encoders=["pca"], clusterer="kmeans",
+        settings=settings, runs_dir=tmp_path / "runs", plots=False,
+    )  # fmt: skip
+    assert run.path.name.endswith("-in-memory-pca-kmeans")
+    assert not (run.path / "report.html").exists() and not (run.path / "plots").exists()
+    assert run.metrics["acc"] > 0.6 and run.data.images.shape == (300, 8, 8, 1)
+    rows = (run.path / "assignments.csv").read_text().splitlines()
+    assert rows[1].startswith("digit-000,") and len(rows) == 301
+    np.testing.assert_array_equal(run.pipeline.predict(images[:50]), run.labels[:50])
+    again = cli("predict", run.path, str(_saved(tmp_path, images[:20])), "--json")
+    assert again.exit_code == 0, again.stderr
+    # without labels: a run with internal scores only
+    unlabelled = imgclust.run(
+        images=(images * 255).astype(np.uint8), encoders=["pca"], clusterer="kmeans",
+        settings=settings, runs_dir=tmp_path / "runs", plots=False,
+    )  # fmt: skip
+    assert "acc" not in unlabelled.metrics and "silhouette" in unlabelled.metrics
+    # what needs the images again says, in one line, how to keep them
+    for command in (("evaluate", run.path), ("export", run.path, tmp_path / "out")):
+        result = cli(*command)
+        assert result.exit_code != 0 and "numpy.save" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _saved(folder: Path, images: np.ndarray) -> Path:
+    path = folder / "new.npy"
+    np.save(path, images.astype(np.float32))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"dataset": "digits"}, SettingsError, "not both"),
+        ({"images": None, "labels": [1, 2]}, SettingsError, "pass the images too"),
+        ({"images": np.zeros((4, 64))}, DataError, "flat vectors"),
+        ({"images": np.zeros((4, 8, 8)), "labels": [1, 2]}, DataError, "4 images but 2 labels"),
+        ({"images": np.zeros((2, 8, 8)), "ids": ["a", "a"]}, DataError, "some repeat"),
+        ({"images": np.zeros((2, 8, 8)), "ids": "ab"}, DataError, "list of names"),
+        ({"images": np.array(["a", "b"])}, DataError, "must hold numbers"),
+        ({"images": np.zeros((2, 8, 8)), "settings": {"dask": "local:1"}}, SettingsError, "Dask"),
+    ],
+)
+def test_in_memory_mistakes_are_one_line_errors(kwargs, error, words, tmp_path):
+    given = {"encoders": ["pca"], "clusterer": "kmeans", "images": np.zeros((4, 8, 8)), **kwargs}
+    with pytest.raises(error) as caught:
+        imgclust.run(**given, runs_dir=tmp_path / "runs", plots=False)
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+    assert not (tmp_path / "runs").exists()
+
+
+# Notebooks ---------------------------------------------------------------------------------------
+def test_a_run_shows_its_summary_scores_montages_and_report_in_a_notebook(tmp_path):
+    import dataclasses
+
+    run = small_run(tmp_path, plots=True)
+    view = run._repr_html_()
+    assert run.path.name in view and "ACC" in view and f"{run.metrics['acc']:.4f}" in view
+    assert view.count('<img src="data:image/png;base64,') == 1  # clusters.png: every cluster
+    assert f'href="{(run.path / "report.html").as_posix()}"' in view
+    # a hostile summary is escaped; a link planted among the montages is not embedded
+    (run.path / "plots" / "clusters").mkdir()
+    (run.path / "plots" / "clusters" / "cluster-0.png").symlink_to("/etc/hostname")
+    forged = dataclasses.replace(run, summary={"pipeline": "<script>alert(1)</script>"})
+    view = forged._repr_html_()
+    assert "<script>" not in view and "&lt;script&gt;" in view and "cluster-0.png" not in view
+
+
+def test_a_run_without_plots_and_a_pipeline_show_themselves(finished):
+    view = finished._repr_html_()
+    assert "<img" not in view and "imgclust report" in view and "report.html" in view
+    pipe = finished.pipeline._repr_html_()
+    assert "Pipeline, fitted, for 8x8x1 images" in pipe
+    assert pipe.index("encoder <b>pca</b>") < pipe.index("clusterer <b>kmeans</b>")
+    assert "<th>n_clusters</th><td>6</td>" in pipe
+    unfitted = imgclust.Pipeline(["pca"], "kmeans")._repr_html_()
+    assert "Pipeline, unfitted" in unfitted
 
 
 # get_dataset / get_encoder / get_clusterer -------------------------------------------------------

@@ -74,7 +74,7 @@ def test_keep_checkpoints_keeps_them(cli, runs_dir):
 def test_the_python_api_removes_them_too_unless_told(tmp_path):
     import imgclust
 
-    common = dict(dataset={"name": "digits", "limit": 200}, encoders=["ticker"],
+    common = dict(dataset={"name": "digits", "limit": 200}, encoders=["ticker"], plots=False,
                   clusterer="kmeans", settings={"clusterer": {"n_init": 1}})  # fmt: skip
     run = imgclust.run(**common, runs_dir=tmp_path / "a")
     assert not (run.path / "checkpoints").exists()

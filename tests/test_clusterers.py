@@ -40,7 +40,7 @@ def test_each_clusterer_finds_well_separated_blobs(registry, blobs, name):
     assert isinstance(clusterer, SklearnClusterer)
     labels = clusterer.fit_predict(x)
     assert labels.shape == (len(x),) and labels.dtype == np.int64
-    assert clustering_accuracy(labels, y) > 0.95
+    assert clustering_accuracy(y, labels) > 0.95
     assert clusterer.can_predict == (name in PREDICTING)
 
 
@@ -77,6 +77,20 @@ def test_hdbscan_marks_noise_and_predicts_with_approximate_predict(registry, blo
     predicted = clusterer.predict(x[:50])
     np.testing.assert_array_equal(predicted, labels[:50])
     assert (clusterer.predict(far) == -1).all()
+
+
+def test_hdbscan_sizes_are_a_count_or_a_fraction_of_the_images(registry, blobs):
+    x, _ = blobs
+    counted = make(registry, "hdbscan", min_cluster_size=30, min_samples=5)
+    counted.fit_predict(x)
+    assert (counted.estimator_.min_cluster_size, counted.estimator_.min_samples) == (30, 5)
+    shared = make(registry, "hdbscan", min_cluster_size=0.05, min_samples=0.01)
+    labels = shared.fit_predict(x)
+    assert (shared.estimator_.min_cluster_size, shared.estimator_.min_samples) == (30, 6)
+    assert len(set(labels) - {-1}) == 4
+    for bad in ({"min_cluster_size": 1.5}, {"min_cluster_size": 0.0}, {"min_samples": -0.5}):
+        with pytest.raises(SettingsError, match="a count >= .* a fraction between 0 and 1"):
+            make(registry, "hdbscan", **bad)
 
 
 def test_hdbscan_pickle_loads_only_with_trust(registry, blobs, tmp_path):
@@ -169,7 +183,7 @@ def test_agglomerative_refuses_a_distance_matrix_that_cannot_fit(registry, monke
 def test_agglomerative_with_connectivity_clusters_sparsely(registry, blobs):
     x, y = blobs
     labels = make(registry, "agglomerative", connectivity=10).fit_predict(x)
-    assert clustering_accuracy(labels, y) > 0.95
+    assert clustering_accuracy(y, labels) > 0.95
 
 
 def test_noise_gets_its_own_row_and_counts_as_wrong(cli, runs_dir):

@@ -113,28 +113,111 @@ def test_plugin_failing_to_register_is_reported(third_party):
     assert "boom" in get_host().plugins["imgclust-badreg"].error
 
 
-def test_name_collision_names_both_plugins(third_party):
-    third_party(
-        "imgclust-kmeans-too",
-        "tp_collide",
-        (
-            "from imgclust import hookimpl\n"
-            "def other(n_clusters: int = 3):\n"
-            "    '''Another k-means.'''\n"
-            "@hookimpl\n"
-            "def register_clusterers(register):\n"
-            "    register('kmeans', other)\n"
-        ),
-    )
+KMEANS_TWIN = (
+    MEDIAN_CLUSTERER.replace("median-split", "kmeans")
+    + """
+
+@hookimpl
+def register_encoders(register):
+    from imgclust.plugins.basic_encoders import FlattenEncoder
+    register("raw", FlattenEncoder, summary="raw pixels under another name")
+
+
+@hookimpl
+def register_recipes(register):
+    register("twin", {"dataset": "digits", "encoder": ["raw", "pca"], "clusterer": "kmeans"})
+"""
+)
+
+
+def test_name_collision_disables_only_the_bare_name(third_party):
+    third_party("imgclust-kmeans-too", "tp_collide", KMEANS_TWIN)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         registry = get_host().registry
-    assert any("kmeans" in str(w.message) for w in caught)
-    with pytest.raises(
-        PluginError,
-        match="sklearn-clusterers.*imgclust-kmeans-too|imgclust-kmeans-too.*sklearn-clusterers",
-    ):
+    assert any("'imgclust-kmeans-too:kmeans'" in str(w.message) for w in caught)
+    with pytest.raises(PluginError, match="both plugins") as error:
         registry.get("clusterers", "kmeans")
+    message = str(error.value)
+    assert "'sklearn-clusterers:kmeans'" in message and "'imgclust-kmeans-too:kmeans'" in message
+    assert "\n" not in message
+    assert registry.get("clusterers", "sklearn-clusterers:kmeans").plugin == "sklearn-clusterers"
+    twin = registry.get("clusterers", "imgclust-kmeans-too:kmeans")
+    assert (twin.plugin, twin.target.__name__) == ("imgclust-kmeans-too", "SplitByMedian")
+    # the colliding plugin's other entries, and every other name, stay usable bare
+    assert registry.get("encoders", "raw").plugin == "imgclust-kmeans-too"
+    assert registry.get("recipes", "twin").plugin == "imgclust-kmeans-too"
+    assert registry.get("clusterers", "gmm").plugin == "sklearn-clusterers"
+    assert "kmeans" not in registry.names("clusterers")
+    assert {"sklearn-clusterers:kmeans", "imgclust-kmeans-too:kmeans"} <= set(
+        registry.names("clusterers")
+    )
+
+
+def test_every_name_is_reachable_qualified_by_its_plugin():
+    registry = get_host().registry
+    for kind in ("datasets", "encoders", "clusterers", "recipes", "refiners"):
+        for name in registry.names(kind):
+            entry = registry.get(kind, name)
+            assert registry.get(kind, f"{entry.plugin}:{name}") is entry
+    with pytest.raises(PluginError, match="Did you mean 'basic-encoders:pca'"):
+        registry.get("encoders", "basic-encoder:pca")
+
+
+def test_collision_shows_both_owners_and_qualified_names_run(third_party, cli, runs_dir):
+    third_party("imgclust-kmeans-too", "tp_collide", KMEANS_TWIN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = json.loads(cli("plugins", "--json").stdout)
+    rows = {row["name"]: row for row in report["plugins"]}
+    assert "kmeans" in rows["sklearn-clusterers"]["registers"]["clusterers"]
+    assert rows["imgclust-kmeans-too"]["registers"]["clusterers"] == ["kmeans"]
+    assert {
+        "kind": "clusterer",
+        "name": "kmeans",
+        "plugins": ["imgclust-kmeans-too", "sklearn-clusterers"],
+    } in report["collisions"]
+    text = cli("plugins").stdout
+    assert "imgclust-kmeans-too:kmeans" in text and "sklearn-clusterers:kmeans" in text
+    bare = cli(
+        "run",
+        "--dataset",
+        "digits",
+        "--encoder",
+        "pca",
+        "--clusterer",
+        "kmeans",
+        "--runs-dir",
+        runs_dir,
+    )
+    assert bare.exit_code != 0 and "imgclust-kmeans-too:kmeans" in bare.stderr
+    assert len(bare.stderr.strip().splitlines()) == 1
+    for clusterer, expected in (
+        ("imgclust-kmeans-too:kmeans", 2),
+        ("sklearn-clusterers:kmeans", 10),
+    ):
+        result = cli(
+            "run",
+            "--dataset",
+            "digits",
+            "--encoder",
+            "pca",
+            "--clusterer",
+            clusterer,
+            "--runs-dir",
+            runs_dir,
+            "--json",
+            "--no-plots",
+        )
+        assert result.exit_code == 0, result.stderr
+        assert len(json.loads(result.stdout)["clusters"]) == expected
+    # the colliding plugin's recipe means its own kmeans, and still runs
+    result = cli("run", "--recipe", "twin", "--runs-dir", runs_dir, "--json", "--no-plots")
+    assert result.exit_code == 0, result.stderr
+    assert len(json.loads(result.stdout)["clusters"]) == 2
+    listed = cli("list", "clusterers", "--json")
+    names = {item["name"] for item in json.loads(listed.stdout)}
+    assert {"imgclust-kmeans-too:kmeans", "sklearn-clusterers:kmeans"} <= names
 
 
 def test_misspelled_hook_is_a_load_failure():
@@ -606,3 +689,11 @@ def test_plugin_objects_that_cannot_be_hashed_are_called_one_at_a_time_too():
     assert {"same", "pca"} <= set(registry.names("encoders"))
     assert "article" in registry.names("recipes") and calls == ["recipes"]
     assert registry.get("encoders", "same").plugin == "ns-encoders"
+
+
+def test_set_reaches_a_qualified_stage_by_its_bare_name():
+    from imgclust.config import apply_sets
+
+    config = {"encoder": [{"name": "basic-encoders:flatten"}, {"name": "basic-encoders:pca"}]}
+    result = apply_sets(config, ["encoder.pca.n_components=5"])
+    assert result["encoder"][1] == {"name": "basic-encoders:pca", "n_components": "5"}

@@ -120,6 +120,43 @@ def test_predict_reads_image_files_and_folders_as_fitted(cli, fitted_run, tmp_pa
     assert by_id[str(big)] == expected[10]
 
 
+def test_predict_reads_folders_of_arrays_and_single_image_arrays(cli, fitted_run, tmp_path):
+    images, labels = digit_images()
+    expected = run_labels(fitted_run)
+    folder = tmp_path / "arrays"
+    (folder / "more").mkdir(parents=True)
+    np.save(folder / "a.npy", images[0, :, :, 0])  # one image (H, W)
+    np.save(folder / "b.npy", images[1])  # one image (H, W, C)
+    np.savez(folder / "c.npz", x=images[2, :, :, 0], y=labels[2])  # one image and its label
+    np.savez(folder / "more" / "d.npz", x=images[3:6], y=labels[3:6])  # a stack of three
+    Image.fromarray(images[6, :, :, 0]).save(folder / "e.png")  # image files beside them
+    result = cli("predict", fitted_run, folder, "--json")
+    assert result.exit_code == 0, result.stderr
+    by_id = {row["id"]: row["cluster"] for row in json.loads(result.stdout)["assignments"]}
+    names = ["a.npy", "b.npy", "c.npz", "more/d.npz:0", "more/d.npz:1", "more/d.npz:2", "e.png"]
+    assert sorted(by_id) == sorted(f"{folder.as_posix()}/{name}" for name in names)
+    for index, name in enumerate(names):
+        assert by_id[f"{folder.as_posix()}/{name}"] == expected[index], name
+    # a single-image array given by itself is one image, named by its file
+    single = cli("predict", fitted_run, folder / "a.npy", "--json")
+    assert json.loads(single.stdout)["assignments"] == [
+        {
+            "id": str(folder / "a.npy"),
+            "cluster": int(expected[0]),
+            "distance": pytest.approx(json.loads(single.stdout)["assignments"][0]["distance"]),
+        }
+    ]
+
+
+def test_predict_hints_name_only_what_predict_has(cli, fitted_run, tmp_path):
+    np.savez(tmp_path / "odd.npz", pictures=digit_images()[0][:3], extra=np.arange(3))
+    (tmp_path / "empty").mkdir()
+    for target, fragment in ((tmp_path / "odd.npz", "name the images x"), (tmp_path / "empty", "")):
+        result = cli("predict", fitted_run, target)
+        assert result.exit_code != 0 and fragment in result.stderr
+        assert "dataset." not in result.stderr and "--set" not in result.stderr, result.stderr
+
+
 def test_predict_refuses_arrays_of_another_size_or_channel_count(cli, fitted_run, tmp_path):
     np.save(tmp_path / "big.npy", np.zeros((4, 28, 28), np.uint8))
     np.save(tmp_path / "rgb.npy", np.zeros((4, 8, 8, 3), np.uint8))

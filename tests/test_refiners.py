@@ -98,8 +98,8 @@ def test_pipeline_refines_predicts_saves_and_loads(nearest_centre, tmp_path):
         refiners=[imgclust.get_refiner(nearest_centre, steps=5)],
     )
     labels = pipeline.fit_predict(digits.images)
-    before = external_scores(pipeline.clusterer_labels_, digits.labels)["acc"]
-    after = external_scores(labels, digits.labels)["acc"]
+    before = external_scores(digits.labels, pipeline.clusterer_labels_)["acc"]
+    after = external_scores(digits.labels, labels)["acc"]
     assert after > before  # more k-means steps than the two the clusterer was allowed
     assert pipeline.name.endswith("kmeans -> nearest-centre")
     np.testing.assert_array_equal(pipeline.predict(digits.images), labels)

@@ -20,6 +20,24 @@ def run_folders(runs_dir: Path) -> list[Path]:
     return sorted(p for p in runs_dir.iterdir()) if runs_dir.exists() else []
 
 
+def test_run_folder_names_and_report_titles_include_refiners(registry, tmp_path):
+    from datetime import datetime
+
+    from imgclust.config import resolve_config
+    from imgclust.report_html import build_report
+    from imgclust.runfolder import run_name
+
+    config = resolve_config(registry, recipe="pca-kmeans-recluster", dataset="digits")
+    name = run_name(config, datetime(2026, 1, 2, 3, 4, 5))
+    assert name == "2026-01-02T03-04-05-digits-pca-kmeans-self-label"
+    plain = resolve_config(registry, dataset="digits", encoders=["pca"], clusterer="kmeans")
+    assert run_name(plain, datetime(2026, 1, 2, 3, 4, 5)).endswith("-digits-pca-kmeans")
+    folder = tmp_path / name
+    folder.mkdir()
+    page = build_report(folder)
+    assert f"<title>{name}: imgclust report</title>" in page and f"<h1>{name}</h1>" in page
+
+
 def test_run_writes_a_complete_run_folder(cli, runs_dir):
     result = cli("run", *FAST, "--set", "clusterer.n_clusters=10", "--runs-dir", runs_dir)
     assert result.exit_code == 0, result.stderr

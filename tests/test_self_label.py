@@ -71,8 +71,8 @@ def test_self_label_improves_kmeans_on_digits_and_predicts_the_same_after_load(t
         refiners=[imgclust.get_refiner("self-label", seed=0)],
     )
     labels = pipeline.fit_predict(digits.images)
-    before = external_scores(pipeline.clusterer_labels_, digits.labels)["acc"]
-    after = external_scores(labels, digits.labels)["acc"]
+    before = external_scores(digits.labels, pipeline.clusterer_labels_)["acc"]
+    after = external_scores(digits.labels, labels)["acc"]
     assert after > before + 0.005, (before, after)
     loaded = imgclust.load(pipeline.save(tmp_path / "saved"))
     np.testing.assert_array_equal(loaded.predict(digits.images), labels)
@@ -91,8 +91,8 @@ def test_reclustering_in_the_cnn_features_improves_kmeans_on_digits(tmp_path):
         refiners=[refiner],
     )
     labels = pipeline.fit_predict(digits.images)
-    before = external_scores(pipeline.clusterer_labels_, digits.labels)["acc"]
-    after = external_scores(labels, digits.labels)["acc"]
+    before = external_scores(digits.labels, pipeline.clusterer_labels_)["acc"]
+    after = external_scores(digits.labels, labels)["acc"]
     assert after > before + 0.05, (before, after)
     assert len(refiner.instance.history_["changed"]) == 2
     loaded = imgclust.load(pipeline.save(tmp_path / "saved"))
@@ -110,6 +110,6 @@ def test_dec_fine_tunes_on_a_few_hundred_images_and_predicts_the_same_after_load
     )
     labels = pipeline.fit_predict(digits.images)
     assert refiner.history_["changed"], "the target distribution was never updated"
-    assert external_scores(labels, digits.labels)["acc"] > 0.5  # it still clusters digits
+    assert external_scores(digits.labels, labels)["acc"] > 0.5  # it still clusters digits
     loaded = imgclust.load(pipeline.save(tmp_path / "saved"))
     np.testing.assert_array_equal(loaded.predict(digits.images), labels)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Literal
 
 import pytest
@@ -84,6 +85,46 @@ def test_convert(value, annotation, expected):
 def test_convert_rejects(value, annotation):
     with pytest.raises(ValueError):
         convert(value, annotation)
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("30", 30),  # a count from the command line stays an int
+        (30, 30),
+        ("0.05", 0.05),  # a fraction
+        (0.05, 0.05),
+        ("1.0", 1.0),  # written as a decimal: a fraction (all of it), never the count 1
+        (1.0, 1.0),
+        ("none", None),
+    ],
+)
+def test_count_or_fraction_keeps_what_was_written(value, expected):
+    converted = convert(value, int | float | None)
+    assert converted == expected and type(converted) is type(expected)
+
+
+def test_a_count_or_fraction_setting_reaches_optics_as_an_int(cli, runs_dir):
+    """scikit-learn's OPTICS refuses min_samples=30.0; an ``int | float`` setting passes 30."""
+    from imgclust.hookspecs import hookimpl
+    from imgclust.plugins_host import get_host
+    from imgclust.sklearn_adapter import SklearnClusterer, lazy_estimator
+
+    def optics(min_samples: int | float = 5, min_cluster_size: int | float | None = None):
+        """OPTICS: density clusters; counts or fractions of the points."""
+        params = {"min_samples": min_samples, "min_cluster_size": min_cluster_size}
+        return SklearnClusterer(lazy_estimator("sklearn.cluster", "OPTICS"), params, k_param=None)
+
+    def register_clusterers(register):
+        register("optics", optics)
+
+    get_host().register(SimpleNamespace(register_clusterers=hookimpl(register_clusterers)), "op")
+    sets = ["--set", "clusterer.min_samples=30", "--set", "clusterer.min_cluster_size=0.05"]
+    args = ["run", "--dataset", "digits", "--encoder", "pca", "--clusterer", "optics", *sets]
+    result = cli(*args, "--runs-dir", runs_dir, "--json", "--no-plots")
+    assert result.exit_code == 0, result.stderr
+    config = (next(runs_dir.iterdir()) / "config.toml").read_text()
+    assert "min_samples = 30\n" in config and "min_cluster_size = 0.05\n" in config
 
 
 def test_resolve_names_accepted_settings_for_unknown_ones():

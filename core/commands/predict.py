@@ -1,7 +1,8 @@
 """``imgclust predict`` and ``imgclust evaluate``: put new images into a finished run's clusters.
 
-Inputs are image files, folders of images and ``.npy``/``.npz`` arrays. Image files are read as
-the pipeline was fitted (its height and width, grayscale or RGB); arrays must already match.
+Inputs are image files, ``.npy``/``.npz`` arrays, and folders of either. Image files are read as
+the pipeline was fitted (its height and width, grayscale or RGB); arrays must already match, and
+hold a stack of images (N, H, W[, C]) or one image (H, W) or (H, W, C).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def read_inputs(inputs: list[str], saved: Any) -> Iterator[Batch]:
             yield _image_files(loose, size, mode, saved)
             loose = []
         if path.is_dir():
-            yield _image_folder(path, text, size, mode, saved)
+            yield from _folder(path, text, size, mode, saved)
         else:
             yield _array_file(path, text, saved)
     if loose:
@@ -141,18 +142,76 @@ def _image_folder(
     return Batch(text, ids, saved.prepare(data.images, f"images in {text!r}"), labels)
 
 
-def _array_file(path: Path, text: str, saved: Any) -> Batch:
+def _folder(
+    folder: Path, text: str, size: tuple[int, int], mode: str | None, saved: Any
+) -> Iterator[Batch]:
+    """A folder's arrays (``.npy``/``.npz`` below it, one batch), then its image files."""
+    from ..io.images import DEFAULT_EXTENSIONS
+
+    arrays = folder_arrays(folder, text, saved)
+    if arrays is not None:
+        yield arrays
+    if arrays is None or files_below(folder, DEFAULT_EXTENSIONS):
+        yield _image_folder(folder, text, size, mode, saved)
+
+
+def files_below(folder: Path, suffixes: tuple[str, ...]) -> list[Any]:
+    """The files below ``folder`` ending in ``suffixes`` (as ``scan_folder`` finds them), or []."""
+    from ..io.images import scan_folder
+
+    try:
+        return scan_folder(folder, True, suffixes)
+    except DataError:  # it says so when there are none
+        return []
+
+
+def folder_arrays(folder: Path, text: str, saved: Any) -> Batch | None:
+    """Every array file below a folder as one batch (None when it has none): ``dir/x.npy`` for a
+    file holding one image, ``dir/x.npy:i`` for the images of a stack."""
     import numpy as np
 
-    from ..io.arrays import load_arrays
+    found = files_below(folder, ARRAY_SUFFIXES)
+    if not found:
+        return None
+    batches = [_array_file(Path(f.path), (Path(text) / f.name).as_posix(), saved) for f in found]
+    with_labels = all(batch.labels is not None for batch in batches)
+    labels = np.concatenate([b.labels for b in batches]) if with_labels else None  # type: ignore[misc]
+    return Batch(
+        text,
+        [image_id for batch in batches for image_id in batch.ids],
+        np.concatenate([batch.images for batch in batches]),
+        labels,
+    )
 
-    data = load_arrays(path, channels="last")
-    images = saved.prepare(data.images, f"images in {text!r}")
-    ids = [f"{text}:{i}" for i in range(len(images))]
-    labels = None if data.labels is None else np.asarray(data.labels)
-    if labels is not None and len(labels) != len(images):
-        labels = None
+
+def _array_file(path: Path, text: str, saved: Any) -> Batch:
+    """A ``.npy``/``.npz``: a stack of images, or one image shaped as the pipeline's input."""
+    import numpy as np
+
+    from ..io.arrays import arrange, check_labels, read_arrays
+
+    raw, labels, _ = read_arrays(path, key_hint=PREDICT_KEYS)
+    single = _is_one_image(raw.shape, saved.input_shape)
+    images, _ = arrange(raw[None] if single else raw, "last", text)
+    images = saved.prepare(images, f"images in {text!r}")
+    ids = [text] if single else [f"{text}:{i}" for i in range(len(images))]
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1) if single else labels
+        try:
+            labels = np.asarray(check_labels(labels, len(images), text))
+        except DataError:
+            labels = None  # labels that do not fit the images are not scored
     return Batch(text, ids, images, labels)
+
+
+def _is_one_image(shape: tuple[int, ...], input_shape: tuple[int, int, int]) -> bool:
+    """Whether an array of ``shape`` is one image of the pipeline's (H, W, C), not a stack."""
+    height, width, channels = input_shape
+    return tuple(shape) == (height, width) or tuple(shape) == (height, width, channels)
+
+
+# what predict says when an .npz holds no array it reads as images (it has no key option)
+PREDICT_KEYS = "name the images x, images, x_train or arr_0 in the .npz"
 
 
 # Predict -----------------------------------------------------------------------------------
@@ -194,7 +253,7 @@ def to_csv(header: list[str], rows: list[list[Any]]) -> str:
 def predict_command(
     run: Path = typer.Argument(..., help="A finished run folder (it holds pipeline/)."),
     inputs: list[str] = typer.Argument(
-        ..., help="Image files, folders of images, .npy/.npz arrays."
+        ..., help="Image files, .npy/.npz arrays (a stack or one image), folders of either."
     ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Write the CSV to this new file (default: stdout)."
@@ -302,7 +361,7 @@ def evaluation(
         )
     labels, _ = saved.assign(data.images)
     truth = np.asarray(data.labels)
-    scores = external_scores(labels, truth)
+    scores = external_scores(truth, labels)
     return {
         "dataset": name,
         "split": split,

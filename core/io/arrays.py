@@ -69,12 +69,16 @@ def load_arrays(
 
 
 def read_arrays(
-    path: Path, images_key: str | None = None, labels_key: str | None = None
+    path: Path,
+    images_key: str | None = None,
+    labels_key: str | None = None,
+    key_hint: str = "set dataset.images_key",
 ) -> tuple[Any, Any, dict[str, Any]]:
     """(images, labels or None, info) from a ``.npy`` or ``.npz``, memory-mapped where possible.
 
     Headers are read and checked before any data: a damaged header, an object array or a member
     that would inflate past :func:`imgclust.memory.max_bytes` is refused in one line.
+    ``key_hint`` ends the message for an ``.npz`` without images: what the caller can do.
     """
     if not path.exists():
         raise DataError(f"array file {str(path)!r} does not exist.")
@@ -91,7 +95,7 @@ def read_arrays(
     try:
         if path.suffix.lower() == ".npy":
             return _read_npy(path)
-        return _read_npz(path, images_key, labels_key)
+        return _read_npz(path, images_key, labels_key, key_hint)
     except ImgclustError:
         raise
     except MemoryError:
@@ -113,7 +117,7 @@ def _read_npy(path: Path) -> tuple[Any, Any, dict[str, Any]]:
 
 
 def _read_npz(
-    path: Path, images_key: str | None, labels_key: str | None
+    path: Path, images_key: str | None, labels_key: str | None, key_hint: str
 ) -> tuple[Any, Any, dict[str, Any]]:
     """An ``.npz``'s images (memory-mapped when stored uncompressed) and labels."""
     import numpy as np
@@ -124,8 +128,7 @@ def _read_npz(
         if key is None or key not in keys:
             what = f"no array {key!r}" if key else "no array named x, images, x_train or arr_0"
             raise DataError(
-                f"{path.name} has {what}; it has {', '.join(keys) or 'none'}: "
-                "set dataset.images_key."
+                f"{path.name} has {what}; it has {', '.join(keys) or 'none'}: {key_hint}."
             )
         label_key = labels_key or _pick(keys, LABEL_KEYS)
         if labels_key and labels_key not in keys:
@@ -528,3 +531,56 @@ def check_class_names(names: list[str], labels: Any, source: str) -> None:
                 f"{source}: labels run from {low} to {high} but {len(names)} class names name "
                 f"0 to {len(names) - 1}: give one name per label."
             )
+
+
+IN_MEMORY = "in-memory"
+
+
+class InMemoryImages:
+    """Arrays handed to ``imgclust.run(images=...)``: a dataset that lives in one Python process.
+
+    A run folder names it as its dataset; read anywhere else (``imgclust report``, ``export``,
+    ``--config``), it has no images to give and says so in one line.
+    """
+
+    splits = ("all",)
+
+    def __init__(self) -> None:
+        self.data: Any = None
+
+    def load(self, split: str = "all") -> Any:
+        if self.data is None:
+            raise DataError(
+                f"dataset {IN_MEMORY!r} holds the arrays given to imgclust.run(images=...) "
+                "in that Python session only: save them with numpy.save and use dataset "
+                "'arrays' (path=...) to read them again."
+            )
+        return self.data
+
+
+def in_memory_images(images: Any, labels: Any = None, ids: Any = None) -> Any:
+    """Arrays from Python as a checked ImageSet: images (N, H, W), (N, H, W, C) or (N, C, H, W);
+    labels one number or text per image, or None; ids one unique name per image, or None."""
+    from ..interfaces import ImageSet
+
+    source = "imgclust.run(images=...)"
+    if not hasattr(images, "shape") or not hasattr(images, "dtype"):
+        try:
+            images = np.asarray(images)
+        except Exception as exc:  # ragged lists and other non-arrays
+            raise DataError(f"{source}: images must be one array, not {_one_line(exc)}.") from None
+    if images.dtype.kind not in "biuf":
+        raise DataError(f"{source}: images must hold numbers, not {images.dtype}.")
+    arranged, layout = arrange(images, "auto", source)
+    n = len(arranged)
+    if labels is not None:
+        labels = check_labels(labels, n, source)
+    if ids is not None:
+        if isinstance(ids, (str, bytes)) or not hasattr(ids, "__len__"):
+            raise DataError(f"{source}: ids must be a list of names, one per image.")
+        ids = [str(i) for i in ids]
+        if len(ids) != n:
+            raise DataError(f"{source}: {n} images but {len(ids)} ids.")
+        if len(set(ids)) != n:
+            raise DataError(f"{source}: ids must name each image once; some repeat.")
+    return ImageSet(arranged, labels, ids, None, dict(layout)).validate(source)

@@ -404,6 +404,14 @@ def test_a_clusterer_name_two_plugins_register_is_reported_as_a_collision(run_co
     get_host().register(
         SimpleNamespace(register_clusterers=hookimpl(register_clusterers)), name="kmeans-twin"
     )
+    # the manifest records which plugin made the stage: that one loads, the twin is never built
+    loaded = imgclust.load(run_copy)
+    assert loaded.clusterer.instance is not None and loaded.clusterer.name == "kmeans"
+
+    def other_plugin(manifest):
+        manifest["clusterer"]["plugin"] = "not-an-owner"
+
+    edit_manifest(run_copy, other_plugin)
     with pytest.raises(ImgclustError, match="registered by both plugins.*kmeans-twin") as caught:
         imgclust.load(run_copy)
     assert "not installed" not in str(caught.value)
