@@ -42,10 +42,10 @@ class ConvAutoencoder(KerasAutoencoder):
 
     Each entry of ``filters`` adds a ``Conv2D`` (ReLU, ``padding="same"``) and a 2x2 max-pooling
     (or, with ``downsample="stride"``, a convolution of stride 2, as DCEC); the decoder mirrors
-    them with up-sampling (or transposed convolutions of stride 2) and ends in a sigmoid layer
-    with the input's channel count. Images whose sides are not multiples of
-    ``2 ** len(filters)`` are zero-padded inside the network and the reconstruction is cropped
-    back, so any size and channel count works.
+    them with up-sampling (or transposed convolutions of stride 2) and ends in a sigmoid (or,
+    with ``output="linear"``, a linear) layer with the input's channel count. Images whose sides
+    are not multiples of ``2 ** len(filters)`` are zero-padded inside the network and the
+    reconstruction is cropped back, so any size and channel count works.
 
     Parameters
     ----------
@@ -60,6 +60,10 @@ class ConvAutoencoder(KerasAutoencoder):
         Size of a dense bottleneck after the convolutions (as DCEC); None keeps the grid code.
     loss : str
         Reconstruction loss: bce (binary cross-entropy, the article's) or mse.
+    output : str
+        The last layer's activation: sigmoid (the article's) or linear (DCEC's, with mse; a
+        sigmoid after a dense code can stall at the mean image). Reconstructions are clipped
+        to [0, 1].
     optimizer : str
         adadelta (the article's), adam, adamw, nadam, rmsprop or sgd.
     learning_rate : float | None
@@ -85,6 +89,7 @@ class ConvAutoencoder(KerasAutoencoder):
         downsample: Literal["pool", "stride"] = "pool",
         code_size: int | None = None,
         loss: Literal["bce", "mse"] = "bce",
+        output: Literal["sigmoid", "linear"] = "sigmoid",
         optimizer: Literal["adadelta", "adam", "adamw", "nadam", "rmsprop", "sgd"] = "adadelta",
         learning_rate: float | None = None,
         epochs: int = 3,
@@ -101,6 +106,7 @@ class ConvAutoencoder(KerasAutoencoder):
         self.downsample = downsample
         self.code_size = None if code_size is None else int(code_size)
         self.loss = loss
+        self.output = output
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.batch_size = int(batch_size)
@@ -128,6 +134,10 @@ class ConvAutoencoder(KerasAutoencoder):
             raise bad("code_size must be at least 1 (or none for the convolutional code).")
         if self.loss not in ("bce", "mse"):
             raise bad(f"loss must be bce or mse; got {self.loss!r}.")
+        if self.output not in ("sigmoid", "linear"):
+            raise bad(f"output must be sigmoid or linear; got {self.output!r}.")
+        if self.output == "linear" and self.loss == "bce":
+            raise bad("a linear output needs loss = mse (bce needs the sigmoid's [0, 1]).")
         if self.optimizer not in OPTIMIZERS:
             raise bad(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}.")
         if self.learning_rate is not None and not self.learning_rate > 0:
@@ -151,6 +161,7 @@ class ConvAutoencoder(KerasAutoencoder):
             "input_shape": list(self.input_shape_),
             "scale": self.scale_,
             **({"downsample": self.downsample} if self.downsample != "pool" else {}),
+            **({"output": self.output} if self.output != "sigmoid" else {}),
         }
 
     # Network -----------------------------------------------------------------------------------
@@ -193,7 +204,8 @@ class ConvAutoencoder(KerasAutoencoder):
             x = layers.Dense(self.code_size, name=CODE_LAYER)(x)
             x = layers.Dense(math.prod(grid), activation="relu", name="decode_dense")(x)
             x = layers.Reshape(grid, name="unflatten")(x)
-        if strided:  # transposed convolutions back to the input's size, the last one sigmoid
+        last_activation = None if self.output == "linear" else "sigmoid"
+        if strided:  # transposed convolutions back to the input's size
             widths = [*reversed(self.filters[:-1]), channels]
             for i, (width_i, kernel) in enumerate(zip(widths, reversed(kernels), strict=True), 1):
                 final = i == len(widths)
@@ -202,7 +214,7 @@ class ConvAutoencoder(KerasAutoencoder):
                     kernel,
                     strides=2,
                     padding="same",
-                    activation="sigmoid" if final else "relu",
+                    activation=last_activation if final else "relu",
                     name="reconstruction" if final else f"decode_deconv{i}",
                 )(x)
         else:
@@ -210,7 +222,7 @@ class ConvAutoencoder(KerasAutoencoder):
             for i, (width_i, kernel) in enumerate(mirrored, 1):
                 x = conv(width_i, kernel, activation="relu", name=f"decode_conv{i}")(x)
                 x = layers.UpSampling2D(2, name=f"decode_up{i}")(x)
-            x = conv(channels, kernels[0], activation="sigmoid", name="reconstruction")(x)
+            x = conv(channels, kernels[0], activation=last_activation, name="reconstruction")(x)
         if pad_h or pad_w:
             x = layers.Cropping2D(pads, name="crop")(x)
         model = keras.Model(inputs, x, name="conv_ae")
@@ -255,7 +267,8 @@ class ConvAutoencoder(KerasAutoencoder):
         model = self.fitted()
         images = self._check_fitted_input(images)
         out = np.empty((len(images), *self.input_shape_), dtype=np.float32)
-        return predict_in_batches(model, self._batches(images), out)
+        restored = predict_in_batches(model, self._batches(images), out)
+        return np.clip(restored, 0.0, 1.0, out=restored)  # a linear output may overshoot
 
     def summary(self) -> list[tuple[str, tuple[int, ...], int]]:
         """(layer name, output shape without the batch axis, parameters) of each layer."""

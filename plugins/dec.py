@@ -41,6 +41,7 @@ AUTOENCODERS: dict[str, tuple[str, dict[str, Any]]] = {
             "filters": (32, 64, 128),
             "kernel_size": (5, 5, 3),
             "downsample": "stride",
+            "output": "linear",
             "loss": "mse",
             "optimizer": "adam",
         },
