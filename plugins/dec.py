@@ -265,7 +265,10 @@ class DEC:
                 return q / ops.sum(q, axis=1, keepdims=True)
 
         clustering = Clustering(name="clustering")
-        q_out = clustering(encoder.output)
+        code = encoder.output
+        if len(code.shape) > 2:  # a grid code (the article's 7x7x2), flattened as transform() does
+            code = keras.layers.Flatten(name="flat_code")(code)
+        q_out = clustering(code)
         outputs = [q_out, ae.fitted().output] if self.reconstruction else [q_out]
         model = keras.Model(ae.fitted().input, outputs)
         losses: list[Any] = ["kl_divergence"]
