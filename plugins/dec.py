@@ -1,13 +1,13 @@
 """The ``dec`` refiner: DEC, IDEC and DCEC, a clustering layer that fine-tunes an autoencoder.
 
-An autoencoder stage (``conv-ae``, as DCEC, or ``dense-ae``, as DEC and IDEC) is pretrained on
-the images; a clustering layer holds one centre per incoming cluster (the mean code of its
-members, where DEC starts from k-means) and gives Student's t soft assignments q. Every
-``update_interval`` steps the sharpened target p (q squared over the cluster's soft size,
-normalised) is recomputed, and the encoder and centres are trained to minimise KL(p || q), with
-the reconstruction loss kept at weight ``gamma`` (IDEC, DCEC; 0 is plain DEC) so that the code
-does not distort (IDEC's weighting: reconstruction at 1, clustering at ``gamma``). Training stops
-when fewer than ``tolerance`` of the labels change between updates.
+An autoencoder (``conv-ae`` built as DCEC's network, or ``dense-ae``, as DEC and IDEC) is
+pretrained on the images; a clustering layer holds one centre per given cluster (k-means on the
+pretrained code, started at the cluster's mean code, as DEC starts from k-means on its code) and
+gives Student's t soft assignments q. Every ``update_interval`` steps the sharpened target p (q
+squared over the cluster's soft size, normalised) is recomputed, and the encoder, decoder and
+centres are trained to minimise the reconstruction loss plus ``gamma`` times KL(p || q) (IDEC's
+and DCEC's weighting, gamma 0.1, so that the code does not distort; ``reconstruction = false``
+is plain DEC). Training stops when fewer than ``tolerance`` of the labels change between updates.
 
 A guard keeps the best state it passed through, the given clusters included: every state's labels
 are scored by how much a point's cluster tells about its neighbours' clusters (the mutual
@@ -46,7 +46,10 @@ AUTOENCODERS: dict[str, tuple[str, dict[str, Any]]] = {
             "optimizer": "adam",
         },
     ),
-    "conv-ae": ("conv-ae", {"filters": (32, 64, 128), "loss": "mse", "optimizer": "adam"}),
+    "conv-ae": (
+        "conv-ae",
+        {"filters": (32, 64, 128), "output": "linear", "loss": "mse", "optimizer": "adam"},
+    ),
     "article": ("conv-ae", {}),
     "dense-ae": ("dense-ae", {}),
 }
@@ -69,9 +72,9 @@ class DEC:
     ----------
     autoencoder : str
         The autoencoder: dcec (DCEC's published network: convolutions 32-64-128 of stride 2,
-        kernels 5-5-3, a dense code), conv-ae (convolutions 32-64-128 with max-pooling, a dense
-        code), article (the article's conv-ae, 16-2 filters, its 7x7x2 grid code; code_size is
-        not used) or dense-ae (DEC and IDEC: d-500-500-2000-code).
+        kernels 5-5-3, a dense code, a linear output), conv-ae (the same widths with
+        max-pooling), article (the article's conv-ae, 16-2 filters, its 7x7x2 grid code;
+        code_size is not used) or dense-ae (DEC and IDEC: d-500-500-2000-code).
     code_size : int
         Numbers in the code the clustering layer sees (DEC and DCEC use 10).
     pretrain_epochs : int
@@ -105,7 +108,7 @@ class DEC:
 
     def __init__(
         self,
-        autoencoder: Literal["dcec", "conv-ae", "article", "dense-ae"] = "conv-ae",
+        autoencoder: Literal["dcec", "conv-ae", "article", "dense-ae"] = "dcec",
         code_size: int = 10,
         pretrain_epochs: int = 20,
         gamma: float = 0.1,
