@@ -8,13 +8,14 @@ before the refiners. Rows:
 - ``umap-gmm-selflabel``: the same, then the self-label refiner;
 - ``umap-gmm-recluster``: the same start, then self-label reclustering in the CNN's features;
 - ``pca-kmeans-recluster``: k-means on PCA 50, then three rounds of reclustering;
-- ``pca-kmeans-dcec``: k-means on PCA 50, then the dec refiner on conv-ae (DCEC);
+- ``pca-kmeans-dcec``: k-means on PCA 50, then the dec refiner on DCEC's published network;
+- ``pca-kmeans-dcec-article``: the same on the article's network;
 - ``deskew-umap-gmm``, ``n2d``, ``article``: the existing recipes (MNIST only). On all of MNIST
   they are not run by default: their rows are read from ``results/mnist_quality.json``
   (``benchmarks/mnist_quality.py``), marked so; ``--rows`` runs them here instead.
 
     IMGCLUST_MNIST=DIR nice python benchmarks/deep.py --dataset digits|mnist [--limit N]
-        [--seeds 0 1 2] [--rows NAME ...] [--no-doc]
+        [--seeds 0 1 2] [--rows NAME ...] [--set refiner.dec.max_steps=1400 ...] [--no-doc]
 
 Figures go to ``benchmarks/results/deep-<dataset>[-<limit>].json`` and, for the full sets, to
 the deep section of ``docs/benchmarks.md``.
@@ -48,6 +49,7 @@ ROWS: dict[str, dict[str, Any]] = {
     "umap-gmm-recluster": {"recipe": "umap-gmm-recluster"},
     "pca-kmeans-recluster": {"recipe": "pca-kmeans-recluster"},
     "pca-kmeans-dcec": {"recipe": "pca-kmeans-dcec"},
+    "pca-kmeans-dcec-article": {"recipe": "pca-kmeans-dcec-article"},
     "deskew-umap-gmm": {"recipe": "deskew-umap-gmm", "mnist_only": True},
     "n2d": {"recipe": "n2d", "mnist_only": True},
     "article": {"recipe": "article", "mnist_only": True},
@@ -58,13 +60,20 @@ PUBLISHED = (
 )
 
 
-def run_row(name: str, dataset: dict[str, Any], seed: int, runs: Path) -> dict[str, Any]:
-    """One run of a row; its scores, the ACC before the refiners and its timings."""
+def run_row(
+    name: str,
+    dataset: dict[str, Any],
+    seed: int,
+    runs: Path,
+    overrides: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """One run of a row (``overrides``: ``--set`` values); its scores, the ACC before the
+    refiners and its timings."""
     import imgclust
     from imgclust.config import normalise
 
     row = ROWS[name]
-    settings: dict[str, Any] = {"seed": seed}
+    settings: dict[str, Any] = {**(overrides or {}), "seed": seed}
     started, cpu = time.perf_counter(), time.process_time()
     if "recipe" in row:
         kwargs: dict[str, Any] = {"recipe": row["recipe"], "dataset": dataset}
@@ -83,6 +92,7 @@ def run_row(name: str, dataset: dict[str, Any], seed: int, runs: Path) -> dict[s
         "seed": seed,
         **{k: metrics[k] for k in ("acc", "nmi", "ari")},
         "acc_before_refiners": (metrics.get("before_refiners") or {}).get("acc"),
+        "refiner_stop": metrics.get("refiner_stop"),
         "wall_s": time.perf_counter() - started,
         "cpu_s": time.process_time() - cpu,
         "stages": metrics.get("timings", {}),
@@ -162,11 +172,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=None)
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides")
     parser.add_argument("--no-doc", action="store_true")
     parser.add_argument(
         "--from-results", action="store_true", help="run nothing: redraw the saved table"
     )
     args = parser.parse_args(argv)
+    overrides = dict(item.split("=", 1) for item in args.overrides)
     dataset: dict[str, Any] = {"name": args.dataset}
     if args.dataset == "mnist":
         if not os.environ.get("IMGCLUST_MNIST"):
@@ -185,15 +197,18 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="imgclust-deep-") as runs:
         for name in [] if args.from_results else rows:
             for seed in args.seeds:
-                result = run_row(name, dataset, seed, Path(runs))
+                result = run_row(name, dataset, seed, Path(runs), overrides)
                 table.setdefault(name, []).append(result)
                 print(name, seed, {k: result[k] for k in ("acc", "nmi", "wall_s")}, flush=True)
     label = f"{args.dataset}" + (f"-{args.limit}" if args.limit else "")
+    label += "".join(f"-{key.rsplit('.', 1)[-1]}{value}" for key, value in overrides.items())
     table = {**earlier_rows(f"deep-{label}", args.seeds), **table}
     shown = {k: ("$IMGCLUST_MNIST" if k == "path" else v) for k, v in dataset.items()}
     save_results(f"deep-{label}", {"dataset": shown, "rows": table})  # no path of this machine
     lines = [
-        f"**{label}** (seeds {', '.join(str(s) for s in args.seeds)}; mean ± half the range):",
+        f"**{label}** (seeds {', '.join(str(s) for s in args.seeds)}; mean ± half the range"
+        + "".join(f"; {key} = {value}" for key, value in overrides.items())
+        + "):",
         "",
         "| pipeline | runs | ACC | NMI | ARI | ACC before refiners | wall s | CPU s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -207,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         *(stage_line(name, results) for name, results in table.items()),
     ]
     print("\n".join(lines))
-    if not args.no_doc and not args.limit:
+    if not args.no_doc and not args.limit and not overrides:
         update_doc_section(f"deep-{args.dataset}", "\n".join(lines))
 
 

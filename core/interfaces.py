@@ -181,6 +181,14 @@ class HasHistory(Protocol):
 
 
 @runtime_checkable
+class ReportsStop(Protocol):
+    """A refiner that says when and why it stopped (the run's log and ``refiner_stop`` in
+    ``metrics.json``), e.g. "labels changed 0.0008 < tolerance 0.001 at step 2240"."""
+
+    stop_reason_: str
+
+
+@runtime_checkable
 class Checkpoints(Protocol):
     """An encoder that checkpoints its fit into ``checkpoint_dir`` (set by the run) to resume."""
 
@@ -254,6 +262,7 @@ CAPABILITIES = (
     HasSplits,
     Reconstructs,
     HasHistory,
+    ReportsStop,
     Checkpoints,
     Embeds,
     Predicts,

@@ -21,7 +21,15 @@ import numpy as np
 from .arrays import check_finite
 from .console import Log
 from .errors import DataError, ImgclustError, PluginError, SettingsError
-from .interfaces import Clusterer, Embeds, Encoder, ImageSet, ScoresSamples, can_predict
+from .interfaces import (
+    Clusterer,
+    Embeds,
+    Encoder,
+    ImageSet,
+    ReportsStop,
+    ScoresSamples,
+    can_predict,
+)
 
 ENCODED_ADVICE = "check the input images or the encoder's settings"
 
@@ -240,6 +248,8 @@ class Pipeline:
             with stage_boundary("refiner", stage):
                 found = stage.instance.fit_predict(images, features, labels.copy())
             raw = check_labels(stage, found, len(labels), kind="refiner")
+            if log and isinstance(stage.instance, ReportsStop) and stage.instance.stop_reason_:
+                log(f"{stage.name} stopped: {stage.instance.stop_reason_}")
             self.refiner_orders[position] = canonical_order(raw)
             labels = renumber(raw, self.refiner_orders[position])
             self.timings[f"refine {stage.name}"] = time.perf_counter() - start

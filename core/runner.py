@@ -23,7 +23,14 @@ from .config import stage_settings, to_toml
 from .console import Log
 from .errors import DataError, ImgclustError, SettingsError
 from .image_issues import ImageIssues, find_issues
-from .interfaces import Checkpoints, HasHistory, ImageSet, requested_clusters, splits_of
+from .interfaces import (
+    Checkpoints,
+    HasHistory,
+    ImageSet,
+    ReportsStop,
+    requested_clusters,
+    splits_of,
+)
 from .label_review import LabelReview, review_labels
 from .metrics import (
     DegenerateWarning,
@@ -362,6 +369,9 @@ def describe(run: RunState) -> RunResult:
             for key in ("loss", "val_loss"):
                 if history.get(key):
                     metrics[key] = float(history[key][-1])
+    for stage in pipeline.refiners:
+        if isinstance(stage.instance, ReportsStop) and stage.instance.stop_reason_:
+            metrics.setdefault("refiner_stop", {})[stage.name] = stage.instance.stop_reason_
     found = {"scores": run.scores, "issues": run.issues, "review": run.review}
     extras = {key: value for key, value in found.items() if value is not None}
     return RunResult(run.folder, record, run.labels, run.features, pipeline, data, extras)

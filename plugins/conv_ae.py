@@ -40,21 +40,30 @@ BATCH_BYTES = 128 * 2**20
 class ConvAutoencoder(KerasAutoencoder):
     """Convolutional autoencoder; the code after the last pooling (or dense layer) is the feature.
 
-    Each entry of ``filters`` adds a ``Conv2D`` (ReLU, ``padding="same"``) and a 2x2 max-pooling;
-    the decoder mirrors them with up-sampling and ends in a sigmoid ``Conv2D`` with the input's
-    channel count. Images whose sides are not multiples of ``2 ** len(filters)`` are zero-padded
-    inside the network and the reconstruction is cropped back, so any size and channel count works.
+    Each entry of ``filters`` adds a ``Conv2D`` (ReLU, ``padding="same"``) and a 2x2 max-pooling
+    (or, with ``downsample="stride"``, a convolution of stride 2, as DCEC); the decoder mirrors
+    them with up-sampling (or transposed convolutions of stride 2) and ends in a sigmoid (or,
+    with ``output="linear"``, a linear) layer with the input's channel count. Images whose sides
+    are not multiples of ``2 ** len(filters)`` are zero-padded inside the network and the
+    reconstruction is cropped back, so any size and channel count works.
 
     Parameters
     ----------
     filters : tuple[int, ...]
         Filters of each encoder convolution; (16, 2) is the article's 7x7x2 code on MNIST.
-    kernel_size : int
-        Side of every convolution kernel.
+    kernel_size : int | tuple[int, ...]
+        Side of every convolution kernel, or one side per entry of filters (DCEC: 5,5,3).
+    downsample : str
+        pool: 2x2 max-pooling after each convolution (the article's); stride: convolutions of
+        stride 2 and transposed ones in the decoder (DCEC's).
     code_size : int | None
         Size of a dense bottleneck after the convolutions (as DCEC); None keeps the grid code.
     loss : str
         Reconstruction loss: bce (binary cross-entropy, the article's) or mse.
+    output : str
+        The last layer's activation: sigmoid (the article's) or linear (DCEC's, with mse; a
+        sigmoid after a dense code can stall at the mean image). Reconstructions are clipped
+        to [0, 1].
     optimizer : str
         adadelta (the article's), adam, adamw, nadam, rmsprop or sgd.
     learning_rate : float | None
@@ -76,9 +85,11 @@ class ConvAutoencoder(KerasAutoencoder):
     def __init__(
         self,
         filters: tuple[int, ...] = (16, 2),
-        kernel_size: int = 3,
+        kernel_size: int | tuple[int, ...] = 3,
+        downsample: Literal["pool", "stride"] = "pool",
         code_size: int | None = None,
         loss: Literal["bce", "mse"] = "bce",
+        output: Literal["sigmoid", "linear"] = "sigmoid",
         optimizer: Literal["adadelta", "adam", "adamw", "nadam", "rmsprop", "sgd"] = "adadelta",
         learning_rate: float | None = None,
         epochs: int = 3,
@@ -87,9 +98,15 @@ class ConvAutoencoder(KerasAutoencoder):
         seed: int = 0,
     ) -> None:
         self.filters = tuple(int(f) for f in filters)
-        self.kernel_size = int(kernel_size)
+        self.kernel_size: int | tuple[int, ...] = (
+            int(kernel_size)
+            if isinstance(kernel_size, (int, np.integer))
+            else tuple(int(k) for k in kernel_size)
+        )
+        self.downsample = downsample
         self.code_size = None if code_size is None else int(code_size)
         self.loss = loss
+        self.output = output
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.batch_size = int(batch_size)
@@ -103,12 +120,24 @@ class ConvAutoencoder(KerasAutoencoder):
 
         if not self.filters or any(f < 1 for f in self.filters):
             raise bad(f"filters must be positive widths, e.g. 16,2; got {self.filters}.")
-        if self.kernel_size < 1:
-            raise bad("kernel_size must be at least 1.")
+        sizes = self.kernel_size if isinstance(self.kernel_size, tuple) else (self.kernel_size,)
+        if not sizes or min(sizes) < 1:
+            raise bad(f"kernel_size must be at least 1; got {self.kernel_size}.")
+        if isinstance(self.kernel_size, tuple) and len(sizes) != len(self.filters):
+            raise bad(
+                f"kernel_size gives {len(sizes)} sides for {len(self.filters)} filters: give "
+                "one side, or one per entry of filters."
+            )
+        if self.downsample not in ("pool", "stride"):
+            raise bad(f"downsample must be pool or stride; got {self.downsample!r}.")
         if self.code_size is not None and self.code_size < 1:
             raise bad("code_size must be at least 1 (or none for the convolutional code).")
         if self.loss not in ("bce", "mse"):
             raise bad(f"loss must be bce or mse; got {self.loss!r}.")
+        if self.output not in ("sigmoid", "linear"):
+            raise bad(f"output must be sigmoid or linear; got {self.output!r}.")
+        if self.output == "linear" and self.loss == "bce":
+            raise bad("a linear output needs loss = mse (bce needs the sigmoid's [0, 1]).")
         if self.optimizer not in OPTIMIZERS:
             raise bad(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}.")
         if self.learning_rate is not None and not self.learning_rate > 0:
@@ -120,7 +149,9 @@ class ConvAutoencoder(KerasAutoencoder):
         """What must match for a checkpoint to be resumed (not epochs or patience)."""
         return {
             "filters": list(self.filters),
-            "kernel_size": self.kernel_size,
+            "kernel_size": (
+                list(self.kernel_size) if isinstance(self.kernel_size, tuple) else self.kernel_size
+            ),
             "code_size": self.code_size,
             "loss": self.loss,
             "optimizer": self.optimizer,
@@ -129,9 +160,17 @@ class ConvAutoencoder(KerasAutoencoder):
             "seed": self.seed,
             "input_shape": list(self.input_shape_),
             "scale": self.scale_,
+            **({"downsample": self.downsample} if self.downsample != "pool" else {}),
+            **({"output": self.output} if self.output != "sigmoid" else {}),
         }
 
     # Network -----------------------------------------------------------------------------------
+    def kernels(self) -> tuple[int, ...]:
+        """The kernel side of each encoder convolution."""
+        if isinstance(self.kernel_size, tuple):
+            return self.kernel_size
+        return (self.kernel_size,) * len(self.filters)
+
     def build(self, input_shape: tuple[int, int, int], scale: float = 1 / 255) -> Any:
         """The compiled autoencoder for images of ``input_shape`` whose pixels times ``scale``
         lie in [0, 1] (1/255 for uint8, 1 for float images)."""
@@ -141,16 +180,22 @@ class ConvAutoencoder(KerasAutoencoder):
         unit = 2 ** len(self.filters)
         pad_h, pad_w = (-height) % unit, (-width) % unit
         pads = ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2))
-        conv = functools.partial(layers.Conv2D, kernel_size=self.kernel_size, padding="same")
+        kernels = self.kernels()
+        strided = self.downsample == "stride"
+        conv = functools.partial(layers.Conv2D, padding="same")
 
         inputs = keras.Input(shape=(height, width, channels), name="images")
         x = layers.Rescaling(scale, name="rescale")(inputs)
         if pad_h or pad_w:
             x = layers.ZeroPadding2D(pads, name="pad")(x)
         last = len(self.filters)
-        for i, width_i in enumerate(self.filters, 1):
-            x = conv(width_i, activation="relu", name=f"encode_conv{i}")(x)
+        for i, (width_i, kernel) in enumerate(zip(self.filters, kernels, strict=True), 1):
             is_code = i == last and self.code_size is None
+            if strided:
+                name = CODE_LAYER if is_code else f"encode_conv{i}"
+                x = conv(width_i, kernel, strides=2, activation="relu", name=name)(x)
+                continue
+            x = conv(width_i, kernel, activation="relu", name=f"encode_conv{i}")(x)
             pool_name = CODE_LAYER if is_code else f"encode_pool{i}"
             x = layers.MaxPooling2D(2, padding="same", name=pool_name)(x)
         if self.code_size is not None:
@@ -159,10 +204,25 @@ class ConvAutoencoder(KerasAutoencoder):
             x = layers.Dense(self.code_size, name=CODE_LAYER)(x)
             x = layers.Dense(math.prod(grid), activation="relu", name="decode_dense")(x)
             x = layers.Reshape(grid, name="unflatten")(x)
-        for i, width_i in enumerate(reversed(self.filters), 1):
-            x = conv(width_i, activation="relu", name=f"decode_conv{i}")(x)
-            x = layers.UpSampling2D(2, name=f"decode_up{i}")(x)
-        x = conv(channels, activation="sigmoid", name="reconstruction")(x)
+        last_activation = None if self.output == "linear" else "sigmoid"
+        if strided:  # transposed convolutions back to the input's size
+            widths = [*reversed(self.filters[:-1]), channels]
+            for i, (width_i, kernel) in enumerate(zip(widths, reversed(kernels), strict=True), 1):
+                final = i == len(widths)
+                x = layers.Conv2DTranspose(
+                    width_i,
+                    kernel,
+                    strides=2,
+                    padding="same",
+                    activation=last_activation if final else "relu",
+                    name="reconstruction" if final else f"decode_deconv{i}",
+                )(x)
+        else:
+            mirrored = zip(reversed(self.filters), reversed(kernels), strict=True)
+            for i, (width_i, kernel) in enumerate(mirrored, 1):
+                x = conv(width_i, kernel, activation="relu", name=f"decode_conv{i}")(x)
+                x = layers.UpSampling2D(2, name=f"decode_up{i}")(x)
+            x = conv(channels, kernels[0], activation=last_activation, name="reconstruction")(x)
         if pad_h or pad_w:
             x = layers.Cropping2D(pads, name="crop")(x)
         model = keras.Model(inputs, x, name="conv_ae")
@@ -207,7 +267,8 @@ class ConvAutoencoder(KerasAutoencoder):
         model = self.fitted()
         images = self._check_fitted_input(images)
         out = np.empty((len(images), *self.input_shape_), dtype=np.float32)
-        return predict_in_batches(model, self._batches(images), out)
+        restored = predict_in_batches(model, self._batches(images), out)
+        return np.clip(restored, 0.0, 1.0, out=restored)  # a linear output may overshoot
 
     def summary(self) -> list[tuple[str, tuple[int, ...], int]]:
         """(layer name, output shape without the batch axis, parameters) of each layer."""

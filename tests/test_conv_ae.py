@@ -77,6 +77,43 @@ def test_wider_network_with_dense_code_and_padding():
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
 
 
+def test_dcec_network_as_published():
+    """DCEC's network: strided convolutions 32-64-128 (5x5, 5x5, 3x3), a dense 10-number code,
+    transposed convolutions back (28 is padded to 32 for three halvings)."""
+    encoder = ConvAutoencoder(
+        filters=(32, 64, 128),
+        kernel_size=(5, 5, 3),
+        downsample="stride",
+        code_size=10,
+        output="linear",
+        loss="mse",
+    )
+    model = encoder.build((28, 28, 1))
+    table = {name: (shape, params) for name, shape, params in layer_table(model)}
+    assert table["encode_conv1"] == ((16, 16, 32), 5 * 5 * 32 + 32)
+    assert table["encode_conv2"] == ((8, 8, 64), 5 * 5 * 32 * 64 + 64)
+    assert table["encode_conv3"] == ((4, 4, 128), 3 * 3 * 64 * 128 + 128)
+    assert table["code"] == ((10,), 4 * 4 * 128 * 10 + 10)
+    assert table["decode_deconv1"][0] == (8, 8, 64)
+    assert table["decode_deconv2"][0] == (16, 16, 32)
+    assert table["reconstruction"][0] == (32, 32, 1) and table["crop"][0] == (28, 28, 1)
+    assert not any("pool" in name or "up" in name for name in table)
+    assert model.get_layer("reconstruction").activation.__name__ == "linear"
+    images = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
+    fitted = ConvAutoencoder(
+        filters=(4, 8),
+        kernel_size=(5, 3),
+        downsample="stride",
+        code_size=3,
+        output="linear",
+        loss="mse",
+        epochs=1,
+    ).fit(images)
+    assert fitted.transform(images[:5]).shape == (5, 3)
+    restored = fitted.reconstruct(images[:2])
+    assert restored.shape == (2, 28, 28, 1) and 0 <= restored.min() <= restored.max() <= 1
+
+
 def test_fit_keeps_history_and_encodes_in_batches(fitted: ConvAutoencoder, digits: np.ndarray):
     assert set(fitted.history_) == {"loss", "val_loss"}
     assert len(fitted.history_["loss"]) == 1 and len(fitted.history_["val_loss"]) == 1
@@ -145,6 +182,11 @@ def test_wrong_input_is_one_clear_error(fitted: ConvAutoencoder):
         {"learning_rate": 0.0},
         {"epochs": 0},
         {"code_size": 0},
+        {"kernel_size": (5, 3, 3)},
+        {"kernel_size": 0},
+        {"downsample": "average"},
+        {"output": "tanh"},
+        {"output": "linear", "loss": "bce"},
     ],
 )
 def test_bad_settings(settings):

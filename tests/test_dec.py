@@ -1,0 +1,177 @@
+"""The dec refiner (DEC, IDEC, DCEC): its guard never ends below the clusters it was given, it
+says why it stopped, and it predicts the same after saving and loading."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import imgclust
+from imgclust.errors import DataError, SettingsError
+from imgclust.metrics import external_scores
+from imgclust.plugins.dec import DEC, _neighbour_information, _neighbour_pairs
+
+#: A few seconds on 8x8 digits: pretraining still takes its 1,000 steps, of 32 images.
+TINY = {"pretrain_epochs": 1, "max_steps": 40, "update_interval": 10, "batch_size": 32}
+
+
+@pytest.fixture(scope="module")
+def digits() -> dict[str, np.ndarray]:
+    """Digits' images, PCA 30 features, k-means labels (ACC about 0.79) and the true classes."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    data = imgclust.get_dataset("digits").load("all")
+    flat = data.images.reshape(len(data.images), -1).astype(np.float32) / 255
+    features = PCA(30, random_state=0).fit_transform(flat).astype(np.float32)
+    kmeans = KMeans(10, n_init=10, random_state=0).fit_predict(features)
+    return {
+        "images": data.images,
+        "features": features,
+        "kmeans": kmeans.astype(np.int64),
+        "truth": np.asarray(data.labels, dtype=np.int64),
+    }
+
+
+def acc(labels: np.ndarray, truth: np.ndarray) -> float:
+    return external_scores(labels, truth)["acc"]
+
+
+def test_the_guards_criterion_prefers_the_true_digits_and_punishes_merging(digits):
+    """Neighbour information ranks the true classes above k-means (whose boundaries cut through
+    dense regions) and falls when clusters merge, down to 0 for one cluster."""
+    pairs = _neighbour_pairs(digits["features"], seed=0)
+    truth, kmeans = digits["truth"], digits["kmeans"]
+    score = {
+        "truth": _neighbour_information(truth, pairs),
+        "kmeans": _neighbour_information(kmeans, pairs),
+        "merged": _neighbour_information(np.where(truth == 9, 4, truth), pairs),
+        "halves": _neighbour_information(truth % 5, pairs),
+        "one": _neighbour_information(np.zeros_like(truth), pairs),
+    }
+    assert score["truth"] > score["kmeans"] > score["halves"], score
+    assert score["truth"] > score["merged"] > score["halves"] > score["one"] == 0, score
+
+
+def test_the_criterion_looks_at_a_bounded_sample():
+    features = np.random.default_rng(0).normal(size=(12_000, 3)).astype(np.float32)
+    pairs = _neighbour_pairs(features, seed=1)
+    assert pairs.shape == (5000 * 10, 2)
+    assert np.array_equal(pairs, _neighbour_pairs(features, seed=1))  # the same every time
+    assert not np.any(pairs[:, 0] == pairs[:, 1])
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"gamma": 0}, "reconstruction = false"),
+        ({"start": "random"}, "start must be"),
+        ({"optimizer": "adagrad"}, "optimizer must be"),
+        ({"autoencoder": "pca"}, "autoencoder must be one of dcec"),
+        ({"learning_rate": -1.0}, "learning_rate must be positive"),
+        ({"tolerance": 1.0}, "tolerance a share"),
+    ],
+)
+def test_bad_settings_are_one_line(settings, message):
+    with pytest.raises(SettingsError, match=message):
+        DEC(**settings)
+
+
+def test_features_that_do_not_fit_the_images_are_one_line(digits):
+    images, labels = digits["images"][:50], digits["kmeans"][:50]
+    with pytest.raises(DataError, match="one row of numeric features per image"):
+        DEC(**TINY).fit_predict(images, digits["features"][:49], labels)
+    bad = digits["features"][:50].copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        DEC(**TINY).fit_predict(images, bad, labels)
+
+
+@pytest.mark.slow
+def test_given_the_true_classes_the_guard_keeps_them_and_predicts_them_after_load(digits, tmp_path):
+    """Nothing a few fine-tuning steps find beats the true classes: the guard keeps them, says
+    so, and assigns by their mean features, before and after saving."""
+    images, features, truth = (
+        digits["images"][:400],
+        digits["features"][:400],
+        digits["truth"][:400],
+    )
+    refiner = DEC(**TINY, seed=0)
+    labels = refiner.fit_predict(images, features, truth)
+    assert refiner.kept_start_, refiner.stop_reason_
+    assert "kept start: the criterion did not improve" in refiner.stop_reason_
+    assert acc(labels, truth) >= 0.9  # the nearest class mean of each image
+    refiner.save(tmp_path)
+    loaded = DEC(**TINY, seed=0).load(tmp_path)
+    np.testing.assert_array_equal(loaded.predict(images, features), labels)
+    assert loaded.stop_reason_ == refiner.stop_reason_
+    with pytest.raises(DataError, match="pass the features too"):
+        loaded.predict(images)
+
+
+@pytest.mark.slow
+def test_a_run_logs_and_records_why_dec_stopped(runs_dir, tmp_path):
+    config = tmp_path / "run.toml"
+    tiny = "".join(f"{key} = {value}\n" for key, value in TINY.items())
+    config.write_text(
+        '[dataset]\nname = "digits"\nlimit = 300\n[[encoder]]\nname = "pca"\n'
+        'n_components = 20\n[clusterer]\nname = "kmeans"\nn_clusters = 10\n'
+        f'[[refiner]]\nname = "dec"\n{tiny}'
+    )
+    lines: list[str] = []
+    result = imgclust.run(config=config, split="all", runs_dir=runs_dir, log=lines.append)
+    stop = json.loads((result.path / "metrics.json").read_text())["refiner_stop"]["dec"]
+    assert stop.startswith(("labels changed", "reached max_steps")), stop
+    assert f"dec stopped: {stop}" in lines
+
+
+def never_below_the_start(images, features, start, truth, tmp_path, **settings):
+    """Fine-tune from ``start``; the refined ACC is within 0.01 of the start's (or above), and
+    the refiner predicts the same after saving and loading."""
+    refiner = DEC(seed=0, **settings)
+    labels = refiner.fit_predict(images, features, start)
+    before, after = acc(start, truth), acc(labels, truth)
+    assert after >= before - 0.01, (before, after, refiner.stop_reason_)
+    assert refiner.stop_reason_, "it says why it stopped"
+    refiner.save(tmp_path)
+    loaded = DEC(seed=0, **settings).load(tmp_path)
+    np.testing.assert_array_equal(loaded.predict(images, features), labels)
+    return before, after, refiner
+
+
+@pytest.mark.slow
+def test_dcec_never_ends_below_kmeans_on_digits(digits, tmp_path):
+    never_below_the_start(
+        digits["images"],
+        digits["features"],
+        digits["kmeans"],
+        digits["truth"],
+        tmp_path,
+        autoencoder="dcec",
+        max_steps=700,
+        update_interval=70,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.mnist
+def test_dcec_never_ends_below_kmeans_on_2000_mnist_images(mnist_path, tmp_path):
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    data = imgclust.get_dataset("mnist", path=str(mnist_path), limit=2000).load("train")
+    flat = data.images.reshape(len(data.images), -1).astype(np.float32) / 255
+    features = PCA(50, random_state=0).fit_transform(flat).astype(np.float32)
+    start = KMeans(10, n_init=10, random_state=0).fit_predict(features).astype(np.int64)
+    never_below_the_start(
+        data.images,
+        features,
+        start,
+        np.asarray(data.labels),
+        tmp_path,
+        autoencoder="dcec",
+        max_steps=700,
+        update_interval=70,
+    )
