@@ -36,7 +36,7 @@ def digits() -> dict[str, np.ndarray]:
 
 
 def acc(labels: np.ndarray, truth: np.ndarray) -> float:
-    return external_scores(labels, truth)["acc"]
+    return external_scores(truth, labels)["acc"]
 
 
 def test_the_guards_criterion_prefers_the_true_digits_and_punishes_merging(digits):
