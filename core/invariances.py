@@ -80,7 +80,7 @@ def check_setting(value: Any) -> str | list[str]:
         value = [part.strip() for part in text.split(",") if part.strip()]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise SettingsError(
-            f"invariances must be \"auto\", \"none\" or a list of {', '.join(TRANSFORMS)}; "
+            f'invariances must be "auto", "none" or a list of {", ".join(TRANSFORMS)}; '
             f"got {value!r:.60}."
         )
     unknown = [v for v in value if v not in TRANSFORMS]
