@@ -133,6 +133,18 @@ PCA_KMEANS_RECLUSTER = {
     "refiner": [{**UMAP_GMM_RECLUSTER["refiner"][0], "rounds": 3}],
 }
 
+#: umap-gmm on features made invariant to the image set's own symmetries: ``sym-pca`` averages
+#: the principal components over the mirror, flips or quarter turns that the run measured the
+#: images to be invariant to (plain PCA where there are none, as on digits).
+SYM_UMAP_GMM = {
+    **UMAP_GMM,
+    "encoder": [{"name": "sym-pca", "n_components": 50}, UMAP_GMM["encoder"][1]],
+}
+
+#: sym-umap-gmm, then the recluster refiner of umap-gmm-recluster, whose CNN augments with the
+#: measured invariances (a random mirror where the set is mirror-symmetric, and so on).
+SYM_UMAP_GMM_RECLUSTER = {**SYM_UMAP_GMM, "refiner": UMAP_GMM_RECLUSTER["refiner"]}
+
 #: DCEC: k-means on 50 principal components starts the clusters, then the dec refiner
 #: pretrains a convolutional autoencoder (32-64-128, a 10-number code) and fine-tunes it with
 #: a clustering layer, keeping the reconstruction loss at weight 0.1.
@@ -210,6 +222,18 @@ def register_recipes(register):
         summary="recommended for a new set of small images: k-means on PCA 50, then three "
         "times a small CNN learns the clusters with augmentation and the images are clustered "
         "again in its features; the CNN assigns new images",
+    )
+    register(
+        "sym-umap-gmm",
+        SYM_UMAP_GMM,
+        summary="umap-gmm on PCA averaged over the symmetries measured in the images (mirror, "
+        "flips, quarter turns); plain umap-gmm where there are none",
+    )
+    register(
+        "sym-umap-gmm-recluster",
+        SYM_UMAP_GMM_RECLUSTER,
+        summary="sym-umap-gmm, then umap-gmm-recluster's refiner, its CNN augmented with the "
+        "measured invariances",
     )
     register(
         "pca-kmeans-dcec",
