@@ -161,10 +161,15 @@ def main(argv: list[str] | None = None) -> None:
                     save_results(name, {"limit": args.limit, "sets": table})
                     shown = {k: result[k] for k in ("acc", "nmi", "wall_s", "invariances")}
                     print(set_name, recipe, seed, shown, flush=True)
-    label = "MNIST sets: all 70,000 images" if not args.limit else (
-        f"MNIST sets: a fixed sample of {args.limit:,} images"
-    )
-    lines = table_lines(table, f"{label}; digits: all 1,797")
+    sizes = {"digits": "digits: all 1,797 images"}
+    if any(name.startswith("mnist") for name in table):
+        sizes["mnist"] = (
+            f"MNIST sets: a fixed sample of {args.limit:,} images"
+            if args.limit
+            else "MNIST sets: all 70,000 images"
+        )
+    label = "; ".join(text for key, text in sizes.items() if any(n.startswith(key) for n in table))
+    lines = table_lines(table, label)
     print("\n".join(lines))
     if args.doc:
         update_doc_section(name, "\n".join(lines))
