@@ -10,9 +10,8 @@ later rounds by the classifier's own probability; the same share of every cluste
 small clusters stay alive. Augmentation follows the image set's invariances
 (``imgclust.invariances``, handed over by the run or measured on the images): shifts, small
 rotations and zooms where the set keeps them, and a random mirror, vertical flip or quarter turn
-only where the set is measured to be symmetric under it (not digits). The augmentation lives in
-a training-only wrapper, so the saved classifier holds plain layers. Keras is imported only when
-the network is built, trained or loaded.
+only where the set is measured to be symmetric under it (not digits). Keras is imported only
+when the network is built, trained or loaded.
 
 With ``recluster`` a round does not take the classifier's answers: it clusters the images again
 in the classifier's hidden features (UMAP, then a Gaussian mixture), which have learnt what
@@ -127,7 +126,6 @@ class SelfLabel:
         self._check_settings()
         self.invariances: list[str] | None = None
         self.model_: Any = None
-        self.trainer_: Any = None
         self.augmentations_: list[str] = []
         self.classes_: np.ndarray | None = None
         self.input_shape_: tuple[int, ...] | None = None
@@ -210,14 +208,26 @@ class SelfLabel:
         """Fit the network on the chosen images for ``epochs`` (at least MIN_STEPS steps)."""
         steps_per_epoch = math.ceil(len(chosen) / self.batch_size)
         epochs = max(1, epochs, math.ceil(MIN_STEPS / steps_per_epoch))
-        self.trainer_.fit(
-            images[chosen],
-            np.searchsorted(self.classes_, labels[chosen]),
-            batch_size=self.batch_size,
-            epochs=epochs,
-            shuffle=True,
-            verbose=0,
-        )
+        targets = np.searchsorted(self.classes_, labels[chosen])
+        if "quarter-turn" not in self.augmentations_:
+            self.model_.fit(
+                images[chosen],
+                targets,
+                batch_size=self.batch_size,
+                epochs=epochs,
+                shuffle=True,
+                verbose=0,
+            )
+            return
+        rng = np.random.default_rng([self.seed, len(self.history_["changed"])])
+        for _ in range(epochs):  # each epoch sees every image turned anew
+            turns = rng.integers(0, 4, len(chosen))
+            turned = np.stack(
+                [np.rot90(images[i], k, axes=(0, 1)) for i, k in zip(chosen, turns, strict=True)]
+            )
+            self.model_.fit(
+                turned, targets, batch_size=self.batch_size, epochs=1, shuffle=True, verbose=0
+            )
 
     def _recluster(
         self, images: np.ndarray, labels: np.ndarray
@@ -277,6 +287,8 @@ class SelfLabel:
         height, width, channels = self.input_shape_  # type: ignore[misc]
         inputs = keras.Input(shape=(height, width, channels), name="images")
         x = layers.Rescaling(self.scale_, name="rescale")(inputs)
+        for layer in self._augmentation_layers():
+            x = layer(x)
         side = min(height, width)
         for i, filters in enumerate(self.filters, 1):
             for j in range(1, self.convolutions + 1):
@@ -292,11 +304,7 @@ class SelfLabel:
         x = layers.Dropout(0.3, seed=self.seed + 1)(x)
         outputs = layers.Dense(n_classes, activation="softmax", name="classes")(x)
         model = keras.Model(inputs, outputs, name="self_label")
-        augmented = inputs
-        for layer in self._augmentation_layers():
-            augmented = layer(augmented)
-        self.trainer_ = keras.Model(inputs, model(augmented), name="self_label_training")
-        self.trainer_.compile(
+        model.compile(
             optimizer=keras.optimizers.Adam(learning_rate=self.learning_rate),
             loss="sparse_categorical_crossentropy",
         )
@@ -316,17 +324,15 @@ class SelfLabel:
         return [name for name in usable if usable[name] and name in kept]
 
     def _augmentation_layers(self) -> list[Any]:
-        """Keras layers for the chosen augmentations; they act only while training."""
-        keras = import_keras()
-        layers = keras.layers
+        """Keras layers for the chosen augmentations but quarter turns (:meth:`_train` turns
+        the images itself); they act only while training and save as plain Keras layers."""
+        layers = import_keras().layers
         chosen = self.augmentations_
         made: list[Any] = []
         flips = [f for f, name in (("horizontal", "mirror"), ("vertical", "vertical-flip"))
                  if name in chosen]  # fmt: skip
         if flips:
-            made.append(layers.RandomFlip("_and_".join(flips), seed=self.seed))
-        if "quarter-turn" in chosen:
-            made.append(_quarter_turn_layer()(seed=self.seed))
+            made.append(layers.RandomFlip("_and_".join(flips)))
         if "shift" in chosen:
             made.append(layers.RandomTranslation(self.shift, self.shift, fill_mode="nearest"))
         if "rotation" in chosen:
@@ -415,37 +421,6 @@ class SelfLabel:
             reason = " ".join(str(exc).split())[:200]
             raise DataError(f"refiner 'self-label': cannot load {MODEL_FILE}: {reason}") from None
         return self
-
-
-def _quarter_turn_layer() -> Any:
-    """A Keras layer class that turns each square image by a random multiple of 90 degrees
-    while training (Keras has none); it is part of the training wrapper only, never saved."""
-    keras = import_keras()
-    ops = keras.ops
-
-    class RandomQuarterTurn(keras.layers.Layer):
-        def __init__(self, seed: int = 0, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.generator = keras.random.SeedGenerator(seed)
-
-        def call(self, images: Any, training: bool | None = None) -> Any:
-            if not training:
-                return images
-            swapped = ops.transpose(images, (0, 2, 1, 3))
-            turned = ops.stack(
-                [
-                    images,
-                    ops.flip(swapped, axis=1),
-                    ops.flip(ops.flip(images, axis=1), axis=2),
-                    ops.flip(swapped, axis=2),
-                ],
-                axis=1,
-            )
-            uniform = keras.random.uniform((ops.shape(images)[0],), seed=self.generator)
-            choice = ops.one_hot(ops.cast(ops.floor(uniform * 4), "int32"), 4)
-            return ops.einsum("bk,bkhwc->bhwc", ops.cast(choice, images.dtype), turned)
-
-    return RandomQuarterTurn
 
 
 # Confidence ------------------------------------------------------------------------------------
