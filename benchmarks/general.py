@@ -45,6 +45,7 @@ RECIPES = (
     "umap-gmm-recluster",
     "sym-umap-gmm-recluster",
     "pca-kmeans-recluster",
+    "sym-pca-kmeans-recluster",
 )
 #: the seed of the transformed sets and of the MNIST sample (fixed, unlike the runs' seeds)
 SET_SEED = 0
@@ -134,6 +135,20 @@ def table_lines(table: dict[str, dict[str, list[dict[str, Any]]]], label: str) -
     return lines
 
 
+def merged(
+    path: Path, mine: dict[str, dict[str, list[dict[str, Any]]]]
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The saved table (read again now: another call may have added cells) with this call's
+    cells in place of the saved ones of the same set, recipe and seed."""
+    table = json.loads(path.read_text()).get("sets", {}) if path.exists() else {}
+    for set_name, recipes in mine.items():
+        for recipe, results in recipes.items():
+            seeds = {r["seed"] for r in results}
+            saved = table.setdefault(set_name, {}).get(recipe, [])
+            table[set_name][recipe] = [r for r in saved if r["seed"] not in seeds] + results
+    return table
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
@@ -145,9 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     name = "general" + (f"-{args.limit}" if args.limit else "")
     path = RESULTS / f"{name}.json"
-    table: dict[str, dict[str, list[dict[str, Any]]]] = (
-        json.loads(path.read_text()).get("sets", {}) if path.exists() else {}
-    )
+    mine: dict[str, dict[str, list[dict[str, Any]]]] = {}  # the cells this call measured
     with tempfile.TemporaryDirectory(prefix="imgclust-general-") as folder:
         for set_name in [] if args.from_results else args.sets:
             images, labels = make_set(set_name, args.limit)
@@ -156,11 +169,11 @@ def main(argv: list[str] | None = None) -> None:
             for recipe in args.recipes:
                 for seed in args.seeds:
                     result = run_cell(recipe, data, seed, Path(folder) / "runs")
-                    done = table.setdefault(set_name, {}).setdefault(recipe, [])
-                    done[:] = [r for r in done if r["seed"] != seed] + [result]
-                    save_results(name, {"limit": args.limit, "sets": table})
+                    mine.setdefault(set_name, {}).setdefault(recipe, []).append(result)
+                    save_results(name, {"limit": args.limit, "sets": merged(path, mine)})
                     shown = {k: result[k] for k in ("acc", "nmi", "wall_s", "invariances")}
                     print(set_name, recipe, seed, shown, flush=True)
+    table = merged(path, mine)
     sizes = {"digits": "digits: all 1,797 images"}
     if any(name.startswith("mnist") for name in table):
         sizes["mnist"] = (

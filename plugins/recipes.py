@@ -145,6 +145,14 @@ SYM_UMAP_GMM = {
 #: measured invariances (a random mirror where the set is mirror-symmetric, and so on).
 SYM_UMAP_GMM_RECLUSTER = {**SYM_UMAP_GMM, "refiner": UMAP_GMM_RECLUSTER["refiner"]}
 
+#: pca-kmeans-recluster on sym-pca: k-means on principal components averaged over the measured
+#: symmetries, then three recluster rounds whose CNN augments with the measured invariances. On
+#: images without a mirror, flip or turn symmetry (digits, MNIST) it is pca-kmeans-recluster.
+SYM_PCA_KMEANS_RECLUSTER = {
+    **PCA_KMEANS_RECLUSTER,
+    "encoder": [{"name": "sym-pca", "n_components": 50}],
+}
+
 #: DCEC: k-means on 50 principal components starts the clusters, then the dec refiner
 #: pretrains a convolutional autoencoder (32-64-128, a 10-number code) and fine-tunes it with
 #: a clustering layer, keeping the reconstruction loss at weight 0.1.
@@ -234,6 +242,12 @@ def register_recipes(register):
         SYM_UMAP_GMM_RECLUSTER,
         summary="sym-umap-gmm, then umap-gmm-recluster's refiner, its CNN augmented with the "
         "measured invariances",
+    )
+    register(
+        "sym-pca-kmeans-recluster",
+        SYM_PCA_KMEANS_RECLUSTER,
+        summary="pca-kmeans-recluster on sym-pca: k-means on PCA averaged over the measured "
+        "symmetries, then three recluster rounds with a CNN augmented by the invariances",
     )
     register(
         "pca-kmeans-dcec",
