@@ -55,7 +55,7 @@ class SymmetricPCA:
         Seed of the fit's sample, the solver and, outside a run, the invariance measurement.
     """
 
-    def __init__(self, n_components: int = 50, max_fit: int = 40_000, seed: int = 0) -> None:
+    def __init__(self, n_components: int = 50, max_fit: int = 100_000, seed: int = 0) -> None:
         if n_components < 1 or max_fit < 2:
             raise SettingsError("encoder 'sym-pca' needs n_components >= 1 and max_fit >= 2.")
         self.n_components = int(n_components)
@@ -86,7 +86,7 @@ class SymmetricPCA:
             [apply_element(sample, e).reshape(len(sample), -1) for e in self.group_]
         )
         k = min(self.n_components, rows.shape[0], rows.shape[1])
-        pca = PCA(n_components=k, svd_solver="randomized", random_state=self.seed).fit(rows)
+        pca = PCA(n_components=k, random_state=self.seed).fit(rows)  # the solver pca uses
         self.mean_ = pca.mean_.astype(np.float32)
         self.components_ = pca.components_.astype(np.float32)
         return self
