@@ -234,8 +234,8 @@ def register_recipes(register):
     register(
         "sym-umap-gmm",
         SYM_UMAP_GMM,
-        summary="umap-gmm on PCA averaged over the symmetries measured in the images (mirror, "
-        "flips, quarter turns); plain umap-gmm where there are none",
+        summary="the fast choice where images may be mirrored or turned: umap-gmm on PCA "
+        "averaged over the symmetries measured in the images; umap-gmm where there are none",
     )
     register(
         "sym-umap-gmm-recluster",
