@@ -39,7 +39,8 @@ from .settings import check_seed, resolve, settings_of
 
 DEFAULT_RECIPE = "article"
 TOP_LEVEL = (
-    "seed", "split", "fit_split", "validation_split", "fit_sample", "chunk_size", "dask", "recipe"
+    "seed", "split", "fit_split", "validation_split", "fit_sample", "chunk_size", "dask",
+    "invariances", "recipe",
 )  # fmt: skip
 STAGES = ("dataset", "encoder", "clusterer")
 CHAINS = ("encoder", "refiner")  # stages that may be listed: [[encoder]] and [[refiner]] tables
@@ -376,6 +377,9 @@ def validate(registry: Registry, config: Mapping[str, Any]) -> dict[str, Any]:
     from .chunks import scale_settings
 
     resolved.update(scale_settings(config))  # fit_sample, chunk_size, dask
+    from .invariances import check_setting
+
+    resolved["invariances"] = check_setting(config.get("invariances", "auto"))
     resolved["dataset"] = _resolve_stage(registry, "datasets", config["dataset"], seed)
     resolved["encoder"] = [_resolve_stage(registry, "encoders", e, seed) for e in config["encoder"]]
     resolved["clusterer"] = _resolve_stage(registry, "clusterers", config["clusterer"], seed)

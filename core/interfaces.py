@@ -257,6 +257,16 @@ class Stateless(Protocol):
     stateless: bool
 
 
+@runtime_checkable
+class UsesInvariances(Protocol):
+    """A stage that augments or symmetrises with the transformations the images are invariant
+    to ("mirror", "quarter-turn", ...: see ``imgclust.invariances``). A run sets
+    ``invariances`` before fitting; None means the stage decides from its own training images.
+    """
+
+    invariances: Sequence[str] | None
+
+
 #: The capability protocols, in the order the hook reference lists them.
 CAPABILITIES = (
     HasSplits,
@@ -272,6 +282,7 @@ CAPABILITIES = (
     WrapsEstimator,
     ScoresBIC,
     Stateless,
+    UsesInvariances,
 )
 
 

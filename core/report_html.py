@@ -13,6 +13,7 @@ from typing import Any
 
 from . import atomic
 from .errors import DataError
+from .invariances import SMALL_THRESHOLD, THRESHOLD
 from .page_text import page_text, png_uri
 from .runfiles import (
     is_number,
@@ -196,6 +197,7 @@ def metrics_section(metrics: dict[str, Any]) -> str:
     parts = (
         ["<table>", *rows, "</table>"] if rows else ['<p class="note">No scores were recorded.</p>']
     )
+    parts += invariances_table(metrics.get("invariances"))
     timings = metrics.get("timings") or {}
     if timings:
         parts.append("<h3>Time per stage (seconds)</h3><table>")
@@ -205,6 +207,32 @@ def metrics_section(metrics: dict[str, Any]) -> str:
         ]
         parts.append("</table>")
     return "\n".join(parts)
+
+
+def invariances_table(record: Any) -> list[str]:
+    """The transformations the run found the images invariant to, with their measured ratios."""
+    if not isinstance(record, dict):
+        return []
+    kept = [str(k) for k in record.get("kept") or [] if isinstance(k, str)]
+    ratios = record.get("ratios") if isinstance(record.get("ratios"), dict) else {}
+    parts = [
+        "<h3>Invariances</h3>",
+        f'<p class="note">Kept: {page_text(", ".join(kept) or "none")} '
+        f"({page_text(record.get('mode', ''))}). A transformation is kept when transformed "
+        "images lie about as near the data as untransformed ones: the ratio of "
+        f"nearest-neighbour distances is at most {THRESHOLD} for a mirror, flip or quarter "
+        f"turn, {SMALL_THRESHOLD} for a small rotation, shift, scale or brightness change.</p>",
+    ]
+    if ratios:
+        parts.append("<table><tr><th>transformation</th><th>ratio</th><th>kept</th></tr>")
+        parts += [
+            f'<tr><th>{page_text(name)}</th><td class="num">'
+            f"{page_text(format_number(ratio))}</td>"
+            f"<td>{'yes' if name in kept else 'no'}</td></tr>"
+            for name, ratio in ratios.items()
+        ]
+        parts.append("</table>")
+    return parts
 
 
 def plots_section(run_dir: Path) -> str:

@@ -28,9 +28,11 @@ from .interfaces import (
     HasHistory,
     ImageSet,
     ReportsStop,
+    UsesInvariances,
     requested_clusters,
     splits_of,
 )
+from .invariances import Invariances, decide
 from .label_review import LabelReview, review_labels
 from .metrics import (
     DegenerateWarning,
@@ -56,7 +58,7 @@ from .runfolder import (
     run_name,
     unlock,
 )
-from .summary import clusters_markdown
+from .summary import clusters_markdown, invariances_line
 
 
 @dataclass
@@ -156,6 +158,7 @@ class RunState:
     scores: ImageScores | None = None
     issues: ImageIssues | None = None
     review: LabelReview | None = None
+    invariances: Invariances | None = None
 
     @property
     def seed(self) -> int:
@@ -205,6 +208,7 @@ def execute(
     run.folder = open_folder(config, runs_dir, folder)
     try:
         write_inputs(run)
+        learn_invariances(run)
         fit_encoders(run)
         cluster(run)
         score_run(run)
@@ -265,6 +269,24 @@ def write_inputs(run: RunState) -> None:
             stage.instance.checkpoint_dir = run.folder / "checkpoints" / stage.name
 
 
+def learn_invariances(run: RunState) -> None:
+    """Decide which transformations the images are invariant to (measured on a sample of the
+    fit split, or as the ``invariances`` setting forces) and hand the decision to every stage
+    that declares it uses one (:class:`UsesInvariances`)."""
+    clock = time.perf_counter()
+    setting = run.config.get("invariances", "auto")
+    images = run.splits.fit.images
+    if setting == "auto" and not isinstance(images, np.ndarray):  # listed files, not decoded
+        run.invariances = Invariances((), mode="not measured")
+    else:
+        run.invariances = decide(images, setting, seed=run.seed)
+    run.log(invariances_line(run.invariances.as_metrics()))
+    for stage in [*run.pipeline.encoders, *run.pipeline.refiners]:
+        if isinstance(stage.instance, UsesInvariances):
+            stage.instance.invariances = list(run.invariances.kept)
+    run.timings["invariances"] = time.perf_counter() - clock
+
+
 def fit_encoders(run: RunState) -> None:
     """Fit the encoders on the fit split; the features of the clustered split. A chunked run
     (``fit_sample``, ``--dask``) fits every stage on a sample and assigns in chunks instead."""
@@ -308,6 +330,8 @@ def score_run(run: RunState) -> None:
     """Score the clustering; note skipped inputs and the encoders' training histories."""
     clock = time.perf_counter()
     run.metrics = score(run.features, run.labels, run.data, run.seed)
+    if run.invariances is not None:
+        run.metrics["invariances"] = run.invariances.as_metrics()
     if "skipped" in run.data.info:
         run.metrics["skipped"] = len(run.data.info["skipped"])
     if run.pipeline.refiners and run.data.labels is not None:  # what the refiners gained

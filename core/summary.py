@@ -20,6 +20,9 @@ def clusters_markdown(result: Mapping[str, Any]) -> str:
         f"Pipeline: {result['pipeline']}. Seed {result['seed']}.",
         "",
     ]
+    invariances = metrics.get("invariances")
+    if isinstance(invariances, Mapping):
+        lines += [invariances_line(invariances), ""]
     if "acc" in metrics:
         lines += [
             f"ACC {metrics['acc']:.4f}, NMI {metrics['nmi']:.4f}, ARI {metrics['ari']:.4f}, "
@@ -47,6 +50,18 @@ def clusters_markdown(result: Mapping[str, Any]) -> str:
     lines += ["", "In words:", ""]
     lines += [f"- {describe_cluster(entry)}" for entry in clusters]
     return "\n".join(lines) + "\n"
+
+
+def invariances_line(record: Mapping[str, Any]) -> str:
+    """The run's invariances in one line: what was kept, how it was decided, the ratios."""
+    kept = ", ".join(str(k) for k in record.get("kept") or []) or "none"
+    ratios = record.get("ratios")
+    if not isinstance(ratios, Mapping) or not ratios:
+        return f"Invariances: {kept} ({record.get('mode', 'forced')})."
+    measured = ", ".join(
+        f"{k} {v:.2f}" if isinstance(v, (int, float)) else f"{k} n/a" for k, v in ratios.items()
+    )
+    return f"Invariances: {kept} (nearest-neighbour distance ratios: {measured})."
 
 
 def summary_lines(result: Mapping[str, Any]) -> list[str]:

@@ -133,6 +133,26 @@ PCA_KMEANS_RECLUSTER = {
     "refiner": [{**UMAP_GMM_RECLUSTER["refiner"][0], "rounds": 3}],
 }
 
+#: umap-gmm on features made invariant to the image set's own symmetries: ``sym-pca`` averages
+#: the principal components over the mirror, flips or quarter turns that the run measured the
+#: images to be invariant to (plain PCA where there are none, as on digits).
+SYM_UMAP_GMM = {
+    **UMAP_GMM,
+    "encoder": [{"name": "sym-pca", "n_components": 50}, UMAP_GMM["encoder"][1]],
+}
+
+#: sym-umap-gmm, then the recluster refiner of umap-gmm-recluster, whose CNN augments with the
+#: measured invariances (a random mirror where the set is mirror-symmetric, and so on).
+SYM_UMAP_GMM_RECLUSTER = {**SYM_UMAP_GMM, "refiner": UMAP_GMM_RECLUSTER["refiner"]}
+
+#: pca-kmeans-recluster on sym-pca: k-means on principal components averaged over the measured
+#: symmetries, then three recluster rounds whose CNN augments with the measured invariances. On
+#: images without a mirror, flip or turn symmetry (digits, MNIST) it is pca-kmeans-recluster.
+SYM_PCA_KMEANS_RECLUSTER = {
+    **PCA_KMEANS_RECLUSTER,
+    "encoder": [{"name": "sym-pca", "n_components": 50}],
+}
+
 #: DCEC: k-means on 50 principal components gives the clusters to refine; the dec refiner
 #: pretrains DCEC's published network (strided convolutions 32-64-128, a 10-number dense code,
 #: a linear output), starts its centres with k-means on that code and fine-tunes it with a
@@ -218,6 +238,24 @@ def register_recipes(register):
         summary="recommended for a new set of small images: k-means on PCA 50, then three "
         "times a small CNN learns the clusters with augmentation and the images are clustered "
         "again in its features; the CNN assigns new images",
+    )
+    register(
+        "sym-umap-gmm",
+        SYM_UMAP_GMM,
+        summary="the fast choice where images may be mirrored or turned: umap-gmm on PCA "
+        "averaged over the symmetries measured in the images; umap-gmm where there are none",
+    )
+    register(
+        "sym-umap-gmm-recluster",
+        SYM_UMAP_GMM_RECLUSTER,
+        summary="sym-umap-gmm, then umap-gmm-recluster's refiner, its CNN augmented with the "
+        "measured invariances",
+    )
+    register(
+        "sym-pca-kmeans-recluster",
+        SYM_PCA_KMEANS_RECLUSTER,
+        summary="pca-kmeans-recluster on sym-pca: k-means on PCA averaged over the measured "
+        "symmetries, then three recluster rounds with a CNN augmented by the invariances",
     )
     register(
         "pca-kmeans-dcec",

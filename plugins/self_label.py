@@ -7,8 +7,11 @@ learns each cluster's look and moves the border cases. Confidence is never read 
 labels: the first round ranks each cluster's members by their distance to the cluster's mean in
 the clustered features (a mixture's posteriors in UMAP space are almost all 1 and cannot rank),
 later rounds by the classifier's own probability; the same share of every cluster is kept, so
-small clusters stay alive. Augmentation is what suits any small image: shifts, small rotations
-and zooms, no flips. Keras is imported only when the network is built, trained or loaded.
+small clusters stay alive. Augmentation follows the image set's invariances
+(``imgclust.invariances``, handed over by the run or measured on the images): shifts, small
+rotations and zooms where the set keeps them, and a random mirror, vertical flip or quarter turn
+only where the set is measured to be symmetric under it (not digits). Keras is imported only
+when the network is built, trained or loaded.
 
 With ``recluster`` a round does not take the classifier's answers: it clusters the images again
 in the classifier's hidden features (UMAP, then a Gaussian mixture), which have learnt what
@@ -30,6 +33,7 @@ import numpy as np
 from imgclust import atomic
 from imgclust.errors import DataError, ImgclustError, SettingsError
 from imgclust.hookspecs import hookimpl
+from imgclust.invariances import decide
 from imgclust.keras_support import import_keras
 
 MODEL_FILE = "classifier.keras"
@@ -81,6 +85,9 @@ class SelfLabel:
         UMAP's ``n_neighbors`` when reclustering.
     seed : int
         Seed of weight initialisation, augmentation and shuffling.
+
+    ``invariances`` (set by a run, not a setting) names the transformations the images are
+    invariant to; None measures them on the images at fit. Only those are used to augment.
     """
 
     def __init__(
@@ -117,7 +124,9 @@ class SelfLabel:
         self.neighbors = int(neighbors)
         self.seed = int(seed)
         self._check_settings()
+        self.invariances: list[str] | None = None
         self.model_: Any = None
+        self.augmentations_: list[str] = []
         self.classes_: np.ndarray | None = None
         self.input_shape_: tuple[int, ...] | None = None
         self.scale_: float = 1.0
@@ -160,6 +169,10 @@ class SelfLabel:
         keras.utils.set_random_seed(self.seed)
         self.classes_ = classes
         self.input_shape_ = tuple(int(v) for v in images.shape[1:])
+        kept = self.invariances
+        if kept is None:
+            kept = list(decide(images, "auto", seed=self.seed).kept)
+        self.augmentations_ = self._augmentations(kept)
         self.scale_ = 1 / 255 if images.dtype == np.uint8 else 1.0
         self.model_ = self._build(len(classes))
         self.history_ = {"changed": [], "kept": []}
@@ -195,14 +208,26 @@ class SelfLabel:
         """Fit the network on the chosen images for ``epochs`` (at least MIN_STEPS steps)."""
         steps_per_epoch = math.ceil(len(chosen) / self.batch_size)
         epochs = max(1, epochs, math.ceil(MIN_STEPS / steps_per_epoch))
-        self.model_.fit(
-            images[chosen],
-            np.searchsorted(self.classes_, labels[chosen]),
-            batch_size=self.batch_size,
-            epochs=epochs,
-            shuffle=True,
-            verbose=0,
-        )
+        targets = np.searchsorted(self.classes_, labels[chosen])
+        if "quarter-turn" not in self.augmentations_:
+            self.model_.fit(
+                images[chosen],
+                targets,
+                batch_size=self.batch_size,
+                epochs=epochs,
+                shuffle=True,
+                verbose=0,
+            )
+            return
+        rng = np.random.default_rng([self.seed, len(self.history_["changed"])])
+        for _ in range(epochs):  # each epoch sees every image turned anew
+            turns = rng.integers(0, 4, len(chosen))
+            turned = np.stack(
+                [np.rot90(images[i], k, axes=(0, 1)) for i, k in zip(chosen, turns, strict=True)]
+            )
+            self.model_.fit(
+                turned, targets, batch_size=self.batch_size, epochs=1, shuffle=True, verbose=0
+            )
 
     def _recluster(
         self, images: np.ndarray, labels: np.ndarray
@@ -262,12 +287,8 @@ class SelfLabel:
         height, width, channels = self.input_shape_  # type: ignore[misc]
         inputs = keras.Input(shape=(height, width, channels), name="images")
         x = layers.Rescaling(self.scale_, name="rescale")(inputs)
-        if self.shift:
-            x = layers.RandomTranslation(self.shift, self.shift, fill_mode="nearest")(x)
-        if self.rotation:
-            x = layers.RandomRotation(self.rotation / 360.0, fill_mode="nearest")(x)
-        if self.zoom:
-            x = layers.RandomZoom(self.zoom, fill_mode="nearest")(x)
+        for layer in self._augmentation_layers():
+            x = layer(x)
         side = min(height, width)
         for i, filters in enumerate(self.filters, 1):
             for j in range(1, self.convolutions + 1):
@@ -288,6 +309,37 @@ class SelfLabel:
             loss="sparse_categorical_crossentropy",
         )
         return model
+
+    def _augmentations(self, kept: list[str]) -> list[str]:
+        """The transformations training applies: the kept ones this network can use."""
+        height, width = self.input_shape_[:2]  # type: ignore[index]
+        usable = {
+            "shift": self.shift > 0,
+            "rotation": self.rotation > 0,
+            "scale": self.zoom > 0,
+            "mirror": True,
+            "vertical-flip": True,
+            "quarter-turn": height == width,
+        }
+        return [name for name in usable if usable[name] and name in kept]
+
+    def _augmentation_layers(self) -> list[Any]:
+        """Keras layers for the chosen augmentations but quarter turns (:meth:`_train` turns
+        the images itself); they act only while training and save as plain Keras layers."""
+        layers = import_keras().layers
+        chosen = self.augmentations_
+        made: list[Any] = []
+        flips = [f for f, name in (("horizontal", "mirror"), ("vertical", "vertical-flip"))
+                 if name in chosen]  # fmt: skip
+        if flips:
+            made.append(layers.RandomFlip("_and_".join(flips)))
+        if "shift" in chosen:
+            made.append(layers.RandomTranslation(self.shift, self.shift, fill_mode="nearest"))
+        if "rotation" in chosen:
+            made.append(layers.RandomRotation(self.rotation / 360.0, fill_mode="nearest"))
+        if "scale" in chosen:
+            made.append(layers.RandomZoom(self.zoom, fill_mode="nearest"))
+        return made
 
     # Assigning ---------------------------------------------------------------------------------
     def predict(self, images: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
@@ -342,6 +394,7 @@ class SelfLabel:
                 "input_shape": list(self.input_shape_ or ()),
                 "scale": self.scale_,
                 "history": self.history_,
+                "augmentations": self.augmentations_,
             },
         )
 
@@ -355,6 +408,7 @@ class SelfLabel:
             self.input_shape_ = tuple(int(v) for v in meta["input_shape"])
             self.scale_ = float(meta["scale"])
             self.history_ = dict(meta.get("history") or {})
+            self.augmentations_ = [str(a) for a in meta.get("augmentations") or []][:16]
             if len(self.input_shape_) != 3 or not math.isfinite(self.scale_):
                 raise ValueError("the input shape or scale is damaged")
         except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -113,3 +113,24 @@ def test_dec_fine_tunes_on_a_few_hundred_images_and_predicts_the_same_after_load
     assert external_scores(digits.labels, labels)["acc"] > 0.5  # it still clusters digits
     loaded = imgclust.load(pipeline.save(tmp_path / "saved"))
     np.testing.assert_array_equal(loaded.predict(digits.images), labels)
+
+
+@pytest.mark.slow
+def test_self_label_augments_only_with_what_the_images_are_invariant_to(tmp_path):
+    """Kept flips and quarter turns are used, refused small changes are not; a tiny network
+    trained that way saves, loads and predicts the same."""
+    digits = imgclust.get_dataset("digits", limit=200).load("all")
+    refiner = SelfLabel(**SMALL_SELF_LABEL, seed=0)
+    refiner.invariances = ["mirror", "quarter-turn", "shift"]
+    labels = refiner.fit_predict(digits.images, np.zeros((200, 2)), digits.labels)
+    assert refiner.augmentations_ == ["shift", "mirror", "quarter-turn"]
+    layer_names = [type(layer).__name__ for layer in refiner.model_.layers]
+    assert "RandomFlip" in layer_names and "RandomTranslation" in layer_names
+    assert "RandomRotation" not in layer_names and "RandomZoom" not in layer_names
+    refiner.save(tmp_path)
+    loaded = SelfLabel().load(tmp_path)
+    np.testing.assert_array_equal(loaded.predict(digits.images), labels)
+    assert loaded.augmentations_ == refiner.augmentations_
+    measured = SelfLabel(**SMALL_SELF_LABEL)  # outside a run: measured on its images
+    measured.fit_predict(digits.images, np.zeros((200, 2)), digits.labels)
+    assert "mirror" not in measured.augmentations_

@@ -1,0 +1,192 @@
+"""Candidate general recipes on several image sets, each with its seeds' spread.
+
+Each cell is a real run (``imgclust.run``, plots off) of a recipe, with its own defaults and
+the run's measured invariances, on one of these sets:
+
+- ``digits``: scikit-learn's 1,797 8x8 digits;
+- ``mnist``: all 70,000 MNIST images (or ``--limit N`` of them, a fixed-seed sample);
+- ``mnist-mirrored``: the same images, each mirrored left to right with probability 1/2;
+- ``mnist-turned``: the same images, each turned by a random multiple of 90 degrees.
+
+The transformed sets are made with a fixed seed (0), whatever the run's seed. The table gives
+mean, minimum and maximum of ACC and NMI over the seeds, the seeds, the wall time, and the
+invariances the runs kept. Every finished run is added to the results file at once, so an
+interrupted benchmark keeps what it measured, and later calls add cells to the same table.
+
+    IMGCLUST_MNIST=DIR nice python benchmarks/general.py [--sets digits mnist ...]
+        [--recipes umap-gmm ...] [--seeds 0 1 2 3 4] [--limit N] [--no-doc]
+
+Figures go to ``benchmarks/results/general[-<limit>].json``; ``--doc`` writes the table into
+the general section of ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, save_results, update_doc_section  # noqa: E402
+
+SETS = ("digits", "mnist", "mnist-mirrored", "mnist-turned")
+RECIPES = (
+    "umap-gmm",
+    "sym-umap-gmm",
+    "umap-gmm-recluster",
+    "sym-umap-gmm-recluster",
+    "pca-kmeans-recluster",
+    "sym-pca-kmeans-recluster",
+)
+#: the seed of the transformed sets and of the MNIST sample (fixed, unlike the runs' seeds)
+SET_SEED = 0
+
+
+def make_set(name: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The images (N, H, W, 1) and labels of one benchmark set (digits as its dataset gives)."""
+    if name == "digits":
+        import imgclust
+
+        digits = imgclust.get_dataset("digits").load("all")
+        return np.asarray(digits.images), np.asarray(digits.labels, dtype=np.int64)
+    folder = os.environ.get("IMGCLUST_MNIST")
+    if not folder:
+        raise SystemExit("set IMGCLUST_MNIST to a folder holding mnist.npz")
+    with np.load(Path(folder) / "mnist.npz", allow_pickle=False) as data:
+        images = np.concatenate([data["x_train"], data["x_test"]])[..., None]
+        labels = np.concatenate([data["y_train"], data["y_test"]]).astype(np.int64)
+    rng = np.random.default_rng(SET_SEED)
+    if limit:
+        chosen = np.sort(rng.choice(len(images), min(limit, len(images)), replace=False))
+        images, labels = images[chosen], labels[chosen]
+    if name == "mnist-mirrored":
+        mirrored = rng.random(len(images)) < 0.5
+        images = images.copy()
+        images[mirrored] = images[mirrored][:, :, ::-1]
+    elif name == "mnist-turned":
+        turns = rng.integers(0, 4, len(images))
+        images = np.stack(
+            [np.rot90(image, k, axes=(0, 1)) for image, k in zip(images, turns, strict=True)]
+        )
+    return np.ascontiguousarray(images), labels
+
+
+def run_cell(recipe: str, data: Path, seed: int, runs: Path) -> dict[str, Any]:
+    """One run of a recipe on a set saved as an .npz; its scores, invariances and times."""
+    import imgclust
+
+    started, cpu = time.perf_counter(), time.process_time()
+    result = imgclust.run(
+        recipe,
+        dataset={"name": "arrays", "path": str(data)},
+        settings={"seed": seed},
+        split="all",
+        runs_dir=runs,
+    )
+    metrics = result.metrics
+    return {
+        "seed": seed,
+        **{k: metrics[k] for k in ("acc", "nmi", "ari")},
+        "acc_before_refiners": (metrics.get("before_refiners") or {}).get("acc"),
+        "invariances": (metrics.get("invariances") or {}).get("kept"),
+        "wall_s": time.perf_counter() - started,
+        "cpu_s": time.process_time() - cpu,
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
+def cell(results: list[dict[str, Any]], key: str) -> str:
+    """Mean (min-max) of one score over the seeds."""
+    values = [r[key] for r in results if r.get(key) is not None]
+    if not values:
+        return "-"
+    return f"{np.mean(values):.4f} ({min(values):.4f}-{max(values):.4f})"
+
+
+def table_lines(table: dict[str, dict[str, list[dict[str, Any]]]], label: str) -> list[str]:
+    """The results as Markdown: one row per recipe and set, with the seeds run."""
+    lines = [
+        f"**{label}** (ACC and NMI: mean (min-max) over the seeds listed):",
+        "",
+        "| set | recipe | seeds | ACC | NMI | wall s (mean) | invariances kept |",
+        "| --- | --- | --- | --- | --- | ---: | --- |",
+    ]
+    for set_name in SETS:
+        for recipe in RECIPES:
+            results = sorted(table.get(set_name, {}).get(recipe, []), key=lambda r: r["seed"])
+            if not results:
+                continue
+            seeds = ",".join(str(r["seed"]) for r in results)
+            kept = {", ".join(r.get("invariances") or []) or "none" for r in results}
+            wall = np.mean([r["wall_s"] for r in results])
+            lines.append(
+                f"| {set_name} | {recipe} | {seeds} | {cell(results, 'acc')} | "
+                f"{cell(results, 'nmi')} | {wall:.0f} | {' / '.join(sorted(kept))} |"
+            )
+    return lines
+
+
+def merged(
+    path: Path, mine: dict[str, dict[str, list[dict[str, Any]]]]
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The saved table (read again now: another call may have added cells) with this call's
+    cells in place of the saved ones of the same set, recipe and seed."""
+    table = json.loads(path.read_text()).get("sets", {}) if path.exists() else {}
+    for set_name, recipes in mine.items():
+        for recipe, results in recipes.items():
+            seeds = {r["seed"] for r in results}
+            saved = table.setdefault(set_name, {}).get(recipe, [])
+            table[set_name][recipe] = [r for r in saved if r["seed"] not in seeds] + results
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
+    parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--limit", type=int, default=None, help="MNIST images (a sample)")
+    parser.add_argument("--doc", action="store_true", help="write the table into the docs")
+    parser.add_argument("--from-results", action="store_true", help="run nothing; redraw")
+    args = parser.parse_args(argv)
+    name = "general" + (f"-{args.limit}" if args.limit else "")
+    path = RESULTS / f"{name}.json"
+    mine: dict[str, dict[str, list[dict[str, Any]]]] = {}  # the cells this call measured
+    with tempfile.TemporaryDirectory(prefix="imgclust-general-") as folder:
+        for set_name in [] if args.from_results else args.sets:
+            images, labels = make_set(set_name, args.limit)
+            data = Path(folder) / f"{set_name}.npz"
+            np.savez(data, x=images, y=labels)
+            for recipe in args.recipes:
+                for seed in args.seeds:
+                    result = run_cell(recipe, data, seed, Path(folder) / "runs")
+                    mine.setdefault(set_name, {}).setdefault(recipe, []).append(result)
+                    save_results(name, {"limit": args.limit, "sets": merged(path, mine)})
+                    shown = {k: result[k] for k in ("acc", "nmi", "wall_s", "invariances")}
+                    print(set_name, recipe, seed, shown, flush=True)
+    table = merged(path, mine)
+    sizes = {"digits": "digits: all 1,797 images"}
+    if any(name.startswith("mnist") for name in table):
+        sizes["mnist"] = (
+            f"MNIST sets: a fixed sample of {args.limit:,} images"
+            if args.limit
+            else "MNIST sets: all 70,000 images"
+        )
+    label = "; ".join(text for key, text in sizes.items() if any(n.startswith(key) for n in table))
+    lines = table_lines(table, label)
+    print("\n".join(lines))
+    if args.doc:
+        update_doc_section(name, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
