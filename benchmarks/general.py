@@ -91,6 +91,7 @@ def run_cell(recipe: str, data: Path, seed: int, runs: Path) -> dict[str, Any]:
         settings={"seed": seed},
         split="all",
         runs_dir=runs,
+        plots=False,
     )
     metrics = result.metrics
     return {
