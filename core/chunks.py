@@ -275,15 +275,18 @@ class ChunkTask:
     store: str
     trust: bool = False
     keep_features: bool = True
+    first_row: int = 0  # the chunk's first row in the whole run (start is within its source)
 
 
 @dataclass
 class ChunkDone:
-    """What a chunk reports back: small, never the features."""
+    """What a chunk reports back: small, never the features; the content digest of each image
+    file it read (file sources only)."""
 
     index: int
     rows: int
     statuses: list[str] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)
 
 
 def run_chunk(task: ChunkTask) -> ChunkDone:
@@ -303,10 +306,38 @@ def run_chunk(task: ChunkTask) -> ChunkDone:
     else:
         features = np.zeros((0, 0), dtype=np.float32)
         labels = np.zeros(0, dtype=np.int64)
+    digests: list[str] = []
+    if isinstance(task.source, FilesSource):
+        from .content import file_digest
+
+        paths = task.source.paths[task.start : task.stop]
+        digests = [file_digest(p) for p, s in zip(paths, statuses, strict=True) if s == ""]
     if task.keep_features:
         atomic.write_npy(store / f"{name}.features.npy", features)
-    atomic.write_npy(store / f"{name}.clusters.npy", labels)  # written last: the chunk is whole
-    return ChunkDone(task.index, len(images), [s for s in statuses])
+    atomic.write_npy(store / f"{name}.clusters.npy", labels)
+    # written last, the chunk is whole: its row range and the digests of what it holds
+    atomic.write_json(store / f"{name}.json", chunk_record(task, images, features, labels))
+    return ChunkDone(task.index, len(images), [s for s in statuses], digests)
+
+
+def chunk_record(
+    task: ChunkTask, images: np.ndarray, features: np.ndarray, labels: np.ndarray
+) -> dict[str, Any]:
+    """What a chunk's files must hold: its number, row range and the digests of its images,
+    features and clusters (checked when the chunks are collected)."""
+    from .content import rows_digest
+
+    record = {
+        "index": task.index,
+        "start": task.first_row,
+        "stop": task.first_row + task.stop - task.start,
+        "rows": len(images),
+        "images": rows_digest(images),
+        "clusters": rows_digest(labels),
+    }
+    if task.keep_features:
+        record["features"] = rows_digest(features)
+    return record
 
 
 _pipelines: dict[tuple[str, bool, int], Any] = {}
@@ -343,7 +374,17 @@ def make_tasks(
         if isinstance(source, MemorySource):
             part, first, last = source.part(start, stop), 0, stop - start
         tasks.append(
-            ChunkTask(index, first, last, part, str(pipeline_dir), str(store), False, keep_features)
+            ChunkTask(
+                index,
+                first,
+                last,
+                part,
+                str(pipeline_dir),
+                str(store),
+                False,
+                keep_features,
+                first_row=start,
+            )
         )
     return tasks
 
@@ -363,6 +404,7 @@ class Assigned:
     labels: np.ndarray
     kept: np.ndarray  # positions in the source of the images that were read (all but skipped)
     skipped: list[str]
+    digests: list[str] | None = None  # content digest of each file read (file sources only)
 
 
 def collect(
@@ -370,14 +412,18 @@ def collect(
 ) -> Assigned:
     """Check that every chunk was written, then assemble the features into ``target``.
 
-    A missing or short chunk stops the run: nothing is presented as finished without it.
+    A missing or short chunk stops the run: nothing is presented as finished without it. Each
+    chunk's files must match its record (row range, digests of its features and clusters), so
+    chunk files swapped or replaced while the run went on are refused.
     """
     missing = [t.index for t in tasks if t.index not in done]
+    records: dict[int, dict[str, Any]] = {}
     for task in tasks:
         name = _CHUNK_NAME.format(task.index)
         if task.index in missing:
             continue
         rows = done[task.index].rows
+        record = _chunk_record(store, task, rows)
         for what in ("features", "clusters"):
             file = store / f"{name}.{what}.npy"
             if what == "features" and not task.keep_features:
@@ -386,22 +432,64 @@ def collect(
                 shape = np.load(file, mmap_mode="r", allow_pickle=False).shape
             except (OSError, ValueError):
                 shape = None
-            if shape is None or shape[0] != rows:
+            if record is None or shape is None or shape[0] != rows:
                 missing.append(task.index)
                 break
+        if record is not None:
+            records[task.index] = record
     if missing:
         raise ImgclustError(
             f"{len(missing)} of {len(tasks)} chunks were not written (first: chunk {min(missing)}):"
             " the run is not finished; resume it or run it again."
         )
-    labels = np.concatenate([_load(store, t.index, "clusters") for t in tasks])
+    labels = np.concatenate([_load(store, t.index, "clusters", records) for t in tasks])
     kept, skipped = _kept_rows(tasks, done)
-    features = _assemble(store, tasks, target, len(labels))
-    return Assigned(features, labels, kept, skipped)
+    features = _assemble(store, tasks, target, len(labels), records)
+    digests = None
+    if tasks and isinstance(tasks[0].source, FilesSource):
+        digests = [d for t in tasks for d in done[t.index].digests]
+    return Assigned(features, labels, kept, skipped, digests)
 
 
-def _load(store: Path, index: int, what: str) -> np.ndarray:
-    return np.load(store / f"{_CHUNK_NAME.format(index)}.{what}.npy", allow_pickle=False)
+MAX_CHUNK_RECORD_BYTES = 4096
+
+
+def _chunk_record(store: Path, task: ChunkTask, rows: int) -> dict[str, Any] | None:
+    """A chunk's record when it is the one this task wrote (its number, row range and row
+    count), else None (the chunk counts as not written)."""
+    import json
+
+    path = store / f"{_CHUNK_NAME.format(task.index)}.json"
+    try:
+        with open(path, "rb") as handle:
+            record = json.loads(handle.read(MAX_CHUNK_RECORD_BYTES + 1).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    expected = {
+        "index": task.index,
+        "start": task.first_row,
+        "stop": task.first_row + task.stop - task.start,
+        "rows": rows,
+    }
+    if not isinstance(record, dict) or any(record.get(k) != v for k, v in expected.items()):
+        return None
+    return record
+
+
+def _load(
+    store: Path, index: int, what: str, records: Mapping[int, Mapping[str, Any]]
+) -> np.ndarray:
+    """A chunk's ``what`` array, refused when its content is not what the chunk recorded."""
+    from .content import rows_digest
+
+    file = store / f"{_CHUNK_NAME.format(index)}.{what}.npy"
+    array = np.load(file, mmap_mode="r", allow_pickle=False)
+    if rows_digest(array) != records[index].get(what):
+        raise ImgclustError(
+            f"chunk {index}'s {what} are not what that chunk wrote (replaced or swapped while "
+            "the run went on): run it again."
+        )
+    return array
 
 
 def _kept_rows(
@@ -419,8 +507,15 @@ def _kept_rows(
     return np.concatenate(kept) if kept else np.zeros(0, np.int64), skipped
 
 
-def _assemble(store: Path, tasks: Sequence[ChunkTask], target: Path, n: int) -> np.ndarray:
-    """Copy the feature chunks one at a time into one ``.npy`` memory map (atomic by rename)."""
+def _assemble(
+    store: Path,
+    tasks: Sequence[ChunkTask],
+    target: Path,
+    n: int,
+    records: Mapping[int, Mapping[str, Any]],
+) -> np.ndarray:
+    """Copy the feature chunks one at a time into one ``.npy`` memory map (atomic by rename),
+    each checked against its chunk's record first."""
     width = None
     for task in tasks:
         part = np.load(store / f"{_CHUNK_NAME.format(task.index)}.features.npy", mmap_mode="r")
@@ -431,7 +526,7 @@ def _assemble(store: Path, tasks: Sequence[ChunkTask], target: Path, n: int) -> 
     out = np.lib.format.open_memmap(temporary, "w+", np.float32, (n, width or 0))
     row = 0
     for task in tasks:
-        part = np.load(store / f"{_CHUNK_NAME.format(task.index)}.features.npy", mmap_mode="r")
+        part = _load(store, task.index, "features", records)
         if len(part):
             out[row : row + len(part)] = part
             row += len(part)
@@ -522,6 +617,8 @@ def _described(data: ImageSet) -> ImageSet:
 
 def _kept_data(data: ImageSet, assigned: Assigned) -> ImageSet:
     """The clustered images without the files that could not be read on the workers."""
+    if assigned.digests is not None:
+        data.info["file_digests"] = assigned.digests
     if not assigned.skipped:
         data.info.pop("files", None)
         return data

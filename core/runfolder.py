@@ -46,6 +46,7 @@ KNOWN_FILES = frozenset(
         "assignments.csv",
         "issues.csv",
         "label_review.csv",
+        "content.json",
         "embeddings.npy",
         "summary.json",
         "metrics.json",

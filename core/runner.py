@@ -21,6 +21,7 @@ from .chunks import fit_and_assign, is_chunked, load_for_chunks
 from .confidence import ImageScores, cluster_quality, image_scores, outlier_threshold
 from .config import stage_settings, to_toml
 from .console import Log
+from .content import write_record
 from .errors import DataError, ImgclustError, SettingsError
 from .image_issues import ImageIssues, find_issues
 from .interfaces import (
@@ -498,8 +499,10 @@ def score(features: np.ndarray, labels: np.ndarray, data: ImageSet, seed: int) -
 
 
 def write_outputs(result: RunResult) -> None:
-    """Write clusters.md, assignments.csv and embeddings.npy (summary.json comes last)."""
+    """Write clusters.md, assignments.csv, content.json (digests of what was clustered) and
+    embeddings.npy (summary.json comes last)."""
     folder = result.path
+    write_record(folder, result.data)
     atomic.write_text(folder / "clusters.md", clusters_markdown(result.record))
     atomic.write_text(
         folder / "assignments.csv",

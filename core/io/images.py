@@ -85,7 +85,7 @@ class FolderReading:
         files = scan_folder(self.path, self.recursive, self.extensions)
         if self.limit is not None:
             files = files[: self.limit]
-        decoded = self._decode_cached(files)
+        decoded, fingerprints = self._decode_cached(files)
         labels, class_names = (None, None)
         if self.labels == "auto":
             labels, class_names = folder_labels(decoded.names)
@@ -96,11 +96,18 @@ class FolderReading:
             "cache": decoded.cache,
             "cache_path": decoded.cache_path,
             "labels": "sub-folders" if labels is not None else "none",
+            "file_digests": file_digests(files, decoded.names, fingerprints),
         }
         return ImageSet(decoded.images, labels, decoded.names, class_names, info)
 
-    def _decode_cached(self, files: list[ImageFile]) -> Decoded:
-        """Decoded images from the cache when the folder is unchanged, else decoded afresh."""
+    def _decode_cached(self, files: list[ImageFile]) -> tuple[Decoded, dict[str, str]]:
+        """Decoded images from the cache when the folder is unchanged, else decoded afresh;
+        with the content fingerprints the cache took of the files (none without it)."""
+        decoded, stamps = self._decode_stamped(files)
+        fingerprints = {s.name: s.fingerprint for s in stamps if self.cache_check == "content"}
+        return decoded, fingerprints
+
+    def _decode_stamped(self, files: list[ImageFile]) -> tuple[Decoded, list[Any]]:
         from . import imagecache
 
         source = str(self.path)
@@ -108,6 +115,7 @@ class FolderReading:
         if self.fit != "stretch":  # entries made before ``fit`` existed stay valid
             settings["fit"] = self.fit
         folder, scope = (None, "")
+        stamps: list[Any] = []
         if self.cache:
             folder, scope = imagecache.cache_location(self.path, self.cache_dir)
             if folder is None:
@@ -124,7 +132,7 @@ class FolderReading:
             if found is not None:
                 names, skipped = list(found.meta["ids"]), list(found.meta["skipped"])
                 hit = Decoded(found.images, names, skipped, "hit", str(found.path))
-                return check_skipped(hit, self.strict, source)
+                return check_skipped(hit, self.strict, source), stamps
             if not imagecache.may_write(folder, prefix, key):
                 _note(f"not replacing a damaged cache entry in {folder.path}: decoding into memory")
                 folder = None
@@ -132,7 +140,7 @@ class FolderReading:
             decoded = decode_files(
                 files, self.size, self.mode, self.workers, self.max_pixels, fit=self.fit
             )
-            return check_skipped(decoded, self.strict, source)
+            return check_skipped(decoded, self.strict, source), stamps
 
         def allocate(shape: tuple[int, ...]) -> Any:
             return imagecache.PendingEntry(folder, prefix, key, shape, self.cache_max_gib)
@@ -156,7 +164,22 @@ class FolderReading:
         written = pending.commit(meta, decoded.kept)
         result = Decoded(written.images, decoded.names, decoded.skipped, "written")
         result.cache_path = str(written.path)
-        return check_skipped(result, self.strict, source)
+        return check_skipped(result, self.strict, source), stamps
+
+
+def file_digests(
+    files: Sequence[ImageFile], names: Sequence[str], fingerprints: dict[str, str]
+) -> list[str]:
+    """The content digest of each decoded file, in ``names`` order: the cache's fingerprint
+    where it took one (the same BLAKE2b digest), else read now."""
+    from ..content import PREFIX, file_digest
+
+    where = {f.name: f.path for f in files}
+    digests = []
+    for name in names:
+        known = fingerprints.get(name, "")
+        digests.append(known if known.startswith(PREFIX) else file_digest(where[name]))
+    return digests
 
 
 def load_image_files(
