@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from .errors import ContentChangedError, DataError
 
 CONTENT_FILE = "content.json"
 FORMAT = "imgclust-content"
@@ -203,7 +203,7 @@ class ContentCheck:
 def missing_record(run: Path, command: str, allow_changed: bool) -> ContentCheck:
     """A run without ``content.json``: refused in one line, unless ``allow_changed``."""
     if not allow_changed:
-        raise DataError(
+        raise ContentChangedError(
             f"run {Path(run).name!r} records no digests of what it clustered (it predates them), "
             f"so {command} cannot tell whether its images changed: run it again, {ALLOW_HINT}."
         )
@@ -231,7 +231,7 @@ def compare(
             what = f"image {ids[first]!r}"
         else:
             what = f"rows from {first * rows_per_chunk} of the images"
-        raise DataError(
+        raise ContentChangedError(
             f"{len(changed)} of {len(recorded)} {unit}s of run {Path(run).name!r} changed since "
             f"it ran (first: {what}), so its clusters do not describe them: run it again, "
             f"{ALLOW_HINT}."
@@ -272,7 +272,7 @@ def check_images(
     files = (getattr(data, "info", None) or {}).get("file_digests")
     if record.files is not None:
         if files is None:
-            raise DataError(
+            raise ContentChangedError(
                 f"run {Path(run).name!r} recorded image files but its dataset now reads none: "
                 "the data is not the run's."
             )
@@ -280,7 +280,7 @@ def check_images(
     assert record.chunks is not None
     found = chunk_digests(data.images, record.rows_per_chunk)
     if len(found) != len(record.chunks):
-        raise DataError(
+        raise ContentChangedError(
             f"dataset of run {Path(run).name!r} now gives {len(data)} images, not "
             f"{record.n_images}: it no longer holds the run's images."
         )

@@ -1,10 +1,13 @@
 """Exact and near duplicates among a finished run's images.
 
-Exact duplicates share a content hash: SHA-256 of the original file's bytes for an image-folder
-run, of the image's pixels (with shape and type) for other datasets. Near duplicates lie within a
-distance threshold of each other in the run's feature space (embeddings.npy). Groups are the
-connected components of both relations, so a group may chain: A near B and B near C puts A, B
-and C in one group even when A and C are further apart than the threshold.
+Exact duplicates share a content digest (BLAKE2b): of the original file's bytes for an
+image-folder run, of the image's pixels (with shape and type) for other datasets. They are
+grouped by digest alone, before any distance search, which then runs over one image of each
+digest: any number of identical images costs one row. Near duplicates lie within a distance
+threshold of each other in the run's feature space (embeddings.npy). Groups are the connected
+components of both relations, so a group may chain: A near B and B near C puts A, B and C in one
+group even when A and C are further apart than the threshold. The images are checked against the
+digests the run recorded first: changed images are refused (or, with ``allow_changed``, reported).
 
 The default threshold is ``DEFAULT_FRACTION`` of the median distance from an image to its
 nearest other image (copies at distance 0 left out of the median): what is far closer than
@@ -25,7 +28,7 @@ import numpy as np
 from .errors import DataError
 
 DEFAULT_FRACTION = 0.1
-CSV_HEADER = ["group", "kind", "id", "cluster", "distance", "sha256"]
+CSV_HEADER = ["group", "kind", "id", "cluster", "distance", "digest"]
 
 Log = Callable[[str], None]
 
@@ -35,7 +38,7 @@ class DuplicateGroup:
     """Images found to be copies (``exact``: one content hash) or near copies (``near``).
 
     ``rows`` index the run's assignments; ``distances`` are feature distances to the group's
-    first image; ``hashes`` are content hashes ('' where they could not be computed).
+    first image; ``hashes`` are content digests ('' where they could not be computed).
     """
 
     kind: str
@@ -50,7 +53,7 @@ class DuplicateGroup:
         return {
             "kind": self.kind,
             "images": [
-                {"id": i, "cluster": c, "distance": d, "sha256": h}
+                {"id": i, "cluster": c, "distance": d, "digest": h}
                 for i, c, d, h in zip(
                     self.ids, self.clusters, self.distances, self._hashes(), strict=True
                 )
@@ -71,6 +74,7 @@ class Duplicates:
     exact_checked: bool
     n_images: int
     index: str = "memory"
+    content: str = ""  # what changed since the run, when allowed ('' when nothing did)
 
     @property
     def images_in_groups(self) -> int:
@@ -90,6 +94,7 @@ def search(
     *,
     log: Log = lambda message: None,
     command: str = "search",
+    allow_changed: bool = False,
 ) -> Duplicates:
     """Find the groups and say how (the threshold, whether exact copies were checked)."""
     from .finished import open_run, read_run_features
@@ -98,22 +103,25 @@ def search(
     threshold = check_threshold(threshold)
     finished = open_run(Path(run_dir), command)
     features = read_run_features(finished)
+    hashes, content = _content_hashes(finished, command, allow_changed, log)
     index = neighbour_index(finished.path, features, log)
     derived = threshold is None
     if threshold is None:
         threshold = default_threshold(index.distances[:, 0] if index.k else np.empty(0))
-    hashes = _content_hashes(finished, log)
-    left, right, _ = index.pairs_within(threshold)
     if hashes is not None:
-        extra_left, extra_right = _same_hash_pairs(hashes)
-        left, right = np.concatenate([left, extra_left]), np.concatenate([right, extra_right])
+        left, right = _same_hash_pairs(hashes)
+        first = np.setdiff1d(np.arange(len(features)), right)  # one row per digest
+        near_left, near_right, _ = index.pairs_within(threshold, first)
+        left, right = np.concatenate([left, near_left]), np.concatenate([right, near_right])
+    else:
+        left, right, _ = index.pairs_within(threshold)
     components = _components(len(features), left, right)
     groups = [
         _group(rows, finished.ids, finished.clusters, features, hashes) for rows in components
     ]
     groups.sort(key=lambda g: (g.kind != "exact", -len(g.rows), g.rows[0]))
     return Duplicates(
-        groups, float(threshold), derived, hashes is not None, len(features), index.where
+        groups, float(threshold), derived, hashes is not None, len(features), index.where, content
     )
 
 
@@ -139,19 +147,25 @@ def default_threshold(nearest: np.ndarray) -> float:
     return float(DEFAULT_FRACTION * np.median(positive))
 
 
-def _content_hashes(finished: Any, log: Log) -> list[str] | None:
-    """Each image's content hash, or None (said once) when the images cannot be had."""
-    from .errors import ImgclustError
-    from .finished import file_digest, image_digests, original_files, run_images
+def _content_hashes(
+    finished: Any, command: str, allow_changed: bool, log: Log
+) -> tuple[list[str] | None, str]:
+    """Each image's content digest and what changed since the run (refused unless
+    ``allow_changed``), or None (said once) when the images cannot be had at all."""
+    from .content import image_digests
+    from .errors import ContentChangedError, ImgclustError
+    from .finished import verified_images
 
     try:
-        originals = original_files(finished)
-        if originals is not None:
-            return [file_digest(path) for path in originals[1]]
-        return image_digests(run_images(finished).images)
+        found = verified_images(finished, command, allow_changed)
+    except ContentChangedError:
+        raise
     except (ImgclustError, OSError) as exc:
         log(f"note: exact copies not checked, only feature distances: {exc}")
-        return None
+        return None, ""
+    if found.digests is not None:
+        return found.digests, found.check.describe()
+    return image_digests(found.data.images), found.check.describe()
 
 
 def _same_hash_pairs(hashes: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -19,3 +19,7 @@ class SettingsError(ImgclustError):
 
 class DataError(ImgclustError):
     """Input images or features are missing, empty, malformed or inconsistent."""
+
+
+class ContentChangedError(DataError):
+    """A run's images are not what it clustered (changed since, or never recorded)."""

@@ -9,7 +9,6 @@ holds a file of that name, and features are read without unpickling and checked 
 from __future__ import annotations
 
 import difflib
-import hashlib
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,24 +216,48 @@ def _size(shape: tuple[int, ...]) -> str:
     return "x".join(str(v) for v in shape)
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        raise DataError(f"cannot read {str(path)!r}: {exc.strerror or exc}.") from None
-    return digest.hexdigest()
+@dataclass
+class RunImages:
+    """A run's images as found now, checked against what the run clustered: the original files
+    of an image-folder run (with their digests now), else the images its dataset loads again."""
+
+    check: Any  # content.ContentCheck
+    files: list[Path] | None = None
+    digests: list[str] | None = None  # of the files now
+    data: Any = None
+    root: Path | None = None  # the image folder
+    recorded: list[str] | None = None  # the files' digests when the run clustered them
+
+    @property
+    def changed_rows(self) -> set[int]:
+        """Rows of images that changed since the run (files only; chunks name no rows)."""
+        return set(self.check.changed) if self.files is not None else set()
 
 
-def image_digests(images: Any) -> list[str]:
-    """SHA-256 of each image's pixels, with its shape and type (equal only for equal arrays)."""
-    digests = []
-    for image in images:
-        array = np.ascontiguousarray(image)
-        digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(array.tobytes())
-        digests.append(digest.hexdigest())
-    return digests
+def verified_images(
+    finished: FinishedRun,
+    command: str,
+    allow_changed: bool,
+    registry: Any = None,
+    *,
+    files_only: bool = False,
+) -> RunImages:
+    """The run's images, refused in one line when they differ from the digests the run recorded
+    (or when it recorded none), unless ``allow_changed``; what changed is in ``check``.
+
+    Image-folder runs are compared file by file (their bytes now); other datasets are loaded
+    again and compared a chunk of rows at a time. ``files_only``: do not load other datasets.
+    """
+    from .content import check_files, check_images, file_digest, read_record
+
+    record = read_record(finished.path, len(finished.ids))
+    originals = original_files(finished)
+    if originals is not None:
+        digests = [file_digest(path) for path in originals[1]]
+        check = check_files(finished.path, record, digests, finished.ids, command, allow_changed)
+        recorded = record.files if record is not None else None
+        return RunImages(check, originals[1], digests, root=originals[0], recorded=recorded)
+    if files_only:
+        return RunImages(None)
+    data = run_images(finished, registry)
+    return RunImages(check_images(finished.path, record, data, command, allow_changed), data=data)

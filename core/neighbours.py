@@ -5,7 +5,8 @@ rows of embeddings.npy), found once by exact search and kept in ``RUN/index/`` a
 arrays and a small ``index.json`` naming the SHA-256 of the embeddings it was built from. It is
 written into a temporary folder that is renamed into place whole, and reused while the
 embeddings are unchanged. Loading it never unpickles; shapes, types, ranges and a sample of the
-distances are checked, and an index that fails a check is built again. Queries beyond the graph
+distances are checked (at rows drawn afresh each time), and an index that fails a check is
+built again. Queries beyond the graph
 (new images, more neighbours than it holds) search the embeddings exactly.
 """
 
@@ -37,7 +38,7 @@ GRAPH_K = 20  # neighbours kept per image
 MAX_GRAPH_K = 256  # the most a saved index may claim (bounds what loading allocates)
 MAX_MANIFEST_BYTES = 64 * 1024
 EXTRA = 8  # candidates beyond those asked for, re-ranked by exact distance
-CHECKED_ROWS = 16  # rows whose saved neighbours are compared with an exact search on loading
+CHECKED_ROWS = 32  # random rows whose saved neighbours are compared with an exact search
 MAX_PAIRS = 10_000_000  # pairs within a threshold kept at once (about 200 MB)
 RADIUS_CELLS = 4_000_000  # distances one radius search may return per chunk of rows
 
@@ -76,19 +77,29 @@ class NeighbourIndex:
         shape = (len(rows), count)
         return found[keep].reshape(shape), distances[keep].reshape(shape)
 
-    def pairs_within(self, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every pair of rows (i < j) at most ``threshold`` apart, with its distance."""
+    def pairs_within(
+        self, threshold: float, among: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every pair of rows (i < j) at most ``threshold`` apart, with its distance; only pairs
+        of the sorted rows ``among`` when given (exact copies of one image searched once)."""
         n = len(self.features)
+        empty = np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
         if n < 2 or self.k == 0:
-            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+            return empty
+        member = np.ones(n, dtype=bool)
+        if among is not None:
+            member[:] = False
+            member[np.asarray(among, dtype=np.int64)] = True
         left = np.repeat(np.arange(n), self.k)
         right = self.neighbours.ravel()
         dist = self.distances.ravel()
-        inside = dist <= threshold
+        inside = (dist <= threshold) & member[left] & member[right]
         parts = [(left[inside], right[inside], dist[inside])]
-        full = np.flatnonzero(self.distances[:, -1] <= threshold)  # may have more within reach
+        # rows whose whole graph lies within reach may have more neighbours there
+        full = np.flatnonzero((self.distances[:, -1] <= threshold) & member)
         if len(full):
-            parts.append(_radius_pairs(self.features, full, threshold))
+            rows = np.flatnonzero(member) if among is not None else None
+            parts.append(_radius_pairs(self.features, full, threshold, rows))
         a = np.concatenate([p[0] for p in parts])
         b = np.concatenate([p[1] for p in parts])
         d = np.concatenate([p[2] for p in parts])
@@ -131,23 +142,27 @@ def _rerank(
 
 
 def _radius_pairs(
-    features: np.ndarray, rows: np.ndarray, threshold: float
+    features: np.ndarray, rows: np.ndarray, threshold: float, among: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every row within ``threshold`` of each of ``rows`` (exact distances), a chunk of rows at
-    a time; more than MAX_PAIRS pairs is one line rather than memory running out."""
+    """Every row (of ``among`` when given) within ``threshold`` of each of ``rows`` (exact
+    distances), a chunk of rows at a time; more than MAX_PAIRS pairs is one line rather than
+    memory running out."""
     from sklearn.neighbors import NearestNeighbors
 
-    search = NearestNeighbors(algorithm="brute").fit(features)
+    searched = features if among is None else features[among]
+    search = NearestNeighbors(algorithm="brute").fit(searched)
     # a little slack so that rounding in the search loses no pair; exact distances decide
     reach = threshold * 1.001 + 1e-6
     left, right, dist = [], [], []
     total = 0
-    chunk = max(1, RADIUS_CELLS // len(features))
+    chunk = max(1, RADIUS_CELLS // len(searched))
     for start in range(0, len(rows), chunk):
         part = rows[start : start + chunk]
         _, found = search.radius_neighbors(features[part], radius=reach)
         for row, others in zip(part, found, strict=True):
             others = np.asarray(others, dtype=np.int64)
+            if among is not None:
+                others = among[others]
             diff = features[others].astype(np.float64) - features[row].astype(np.float64)
             d = np.sqrt(np.einsum("ij,ij->i", diff, diff)).astype(np.float32)
             inside = d <= threshold
@@ -294,7 +309,9 @@ def _graph_problem(features: np.ndarray, neighbours: np.ndarray, distances: np.n
     true = _rerank(features, features, neighbours, k)[1]
     if not np.allclose(np.sort(true, axis=1), distances, rtol=1e-4, atol=1e-5):
         return "its distances do not match the embeddings"
-    sample = np.random.default_rng(0).choice(n, size=min(CHECKED_ROWS, n), replace=False)
+    # rows chosen afresh each time (not by a fixed seed), so a forged index cannot pass by
+    # being right only on the rows that would be checked
+    sample = np.random.default_rng().choice(n, size=min(CHECKED_ROWS, n), replace=False)
     _, exact = exact_search(features, features[sample], k + 1)
     if not np.allclose(exact[:, 1:], distances[sample], rtol=1e-4, atol=1e-5):
         return "its neighbours are not the nearest"

@@ -65,15 +65,15 @@ def test_exact_and_near_copies_are_grouped_and_written_into_the_run(cli, own_run
     assert result.exit_code == 0, result.stderr
     assert "2 groups (1 exact, 1 near)" in result.stdout and "(derived)" in result.stdout
     rows = list(csv.DictReader(open(own_run / "duplicates.csv", encoding="utf-8")))
-    assert list(rows[0]) == ["group", "kind", "id", "cluster", "distance", "sha256"]
+    assert list(rows[0]) == ["group", "kind", "id", "cluster", "distance", "digest"]
     groups: dict[str, list[dict[str, str]]] = {}
     for row in rows:
         groups.setdefault(row["group"], []).append(row)
     exact, near = groups["1"], groups["2"]
     assert {r["id"] for r in exact} == {"d0/3.png", "d1/copy-of-3.png", "d2/another-3.png"}
-    assert {r["kind"] for r in exact} == {"exact"} and len({r["sha256"] for r in exact}) == 1
+    assert {r["kind"] for r in exact} == {"exact"} and len({r["digest"] for r in exact}) == 1
     assert {r["id"] for r in near} == {"d1/4.png", "d2/near-4.png"}
-    assert {r["kind"] for r in near} == {"near"} and len({r["sha256"] for r in near}) == 2
+    assert {r["kind"] for r in near} == {"near"} and len({r["digest"] for r in near}) == 2
     assert float(near[0]["distance"]) == 0 and 0 < float(near[1]["distance"])
 
 

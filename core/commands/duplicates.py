@@ -24,6 +24,11 @@ def duplicates_command(
         None, "--output", "-o", help="Write the CSV here (default: RUN/duplicates.csv)."
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing CSV (never an input)."),
+    allow_changed: bool = typer.Option(
+        False,
+        "--allow-changed",
+        help="Go on when the run's images changed since it ran (reported), rather than refuse.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the groups."),
 ) -> None:
     """Find exact copies (same content hash) and near copies (close features) in a run."""
@@ -41,7 +46,7 @@ def duplicates_command(
         protected = [p for p in protected[1:] if not run.resolve().is_relative_to(p.resolve())]
     option = "--output" if output is not None else "the CSV"
     target = claim_output(target, force=force, inputs=protected, protected=protected, option=option)
-    found = search(run, threshold, log=stderr_log())
+    found = search(run, threshold, log=stderr_log(), allow_changed=allow_changed)
     write_output(target, duplicates_csv(found.groups), force=force, option=option)
     if as_json:
         typer.echo(json.dumps(_record(run, found, target), indent=2))
@@ -59,6 +64,8 @@ def duplicates_command(
         typer.echo(f"  {number}. {group.kind}: {shown}")
     if len(found.groups) > 10:
         typer.echo(f"  ... and {len(found.groups) - 10} more")
+    if found.content:
+        typer.echo(f"note: {found.content}")
     typer.echo(f"wrote {target}")
 
 
@@ -68,6 +75,7 @@ def _record(run: Path, found: Any, target: Path) -> dict[str, Any]:
         "threshold": found.threshold,
         "threshold_derived": found.derived,
         "exact_checked": found.exact_checked,
+        "content": found.content or "unchanged since the run",
         "n_images": found.n_images,
         "output": str(target),
         "groups": [group.to_dict() for group in found.groups],

@@ -32,6 +32,7 @@ from ..errors import DataError, ImgclustError
 from ..runfolder import os_hint, os_reason
 
 CSV_NAME = "clusters.csv"
+IMAGE_FOLDER = "image-folder"
 NOISE = "noise"
 NAME_BYTES = 255  # the longest file name common file systems take
 CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
@@ -123,8 +124,11 @@ def _unique(wanted: list[str], used: set[str]) -> str:
 
 
 # Writing -----------------------------------------------------------------------------------
-def export_csv(finished: Any, placements: list[Placement], with_files: bool) -> str:
-    """id, cluster, folder, file (inside OUT) and label when the run knew labels."""
+def export_csv(
+    finished: Any, placements: list[Placement], with_files: bool, left_out: frozenset[int]
+) -> str:
+    """id, cluster, folder, file (inside OUT; empty for an image left out because it changed
+    since the run) and label when the run knew labels."""
     from ..outputs import csv_text
 
     with_labels = finished.labels is not None
@@ -133,7 +137,7 @@ def export_csv(finished: Any, placements: list[Placement], with_files: bool) -> 
     rows = []
     for place in placements:
         row = [finished.ids[place.row], int(finished.clusters[place.row]), place.folder]
-        row += [place.file] if with_files else []
+        row += [place.file if place.row not in left_out else ""] if with_files else []
         row += [str(finished.labels[place.row])] if with_labels else []
         rows.append(row)
     return csv_text(header, rows)
@@ -146,9 +150,12 @@ def write_export(
     mode: str,
     sources: list[Path] | None,
     images: Any,
+    recorded: list[str] | None = None,
+    left_out: frozenset[int] = frozenset(),
 ) -> dict[str, int]:
     """Fill a temporary folder beside ``out``, then rename it to ``out``; counts of what was
-    copied, linked, symlinked or drawn."""
+    copied, linked, symlinked or drawn. A source file is placed only when its content is the
+    ``recorded`` digest (checked as it is copied or linked); rows ``left_out`` are skipped."""
     from .. import atomic
 
     out = Path(out)
@@ -170,12 +177,17 @@ def write_export(
                 (staging / folder).mkdir()
             for place in placements:
                 target = staging / place.folder / place.name
-                if sources is None:
+                if place.row in left_out:
+                    counts["left out (changed)"] += 1
+                elif sources is None:
                     _write_png(images[place.row], target)
                     counts["png"] += 1
                 else:
-                    counts[_place_file(sources[place.row], target, mode)] += 1
-        atomic.write_text(staging / CSV_NAME, export_csv(finished, placements, mode != "csv"))
+                    assert recorded is not None
+                    digest = recorded[place.row]
+                    counts[_place_file(sources[place.row], target, mode, digest)] += 1
+        csv = export_csv(finished, placements, mode != "csv", left_out)
+        atomic.write_text(staging / CSV_NAME, csv)
         (staging / STAGING_MARKER).unlink()  # OUT holds only the export
         try:
             os.rename(staging, out)
@@ -270,20 +282,51 @@ def _running(pid: int) -> bool:
     return True
 
 
-def _place_file(source: Path, target: Path, mode: str) -> str:
+def _place_file(source: Path, target: Path, mode: str, digest: str) -> str:
     """Copy ``source`` to ``target`` or hard-link it (a symbolic link where hard links cannot
-    be made, such as across file systems); which was done."""
+    be made, such as across file systems); which was done. What lands in ``target`` must have
+    the content ``digest`` the run recorded, or it is removed and the export refused."""
+    from ..content import file_digest
+
     if mode == "copy":
-        shutil.copy2(source, target)
-        return "copied"
-    try:
-        os.link(source, target)
-        return "linked"
-    except OSError as exc:
-        if exc.errno not in _CROSS_DEVICE:
-            raise
-    os.symlink(os.path.abspath(source), target)
-    return "symlinked"
+        done = "copied"
+        _copy_checked(source, target, digest)
+    else:
+        try:
+            os.link(source, target)
+            done = "linked"
+        except OSError as exc:
+            if exc.errno not in _CROSS_DEVICE:
+                raise
+            os.symlink(os.path.abspath(source), target)
+            done = "symlinked"
+        if file_digest(target) != digest:
+            target.unlink()
+            _changed_while_exporting(source)
+    return done
+
+
+def _copy_checked(source: Path, target: Path, digest: str) -> None:
+    """Copy ``source`` to the new file ``target`` block by block, hashing what is read; the
+    copy is removed unless its content has the ``digest`` the run recorded."""
+    from ..content import PREFIX, READ_BYTES, new_hasher
+
+    hasher = new_hasher()
+    with open(source, "rb") as reader, open(target, "xb") as writer:
+        while block := reader.read(READ_BYTES):
+            hasher.update(block)
+            writer.write(block)
+    if PREFIX + hasher.hexdigest() != digest:
+        target.unlink()
+        _changed_while_exporting(source)
+    shutil.copystat(source, target)
+
+
+def _changed_while_exporting(source: Path) -> None:
+    raise DataError(
+        f"{str(source)!r} changed while it was exported: its content is no longer what the run "
+        "clustered; export again."
+    )
 
 
 def _write_png(image: Any, target: Path) -> None:
@@ -326,11 +369,17 @@ def export_command(
         help="Hard-link the original files (symbolic links across file systems).",
     ),
     csv_only: bool = typer.Option(False, "--csv", help=f"Write only OUT/{CSV_NAME}."),
+    allow_changed: bool = typer.Option(
+        False,
+        "--allow-changed",
+        help="Go on when images changed since the run: changed files are left out (never "
+        "copied), other datasets are drawn as they are now; reported.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Sort a run's images into one folder per cluster (largest first), with a CSV of where."""
     from ..console import stderr_log
-    from ..finished import check_finished, open_run, original_files, run_images, run_sources
+    from ..finished import check_finished, open_run, run_sources, verified_images
     from ..outputs import claim_output_folder
 
     if copy + link + csv_only > 1:
@@ -339,23 +388,34 @@ def export_command(
     check_finished(run, "export")
     claim_output_folder(out, inputs=[run], protected=run_sources(run))
     finished = open_run(run, "export")
-    originals = original_files(finished) if mode != "csv" else None
-    images = None
-    if originals is None and mode == "link":
+    images = sources = digests = None
+    left_out: frozenset[int] = frozenset()
+    note = ""
+    if mode == "link" and finished.dataset != IMAGE_FOLDER:
         raise DataError(
             f"--link needs an image-folder run; this run's dataset {finished.dataset!r} has no "
             "files to link: leave out --link to write PNGs."
         )
-    if originals is not None:
-        claim_output_folder(out, inputs=[run, originals[0]])
-    elif mode != "csv":
-        images = run_images(finished).images
-        _check_images(images, len(finished.ids), finished.dataset)
-    sources = originals[1] if originals is not None else None
+    if mode != "csv":
+        found = verified_images(finished, "export", allow_changed)
+        note = found.check.describe()
+        if found.files is not None:
+            if not found.check.recorded:
+                raise DataError(
+                    f"run {run.name!r} records no digests of its files (it predates them), and "
+                    "export copies only files whose content the run recorded: run it again, or "
+                    "export --csv."
+                )
+            claim_output_folder(out, inputs=[run, found.root])
+            sources, left_out = found.files, frozenset(found.changed_rows)
+            digests = found.recorded
+        else:
+            images = found.data.images
+            _check_images(images, len(finished.ids), finished.dataset)
     placements = plan(finished, sources)
     if len(placements) > 5000 and mode != "csv":
         stderr_log()(f"exporting {len(placements)} images")
-    counts = write_export(out, finished, placements, mode, sources, images)
+    counts = write_export(out, finished, placements, mode, sources, images, digests, left_out)
     sizes = Counter(p.folder for p in placements)
     record = {
         "run": str(run),
@@ -365,6 +425,7 @@ def export_command(
         "folders": dict(sorted(sizes.items())),
         "written": counts,
         "csv": str(out / CSV_NAME),
+        "content": note or ("not checked (--csv)" if mode == "csv" else "unchanged since the run"),
     }
     if as_json:
         typer.echo(json.dumps(record, indent=2))
@@ -373,6 +434,8 @@ def export_command(
     noise = f" and {sizes[NOISE]} noise images" if NOISE in sizes else ""
     how = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "only the CSV"
     typer.echo(f"exported {len(placements)} images into {clusters} cluster folders{noise} ({how})")
+    if note:
+        typer.echo(f"note: {note}")
     if counts.get("symlinked"):
         typer.echo("note: symbolic links were made where hard links were not possible")
     typer.echo(f"wrote {out}")
