@@ -6,6 +6,7 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,22 @@ def write_bytes(path: Path, data: bytes, *, overwrite: bool = True, sync: bool =
     ``overwrite=False`` raise FileExistsError rather than replace a file that is there. With
     ``sync=False`` the data is not forced to disk first: still whole or absent if the process
     dies, but not after a power loss, and no wait on a busy disk (checkpoints)."""
+    return write_parts(path, (data,), overwrite=overwrite, sync=sync)
+
+
+def write_parts(
+    path: Path, parts: Iterable[bytes], *, overwrite: bool = True, sync: bool = True
+) -> Path:
+    """Write ``parts`` one after another to ``path`` atomically, as :func:`write_bytes` does,
+    without holding them all in memory at once (long outputs are streamed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes files private; use the usual mode
         with os.fdopen(handle, "wb") as file:
-            file.write(data)
+            for data in parts:
+                file.write(data)
             file.flush()
             if sync:
                 os.fsync(file.fileno())

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 import re
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from numbers import Number
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,23 @@ def write_output(path: Path, text: str, *, force: bool, option: str = "--output"
         raise ImgclustError(f"cannot write {shown}: {os_reason(exc)}; {os_hint(exc)}.") from None
 
 
+def write_output_lines(
+    path: Path, lines: Iterable[str], *, force: bool, option: str = "--output"
+) -> Path:
+    """:func:`write_output` for text made a line at a time (streamed, never held whole)."""
+    from . import atomic
+
+    shown = f"{option} {str(path)!r}"
+    try:
+        return atomic.write_parts(path, (line.encode("utf-8") for line in lines), overwrite=force)
+    except FileExistsError:
+        raise ImgclustError(
+            f"{shown} already exists: give a new name, or --force to replace it."
+        ) from None
+    except OSError as exc:
+        raise ImgclustError(f"cannot write {shown}: {exc.strerror or exc}.") from None
+
+
 def _is_an_input(path: Path, inputs: Sequence[Path]) -> bool:
     """Whether ``path`` is an input, by name or link, or an existing file inside an input folder."""
     target = path.resolve()
@@ -208,15 +226,22 @@ def read_csv_cell(text: str) -> str:
 
 def csv_text(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
     """A header and rows as CSV text (``\\n`` line ends), every cell through :func:`csv_cell`."""
+    return "".join(csv_lines(header, rows))
+
+
+def csv_lines(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> Iterator[str]:
+    """:func:`csv_text` a line at a time, for outputs too long to hold whole."""
     buffer = io.StringIO()
     minimal = csv.writer(buffer, lineterminator="\n")
     # with "\n" line ends the csv module leaves a lone "\r" unquoted, which would split a row
     quoted = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
-    for row in (header, *rows):
+    for row in itertools.chain([header], rows):
         safe = [csv_cell(cell) for cell in row]
         writer = quoted if any(isinstance(c, str) and "\r" in c for c in safe) else minimal
         writer.writerow(safe)
-    return buffer.getvalue()
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
 
 
 MAX_CLUSTER = 2**31 - 1  # cluster numbers a run writes are far below this

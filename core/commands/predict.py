@@ -322,9 +322,16 @@ def predict_command(
 
 # Evaluate ----------------------------------------------------------------------------------
 def evaluation(
-    saved: Any, dataset: str | None, split: str | None, sets: list[str]
+    saved: Any,
+    dataset: str | None,
+    split: str | None,
+    sets: list[str],
+    run: Path | None = None,
+    allow_changed: bool = False,
 ) -> dict[str, Any]:
-    """Predict a labelled split with a saved pipeline and score it against the labels."""
+    """Predict a labelled split with a saved pipeline and score it against the labels. When
+    that is the split a finished ``run`` clustered, its images are first checked against the
+    digests the run recorded (refused when changed, unless ``allow_changed``)."""
     import numpy as np
 
     from ..config import apply_sets
@@ -355,6 +362,10 @@ def evaluation(
     named = any(a.split("=", 1)[0].strip() == "dataset.cache_dir" for a in sets)
     with reading_a_run(cache_dir_given=named):  # the saved settings do not choose where it writes
         data = load_split(entry.target(**values), name, split)
+    content = ""
+    own = dataset in (None, trained.get("name")) and not sets
+    if run is not None and own:
+        content = _check_run_content(run, data, split, allow_changed)
     if data.labels is None:
         raise DataError(
             f"{what} ({split}) has no labels to score against: use `imgclust predict` instead."
@@ -369,7 +380,33 @@ def evaluation(
         **scores,
         "n_clusters": n_clusters(labels),
         "noise": int((labels == -1).sum()),
+        **({"content": content} if content else {}),
     }
+
+
+def _check_run_content(run: Path, data: Any, split: str, allow_changed: bool) -> str:
+    """When ``run`` is a finished run folder that clustered ``split``, check ``data`` against
+    its recorded digests; what changed (allowed), or ''."""
+    from ..content import check_images, read_record
+    from ..errors import ContentChangedError
+    from ..finished import open_run
+    from ..runfolder import is_run_folder
+
+    if not is_run_folder(run):
+        return ""
+    finished = open_run(run, "evaluate")
+    if finished.config.get("split") != split:
+        return ""
+    record = read_record(finished.path, len(finished.ids))
+    if [str(i) for i in data.ids] != finished.ids:
+        if not allow_changed:
+            raise ContentChangedError(
+                f"the dataset no longer holds the images run {run.name!r} clustered "
+                f"({len(data)} now, {len(finished.ids)} then): run it again, or pass "
+                "--allow-changed to score the data as it is now (reported)."
+            )
+        return "the dataset now holds other images than the run clustered (--allow-changed)"
+    return check_images(finished.path, record, data, "evaluate", allow_changed).describe()
 
 
 def evaluate_command(
@@ -384,6 +421,11 @@ def evaluate_command(
     trust: bool = typer.Option(
         False, "--trust", help="Allow pickled stages (they can run code): only for runs you trust."
     ),
+    allow_changed: bool = typer.Option(
+        False,
+        "--allow-changed",
+        help="Score the run's split even when its images changed since the run (reported).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Score a finished run's pipeline on a labelled split: ACC, NMI, ARI, purity."""
@@ -394,7 +436,7 @@ def evaluate_command(
     record = {
         "run": str(run),
         "pipeline": saved.pipeline.name,
-        **evaluation(saved, dataset, split, list(sets or [])),
+        **evaluation(saved, dataset, split, list(sets or []), Path(run), allow_changed),
     }
     if as_json:
         typer.echo(json.dumps(record, indent=2))
@@ -407,6 +449,8 @@ def evaluate_command(
         f"ACC {record['acc']:.4f}  NMI {record['nmi']:.4f}  ARI {record['ari']:.4f}  "
         f"purity {record['purity']:.4f}" + (f"  noise {record['noise']}" if record["noise"] else "")
     )
+    if record.get("content"):
+        typer.echo(f"note: {record['content']}")
 
 
 def register(app: Any) -> None:
