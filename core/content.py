@@ -143,7 +143,9 @@ def read_record(run: Path, n_images: int) -> ContentRecord | None:
         data = json.loads(raw.decode("utf-8"))
         return _parse(data, n_images)
     except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
-        raise DataError(f"{CONTENT_FILE} of run {Path(run).name!r} is damaged ({exc}).") from None
+        raise ContentChangedError(
+            f"{CONTENT_FILE} of run {Path(run).name!r} is damaged ({exc}): run it again."
+        ) from None
 
 
 def _parse(data: Any, n_images: int) -> ContentRecord:

@@ -22,4 +22,5 @@ class DataError(ImgclustError):
 
 
 class ContentChangedError(DataError):
-    """A run's images are not what it clustered (changed since, or never recorded)."""
+    """A run's images cannot be shown to be what it clustered: changed since, never
+    recorded, or their record is damaged."""
