@@ -36,6 +36,7 @@ import numpy as np
 from . import __version__, atomic
 from .errors import DataError, ImgclustError, PluginError, SettingsError
 from .interfaces import ImageSet, can_predict, is_stateless
+from .io.bounded import read_member
 from .metrics import n_clusters
 from .pipeline import Pipeline, Stage
 
@@ -57,6 +58,7 @@ TRUST_HINT = "pass --trust (trust=True) only if you trust where this run folder 
 MAX_INPUT_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 MAX_PIXELS_ENV = "IMGCLUST_MAX_INPUT_PIXELS"
 MAX_CHANNELS = 4
+KERAS_CONFIG_BYTES = 8 * 2**20  # a .keras config.json inflated past this is refused
 # Pickle opcodes that import or call something: a stream that reaches one can run code.
 _CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"}
 
@@ -649,12 +651,21 @@ def _decompressed_head(head: bytes, size: int = 4096) -> bytes | None:
 
 
 def _keras_has_code(file: Path) -> bool:
-    """Whether a ``.keras`` archive's config holds a Lambda layer or a serialized function."""
+    """Whether a ``.keras`` archive's config holds a Lambda layer or a serialized function.
+
+    config.json is read once, bounded (:data:`KERAS_CONFIG_BYTES` inflated, no bomb): one that
+    is larger is refused here, before Keras would read it whole."""
     try:
         with zipfile.ZipFile(file) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (OSError, KeyError, zipfile.BadZipFile, ValueError):
-        return False  # not a readable .keras file: Keras itself will refuse it clearly
+            if "config.json" not in archive.namelist():
+                return False  # not a .keras file: Keras itself will refuse it clearly
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+    data = read_member(file, "config.json", f"{file.name}'s config.json", KERAS_CONFIG_BYTES)
+    try:
+        config = json.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return False  # not a readable .keras config: Keras itself will refuse it clearly
 
     def walk(node: Any) -> bool:
         if isinstance(node, dict):

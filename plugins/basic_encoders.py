@@ -12,8 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from imgclust.arrays import as_matrix, map_batches, sample_matrix
-from imgclust.errors import SettingsError
+from imgclust.errors import DataError, SettingsError
 from imgclust.hookspecs import hookimpl
+from imgclust.io.bounded import read_npz
+
+PCA_KEYS = ("components_", "mean_", "explained_variance_", "input_shape")
 
 
 class FlattenEncoder:
@@ -92,14 +95,18 @@ class PCAEncoder:
     def load(self, directory: Path) -> PCAEncoder:
         from sklearn.decomposition import PCA
 
-        with np.load(Path(directory) / "pca.npz", allow_pickle=False) as state:
-            pca = PCA(n_components=len(state["components_"]), whiten=self.whiten)
-            pca.components_ = state["components_"]
-            pca.mean_ = state["mean_"]
-            pca.explained_variance_ = state["explained_variance_"]
-            pca.n_components_ = len(state["components_"])
-            pca.n_features_in_ = state["components_"].shape[1]
-            self.input_shape_ = tuple(int(v) for v in state["input_shape"])
+        path = Path(directory) / "pca.npz"
+        state = read_npz(path, f"encoder 'pca': {path.name}", PCA_KEYS)  # each member read once
+        components = state["components_"]
+        if components.ndim != 2 or state["mean_"].shape != components.shape[1:]:
+            raise DataError(f"encoder 'pca': {path.name} holds arrays that do not fit together.")
+        pca = PCA(n_components=len(components), whiten=self.whiten)
+        pca.components_ = components
+        pca.mean_ = state["mean_"]
+        pca.explained_variance_ = state["explained_variance_"]
+        pca.n_components_ = len(components)
+        pca.n_features_in_ = components.shape[1]
+        self.input_shape_ = tuple(int(v) for v in state["input_shape"])
         self.pca_ = pca
         return self
 

@@ -31,6 +31,7 @@ import numpy as np
 from imgclust import atomic
 from imgclust.errors import DataError, ImgclustError, SettingsError
 from imgclust.hookspecs import hookimpl
+from imgclust.io.bounded import read_npy
 from imgclust.keras_support import import_keras
 
 #: Each ``autoencoder`` setting: the encoder stage that builds it and its settings there.
@@ -393,9 +394,11 @@ class DEC:
             self.history_ = dict(meta.get("history") or {})
             self.stop_reason_ = str(meta.get("stop_reason") or "")[:500]
             self.kept_start_ = meta.get("kept_start") is True
-            self.centres_ = np.load(directory / CENTRES_FILE, allow_pickle=False)
+            self.centres_ = read_npy(directory / CENTRES_FILE, f"refiner 'dec': {CENTRES_FILE}")
             start = directory / START_FILE
-            self.start_centres_ = np.load(start, allow_pickle=False) if start.exists() else None
+            self.start_centres_ = (
+                read_npy(start, f"refiner 'dec': {START_FILE}") if start.exists() else None
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"refiner 'dec': cannot read its saved state: {exc}") from None
         if self.centres_.ndim != 2 or len(self.centres_) != len(self.classes_):

@@ -19,7 +19,7 @@ import numpy as np
 
 from imgclust.errors import DataError, ImgclustError
 from imgclust.hookspecs import hookimpl
-from imgclust.memory import check_bytes
+from imgclust.io.bounded import read_npz as read_bounded_npz
 from imgclust.settings import check_limit
 
 ENV_VAR = "IMGCLUST_MNIST"
@@ -216,15 +216,15 @@ def read_npz(path: Path) -> Arrays:
     """Keras's ``mnist.npz`` layout: ``x_train``, ``y_train``, ``x_test``, ``y_test``."""
     name = str(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in NPZ_KEYS if key not in archive.files]
-            if missing:
-                raise DataError(
-                    f"MNIST file {name!r} lacks {', '.join(missing)} (it has "
-                    f"{', '.join(archive.files) or 'nothing'}): use Keras's mnist.npz layout."
-                )
-            _check_members(path)
-            arrays = {key: archive[key] for key in NPZ_KEYS}
+        with zipfile.ZipFile(path) as archive:
+            files = [n.removesuffix(".npy") for n in archive.namelist()]
+        missing = [key for key in NPZ_KEYS if key not in files]
+        if missing:
+            raise DataError(
+                f"MNIST file {name!r} lacks {', '.join(missing)} (it has "
+                f"{', '.join(files) or 'nothing'}): use Keras's mnist.npz layout."
+            )
+        arrays = read_bounded_npz(path, f"MNIST file {path.name}", NPZ_KEYS)
     except ImgclustError:
         raise
     except Exception as exc:  # any library failure on an untrusted file is one line
@@ -234,17 +234,6 @@ def read_npz(path: Path) -> Arrays:
         "train": check_split(arrays["x_train"], arrays["y_train"], f"{name} (train)"),
         "test": check_split(arrays["x_test"], arrays["y_test"], f"{name} (test)"),
     }
-
-
-def _check_members(path: Path) -> None:
-    """Every member's header is checked, and its size bounded, before any is read."""
-    from imgclust.io.arrays import npz_member_header
-
-    total = 0
-    with zipfile.ZipFile(path) as archive:
-        for key in NPZ_KEYS:
-            total += npz_member_header(archive, key, path.name).nbytes
-    check_bytes(total, f"MNIST file {path.name}")
 
 
 def check_split(

@@ -17,6 +17,7 @@ import numpy as np
 import typer
 
 from ..errors import DataError
+from ..io.bounded import read_npy
 from ..runfolder import create_incomplete, discard, finalise, run_name
 
 
@@ -179,10 +180,7 @@ def _run_features(
     path = run / "embeddings.npy"
     if not path.is_file():
         raise DataError(f"{str(run)!r} has no embeddings.npy: give a finished run folder.")
-    try:
-        features = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {str(path)!r}: {exc}") from None
+    features = read_npy(path, f"embeddings.npy of {run.name!r}")
     from ..config import drop_file_dask
 
     config = read_toml(run / "config.toml")

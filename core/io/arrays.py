@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import struct
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from ..errors import DataError, ImgclustError, SettingsError
-from ..memory import check_bytes, check_inflation, human, nbytes_of
+from ..memory import check_bytes, check_inflation, nbytes_of
+from .bounded import NpyHeader, check_npy_payload, read_npy, read_npy_header, read_npz
 from .paths import check_input_file
 
 IMAGE_KEYS = ("x", "images", "x_train", "arr_0")
@@ -120,8 +120,6 @@ def _read_npz(
     path: Path, images_key: str | None, labels_key: str | None, key_hint: str
 ) -> tuple[Any, Any, dict[str, Any]]:
     """An ``.npz``'s images (memory-mapped when stored uncompressed) and labels."""
-    import numpy as np
-
     with zipfile.ZipFile(path) as archive:
         keys = [n[: -len(".npy")] for n in archive.namelist() if n.endswith(".npy")]
         key = images_key or _pick([k for k in keys if k != NAMES_KEY], IMAGE_KEYS, only=True)
@@ -144,14 +142,15 @@ def _read_npz(
         check_bytes(headers[key].nbytes, f"{path.name}: array {key!r}", "save it with np.savez")
     if label_key:
         check_bytes(headers[label_key].nbytes, f"{path.name}: labels {label_key!r}")
-    with np.load(path, allow_pickle=False) as archive:
-        if images is None:
-            _note(
-                f"{path.name}: {key!r} is compressed, so it is read into memory; "
-                "save with np.savez (or as .npy) to memory-map it"
-            )
-            images = archive[key]
-        labels = archive[label_key] if label_key else None
+    if images is None:
+        _note(
+            f"{path.name}: {key!r} is compressed, so it is read into memory; "
+            "save with np.savez (or as .npy) to memory-map it"
+        )
+    wanted = tuple(k for k in (key if images is None else None, label_key) if k)
+    arrays = read_npz(path, path.name, wanted) if wanted else {}
+    images = arrays[key] if images is None else images
+    labels = arrays[label_key] if label_key else None
     return images, labels, info
 
 
@@ -215,15 +214,13 @@ def npz_member_memmap(path: Path, key: str) -> Any:
 
 def read_labels(path: Path) -> Any:
     """Labels from a ``.npy`` file, its header checked before the data is read."""
-    import numpy as np
-
     check_input_file(path, "labels file")
     try:
         with open(path, "rb") as handle:
             header = read_npy_header(handle, path.name)
             check_npy_payload(header, path.stat().st_size - header.data_offset, path.name)
         check_bytes(header.nbytes, f"labels file {path.name}")
-        return np.load(path, allow_pickle=False)
+        return read_npy(path, f"labels file {path.name}")
     except ImgclustError:
         raise
     except Exception as exc:  # any library failure on an untrusted file is one line
@@ -366,56 +363,6 @@ def _note(message: str) -> None:
     note(message)
 
 
-# Reading .npy headers before any data ---------------------------------------------------------
-@dataclass
-class NpyHeader:
-    """What a ``.npy`` header says: shape, dtype, order, where the data starts, and its bytes."""
-
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    fortran: bool
-    data_offset: int
-
-    @property
-    def nbytes(self) -> int:
-        return nbytes_of(self.shape, self.dtype.itemsize)
-
-
-def read_npy_header(handle: BinaryIO, source: str) -> NpyHeader:
-    """The checked header of a ``.npy`` stream positioned at its start; the stream is left at the
-    data. A damaged header, a negative size or an object dtype is a one-line :class:`DataError`."""
-    start = handle.tell()
-    try:
-        version = np.lib.format.read_magic(handle)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
-        elif version in ((2, 0), (3, 0)):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
-        else:
-            raise ValueError(f"unknown .npy format version {version}")
-    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError, EOFError) as exc:
-        detail = " ".join(str(exc).split())[:160]
-        raise DataError(f"cannot read {source}: it is not a valid .npy array ({detail}).") from None
-    shape = tuple(int(v) for v in shape)
-    if dtype.hasobject:
-        raise DataError(
-            f"{source} holds an object array (images of different shapes, or Python objects): "
-            "save one (N, H, W[, C]) array of numbers."
-        )
-    if any(v < 0 for v in shape):
-        raise DataError(f"{source} is damaged: its header gives the shape {shape}.")
-    return NpyHeader(shape, dtype, bool(fortran), handle.tell() - start)
-
-
-def check_npy_payload(header: NpyHeader, available: int, source: str) -> None:
-    """The header's array must fit in the ``available`` bytes that follow it."""
-    if header.nbytes > available:
-        raise DataError(
-            f"{source} is truncated or damaged: its header says {header.shape} of "
-            f"{header.dtype} ({human(header.nbytes)}) but only {human(max(0, available))} follow."
-        )
-
-
 # Class names ---------------------------------------------------------------------------------
 def _class_names(path: Path, setting: str | None) -> list[str] | None:
     """The ``class_names`` setting, else the names stored in the ``.npz``, else None."""
@@ -463,8 +410,6 @@ def read_names_file(path: Path) -> list[str]:
 def read_npz_class_names(path: Path) -> list[str] | None:
     """The ``class_names`` member of an ``.npz`` (a 1-D NumPy text array), read without pickle;
     None when there is none."""
-    import numpy as np
-
     try:
         with zipfile.ZipFile(path) as archive:
             if f"{NAMES_KEY}.npy" not in archive.namelist():
@@ -484,8 +429,7 @@ def read_npz_class_names(path: Path) -> list[str] | None:
             )
         if header.nbytes > MAX_NAMES_BYTES:
             raise DataError(f"{where} is larger than {MAX_NAMES_BYTES >> 20} MiB: not a name list.")
-        with np.load(path, allow_pickle=False) as archive:
-            names = archive[NAMES_KEY]
+        names = read_npz(path, where, (NAMES_KEY,))[NAMES_KEY]
     except ImgclustError:
         raise
     except Exception as exc:  # any library failure on an untrusted file is one line
