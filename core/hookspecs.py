@@ -257,6 +257,7 @@ def register_refiners(register: Register) -> None:
     import numpy as np
 
     from imgclust import hookimpl
+    from imgclust.io.bounded import read_npy
 
 
     class NearestCentre:
@@ -277,8 +278,8 @@ def register_refiners(register: Register) -> None:
             np.save(directory / "clusters.npy", self.clusters_)
 
         def load(self, directory):
-            self.centres_ = np.load(directory / "centres.npy")
-            self.clusters_ = np.load(directory / "clusters.npy")
+            self.centres_ = read_npy(directory / "centres.npy", "centres.npy")
+            self.clusters_ = read_npy(directory / "clusters.npy", "clusters.npy")
             return self
 
 

@@ -22,6 +22,7 @@ from ..memory import check_bytes, check_inflation, human, nbytes_of
 
 MAX_MEMBERS = 4096  # members an archive may list (each costs a header read)
 TEXT_BYTES = 16 * 2**20  # a JSON member (config.json) larger than this is not a config
+READ_BYTES = 2**20  # inflated a block at a time, straight into the array
 
 
 def read_member(path: Path, name: str, where: str, limit: int = TEXT_BYTES) -> bytes:
@@ -69,7 +70,13 @@ def read_npz(path: Path, where: str, keys: tuple[str, ...] | None = None) -> dic
                 _check_sizes(info, f"{where}: {key!r}")
                 with archive.open(info) as handle:
                     header = read_npy_header(handle, f"{where}: {key!r}")
-                check_npy_payload(header, info.file_size - header.data_offset, f"{where}: {key!r}")
+                held = info.file_size - header.data_offset
+                check_npy_payload(header, held, f"{where}: {key!r}")
+                if held != header.nbytes:
+                    raise DataError(
+                        f"{where}: {key!r} holds {held:,} bytes after its header, which gives "
+                        f"{header.nbytes:,}: the file is damaged or was altered."
+                    )
                 headers[key] = header
             check_bytes(sum(h.nbytes for h in headers.values()), where)
             return {key: _read_data(archive, members[key], headers[key]) for key in wanted}
@@ -129,7 +136,7 @@ def _fill(handle: Any, header: Any, where: str) -> np.ndarray:
     view = memoryview(array.reshape(-1, order="A").view(np.uint8))
     done = 0
     while done < header.nbytes:
-        got = handle.readinto(view[done:])
+        got = handle.readinto(view[done : done + READ_BYTES])  # a block at a time: no copies
         if not got:
             raise DataError(f"{where} ends before the {header.nbytes:,} bytes its header gives.")
         done += got
