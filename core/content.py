@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from .errors import ContentChangedError, DataError
 
@@ -47,15 +46,20 @@ def file_digest(path: str | Path) -> str:
     hasher = new_hasher()
     try:
         with open(path, "rb") as handle:
-            while block := handle.read(READ_BYTES):
-                hasher.update(block)
+            # a buffer the size of a small file, reused: no block allocated per read
+            buffer = bytearray(min(READ_BYTES, os.fstat(handle.fileno()).st_size + 1))
+            view = memoryview(buffer)
+            while count := handle.readinto(buffer):
+                hasher.update(view[:count])
     except OSError as exc:
         raise DataError(f"cannot read {str(path)!r}: {exc.strerror or exc}.") from None
     return PREFIX + hasher.hexdigest()
 
 
-def rows_digest(rows: np.ndarray) -> str:
+def rows_digest(rows: Any) -> str:
     """The digest of a block of image rows: their type and shape, then their bytes."""
+    import numpy as np
+
     array = np.ascontiguousarray(rows)
     hasher = new_hasher()
     hasher.update(f"{array.dtype.str}{array.shape}".encode())
@@ -65,14 +69,14 @@ def rows_digest(rows: np.ndarray) -> str:
 
 def image_digests(images: Any) -> list[str]:
     """One digest per image (its pixels, type and shape): equal only for equal images."""
-    return [rows_digest(np.asarray(image)) for image in images]
+    return [rows_digest(image) for image in images]
 
 
 def chunk_digests(images: Any, rows_per_chunk: int = ROWS_PER_CHUNK) -> list[str]:
     """One digest per ``rows_per_chunk`` rows of an image array or memory map, read a chunk at a
     time (a memory map is never loaded whole)."""
     return [
-        rows_digest(np.asarray(images[start : start + rows_per_chunk]))
+        rows_digest(images[start : start + rows_per_chunk])
         for start in range(0, len(images), rows_per_chunk)
     ]
 

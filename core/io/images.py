@@ -10,6 +10,7 @@ files the same way (for ``predict``).
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import sys
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..content import PREFIX, bytes_digest, file_digest
 from ..errors import DataError, SettingsError
 
 DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -29,6 +31,7 @@ SECONDS_PER_FILE = 2e-4  # rough serial cost of one small file (open, decode, co
 BYTES_PER_SECOND = 40e6  # rough serial decode rate of compressed bytes
 SHOWN = 5  # mismatches or skipped files named in an error or warning
 PILLOW_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3  # Pillow's default decompression-bomb limit
+HASHED_IN_MEMORY = 64 * 2**20  # files up to this size are read once: hashed, then decoded
 
 
 class ImageSkippedWarning(UserWarning):
@@ -55,6 +58,7 @@ class Decoded:
     skipped: list[str]
     cache: str = "off"
     cache_path: str | None = None
+    digests: list[str] | None = None  # content digest of each file that decoded (not cached)
 
 
 @dataclass
@@ -105,6 +109,8 @@ class FolderReading:
         with the content fingerprints the cache took of the files (none without it)."""
         decoded, stamps = self._decode_stamped(files)
         fingerprints = {s.name: s.fingerprint for s in stamps if self.cache_check == "content"}
+        if decoded.digests is not None:  # taken from the bytes that were decoded
+            fingerprints.update(zip(decoded.names, decoded.digests, strict=True))
         return decoded, fingerprints
 
     def _decode_stamped(self, files: list[ImageFile]) -> tuple[Decoded, list[Any]]:
@@ -163,7 +169,7 @@ class FolderReading:
         }
         written = pending.commit(meta, decoded.kept)
         result = Decoded(written.images, decoded.names, decoded.skipped, "written")
-        result.cache_path = str(written.path)
+        result.cache_path, result.digests = str(written.path), decoded.digests
         return check_skipped(result, self.strict, source), stamps
 
 
@@ -172,8 +178,6 @@ def file_digests(
 ) -> list[str]:
     """The content digest of each decoded file, in ``names`` order: the cache's fingerprint
     where it took one (the same BLAKE2b digest), else read now."""
-    from ..content import PREFIX, file_digest
-
     where = {f.name: f.path for f in files}
     digests = []
     for name in names:
@@ -523,13 +527,20 @@ class Decoding(NamedTuple):
     fit: str = "stretch"
 
 
-def _decode_into(paths: Sequence[Path], how: Decoding, out: Any) -> list[str]:
-    """Decode ``paths`` into the rows of ``out``; one status per file."""
+def _decode_into(
+    paths: Sequence[Path], how: Decoding, out: Any, digests: list[str] | None = None
+) -> list[str]:
+    """Decode ``paths`` into the rows of ``out``; one status per file, and with ``digests``
+    each file's content digest appended to it (taken from the bytes that were decoded)."""
     statuses = []
     with _bomb_guard(how.limit):
         for row, path in enumerate(paths):
             try:
-                array = decode_image(path, how.size if how.fixed else None, how.mode, how.fit)
+                source: Any = path
+                if digests is not None:
+                    digests.append("")
+                    source, digests[-1] = read_for_decoding(path)
+                array = decode_image(source, how.size if how.fixed else None, how.mode, how.fit)
             except Exception as error:  # any Pillow failure means "unreadable"
                 statuses.append(describe_failure(error, Path(path)))
                 continue
@@ -541,19 +552,35 @@ def _decode_into(paths: Sequence[Path], how: Decoding, out: Any) -> list[str]:
     return statuses
 
 
-def _decode_chunk(task: tuple[Any, ...]) -> tuple[int, list[str], Any]:
-    """Worker: decode a chunk into rows of a shared ``.npy`` file, or return the rows."""
+def read_for_decoding(path: str | Path) -> tuple[Any, str]:
+    """What to hand Pillow for ``path`` and the file's content digest: a file up to
+    HASHED_IN_MEMORY bytes is read once, hashed, and decoded from those bytes; a larger one is
+    hashed as it is read in blocks, then decoded from disk."""
+    size = os.stat(path).st_size
+    if size > HASHED_IN_MEMORY:
+        return path, file_digest(path)
+    with open(path, "rb") as handle:
+        data = handle.read(size + 1)
+    if len(data) > size:  # it grew since: hash it as a stream
+        return path, file_digest(path)
+    return io.BytesIO(data), bytes_digest(data)
+
+
+def _decode_chunk(task: tuple[Any, ...]) -> tuple[int, list[str], Any, list[str]]:
+    """Worker: decode a chunk into rows of a shared ``.npy`` file, or return the rows; with the
+    files' digests."""
     import numpy as np
 
     start, paths, how, target = task
+    digests: list[str] = []
     if target is not None:
         array = np.load(target, mmap_mode="r+")
         rows = array[start : start + len(paths)]
-        statuses = _decode_into(paths, how, rows)
+        statuses = _decode_into(paths, how, rows, digests)
         del array, rows
-        return start, statuses, None
+        return start, statuses, None, digests
     rows = np.zeros((len(paths), how.size[0], how.size[1], CHANNELS[how.mode]), dtype=np.uint8)
-    return start, _decode_into(paths, how, rows), rows
+    return start, _decode_into(paths, how, rows, digests), rows, digests
 
 
 @dataclass
@@ -596,8 +623,10 @@ def decode_files(
     pending = allocate(shape) if allocate is not None else None
     out = pending.array if pending is not None else np.zeros(shape, dtype=np.uint8)
     target = str(pending.temp_path) if pending is not None else None
+    digests = [""] * len(files)
     try:
-        statuses = _run(files, Decoding(shape_hw, mode, limit, fixed, fit), out, target, workers)
+        how = Decoding(shape_hw, mode, limit, fixed, fit)
+        statuses = _run(files, how, out, target, workers, digests)
     except BaseException:
         if pending is not None:
             pending.discard()
@@ -617,10 +646,11 @@ def decode_files(
             f"images differ in size: {first} is {shape_hw[0]}x{shape_hw[1]} but {listed}{more}; "
             "set dataset.size=HxW (e.g. 28x28) to resize them all."
         )
+    kept_digests = [digests[i] for i in kept]
     if pending is not None:
-        return _Decoding(pending, names, skipped, kept=kept)
+        return _Decoding(pending, names, skipped, kept=kept, digests=kept_digests)
     images = out if len(kept) == len(files) else out[kept]
-    return _Decoding(images, names, skipped, kept=kept)
+    return _Decoding(images, names, skipped, kept=kept, digests=kept_digests)
 
 
 def _first_size(files: Sequence[ImageFile], mode: str, limit: int | None) -> tuple[int, int]:
@@ -643,23 +673,31 @@ def _first_size(files: Sequence[ImageFile], mode: str, limit: int | None) -> tup
 
 
 def _run(
-    files: Sequence[ImageFile], how: Decoding, out: Any, target: str | None, workers: int
+    files: Sequence[ImageFile],
+    how: Decoding,
+    out: Any,
+    target: str | None,
+    workers: int,
+    digests: list[str],
 ) -> list[str]:
-    """Decode every file into ``out`` in order, serially or in a pool; statuses in file order."""
+    """Decode every file into ``out`` in order, serially or in a pool; statuses in file order,
+    and each file's content digest into ``digests``."""
     paths = [f.path for f in files]
     statuses: list[str] = [""] * len(paths)
     estimate = len(paths) * SECONDS_PER_FILE + sum(f.size for f in files) / BYTES_PER_SECOND
     with _progress(len(paths)) as advance:
         if workers > 1 and estimate > POOL_SECONDS and len(paths) > 1:
-            done = _run_pool(paths, how, out, target, workers, statuses, advance)
+            done = _run_pool(paths, how, out, target, workers, statuses, digests, advance)
         else:
             done = 0
         step = 256
         for start in range(done, len(paths), step):  # serial, or what a broken pool left
             part = paths[start : start + step]
+            found: list[str] = []
             statuses[start : start + len(part)] = _decode_into(
-                part, how, out[start : start + len(part)]
+                part, how, out[start : start + len(part)], found
             )
+            digests[start : start + len(part)] = found
             advance(len(part))
     return statuses
 
@@ -671,6 +709,7 @@ def _run_pool(
     target: str | None,
     workers: int,
     statuses: list[str],
+    digests: list[str],
     advance: Callable[[int], None],
 ) -> int:
     """Decode in ``workers`` processes; return how many leading files are done (all, normally)."""
@@ -697,10 +736,11 @@ def _run_pool(
             warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
             pending = [pool.submit(_decode_chunk, task) for task in tasks]
             for future in futures.as_completed(pending):
-                start, chunk_statuses, rows = future.result()
+                start, chunk_statuses, rows, chunk_digests = future.result()
                 if rows is not None:
                     out[start : start + len(rows)] = rows
                 statuses[start : start + len(chunk_statuses)] = chunk_statuses
+                digests[start : start + len(chunk_digests)] = chunk_digests
                 finished[start // chunk] = True
                 advance(len(chunk_statuses))
     except (OSError, BrokenProcessPool) as error:
