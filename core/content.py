@@ -187,8 +187,9 @@ class ContentCheck:
     checked: int  # files or chunks compared
     changed: list[int]  # image rows (files) or chunk numbers that differ
     unit: str  # "image" or "chunk"
-    recorded: bool = True  # False: the run predates content records
+    recorded: bool = True  # False: the run predates content records, or its images are gone
     allowed: bool = False  # --allow-changed was given
+    reason: str = ""  # why the images could not be had at all
 
     @property
     def ok(self) -> bool:
@@ -196,6 +197,8 @@ class ContentCheck:
 
     def describe(self) -> str:
         """A short phrase for the command's output ('' when the data is unchanged)."""
+        if self.reason:
+            return f"images not checked, {self.reason.rstrip('.')} (--allow-changed)"
         if not self.recorded:
             return "content not verified: the run predates content digests (--allow-changed)"
         if not self.changed:

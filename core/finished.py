@@ -248,10 +248,24 @@ def verified_images(
     Image-folder runs are compared file by file (their bytes now); other datasets are loaded
     again and compared a chunk of rows at a time. ``files_only``: do not load other datasets.
     """
-    from .content import check_files, check_images, file_digest, read_record
+    from .content import ContentCheck, check_files, check_images, file_digest, read_record
+    from .errors import ContentChangedError, ImgclustError
 
     record = read_record(finished.path, len(finished.ids))
-    originals = original_files(finished)
+    try:
+        originals = original_files(finished)
+        if originals is None and not files_only:
+            data = run_images(finished, registry)
+    except ContentChangedError:
+        raise
+    except ImgclustError as exc:  # the images are gone or are others: changed, too
+        if not allow_changed:
+            raise ContentChangedError(
+                f"{str(exc).rstrip('.')}; or pass --allow-changed to go on without them "
+                "(reported)."
+            ) from None
+        gone = ContentCheck(0, [], "image", recorded=False, allowed=True, reason=str(exc))
+        return RunImages(gone)
     if originals is not None:
         digests = [file_digest(path) for path in originals[1]]
         check = check_files(finished.path, record, digests, finished.ids, command, allow_changed)
@@ -259,5 +273,4 @@ def verified_images(
         return RunImages(check, originals[1], digests, root=originals[0], recorded=recorded)
     if files_only:
         return RunImages(None)
-    data = run_images(finished, registry)
     return RunImages(check_images(finished.path, record, data, command, allow_changed), data=data)

@@ -129,13 +129,14 @@ def test_an_existing_csv_is_kept_unless_forced_and_o_writes_elsewhere(cli, own_r
     assert (own_run / "duplicates.csv").read_text() == elsewhere.read_text()
 
 
-def test_when_the_images_are_gone_only_feature_distances_are_used(cli, own_run, tmp_path):
+def test_images_that_are_gone_are_refused_or_feature_distances_used(cli, own_run, tmp_path):
     config = (own_run / "config.toml").read_text()
     missing = tmp_path / "gone"
     start = config.index('path = "') + len('path = "')
     end = config.index('"', start)
     (own_run / "config.toml").write_text(config[:start] + str(missing) + config[end:])
-    result = cli("duplicates", own_run, "--json")
+    assert "--allow-changed" in one_line_error(cli("duplicates", own_run))
+    result = cli("duplicates", own_run, "--json", "--allow-changed")
     assert result.exit_code == 0, result.stderr
     assert "exact copies not checked" in result.stderr
     record = json.loads(result.stdout)
@@ -169,12 +170,13 @@ def test_a_threshold_that_is_no_distance_is_refused(cli, own_run, value):
     assert "threshold" in message and not (own_run / "duplicates.csv").exists()
 
 
-def test_an_array_dataset_whose_images_changed_size_is_checked_by_features_only(cli, tmp_path):
+def test_arrays_that_changed_size_are_refused_or_checked_by_features(cli, tmp_path):
     np.save(tmp_path / "x.npy", digits(40))
     sets = [f"dataset.path={tmp_path / 'x.npy'}", "dataset.channels=last"]
     run = finished_run(tmp_path / "runs", "arrays", sets)
     np.save(tmp_path / "x.npy", np.zeros((40, 9, 9, 1), dtype=np.uint8))
-    result = cli("duplicates", run)
+    assert "9x9x1" in one_line_error(cli("duplicates", run))
+    result = cli("duplicates", run, "--allow-changed")
     assert result.exit_code == 0, result.stderr
     assert "9x9x1" in result.stderr and "exact copies not checked" in result.stderr
 

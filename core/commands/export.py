@@ -399,6 +399,11 @@ def export_command(
     if mode != "csv":
         found = verified_images(finished, "export", allow_changed)
         note = found.check.describe()
+        if found.check.reason:
+            raise DataError(
+                f"the run's images cannot be had ({found.check.reason.rstrip('.')}), so there "
+                "is nothing to export: use --csv for where each image went."
+            )
         if found.files is not None:
             if not found.check.recorded:
                 raise DataError(
