@@ -225,7 +225,6 @@ def compare(
     found: Iterable[str],
     unit: str,
     ids: Sequence[str] | None,
-    command: str,
     allow_changed: bool,
     rows_per_chunk: int = ROWS_PER_CHUNK,
 ) -> ContentCheck:
@@ -264,7 +263,7 @@ def check_files(
             f"{CONTENT_FILE} of run {Path(run).name!r} records arrays, not files: the run is "
             "damaged."
         )
-    return compare(run, record.files, digests, "image", ids, command, allow_changed)
+    return compare(run, record.files, digests, "image", ids, allow_changed)
 
 
 def check_images(
@@ -285,7 +284,7 @@ def check_images(
                 f"run {Path(run).name!r} recorded image files but its dataset now reads none: "
                 "the data is not the run's."
             )
-        return compare(run, record.files, files, "image", list(data.ids), command, allow_changed)
+        return compare(run, record.files, files, "image", list(data.ids), allow_changed)
     assert record.chunks is not None
     found = chunk_digests(data.images, record.rows_per_chunk)
     if len(found) != len(record.chunks):
@@ -294,5 +293,5 @@ def check_images(
             f"{record.n_images}: it no longer holds the run's images."
         )
     return compare(
-        run, record.chunks, found, "chunk", None, command, allow_changed, record.rows_per_chunk
+        run, record.chunks, found, "chunk", None, allow_changed, record.rows_per_chunk
     )
