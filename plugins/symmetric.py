@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from imgclust.invariances import (
     decide,
     symmetry_group,
 )
+from imgclust.io.bounded import read_npz
 
 STATE_FILE = "sym_pca.npz"
 META_FILE = "sym_pca.json"
@@ -147,12 +149,14 @@ class SymmetricPCA:
             if not 1 <= len(group) <= 8 or len(shape) != 3 or min(shape) < 1:
                 raise ValueError("the group or the input shape is damaged")
             size = math.prod(shape)
-            with np.load(directory / STATE_FILE, allow_pickle=False) as state:
-                _check_header(state, "mean", (size,), size)
-                _check_header(state, "components", None, size)
-                mean = np.asarray(state["mean"], dtype=np.float32)
-                components = np.asarray(state["components"], dtype=np.float32)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            path = directory / STATE_FILE
+            with zipfile.ZipFile(path) as archive:
+                _check_header(archive, "mean", (size,), size)
+                _check_header(archive, "components", None, size)
+            state = read_npz(path, f"encoder 'sym-pca': {STATE_FILE}", ("mean", "components"))
+            mean = np.asarray(state["mean"], dtype=np.float32)
+            components = np.asarray(state["components"], dtype=np.float32)
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
             reason = " ".join(str(exc).split())[:200]
             raise DataError(f"encoder 'sym-pca': cannot read its saved state: {reason}") from None
         self.group_, self.input_shape_, self.invariances = group, shape, invariances
@@ -160,9 +164,11 @@ class SymmetricPCA:
         return self
 
 
-def _check_header(state: Any, key: str, shape: tuple[int, ...] | None, size: int) -> None:
+def _check_header(
+    archive: zipfile.ZipFile, key: str, shape: tuple[int, ...] | None, size: int
+) -> None:
     """Refuse an array of the wrong shape before it is read into memory."""
-    found = _npz_shape(state, key)
+    found = _npz_shape(archive, key)
     if shape is not None and found != shape:
         raise ValueError(f"{key} has shape {found}, expected {shape}")
     if shape is None and (
@@ -173,11 +179,11 @@ def _check_header(state: Any, key: str, shape: tuple[int, ...] | None, size: int
         raise ValueError(f"images of {size} numbers exceed the limit of {MAX_INPUT}")
 
 
-def _npz_shape(state: Any, key: str) -> tuple[int, ...]:
+def _npz_shape(archive: zipfile.ZipFile, key: str) -> tuple[int, ...]:
     """The shape an .npz member declares in its header, read without loading its data."""
     from numpy.lib import format as npy_format
 
-    with state.zip.open(f"{key}.npy") as member:
+    with archive.open(f"{key}.npy") as member:
         version = npy_format.read_magic(member)
         reader = (
             npy_format.read_array_header_1_0
