@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,8 +36,19 @@ def test_dask_run_and_predict_equal_a_local_run(cli, tmp_path):
     assert "on the cluster" in remote.stderr
     (a,), (b,) = finished(tmp_path / "local"), finished(tmp_path / "dask")
     assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
-    assert (a / "assignments.csv").read_bytes() == (b / "assignments.csv").read_bytes()
-    assert (a / "embeddings.npy").read_bytes() == (b / "embeddings.npy").read_bytes()
+    # the same fitted stages; a worker's BLAS may block a chunk's product differently, so the
+    # features agree to float precision and the clusters exactly
+    rows_a, rows_b = (list(csv.DictReader((run / "assignments.csv").open())) for run in (a, b))
+    assert [(r["id"], r["cluster"], r["label"]) for r in rows_a] == [
+        (r["id"], r["cluster"], r["label"]) for r in rows_b
+    ]
+    for key in ("confidence", "outlier"):
+        np.testing.assert_allclose(
+            [float(r[key]) for r in rows_a], [float(r[key]) for r in rows_b], atol=2e-4
+        )
+    np.testing.assert_allclose(
+        np.load(a / "embeddings.npy"), np.load(b / "embeddings.npy"), rtol=1e-5, atol=1e-6
+    )
     left, right = stage_arrays(a), stage_arrays(b)
     assert left.keys() == right.keys() and left
     for key in left:
@@ -43,7 +56,11 @@ def test_dask_run_and_predict_equal_a_local_run(cli, tmp_path):
     here = cli("predict", b, x)
     there = cli("predict", b, x, "--dask", "local:2")
     assert here.exit_code == there.exit_code == 0, there.stderr
-    assert here.stdout == there.stdout
+    near, far = (list(csv.reader(io.StringIO(out.stdout))) for out in (here, there))
+    assert [row[:2] for row in near] == [row[:2] for row in far]  # ids and clusters
+    np.testing.assert_allclose(
+        [float(row[2]) for row in near[1:]], [float(row[2]) for row in far[1:]], rtol=1e-5
+    )
 
 
 @pytest.mark.slow
