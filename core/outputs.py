@@ -162,7 +162,7 @@ def write_output_lines(
             f"{shown} already exists: give a new name, or --force to replace it."
         ) from None
     except OSError as exc:
-        raise ImgclustError(f"cannot write {shown}: {exc.strerror or exc}.") from None
+        raise ImgclustError(f"cannot write {shown}: {os_reason(exc)}; {os_hint(exc)}.") from None
 
 
 def _is_an_input(path: Path, inputs: Sequence[Path]) -> bool:

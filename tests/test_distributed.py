@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("distributed", reason='needs the dask extra: pip install "imgclust[dask]"')
 
+from tests.agreement import assert_runs_agree  # noqa: E402
 from tests.test_chunks import digits_arrays, finished, run_args  # noqa: E402
 
 
@@ -36,19 +37,7 @@ def test_dask_run_and_predict_equal_a_local_run(cli, tmp_path):
     assert "on the cluster" in remote.stderr
     (a,), (b,) = finished(tmp_path / "local"), finished(tmp_path / "dask")
     assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
-    # the same fitted stages; a worker's BLAS may block a chunk's product differently, so the
-    # features agree to float precision and the clusters exactly
-    rows_a, rows_b = (list(csv.DictReader((run / "assignments.csv").open())) for run in (a, b))
-    assert [(r["id"], r["cluster"], r["label"]) for r in rows_a] == [
-        (r["id"], r["cluster"], r["label"]) for r in rows_b
-    ]
-    for key in ("confidence", "outlier"):
-        np.testing.assert_allclose(
-            [float(r[key]) for r in rows_a], [float(r[key]) for r in rows_b], atol=2e-4
-        )
-    np.testing.assert_allclose(
-        np.load(a / "embeddings.npy"), np.load(b / "embeddings.npy"), rtol=1e-5, atol=1e-6
-    )
+    assert_runs_agree(a, b)
     left, right = stage_arrays(a), stage_arrays(b)
     assert left.keys() == right.keys() and left
     for key in left:

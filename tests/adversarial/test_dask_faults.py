@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from imgclust.errors import ImgclustError
+from tests.agreement import assert_runs_agree
 from tests.test_chunks import digits_arrays, finished, run_args
 
 
@@ -73,8 +74,7 @@ def test_a_killed_worker_is_retried_and_the_run_completes(cli, tmp_path, monkeyp
     monkeypatch.setattr(chunks, "source_of", real)
     local = cli(*run_args(x, y, tmp_path / "local"))
     (a,), (b,) = finished(tmp_path / "local"), finished(tmp_path / "dask")
-    assert (a / "assignments.csv").read_bytes() == (b / "assignments.csv").read_bytes()
-    assert (a / "embeddings.npy").read_bytes() == (b / "embeddings.npy").read_bytes()
+    assert_runs_agree(a, b)
     assert local.exit_code == 0
 
 
