@@ -18,29 +18,8 @@ import pytest
 from PIL import Image
 
 from imgclust.content import CONTENT_FILE
-
-
-def finished_run(runs: Path, dataset: str, sets: list[str], k: int = 4) -> Path:
-    """A finished ``dataset -> pca -> kmeans`` run folder (no plots)."""
-    from imgclust.config import resolve_config
-    from imgclust.plugins_host import get_registry, reset_host
-    from imgclust.runner import execute
-
-    reset_host()
-    registry = get_registry()
-    sets = [*sets, "encoder.n_components=6", f"clusterer.n_clusters={k}"]
-    config = resolve_config(
-        registry, dataset=dataset, encoders=["pca"], clusterer="kmeans", sets=sets
-    )
-    path = execute(registry, config, runs, plots=False).path
-    reset_host()
-    return path
-
-
-def digits(count: int) -> np.ndarray:
-    from imgclust.plugins.digits import DigitsDataset
-
-    return DigitsDataset(limit=count).load("all").images
+from tests.test_duplicates import digits
+from tests.test_export import finished_run
 
 
 @pytest.fixture
