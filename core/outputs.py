@@ -135,17 +135,7 @@ def claim_output_folder(
 def write_output(path: Path, text: str, *, force: bool, option: str = "--output") -> Path:
     """Write a claimed output whole or not at all; without ``force`` never over a file that
     appeared since it was claimed."""
-    from . import atomic
-
-    shown = f"{option} {str(path)!r}"
-    try:
-        return atomic.write_text(path, text, overwrite=force)
-    except FileExistsError:
-        raise ImgclustError(
-            f"{shown} already exists: give a new name, or --force to replace it."
-        ) from None
-    except OSError as exc:
-        raise ImgclustError(f"cannot write {shown}: {os_reason(exc)}; {os_hint(exc)}.") from None
+    return write_output_lines(path, [text], force=force, option=option)
 
 
 def write_output_lines(
