@@ -281,10 +281,15 @@ def read_assignments(path: Path) -> tuple[list[str], Any, Any]:
     return [read_csv_cell(r[0]) for r in rows[1:]], clusters, labels
 
 
+VIEW_FILE_BYTES = 256 << 20  # per-image files the page reads (a million rows take about 60 MiB)
+
+
 def _rows_by_header(path: Path, columns: Sequence[str]) -> list[list[str]] | None:
     """The given columns of a CSV file the run wrote, by header name; None when the file or a
     column is missing. A damaged file is one line (:class:`DataError`)."""
     try:
+        if path.stat().st_size > VIEW_FILE_BYTES:
+            raise DataError(f"{path} is larger than {VIEW_FILE_BYTES >> 20} MiB: not read.")
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.reader(handle))
     except FileNotFoundError:

@@ -256,3 +256,21 @@ def test_the_page_modules_escape_only_through_page_text(module: str) -> None:
         and isinstance(node.func.value, ast.Name)
     }
     assert "html" not in imported and "json.dumps" not in called, module
+
+
+def test_oversized_or_damaged_view_files_are_left_out_not_read(tmp_path: Path) -> None:
+    import pytest as _pytest
+
+    from imgclust.errors import DataError
+    from imgclust.outputs import VIEW_FILE_BYTES, read_image_scores, read_issues
+
+    huge = tmp_path / "issues.csv"
+    with huge.open("wb") as handle:  # sparse: costs no disk, would cost memory if read
+        handle.write(b"id,issues\n")
+        handle.truncate(VIEW_FILE_BYTES + 1)
+    with _pytest.raises(DataError, match="larger than"):
+        read_issues(huge)
+    scores = tmp_path / "assignments.csv"
+    scores.write_text("id,cluster,confidence,outlier\na,0,nan,1\n", encoding="utf-8")
+    with _pytest.raises(DataError, match="confidence"):
+        read_image_scores(scores)
