@@ -203,6 +203,7 @@ def test_the_full_report_refuses_a_forged_image_shape(
     assert "summary.json" in result.stderr and "image_shape" in result.stderr
 
 
+@pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
 def test_every_payload_at_once_runs_nothing_in_a_browser(
     browser,  # noqa: F811 - the fixture imported above
     labelled_run: Path,
