@@ -80,12 +80,13 @@ def check_finite(values: np.ndarray, what: str, advice: str) -> None:
     raise DataError(f"{bad} of {len(values)} {what} have NaN or infinite values: {advice}.")
 
 
-def sample_index(n: int, limit: int, seed: int = 0) -> np.ndarray:
-    """Sorted indices of a fixed-seed sample of at most ``limit`` of ``n`` rows (all if fewer, or
-    if ``limit`` is 0 or less)."""
-    if n <= limit or limit <= 0:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+def sample_index(n: int, limit: int | None, seed: int = 0) -> np.ndarray:
+    """Sorted int64 indices of a fixed-seed sample of at most ``limit`` of ``n`` rows (all if
+    fewer, or if ``limit`` is None, 0 or less)."""
+    if limit is None or n <= limit or limit <= 0:
+        return np.arange(n, dtype=np.int64)
+    chosen = np.random.default_rng(seed).choice(n, size=limit, replace=False)
+    return np.sort(chosen).astype(np.int64)
 
 
 def sample_matrix(

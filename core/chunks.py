@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import re
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,56 +22,28 @@ from typing import Any
 import numpy as np
 
 from . import atomic
+from .arrays import sample_index
+from .config import DEFAULT_CHUNK_SIZE
 from .errors import DataError, ImgclustError, SettingsError
 from .interfaces import ImageSet, can_predict, requested_clusters
+from .io.images import DEFAULT_EXTENSIONS, folder_labels, scan_folder
+from .io.inputs import (
+    ARRAY_SUFFIXES,
+    file_reading,
+    files_below,
+    folder_arrays,
+    need_mode,
+    read_inputs,
+)
 
 Log = Callable[[str], None]
 CHUNKS_DIR = "chunks"
-DEFAULT_CHUNK_SIZE = 10_000
-MAX_CHUNK_SIZE = 10_000_000
 _CHUNK_NAME = "chunk-{:06d}"
-
-
-# Settings ------------------------------------------------------------------------------------
-def scale_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The checked ``fit_sample``, ``chunk_size`` and ``dask`` of a config (absent: left out)."""
-    resolved: dict[str, Any] = {}
-    for key in ("fit_sample", "chunk_size"):
-        value = config.get(key)
-        if value in (None, "", "none"):
-            continue
-        resolved[key] = _positive_int(key, value)
-    dask = config.get("dask")
-    if dask not in (None, "", "none"):
-        from .distributed import parse_address
-
-        resolved["dask"] = parse_address(dask)
-    return resolved
-
-
-def _positive_int(key: str, value: Any) -> int:
-    text = str(value).strip().replace("_", "")
-    if isinstance(value, bool) or not re.fullmatch(r"\d+", text):
-        raise SettingsError(f"{key} must be a whole number of images, not {str(value)!r:.40}.")
-    number = int(text)
-    if not 1 <= number <= MAX_CHUNK_SIZE * 100:
-        raise SettingsError(f"{key} must be at least 1 (got {number}).")
-    if key == "chunk_size" and number > MAX_CHUNK_SIZE:
-        raise SettingsError(f"chunk_size must be at most {MAX_CHUNK_SIZE:,} images.")
-    return number
 
 
 def is_chunked(config: Mapping[str, Any]) -> bool:
     """Whether a run fits on a sample and assigns in chunks rather than fitting on everything."""
     return bool(config.get("fit_sample") or config.get("dask"))
-
-
-def sample_index(n: int, size: int | None, seed: int) -> np.ndarray:
-    """Sorted positions of a fixed-seed sample of ``size`` of ``n`` images (all when None)."""
-    if size is None or size >= n:
-        return np.arange(n, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n, size=size, replace=False)).astype(np.int64)
 
 
 # Where chunks read their images -----------------------------------------------------------------
@@ -229,7 +200,7 @@ def load_for_chunks(
     registry: Any, config: Mapping[str, Any], log: Log, load_data: Callable[..., Any]
 ) -> Any:
     """The run's splits; on Dask an image folder is only listed here, decoded on the workers."""
-    from .runner import Splits, build_pipeline, build_stage
+    from .build import Splits, build_pipeline, build_stage
 
     if is_chunked(config):  # refused before anything is read
         _check_can_sample(build_pipeline(registry, config), config.get("fit_sample"))
@@ -576,7 +547,10 @@ def fit_and_assign(
     from .distributed import current_client, run_on_cluster
 
     client = current_client()
-    results = run_serially(tasks, log) if client is None else run_on_cluster(client, tasks, log)
+    if client is None:
+        results = run_serially(tasks, log)
+    else:
+        results = run_on_cluster(client, run_chunk, tasks, log)
     done = {result.index: result for result in results}
     assigned = collect(store, tasks, done, folder / "embeddings.npy")
     shutil.rmtree(store, ignore_errors=True)
@@ -669,18 +643,7 @@ def predict_sources(
     saved: Any, inputs: list[str]
 ) -> Iterator[tuple[str, Any, list[str], Any, bool]]:
     """Each input as (name, source, ids, labels, strict): files are read where they are assigned."""
-    from imgclust.commands.predict import (
-        ARRAY_SUFFIXES,
-        _file_reading,
-        _need_mode,
-        files_below,
-        folder_arrays,
-        read_inputs,
-    )
-
-    from .io.images import DEFAULT_EXTENSIONS, folder_labels, scan_folder
-
-    size, mode = _file_reading(saved)
+    size, mode = file_reading(saved)
     for text in inputs:
         path = Path(text)
         if path.is_dir():
@@ -691,7 +654,7 @@ def predict_sources(
             if arrays is not None and not files_below(path, DEFAULT_EXTENSIONS):
                 continue
             files = scan_folder(path, True, DEFAULT_EXTENSIONS)
-            mode = _need_mode(mode, saved, text)
+            mode = need_mode(mode, saved, text)
             source = FilesSource(tuple(f.path for f in files), size, mode, None)
             names = [(Path(text) / f.name).as_posix() for f in files]
             labels, classes = folder_labels([f.name for f in files])
@@ -700,7 +663,7 @@ def predict_sources(
                 named = np.asarray([classes[int(i)] for i in labels], dtype=object)
             yield text, source, names, named, False
         elif path.is_file() and path.suffix.lower() not in ARRAY_SUFFIXES:
-            source = FilesSource((str(path),), size, _need_mode(mode, saved, text), None)
+            source = FilesSource((str(path),), size, need_mode(mode, saved, text), None)
             yield text, source, [str(path)], None, True
         else:
             for batch in read_inputs([text], saved):  # arrays: prepared here, mapped if they can be

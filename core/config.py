@@ -34,9 +34,12 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+from .distributed import parse_address
 from .registry import Registry
-from .settings import check_seed, resolve, settings_of
+from .settings import check_seed, resolve_stage
 
+DEFAULT_CHUNK_SIZE = 10_000
+MAX_CHUNK_SIZE = 10_000_000
 DEFAULT_RECIPE = "article"
 TOP_LEVEL = (
     "seed", "split", "fit_split", "validation_split", "fit_sample", "chunk_size", "dask",
@@ -374,56 +377,46 @@ def validate(registry: Registry, config: Mapping[str, Any]) -> dict[str, Any]:
         if config.get(key) not in (None, "", "none"):
             resolved[key] = str(config[key])
     resolved.setdefault("split", "all")
-    from .chunks import scale_settings
-
     resolved.update(scale_settings(config))  # fit_sample, chunk_size, dask
     from .invariances import check_setting
 
     resolved["invariances"] = check_setting(config.get("invariances", "auto"))
-    resolved["dataset"] = _resolve_stage(registry, "datasets", config["dataset"], seed)
-    resolved["encoder"] = [_resolve_stage(registry, "encoders", e, seed) for e in config["encoder"]]
-    resolved["clusterer"] = _resolve_stage(registry, "clusterers", config["clusterer"], seed)
+    resolved["dataset"] = resolve_stage(registry, "datasets", config["dataset"], seed)
+    resolved["encoder"] = [resolve_stage(registry, "encoders", e, seed) for e in config["encoder"]]
+    resolved["clusterer"] = resolve_stage(registry, "clusterers", config["clusterer"], seed)
     if config.get("refiner"):
         resolved["refiner"] = [
-            _resolve_stage(registry, "refiners", r, seed) for r in config["refiner"]
+            resolve_stage(registry, "refiners", r, seed) for r in config["refiner"]
         ]
     to_toml(resolved)  # a value config.toml cannot hold is refused now, not after the work
     return resolved
 
 
-def _resolve_stage(
-    registry: Registry, kind: str, stage: Mapping[str, Any], seed: int
-) -> dict[str, Any]:
-    name = stage["name"]
-    entry = registry.get(kind, name)
-    given = {k: v for k, v in stage.items() if k != "name"}
-    what = f"{kind[:-1]} {name!r}"
-    prefix = f"{kind[:-1]}.{name}" if kind in ("encoders", "refiners") else kind[:-1]
-    values = resolve(what, entry.target, given, set_prefix=prefix)
-    settings = settings_of(entry.target)
-    if "seed" in settings and "seed" not in values:
-        values["seed"] = seed
-    full = {
-        key: values.get(key, setting.default)
-        for key, setting in settings.items()
-        if key in values or _writable(setting.default)
-    }
-    return {"name": name, **full}
+# Scale settings ---------------------------------------------------------------------------
+def scale_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The checked ``fit_sample``, ``chunk_size`` and ``dask`` of a config (absent: left out)."""
+    resolved: dict[str, Any] = {}
+    for key in ("fit_sample", "chunk_size"):
+        value = config.get(key)
+        if value in (None, "", "none"):
+            continue
+        resolved[key] = _positive_int(key, value)
+    dask = config.get("dask")
+    if dask not in (None, "", "none"):
+        resolved["dask"] = parse_address(dask)
+    return resolved
 
 
-def _writable(value: Any) -> bool:
-    if value is None or isinstance(value, (bool, int, str)):
-        return True
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, (tuple, list)):
-        return all(_writable(v) and v is not None for v in value)
-    return False
-
-
-def stage_settings(stage: Mapping[str, Any]) -> dict[str, Any]:
-    """A resolved stage's settings without its name."""
-    return {k: v for k, v in stage.items() if k != "name"}
+def _positive_int(key: str, value: Any) -> int:
+    text = str(value).strip().replace("_", "")
+    if isinstance(value, bool) or not re.fullmatch(r"\d+", text):
+        raise SettingsError(f"{key} must be a whole number of images, not {str(value)!r:.40}.")
+    number = int(text)
+    if not 1 <= number <= MAX_CHUNK_SIZE * 100:
+        raise SettingsError(f"{key} must be at least 1 (got {number}).")
+    if key == "chunk_size" and number > MAX_CHUNK_SIZE:
+        raise SettingsError(f"chunk_size must be at most {MAX_CHUNK_SIZE:,} images.")
+    return number
 
 
 # Writing -----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import contextlib
 import contextvars
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .errors import ImgclustError, SettingsError
@@ -246,14 +246,15 @@ def check_folder_visible(client: Any, folder: str) -> None:
         )
 
 
-def run_on_cluster(client: Any, tasks: Sequence[Any], log: Any) -> Iterator[Any]:
-    """Run chunk tasks on the workers; yield each one's small result as it finishes.
+def run_on_cluster(
+    client: Any, run_chunk: Callable[[Any], Any], tasks: Sequence[Any], log: Any
+) -> Iterator[Any]:
+    """Run ``run_chunk`` on each chunk task on the workers; yield each one's small result as it
+    finishes.
 
     A worker that dies has its tasks rescheduled by Dask; a chunk that fails stops the run in
     one line, and the chunks still pending are cancelled.
     """
-    from .chunks import run_chunk
-
     distributed = import_distributed()
     if tasks:
         check_folder_visible(client, tasks[0].store)

@@ -536,7 +536,7 @@ def make_stage(
     kind: str, name: str, settings: Mapping[str, Any], *, registry: Any = None, seed: int = 0
 ) -> Stage:
     """Build a registered stage with settings checked exactly as ``--set`` checks them."""
-    from .config import _resolve_stage, stage_settings
+    from .settings import resolve_stage, stage_settings
 
     if registry is None:
         from .plugins_host import get_registry
@@ -544,7 +544,7 @@ def make_stage(
         registry = get_registry()
     if not isinstance(name, str):
         raise SettingsError(f"a {kind[:-1]} name must be text, not {type(name).__name__}.")
-    resolved = _resolve_stage(registry, kind, {**settings, "name": name}, seed)
+    resolved = resolve_stage(registry, kind, {**settings, "name": name}, seed)
     entry = registry.get(kind, name)
     return instantiate(kind, name, entry.target, stage_settings(resolved))
 

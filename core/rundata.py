@@ -43,8 +43,8 @@ def reload_images(registry: Any, config: dict[str, Any], ids: list[str]) -> Any:
     The run's config.toml is data: while its dataset reads, caches go only under the user's
     cache folder and decoding is bounded (:func:`imgclust.io.imagecache.reading_a_run`).
     """
+    from .build import build_stage, load_split
     from .io.imagecache import reading_a_run
-    from .runner import build_stage, load_split
 
     stage = build_stage(registry, "datasets", config["dataset"])
     with reading_a_run():

@@ -6,7 +6,6 @@ report, finalise. The run's state passes from step to step in a :class:`RunState
 
 from __future__ import annotations
 
-import random
 import shlex
 import time
 from collections.abc import Callable, Mapping
@@ -17,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from . import __version__, atomic
+from .build import Splits, build_pipeline, load_data, seed_everything
 from .chunks import fit_and_assign, is_chunked, load_for_chunks
 from .confidence import ImageScores, cluster_quality, image_scores, outlier_threshold
-from .config import stage_settings, to_toml
+from .config import to_toml
 from .console import Log
 from .content import write_record
 from .errors import DataError, ImgclustError, SettingsError
@@ -31,7 +31,6 @@ from .interfaces import (
     ReportsStop,
     UsesInvariances,
     requested_clusters,
-    splits_of,
 )
 from .invariances import Invariances, decide
 from .label_review import LabelReview, review_labels
@@ -44,7 +43,7 @@ from .metrics import (
     n_clusters,
 )
 from .outputs import csv_text
-from .pipeline import Pipeline, Stage, instantiate
+from .pipeline import Pipeline
 from .registry import Registry
 from .runfolder import (
     TEMPORARY_FILE,
@@ -73,72 +72,6 @@ class RunResult:
     pipeline: Pipeline
     data: ImageSet
     extras: dict[str, Any] = field(default_factory=dict)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's and NumPy's global generators (stages get the seed through settings)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-
-
-def build_stage(registry: Registry, kind: str, stage: Mapping[str, Any]) -> Stage:
-    """Call a stage's factory with its resolved settings."""
-    entry = registry.get(kind, stage["name"])
-    return instantiate(kind, stage["name"], entry.target, stage_settings(stage))
-
-
-def build_pipeline(registry: Registry, config: Mapping[str, Any]) -> Pipeline:
-    """The unfitted pipeline a resolved config describes."""
-    encoders = [build_stage(registry, "encoders", e) for e in config["encoder"]]
-    refiners = [build_stage(registry, "refiners", r) for r in config.get("refiner") or []]
-    clusterer = build_stage(registry, "clusterers", config["clusterer"])
-    return Pipeline(encoders, clusterer, refiners=refiners)
-
-
-def load_split(dataset: Any, name: str, split: str) -> ImageSet:
-    """Load one split, checking that the dataset has it and that the images are sound."""
-    splits = list(splits_of(dataset))
-    if split not in splits:
-        raise SettingsError(
-            f"dataset {name!r} has no split {split!r}; it has {', '.join(splits)}. "
-            "Pass --split or --set split=NAME."
-        )
-    data = dataset.load(split)
-    if not isinstance(data, ImageSet):
-        raise DataError(f"dataset {name!r} returned {type(data).__name__}, not an ImageSet.")
-    return data.validate(f"dataset {name!r} ({split})")
-
-
-@dataclass
-class Splits:
-    """The images a run clusters, the images its encoders learn from, and the validation images."""
-
-    data: ImageSet
-    fit: ImageSet
-    validation: ImageSet | None
-
-
-def load_data(registry: Registry, config: Mapping[str, Any], log: Log) -> Splits:
-    """The clustered split, the split the encoders learn from, and the validation split."""
-    stage = build_stage(registry, "datasets", config["dataset"])
-    split = config["split"]
-    loaded: dict[str, ImageSet] = {}
-
-    def get(which: str) -> ImageSet:
-        if which not in loaded:
-            log(f"loading {stage.name} ({which})")
-            loaded[which] = load_split(stage.instance, stage.name, which)
-        return loaded[which]
-
-    data = get(split)
-    fit = get(config.get("fit_split", split))
-    validation = get(config["validation_split"]) if config.get("validation_split") else None
-    for other in (fit, validation):
-        if other is not None and other.shape != data.shape:
-            raise DataError(
-                f"splits of {stage.name!r} differ in image shape: {other.shape} and {data.shape}."
-            )
-    return Splits(data, fit, validation)
 
 
 @dataclass

@@ -7,6 +7,7 @@ signature, descriptions from a numpydoc ``Parameters`` section of its docstring.
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import types
 import typing
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import SettingsError
+from .registry import Registry
 
 NO_DEFAULT = inspect.Parameter.empty
 _TRUE = {"true", "yes", "1", "on"}
@@ -246,3 +248,40 @@ def _split_sequence(value: Any) -> list[Any]:
         separator = "x" if re.fullmatch(r"\d+(x\d+)+", text) else ","
         return [part.strip() for part in text.split(separator) if part.strip()]
     raise ValueError("expected a list of values")
+
+
+def resolve_stage(
+    registry: Registry, kind: str, stage: Mapping[str, Any], seed: int
+) -> dict[str, Any]:
+    """A stage's settings checked against its factory's signature, defaults filled in (and the
+    run's seed where the stage takes one): what a run folder's config records."""
+    name = stage["name"]
+    entry = registry.get(kind, name)
+    given = {k: v for k, v in stage.items() if k != "name"}
+    what = f"{kind[:-1]} {name!r}"
+    prefix = f"{kind[:-1]}.{name}" if kind in ("encoders", "refiners") else kind[:-1]
+    values = resolve(what, entry.target, given, set_prefix=prefix)
+    settings = settings_of(entry.target)
+    if "seed" in settings and "seed" not in values:
+        values["seed"] = seed
+    full = {
+        key: values.get(key, setting.default)
+        for key, setting in settings.items()
+        if key in values or _writable(setting.default)
+    }
+    return {"name": name, **full}
+
+
+def _writable(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, str)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (tuple, list)):
+        return all(_writable(v) and v is not None for v in value)
+    return False
+
+
+def stage_settings(stage: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved stage's settings without its name."""
+    return {k: v for k, v in stage.items() if k != "name"}

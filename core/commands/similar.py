@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 from ..errors import DataError
+from ..io.inputs import check_inputs, read_inputs
 
 TABLE_ROWS = 1000  # rows of the printed table aligned together
 
@@ -84,8 +85,6 @@ def _encode(run: Path, images: list[str], trust: bool, dim: int) -> tuple[Any, l
     import numpy as np
 
     from ..persist import load_pipeline
-    from .predict import read_inputs
-
     saved = load_pipeline(run, trust=trust)
     parts, names = [], []
     for batch in read_inputs(images, saved):
@@ -173,8 +172,6 @@ def similar_command(
     from ..console import stderr_log
     from ..finished import check_finished, run_sources
     from ..outputs import claim_output, csv_lines, write_output_lines
-    from .predict import check_inputs
-
     images, ids = list(images or []), list(ids or [])
     check_finished(run, "search")
     check_inputs(images)

@@ -155,7 +155,7 @@ def _fit_features(
 ) -> np.ndarray:
     """Fit the config's encoders as a run does and return the features of the clustered split
     (``check_size(n)`` sees the number of images before any encoder is fitted)."""
-    from ..runner import build_pipeline, load_data, seed_everything
+    from ..build import build_pipeline, load_data, seed_everything
 
     seed_everything(int(config["seed"]))
     pipeline = build_pipeline(registry, config)
