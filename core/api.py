@@ -22,7 +22,8 @@ from .console import Log
 from .errors import ImgclustError, SettingsError
 from .interfaces import ImageSet
 from .io.arrays import IN_MEMORY, InMemoryImages, in_memory_images
-from .pipeline import Pipeline, Stage, make_stage
+from .pipeline import Pipeline
+from .stage import Stage, make_stage
 
 StageSpec = str | Mapping[str, Any]
 STAGE_KEYS = ("dataset", "encoder", "encoders", "clusterer")
@@ -198,7 +199,7 @@ def load(path: str | Path, trust: bool = False) -> Pipeline:
     """
     import os
 
-    from .persist import load_pipeline
+    from .pipeline import load_pipeline
 
     if not isinstance(path, (str, os.PathLike)):
         raise SettingsError(f"load takes a folder's path, not {type(path).__name__}.")

@@ -13,9 +13,10 @@ import numpy as np
 from .console import Log
 from .errors import DataError, SettingsError
 from .interfaces import ImageSet, splits_of
-from .pipeline import Pipeline, Stage, instantiate
+from .pipeline import Pipeline
 from .registry import Registry
 from .settings import stage_settings
+from .stage import Stage, instantiate
 
 
 def seed_everything(seed: int) -> None:

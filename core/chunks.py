@@ -262,7 +262,7 @@ class ChunkDone:
 
 def run_chunk(task: ChunkTask) -> ChunkDone:
     """Read, encode and assign one chunk with the saved pipeline; write features and clusters."""
-    from .pipeline import check_labels, renumber, stage_boundary
+    from .stage import check_labels, renumber, stage_boundary
 
     pipeline = cached_pipeline(task.pipeline_dir, task.trust)
     images, statuses = task.source.read(task.start, task.stop)
@@ -316,7 +316,8 @@ _pipelines: dict[tuple[str, bool, int], Any] = {}
 
 def cached_pipeline(folder: str, trust: bool = False) -> Any:
     """A saved pipeline loaded once per process (a worker's tasks share it)."""
-    from .persist import MANIFEST, load_pipeline, pipeline_dir
+    from .persist import MANIFEST, pipeline_dir
+    from .pipeline import load_pipeline
 
     root = pipeline_dir(folder)
     try:

@@ -26,10 +26,11 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,7 +39,14 @@ from .errors import DataError, ImgclustError, PluginError, SettingsError
 from .interfaces import ImageSet, can_predict, is_stateless
 from .io.bounded import read_member
 from .metrics import n_clusters
-from .pipeline import Pipeline, Stage
+from .plugins_host import get_host, get_registry
+from .runfolder import check_self_contained
+from .settings import resolve
+from .sklearn_adapter import cannot_predict_message
+from .stage import Stage
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
 
 FORMAT = "imgclust-pipeline"
 FORMAT_VERSION = 1
@@ -82,8 +90,6 @@ def save_pipeline(
     cannot predict. The folder is built under a temporary name and renamed when whole.
     """
     if registry is None:
-        from .plugins_host import get_registry
-
         registry = get_registry()
     directory = Path(directory)
     target = directory / subfolder if subfolder else directory
@@ -243,8 +249,6 @@ def _save_stage(registry: Any, kind: str, stage: Stage, root: Path, folder: str)
     if kind == "clusterers":
         info["can_predict"] = can_predict(instance)
         if not info["can_predict"]:
-            from .sklearn_adapter import cannot_predict_message
-
             info["reason"] = cannot_predict_message(stage.name)
             return info
     if is_stateless(instance):
@@ -344,8 +348,6 @@ def _json_default(value: Any) -> Any:
 
 
 def _plugin_versions() -> dict[str, dict[str, Any]]:
-    from .plugins_host import get_host
-
     return {
         name: {"distribution": info.distribution, "version": info.version, "bundled": info.bundled}
         for name, info in sorted(get_host().plugins.items())
@@ -354,8 +356,6 @@ def _plugin_versions() -> dict[str, dict[str, Any]]:
 
 
 def _plugin_version(plugin: str) -> str | None:
-    from .plugins_host import get_host
-
     info = get_host().plugins.get(plugin)
     return (info.version or None) if info is not None else None
 
@@ -422,10 +422,20 @@ def read_manifest(path: Path | str) -> dict[str, Any]:
     return manifest
 
 
-def load_pipeline(
-    run_dir: Path | str, trust: bool = False, *, registry: Any = None
-) -> SavedPipeline:
-    """Rebuild a run's fitted pipeline from its folder.
+@dataclass(frozen=True)
+class SavedStages:
+    """A saved pipeline's fitted stages with its manifest, folder and input shape."""
+
+    encoders: list[Stage]
+    clusterer: Stage
+    refiners: list[Stage]
+    manifest: dict[str, Any]
+    root: Path
+    shape: tuple[int, ...]
+
+
+def read_stages(run_dir: Path | str, trust: bool = False, *, registry: Any = None) -> SavedStages:
+    """Rebuild a saved pipeline's fitted stages from its folder (``imgclust.load`` wraps them).
 
     Each stage is built by its installed plugin's factory with the saved settings, then loads
     its own files. Whatever ``trust`` says, every file must lie inside ``pipeline/`` and the
@@ -433,8 +443,6 @@ def load_pipeline(
     refused before any stage reads them.
     """
     if registry is None:
-        from .plugins_host import get_registry
-
         registry = get_registry()
     root = pipeline_dir(run_dir)
     check_contained(root, Path(run_dir))
@@ -446,10 +454,7 @@ def load_pipeline(
     encoders = [_load_stage(registry, "encoders", info, root, trust) for info in encoders_info]
     clusterer = _load_stage(registry, "clusterers", clusterer_info, root, trust)
     refiners = [_load_stage(registry, "refiners", info, root, trust) for info in refiners_info]
-    return Pipeline.from_manifest(encoders, clusterer, manifest, root, shape, refiners)
-
-
-load = load_pipeline
+    return SavedStages(encoders, clusterer, refiners, manifest, root, shape)
 
 
 def check_contained(root: Path, given: Path) -> None:
@@ -462,7 +467,6 @@ def check_contained(root: Path, given: Path) -> None:
             f"{PIPELINE_DIR}/ of {str(given)!r} points outside the run folder: copy the real "
             "folder instead of linking to it."
         )
-    from .runfolder import check_self_contained
 
     # the whole run folder when one was given (the walk every command that reads a run makes)
     check_self_contained(Path(given) if given.is_dir() and base != given.resolve() else root)
@@ -685,7 +689,6 @@ def _load_stage(
     registry: Any, kind: str, info: Mapping[str, Any], root: Path, trust: bool
 ) -> Stage:
     """Build a stage with its factory and saved settings, then let it load its files."""
-    from .settings import resolve
 
     name = str(info.get("name"))
     what = f"{kind[:-1]} {name!r}"
@@ -751,8 +754,3 @@ def _load_pickled_state(instance: Any, path: Path, what: str, trust: bool) -> An
     state = pickle.loads((path / STATE_PICKLE).read_bytes())  # opted in by trust=True
     instance.__dict__.update(state)
     return instance
-
-
-# The loaded pipeline -----------------------------------------------------------------------
-# ``load_pipeline`` returns the same ``Pipeline`` class that fits: one class, fitted or loaded.
-SavedPipeline = Pipeline

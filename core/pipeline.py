@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .arrays import check_finite
 from .console import Log
-from .errors import DataError, ImgclustError, PluginError, SettingsError
+from .errors import DataError, ImgclustError, SettingsError
 from .interfaces import (
     Clusterer,
     Embeds,
@@ -30,35 +27,23 @@ from .interfaces import (
     ScoresSamples,
     can_predict,
 )
-
-ENCODED_ADVICE = "check the input images or the encoder's settings"
-
-
-@dataclass
-class Stage:
-    """A named stage instance with its resolved settings; it answers for the instance too.
-
-    ``imgclust.get_encoder("pca", n_components=20)`` returns one: ``stage.fit(...)``,
-    ``stage.transform(...)`` and every other attribute reach the encoder it wraps.
-    """
-
-    name: str
-    instance: Any
-    settings: dict[str, Any] = field(default_factory=dict)
-    unsaved_reason: str | None = None
-
-    def __getattr__(self, attribute: str) -> Any:
-        """Anything a Stage does not have itself is the wrapped instance's."""
-        if attribute.startswith("__") or attribute in _STAGE_FIELDS:
-            raise AttributeError(attribute)
-        return getattr(self.instance, attribute)
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
-        return f"<Stage {self.name}({shown})>"
-
-
-_STAGE_FIELDS = frozenset(f.name for f in fields(Stage))
+from .io.arrays import to_nhwc
+from .notebook import pipeline_html
+from .persist import MARK, foreign_entry, is_marked, read_stages, save_pipeline
+from .plugins_host import get_registry
+from .sklearn_adapter import cannot_predict_message
+from .stage import (
+    Stage,
+    as_stage,
+    canonical_order,
+    check_encoded,
+    check_labels,
+    check_output,
+    describe_shape,
+    is_stage_object,
+    renumber,
+    stage_boundary,
+)
 
 
 class Pipeline:
@@ -82,18 +67,18 @@ class Pipeline:
         refiners: Sequence[Stage | str | Mapping[str, Any]] = (),
         registry: Any = None,
     ) -> None:
-        if isinstance(encoders, (Stage, str, Mapping)) or _is_stage_object("encoders", encoders):
+        if isinstance(encoders, (Stage, str, Mapping)) or is_stage_object("encoders", encoders):
             encoders = [encoders]
         if not isinstance(encoders, Iterable):
             raise SettingsError(
                 "a pipeline's encoders are a list of stages or names, "
                 f"not {type(encoders).__name__}."
             )
-        self.encoders: list[Stage] = [_as_stage("encoders", e, registry) for e in encoders]
-        self.clusterer: Stage = _as_stage("clusterers", clusterer, registry)
-        if isinstance(refiners, (Stage, str, Mapping)) or _is_stage_object("refiners", refiners):
+        self.encoders: list[Stage] = [as_stage("encoders", e, registry) for e in encoders]
+        self.clusterer: Stage = as_stage("clusterers", clusterer, registry)
+        if isinstance(refiners, (Stage, str, Mapping)) or is_stage_object("refiners", refiners):
             refiners = [refiners]
-        self.refiners: list[Stage] = [_as_stage("refiners", r, registry) for r in refiners]
+        self.refiners: list[Stage] = [as_stage("refiners", r, registry) for r in refiners]
         #: Each refiner's input numbers, largest refined cluster first (as ``cluster_order``).
         self.refiner_orders: list[np.ndarray | None] = [None] * len(self.refiners)
         self.clusterer_labels_: np.ndarray | None = None  # the labels before any refiner
@@ -140,13 +125,12 @@ class Pipeline:
         return self
 
     def __repr__(self) -> str:
-        shape = f" for {_describe(self.input_shape)} images" if self.input_shape else ""
+        shape = f" for {describe_shape(self.input_shape)} images" if self.input_shape else ""
         state = "fitted" if self.is_fitted else "unfitted"
         return f"<Pipeline {self.name}{shape}, {state}>"
 
     def _repr_html_(self) -> str:
         """Jupyter's view: the stages in order with their settings, as scikit-learn draws one."""
-        from .notebook import pipeline_html
 
         return pipeline_html(self)
 
@@ -261,7 +245,6 @@ class Pipeline:
         self, images: Any, source: str = "images", *, check_shape: bool = True
     ) -> np.ndarray:
         """Images as (N, H, W, C) uint8 or float32 in [0, 1], checked against the fitted shape."""
-        from .io.arrays import to_nhwc
 
         if isinstance(images, ImageSet):
             images = images.images
@@ -281,9 +264,9 @@ class Pipeline:
                 order = "first"
             else:
                 raise DataError(
-                    f"{source} are {_describe(array.shape[1:])} but this pipeline was fitted on "
-                    f"{_describe(self.input_shape)} images: resize or convert them (image files "
-                    "are resized and converted automatically)."
+                    f"{source} are {describe_shape(array.shape[1:])} but this pipeline was "
+                    f"fitted on {describe_shape(self.input_shape)} images: resize or convert "
+                    "them (image files are resized and converted automatically)."
                 )
         if len(array) == 0:
             raise DataError(f"{source} hold no images.")
@@ -373,8 +356,6 @@ class Pipeline:
         stage = self.clusterer
         clusterer_info = (self.manifest or {}).get("clusterer") or {}
         if not clusterer_info.get("can_predict", True) or not can_predict(stage.instance):
-            from .sklearn_adapter import cannot_predict_message
-
             raise ImgclustError(cannot_predict_message(stage.name) + ".")
         reason = (self.manifest or {}).get("reason")
         raise ImgclustError(f"this pipeline cannot predict: {reason}.")
@@ -392,8 +373,6 @@ class Pipeline:
         An existing folder is replaced only with ``overwrite=True`` and only if it holds a
         pipeline imgclust wrote.
         """
-        from .persist import save_pipeline
-        from .plugins_host import get_registry
 
         self._check_fitted()
         registry = get_registry()
@@ -421,7 +400,6 @@ class Pipeline:
 def check_replaceable(target: Path, overwrite: bool) -> None:
     """Refuse to replace ``target`` unless it holds nothing but a pipeline imgclust saved (its
     mark, manifest and stage folders) and ``overwrite`` is set; one line that says why."""
-    from .persist import MARK, foreign_entry, is_marked
 
     if target.is_symlink() or not target.is_dir() or not is_marked(target):
         raise ImgclustError(
@@ -441,33 +419,6 @@ def check_replaceable(target: Path, overwrite: bool) -> None:
         )
 
 
-# Canonical cluster numbers --------------------------------------------------------------------
-def canonical_order(labels: np.ndarray) -> np.ndarray:
-    """The clusterer's cluster numbers, largest cluster first, ties by their first member."""
-    found = np.asarray(labels, dtype=np.int64)
-    found = found[found != -1]
-    values, first, counts = np.unique(found, return_index=True, return_counts=True)
-    return values[np.lexsort((first, -counts))]
-
-
-def renumber(labels: np.ndarray, order: np.ndarray | None) -> np.ndarray:
-    """Labels in canonical numbers: ``order[i]`` becomes ``i``; noise (-1) stays -1.
-
-    A number the fit never produced (a mixture component no training image chose) becomes
-    ``len(order) + number``, distinct and the same on every call; other negatives are noise.
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    if order is None:
-        return labels
-    values, inverse = np.unique(labels, return_inverse=True)
-    position = {int(v): i for i, v in enumerate(order)}
-    mapped = np.array(
-        [position.get(int(v), len(order) + int(v) if v >= 0 else -1) for v in values],
-        dtype=np.int64,
-    )
-    return mapped[inverse].reshape(labels.shape)
-
-
 def _read_cluster_order(value: Any, root: Path) -> np.ndarray | None:
     """A manifest's ``cluster_order``: absent means the clusterer's own numbers."""
     if value is None:
@@ -485,81 +436,6 @@ def _read_cluster_order(value: Any, root: Path) -> np.ndarray | None:
     return np.asarray(value, dtype=np.int64)
 
 
-# Building stages ------------------------------------------------------------------------------
-def _as_stage(kind: str, value: Any, registry: Any) -> Stage:
-    """A Stage from a Stage, a registered name or a ``{"name": ..., ...}`` mapping."""
-    if isinstance(value, Stage):
-        return value
-    if isinstance(value, str):
-        return make_stage(kind, value, {}, registry=registry)
-    if isinstance(value, Mapping) and isinstance(value.get("name"), str):
-        settings = {k: v for k, v in value.items() if k != "name"}
-        return make_stage(kind, value["name"], settings, registry=registry)
-    if _is_stage_object(kind, value):
-        return _wrap_instance(kind, value, registry)
-    what = kind[:-1]
-    methods = {"encoders": "fit and transform", "refiners": "fit_predict and predict"}
-    raise SettingsError(
-        f"a pipeline's {what} must be a name, a {{'name': ...}} mapping, "
-        f"imgclust.get_{what}(name, ...) or an object with "
-        f"{methods.get(kind, 'fit_predict')}; "
-        f"got {type(value).__name__}."
-    )
-
-
-def _is_stage_object(kind: str, value: Any) -> bool:
-    needed = {"encoders": ("fit", "transform"), "refiners": ("fit_predict", "predict")}.get(
-        kind, ("fit_predict",)
-    )
-    return all(callable(getattr(value, method, None)) for method in needed)
-
-
-def _wrap_instance(kind: str, instance: Any, registry: Any) -> Stage:
-    """A Stage for a bare stage object: its registered name, and settings read the way
-    scikit-learn reads parameters (attributes named like its factory's keyword arguments).
-    """
-    from .settings import settings_of
-
-    if registry is None:
-        from .plugins_host import get_registry
-
-        registry = get_registry()
-    cls = type(instance)
-    names = registry.names_of(kind, cls)
-    if len(names) != 1:  # "Name()" can never be a registered name, so save refuses it clearly
-        return Stage(f"{cls.__name__}()", instance, {})
-    settings = {key: getattr(instance, key) for key in settings_of(cls) if hasattr(instance, key)}
-    return Stage(names[0], instance, settings)
-
-
-def make_stage(
-    kind: str, name: str, settings: Mapping[str, Any], *, registry: Any = None, seed: int = 0
-) -> Stage:
-    """Build a registered stage with settings checked exactly as ``--set`` checks them."""
-    from .settings import resolve_stage, stage_settings
-
-    if registry is None:
-        from .plugins_host import get_registry
-
-        registry = get_registry()
-    if not isinstance(name, str):
-        raise SettingsError(f"a {kind[:-1]} name must be text, not {type(name).__name__}.")
-    resolved = resolve_stage(registry, kind, {**settings, "name": name}, seed)
-    entry = registry.get(kind, name)
-    return instantiate(kind, name, entry.target, stage_settings(resolved))
-
-
-def instantiate(kind: str, name: str, factory: Any, settings: dict[str, Any]) -> Stage:
-    """A stage its factory built from checked settings; a factory's refusal is one line."""
-    try:
-        instance = factory(**settings)
-    except ImgclustError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise SettingsError(f"{kind[:-1]} {name!r} rejected its settings: {exc}") from None
-    return Stage(name, instance, settings)
-
-
 def _as_array(images: Any, source: str) -> np.ndarray:
     try:
         return np.asarray(images)
@@ -567,123 +443,15 @@ def _as_array(images: Any, source: str) -> np.ndarray:
         raise DataError(f"{source} are not an array of images: {exc}.") from None
 
 
-def check_encoded(features: Any, stage: Stage | None = None) -> np.ndarray:
-    """Features must be a finite (N, D) float array; reshape (N, ...) and say clearly when not."""
-    features = np.asarray(features)
-    who = f"the {describe_stage('encoder', stage)}" if stage is not None else "the encoder"
-    if features.ndim < 2:
-        raise DataError(f"{who} returned shape {features.shape}; expected (N, D).")
-    if features.ndim > 2:
-        features = features.reshape(len(features), -1)
-    if features.dtype != np.float32:
-        features = features.astype(np.float32)
-    check_finite(features, f"images encoded by {who}", ENCODED_ADVICE)
-    return features
+def load_pipeline(run_dir: Path | str, trust: bool = False, *, registry: Any = None) -> Pipeline:
+    """Rebuild a run's (or a saved pipeline's) fitted pipeline from its folder.
 
-
-def _describe(shape: tuple[int, ...]) -> str:
-    """'28x28 with 1 channel'."""
-    if len(shape) != 3:
-        return "x".join(str(v) for v in shape)
-    height, width, channels = shape
-    return f"{height}x{width} with {channels} channel{'s' if channels != 1 else ''}"
-
-
-# Stage boundaries: a plugin's failure or malformed output is named, not met later as a riddle.
-def describe_stage(kind: str, stage: Stage) -> str:
-    """``encoder 'hog' from acme-imgclust 0.2``: the stage and, where known, its plugin."""
-    from .plugins_host import stage_origin
-
-    origin = stage_origin(f"{kind}s", stage.name, stage.instance)
-    return f"{kind} {stage.name!r}" + (f" from {origin}" if origin else "")
-
-
-@contextmanager
-def stage_boundary(kind: str, stage: Stage) -> Iterator[None]:
-    """Name the stage in any error raised inside it; its own one-line errors keep their text.
-
-    Under ``IMGCLUST_DEBUG`` the original exception propagates, noted with the stage, so that
-    its traceback shows; otherwise it is the ``__cause__`` of the one-line :class:`PluginError`.
+    Each stage is built by its installed plugin's factory with the saved settings, then loads
+    its own files. Whatever ``trust`` says, every file must lie inside ``pipeline/`` and the
+    manifest must be well formed; without ``trust``, pickled files and Keras Lambda layers are
+    refused before any stage reads them.
     """
-    try:
-        yield
-    except ImgclustError as exc:
-        label = f"{kind} {stage.name!r}"
-        if exc.args and isinstance(exc.args[0], str) and label not in exc.args[0]:
-            exc.args = (f"{label}: {exc.args[0]}", *exc.args[1:])
-        raise
-    except MemoryError:
-        raise
-    except Exception as exc:
-        message = f"{describe_stage(kind, stage)} failed: {_one_line(exc)}"
-        if os.environ.get("IMGCLUST_DEBUG"):
-            exc.add_note(message)
-            raise
-        raise PluginError(message) from exc
-
-
-def check_output(stage: Stage, output: Any, expected: int) -> np.ndarray:
-    """An encoder's output: one row per input, at least 2-D, numeric, finite."""
-    who = describe_stage("encoder", stage)
-    if output is None:
-        raise PluginError(f"{who} returned None instead of an (N, D) array.")
-    try:
-        array = np.asarray(output)
-    except Exception as exc:
-        raise PluginError(f"{who} returned {type(output).__name__}, not an array: {exc}") from exc
-    if array.ndim < 2:
-        raise PluginError(f"{who} returned shape {array.shape}; expected (N, D) for N images.")
-    if len(array) != expected:
-        raise PluginError(
-            f"encoder {stage.name!r} returned {len(array)} rows for {expected} images; it must "
-            f"return one per image (fix or report it to {_origin_or_author(stage, 'encoder')})."
-        )
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-        raise PluginError(f"{who} returned {array.dtype} values; expected numbers.")
-    check_finite(array, f"images encoded by the {who}", ENCODED_ADVICE)
-    return array
-
-
-def check_labels(stage: Stage, labels: Any, expected: int, kind: str = "clusterer") -> np.ndarray:
-    """A clusterer's (or refiner's) labels: one integer per input, -1 for noise, none below."""
-    who = describe_stage(kind, stage)
-    try:
-        array = np.asarray(labels)
-    except Exception as exc:
-        raise PluginError(f"{who} returned {type(labels).__name__}, not labels: {exc}") from exc
-    if array.ndim != 1:
-        raise PluginError(f"{who} returned labels of shape {array.shape}; expected ({expected},).")
-    if len(array) != expected:
-        raise PluginError(
-            f"{kind} {stage.name!r} returned {len(array)} labels for {expected} images; it "
-            f"must return one per image (fix or report it to "
-            f"{_origin_or_author(stage, kind)})."
-        )
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-        raise PluginError(f"{who} returned {array.dtype} labels; expected integers.")
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all() or (array != np.round(array)).any():
-            raise PluginError(
-                f"{who} returned labels that are not whole numbers (NaN or fractions)."
-            )
-    labels_ = array.astype(np.int64)
-    if len(labels_) and labels_.min() < -1:
-        raise PluginError(
-            f"{who} returned label {int(labels_.min())}; labels are 0, 1, ... and -1 for noise."
-        )
-    return labels_
-
-
-def _origin_or_author(stage: Stage, kind: str) -> str:
-    from .plugins_host import stage_origin
-
-    return stage_origin(f"{kind}s", stage.name, stage.instance) or "its author"
-
-
-def _one_line(exc: BaseException) -> str:
-    """``KeyError 'missing'``: the exception's type and the first line of its message."""
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else ""
-    if len(text) > 300:
-        text = text[:297] + "..."
-    return f"{type(exc).__name__} {text}".strip()
+    saved = read_stages(run_dir, trust, registry=registry)
+    return Pipeline.from_manifest(
+        saved.encoders, saved.clusterer, saved.manifest, saved.root, saved.shape, saved.refiners
+    )

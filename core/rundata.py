@@ -71,7 +71,7 @@ def could_reconstruct(registry: Any, config: dict[str, Any]) -> bool:
 
 def load_encoders(run_dir: Path, registry: Any) -> list[tuple[str, Any]]:
     """The fitted encoders of the run's saved pipeline (never running code from the folder)."""
-    from .persist import load_pipeline
+    from .pipeline import load_pipeline
 
     saved = load_pipeline(run_dir, registry=registry)
     return [

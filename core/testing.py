@@ -293,7 +293,7 @@ def sample_labels(features: np.ndarray, k: int = 5, seed: int = 0) -> np.ndarray
     """k-means labels of ``features``, numbered largest cluster first: a clusterer's output."""
     from sklearn.cluster import KMeans
 
-    from .pipeline import canonical_order, renumber
+    from .stage import canonical_order, renumber
 
     found = KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(features)
     return renumber(found, canonical_order(found))

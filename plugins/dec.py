@@ -173,7 +173,7 @@ class DEC:
 
     def _make_autoencoder(self) -> Any:
         """The autoencoder stage, built by its plugin with DEC's or DCEC's shape."""
-        from imgclust.pipeline import make_stage
+        from imgclust.stage import make_stage
 
         stage, shape = AUTOENCODERS[self.autoencoder]
         settings = {

@@ -16,7 +16,7 @@ import pytest
 import imgclust
 from imgclust.errors import DataError, ImgclustError, PluginError, SettingsError
 from imgclust.metrics import external_scores
-from imgclust.pipeline import Stage, canonical_order, renumber
+from imgclust.stage import Stage, canonical_order, renumber
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SMALL = {"name": "digits", "limit": 300}

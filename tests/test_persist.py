@@ -20,9 +20,10 @@ import imgclust
 from imgclust.errors import DataError, ImgclustError, PluginError
 from imgclust.hookspecs import hookimpl
 from imgclust.interfaces import ImageSet, can_predict
-from imgclust.persist import FORMAT_VERSION, MANIFEST, load_pipeline, read_manifest, save_pipeline
-from imgclust.pipeline import Pipeline, Stage
+from imgclust.persist import FORMAT_VERSION, MANIFEST, read_manifest, save_pipeline
+from imgclust.pipeline import Pipeline, load_pipeline
 from imgclust.plugins_host import get_host, get_registry
+from imgclust.stage import Stage
 
 FAST = ["--dataset", "digits", "--encoder", "pca", "--clusterer", "kmeans", "--no-plots"]
 SMALL = [

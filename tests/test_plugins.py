@@ -628,7 +628,8 @@ def test_stage_failures_keep_the_original_exception(third_party, monkeypatch):
     """The one-line error's cause is the plugin's exception; IMGCLUST_DEBUG lets it through."""
     import numpy as np
 
-    from imgclust.pipeline import Pipeline, Stage
+    from imgclust.pipeline import Pipeline
+    from imgclust.stage import Stage
 
     third_party("acme-imgclust", "tp_acme", FAULTY_STAGES, version="0.2")
     registry = get_host().registry
@@ -652,7 +653,8 @@ def test_a_stage_built_by_hand_is_not_credited_to_a_registered_plugin(third_part
     """A hand-made stage that shares a registered name is not blamed on that plugin."""
     import numpy as np
 
-    from imgclust.pipeline import Pipeline, Stage
+    from imgclust.pipeline import Pipeline
+    from imgclust.stage import Stage
 
     third_party("acme-imgclust", "tp_acme", FAULTY_STAGES, version="0.2")
     assert "hog" in get_host().registry.names("encoders")

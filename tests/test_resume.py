@@ -122,7 +122,7 @@ def test_an_interrupted_run_resumes_and_finishes_the_same(cli, runs_dir, tmp_pat
     assert (done / "assignments.csv").read_text() == (finished / "assignments.csv").read_text()
     assert np.array_equal(np.load(done / "embeddings.npy"), np.load(finished / "embeddings.npy"))
 
-    from imgclust.persist import load_pipeline
+    from imgclust.pipeline import load_pipeline
     from imgclust.plugins.digits import DigitsDataset
 
     labels = load_pipeline(finished).predict(DigitsDataset(limit=500).load("all").images)

@@ -78,7 +78,7 @@ def predict_command(
     """Assign new images to a finished run's clusters: id, cluster, distance or probability."""
     from ..finished import run_sources
     from ..outputs import claim_output, write_output
-    from ..persist import load_pipeline
+    from ..pipeline import load_pipeline
 
     check_inputs(inputs)
     if output is not None:
@@ -235,7 +235,7 @@ def evaluate_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Score a finished run's pipeline on a labelled split: ACC, NMI, ARI, purity."""
-    from ..persist import load_pipeline
+    from ..pipeline import load_pipeline
 
     saved = load_pipeline(run, trust=trust)
     saved.check_can_predict()

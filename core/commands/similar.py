@@ -84,7 +84,7 @@ def _encode(run: Path, images: list[str], trust: bool, dim: int) -> tuple[Any, l
     """New images read as ``predict`` reads them and encoded by the run's saved pipeline."""
     import numpy as np
 
-    from ..persist import load_pipeline
+    from ..pipeline import load_pipeline
     saved = load_pipeline(run, trust=trust)
     parts, names = [], []
     for batch in read_inputs(images, saved):

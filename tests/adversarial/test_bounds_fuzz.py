@@ -161,7 +161,8 @@ def _manifest_fields() -> st.SearchStrategy:
 @FUZZ
 @given(changes=_manifest_fields(), drop=st.lists(st.text(max_size=12), max_size=3))
 def test_manifest_fuzz(pristine_run: Path, changes: dict, drop: list[str]):
-    from imgclust.persist import load_pipeline, read_manifest
+    from imgclust.persist import read_manifest
+    from imgclust.pipeline import load_pipeline
 
     with tempfile.TemporaryDirectory() as folder:
         run = Path(folder) / "run"
@@ -182,7 +183,7 @@ def test_manifest_fuzz(pristine_run: Path, changes: dict, drop: list[str]):
 @FUZZ
 @given(text=st.binary(max_size=300))
 def test_manifest_bytes_fuzz(pristine_run: Path, text: bytes):
-    from imgclust.persist import load_pipeline
+    from imgclust.pipeline import load_pipeline
 
     with tempfile.TemporaryDirectory() as folder:
         run = Path(folder) / "run"

@@ -16,10 +16,11 @@ import imgclust
 from imgclust.errors import ImgclustError
 from imgclust.hookspecs import hookimpl
 from imgclust.interfaces import ImageSet
-from imgclust.persist import load_pipeline, read_manifest, save_pipeline
-from imgclust.pipeline import Pipeline, Stage
+from imgclust.persist import read_manifest, save_pipeline
+from imgclust.pipeline import Pipeline, load_pipeline
 from imgclust.plugins_host import get_host
 from imgclust.sklearn_adapter import SklearnClusterer, lazy_estimator
+from imgclust.stage import Stage
 
 
 def birch(n_clusters: int = 10, threshold: float = 0.5) -> SklearnClusterer:
