@@ -31,10 +31,10 @@ def measure(repeats: int) -> dict[str, Any]:
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
-    from imgclust.confidence import cluster_quality, image_scores
-    from imgclust.image_issues import find_issues
-    from imgclust.label_review import review_labels
     from imgclust.plugins.mnist import MnistDataset
+    from imgclust.results.confidence import cluster_quality, image_scores
+    from imgclust.results.image_issues import find_issues
+    from imgclust.results.label_review import review_labels
 
     rows: dict[str, list[float]] = {}
     for _ in range(repeats):

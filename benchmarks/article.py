@@ -119,8 +119,8 @@ def fit_plain_keras(train, test, seed: int) -> dict[str, Any]:
 
 
 def cluster_scores(codes, labels, seed: int) -> dict[str, float]:
-    from imgclust.metrics import external_scores
     from imgclust.plugins.sklearn_clusterers import kmeans
+    from imgclust.results.metrics import external_scores
 
     clusters = kmeans(n_clusters=10, seed=seed).fit_predict(codes)
     return {k: round(v, 4) for k, v in external_scores(labels, clusters).items()}

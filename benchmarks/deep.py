@@ -70,7 +70,7 @@ def run_row(
     """One run of a row (``overrides``: ``--set`` values); its scores, the ACC before the
     refiners and its timings."""
     import imgclust
-    from imgclust.config import normalise
+    from imgclust.engine.config import normalise
 
     row = ROWS[name]
     settings: dict[str, Any] = {**(overrides or {}), "seed": seed}

@@ -153,7 +153,7 @@ def kmeans_case(n: int, settings: dict[str, Any], label: str) -> dict[str, Any]:
     import numpy as np
     from sklearn.cluster import MiniBatchKMeans
 
-    from imgclust.metrics import external_scores
+    from imgclust.results.metrics import external_scores
 
     features, truth = blobs(n)
     started = time.perf_counter()

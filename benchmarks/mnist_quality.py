@@ -1,7 +1,7 @@
 """Clustering quality on all 70,000 MNIST images: ACC, NMI, ARI and wall time per stage.
 
-Each row is a real ``imgclust run`` (through ``imgclust.runner.execute``, in this process, plots
-off) of a recipe or a chain of stages:
+Each row is a real ``imgclust run`` (through ``imgclust.engine.runner.execute``, in this process,
+plots off) of a recipe or a chain of stages:
 
 - ``pixels-kmeans``: k-means (10) on raw pixels, the baseline;
 - ``article``: the article's conv autoencoder trained on train (validated on test), k-means on
@@ -98,7 +98,7 @@ def single_starts(features: Any, labels: Any, seed: int) -> list[dict[str, float
     """ACC and mean log-likelihood of one-start full-covariance GMMs (seeds 0..9) on features."""
     from sklearn.mixture import GaussianMixture
 
-    from imgclust.metrics import clustering_accuracy
+    from imgclust.results.metrics import clustering_accuracy
 
     found = []
     for start in range(SINGLE_STARTS):
@@ -121,8 +121,8 @@ def run_one(
 ) -> dict[str, Any]:
     """One ``imgclust run`` of ``config``; its scores and timings (and, with ``study``, how
     single GMM starts do on its features)."""
-    from imgclust.config import validate
-    from imgclust.runner import execute
+    from imgclust.engine.config import validate
+    from imgclust.engine.runner import execute
 
     resolved = validate(registry, {**config, "seed": seed})
     clock, cpu = time.perf_counter(), time.process_time()
@@ -301,7 +301,7 @@ def main() -> None:
     if not os.environ.get("IMGCLUST_MNIST"):
         raise SystemExit("set IMGCLUST_MNIST to a folder or .npz holding MNIST")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from imgclust.plugins_host import get_registry
+    from imgclust.stages.host import get_registry
 
     registry = get_registry()
     name = "mnist_quality" if not args.limit else f"mnist_quality_limit{args.limit}"

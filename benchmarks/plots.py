@@ -63,9 +63,9 @@ def measure(case: str) -> dict[str, Any]:
     """One case in this process: the run without plots, then the plots and the page, timed."""
     os.environ.setdefault("MPLBACKEND", "Agg")
     from imgclust import api
-    from imgclust.plots import plot_run
-    from imgclust.report_html import write_report
-    from imgclust.runner import RunResult
+    from imgclust.engine.runner import RunResult
+    from imgclust.report.page import write_report
+    from imgclust.report.plots import plot_run
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)

@@ -152,7 +152,7 @@ def cpu_seconds() -> float:
 
 def clusterer(n_clusters: int = 10) -> tuple[Any, str]:
     """The registered minibatch-kmeans, or scikit-learn's MiniBatchKMeans when it is absent."""
-    from imgclust.plugins_host import get_registry
+    from imgclust.stages.host import get_registry
 
     registry = get_registry()
     if "minibatch-kmeans" in registry.names("clusterers"):
@@ -168,7 +168,7 @@ def encode_and_cluster(images: Any, result: dict[str, Any]) -> None:
     """pca (50) then minibatch-kmeans (10), timed, as a run does them."""
     import numpy as np
 
-    from imgclust.pipeline import Pipeline, Stage
+    from imgclust.engine.pipeline import Pipeline, Stage
     from imgclust.plugins.basic_encoders import PCAEncoder
 
     method, name = clusterer()

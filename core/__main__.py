@@ -1,5 +1,5 @@
 """``python -m imgclust`` runs the CLI."""
 
-from .cli import main
+from imgclust.cli.app import main
 
 main()

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from .console import Log
-from .errors import ImgclustError, SettingsError
-from .interfaces import ImageSet
-from .io.arrays import IN_MEMORY, InMemoryImages, in_memory_images
-from .pipeline import Pipeline
-from .stage import Stage, make_stage
+from imgclust.console import Log
+from imgclust.engine.pipeline import Pipeline
+from imgclust.engine.stage import Stage, make_stage
+from imgclust.errors import ImgclustError, SettingsError
+from imgclust.io.arrays import IN_MEMORY, InMemoryImages, in_memory_images
+from imgclust.stages.interfaces import ImageSet
 
 StageSpec = str | Mapping[str, Any]
 STAGE_KEYS = ("dataset", "encoder", "encoders", "clusterer")
@@ -54,7 +54,7 @@ class Run:
 
     def _repr_html_(self) -> str:
         """Jupyter's view: summary, scores, the clusters' montages and a link to report.html."""
-        from .notebook import run_html
+        from imgclust.report.notebook import run_html
 
         return run_html(self)
 
@@ -99,10 +99,10 @@ def run(
     names the images in ``assignments.csv`` (default: their index). The run folder is like any
     other; its dataset is ``in-memory``, which only this call can read.
     """
-    from .config import resolve_config
-    from .metrics import n_clusters
-    from .plugins_host import get_registry
-    from .runner import execute
+    from imgclust.engine.config import resolve_config
+    from imgclust.engine.runner import execute
+    from imgclust.results.metrics import n_clusters
+    from imgclust.stages.host import get_registry
 
     registry = get_registry()
     names: dict[str, Any] = {}
@@ -199,7 +199,7 @@ def load(path: str | Path, trust: bool = False) -> Pipeline:
     """
     import os
 
-    from .pipeline import load_pipeline
+    from imgclust.engine.pipeline import load_pipeline
 
     if not isinstance(path, (str, os.PathLike)):
         raise SettingsError(f"load takes a folder's path, not {type(path).__name__}.")

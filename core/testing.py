@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
-from .interfaces import (
+from imgclust.errors import DataError
+from imgclust.results.metrics import n_clusters
+from imgclust.stages.interfaces import (
     Checkpoints,
     Clusterer,
     Dataset,
@@ -43,7 +44,6 @@ from .interfaces import (
     requested_clusters,
     splits_of,
 )
-from .metrics import n_clusters
 
 __all__ = [
     "check_clusterer",
@@ -54,7 +54,8 @@ __all__ = [
     "sample_images",
 ]
 
-#: The methods each kind of stage must have (what its protocol in ``imgclust.interfaces`` names).
+#: The methods each kind of stage must have (what its protocol in ``imgclust.stages.interfaces``
+#: names).
 REQUIRED = {
     "dataset": ("load",),
     "encoder": ("fit", "transform", "save", "load"),
@@ -293,7 +294,7 @@ def sample_labels(features: np.ndarray, k: int = 5, seed: int = 0) -> np.ndarray
     """k-means labels of ``features``, numbered largest cluster first: a clusterer's output."""
     from sklearn.cluster import KMeans
 
-    from .stage import canonical_order, renumber
+    from imgclust.engine.stage import canonical_order, renumber
 
     found = KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(features)
     return renumber(found, canonical_order(found))
@@ -685,7 +686,7 @@ def _check_image_set(stage: _Stage, data: Any, split: str, sample: int) -> Image
     """What ``load`` returned must be a sound :class:`ImageSet` (values checked on a sample)."""
     what = f"load({split!r})"
     if not isinstance(data, ImageSet):
-        stage.fail(f"{what} returned a {type(data).__name__}, not an imgclust.interfaces.ImageSet")
+        stage.fail(f"{what} returned a {type(data).__name__}, not an imgclust.ImageSet")
     try:
         data.validate(f"{stage.label} ({split})")
     except DataError as exc:

@@ -15,7 +15,7 @@ def render() -> str:
     import typer.main
     from typer.cli import get_docs_for_click
 
-    from imgclust.cli import _add_plugin_commands, app
+    from imgclust.cli.app import _add_plugin_commands, app
 
     _add_plugin_commands()
     command = typer.main.get_command(app)

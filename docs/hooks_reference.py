@@ -1,7 +1,7 @@
 """Write docs/hooks.md, the hook reference, from the code: ``python docs/hooks_reference.py``.
 
-The page is the docstring of ``imgclust.hookspecs``, then every hook specification in it, then
-every public class of ``imgclust.interfaces`` (the image container and each ``Protocol``, the
+The page is the docstring of ``imgclust.stages.hookspecs``, then every hook specification in it, then
+every public class of ``imgclust.stages.interfaces`` (the image container and each ``Protocol``, the
 optional capabilities included) with its members' signatures and docstrings.
 """
 
@@ -23,7 +23,8 @@ HEADER = (
 
 def render() -> str:
     """The hook reference as Markdown."""
-    from imgclust import hookspecs, interfaces
+    from imgclust.stages import hookspecs
+    from imgclust.stages import interfaces
 
     parts = [HEADER, "# Hook reference", markdown(hookspecs.__doc__ or "").split("\n", 1)[1]]
     parts.append("## Hooks")

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from imgclust.errors import SettingsError
-from imgclust.hookspecs import hookimpl
 from imgclust.io.arrays import IN_MEMORY, InMemoryImages, load_arrays
-from imgclust.settings import check_limit
+from imgclust.stages.hookspecs import hookimpl
+from imgclust.stages.settings import check_limit
 
 
 class ArraysDataset:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from imgclust.arrays import as_matrix, map_batches, sample_matrix
 from imgclust.errors import DataError, SettingsError
-from imgclust.hookspecs import hookimpl
 from imgclust.io.bounded import read_npz
+from imgclust.kit.arrays import as_matrix, map_batches, sample_matrix
+from imgclust.stages.hookspecs import hookimpl
 
 PCA_KEYS = ("components_", "mean_", "explained_variance_", "input_shape")
 

@@ -28,11 +28,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from imgclust import atomic
 from imgclust.errors import DataError, ImgclustError, SettingsError
-from imgclust.hookspecs import hookimpl
+from imgclust.io import atomic
 from imgclust.io.bounded import read_npy
-from imgclust.keras_support import import_keras
+from imgclust.kit.keras import import_keras
+from imgclust.stages.hookspecs import hookimpl
 
 #: Each ``autoencoder`` setting: the encoder stage that builds it and its settings there.
 AUTOENCODERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -173,7 +173,7 @@ class DEC:
 
     def _make_autoencoder(self) -> Any:
         """The autoencoder stage, built by its plugin with DEC's or DCEC's shape."""
-        from imgclust.stage import make_stage
+        from imgclust.engine.stage import make_stage
 
         stage, shape = AUTOENCODERS[self.autoencoder]
         settings = {

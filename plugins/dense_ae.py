@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from imgclust.autoencoder import CODE_LAYER, KerasAutoencoder, predict_in_batches
 from imgclust.errors import DataError, SettingsError
-from imgclust.hookspecs import hookimpl
-from imgclust.keras_support import import_keras
+from imgclust.kit.autoencoder import CODE_LAYER, KerasAutoencoder, predict_in_batches
+from imgclust.kit.keras import import_keras
+from imgclust.stages.hookspecs import hookimpl
 
 ENCODE_BATCH = 4096
 

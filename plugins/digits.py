@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from imgclust.hookspecs import hookimpl
-from imgclust.settings import check_limit
+from imgclust.stages.hookspecs import hookimpl
+from imgclust.stages.settings import check_limit
 
 TEST_SHARE = 0.2
 
@@ -28,7 +28,7 @@ class DigitsDataset:
         import numpy as np
         from sklearn.datasets import load_digits
 
-        from imgclust.interfaces import ImageSet
+        from imgclust.stages.interfaces import ImageSet
 
         bunch = load_digits()
         images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]

@@ -13,8 +13,8 @@ from typing import Any, Literal
 import numpy as np
 
 from imgclust.errors import SettingsError
-from imgclust.hookspecs import hookimpl
-from imgclust.sklearn_adapter import PickleFormat, SklearnClusterer, lazy_estimator
+from imgclust.kit.sklearn import PickleFormat, SklearnClusterer, lazy_estimator
+from imgclust.stages.hookspecs import hookimpl
 
 
 def approximate_predict(estimator: Any, features: np.ndarray) -> np.ndarray:

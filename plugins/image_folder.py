@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from imgclust.errors import SettingsError
-from imgclust.hookspecs import hookimpl
 from imgclust.io.images import (
     DEFAULT_EXTENSIONS,
     FolderReading,
@@ -23,7 +22,8 @@ from imgclust.io.images import (
     check_workers,
     normalise_extensions,
 )
-from imgclust.settings import check_limit
+from imgclust.stages.hookspecs import hookimpl
+from imgclust.stages.settings import check_limit
 
 
 class ImageFolderDataset:

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from imgclust import atomic
 from imgclust.errors import DataError, ImgclustError, SettingsError
-from imgclust.hookspecs import hookimpl
-from imgclust.keras_support import import_keras
+from imgclust.io import atomic
+from imgclust.kit.keras import import_keras
+from imgclust.stages.hookspecs import hookimpl
 
 STATE_FILE = "pretrained.json"
 WEIGHTS_FILE = "backbone.weights.h5"

@@ -8,7 +8,7 @@ labels: the first round ranks each cluster's members by their distance to the cl
 the clustered features (a mixture's posteriors in UMAP space are almost all 1 and cannot rank),
 later rounds by the classifier's own probability; the same share of every cluster is kept, so
 small clusters stay alive. Augmentation follows the image set's invariances
-(``imgclust.invariances``, handed over by the run or measured on the images): shifts, small
+(``imgclust.kit.invariances``, handed over by the run or measured on the images): shifts, small
 rotations and zooms where the set keeps them, and a random mirror, vertical flip or quarter turn
 only where the set is measured to be symmetric under it (not digits). Keras is imported only
 when the network is built, trained or loaded.
@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from imgclust import atomic
 from imgclust.errors import DataError, ImgclustError, SettingsError
-from imgclust.hookspecs import hookimpl
-from imgclust.invariances import decide
-from imgclust.keras_support import import_keras
+from imgclust.io import atomic
+from imgclust.kit.invariances import decide
+from imgclust.kit.keras import import_keras
+from imgclust.stages.hookspecs import hookimpl
 
 MODEL_FILE = "classifier.keras"
 META_FILE = "self_label.json"
@@ -448,7 +448,7 @@ def _most_confident(labels: np.ndarray, confidence: np.ndarray, share: float) ->
 # Reclustering ---------------------------------------------------------------------------------
 def _embed(features: np.ndarray, neighbors: int, seed: int) -> np.ndarray:
     """UMAP of the classifier's features to (at most) 10 dimensions, min_dist 0, as N2D does."""
-    from imgclust.umap_support import import_umap
+    from imgclust.kit.umap import import_umap
 
     n = len(features)
     model = import_umap().UMAP(

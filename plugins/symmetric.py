@@ -1,5 +1,5 @@
 """The ``sym-pca`` encoder: principal components made invariant to the image set's own
-symmetries (a mirror, flips, quarter turns), as measured by ``imgclust.invariances``.
+symmetries (a mirror, flips, quarter turns), as measured by ``imgclust.kit.invariances``.
 
 For the group G that the kept exact transformations generate, each image ``x`` gets
 ``[mean_g f(g x), mean_g |f(g x) - mean_g f(g x)|]`` where ``f`` is PCA fitted on the images
@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from imgclust import atomic
-from imgclust.arrays import sample_index, to_float
 from imgclust.errors import DataError, ImgclustError, SettingsError
-from imgclust.hookspecs import hookimpl
-from imgclust.invariances import (
+from imgclust.io import atomic
+from imgclust.io.bounded import read_npz
+from imgclust.kit.arrays import sample_index, to_float
+from imgclust.kit.invariances import (
     DISCRETE,
     TRANSFORMS,
     Element,
@@ -32,7 +32,7 @@ from imgclust.invariances import (
     decide,
     symmetry_group,
 )
-from imgclust.io.bounded import read_npz
+from imgclust.stages.hookspecs import hookimpl
 
 STATE_FILE = "sym_pca.npz"
 META_FILE = "sym_pca.json"

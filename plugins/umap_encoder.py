@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from imgclust.arrays import as_matrix, check_finite
 from imgclust.errors import DataError, SettingsError
-from imgclust.hookspecs import hookimpl
-from imgclust.sklearn_adapter import PickleFormat
-from imgclust.umap_support import import_umap
+from imgclust.kit.arrays import as_matrix, check_finite
+from imgclust.kit.sklearn import PickleFormat
+from imgclust.kit.umap import import_umap
+from imgclust.stages.hookspecs import hookimpl
 
 
 class UMAPEncoder:
@@ -112,7 +112,7 @@ class UMAPEncoder:
         """Write ``umap.pkl`` (the fitted model) and ``umap.json`` (the settings)."""
         directory = Path(directory)
         _UMAP_PICKLE.save(self.model_, directory)
-        from imgclust import atomic
+        from imgclust.io import atomic
 
         atomic.write_json(directory / "umap.json", self.settings())
 

@@ -16,7 +16,7 @@ os.environ.setdefault("IMGCLUST_PLOT_MAP", "pca")  # UMAP maps cost ~20 s of com
 @pytest.fixture(autouse=True)
 def _fresh_plugin_host():
     """Each test sees plugins loaded afresh, so registering test plugins cannot leak."""
-    from imgclust.plugins_host import reset_host
+    from imgclust.stages.host import reset_host
 
     reset_host()
     yield
@@ -25,7 +25,7 @@ def _fresh_plugin_host():
 
 @pytest.fixture
 def registry():
-    from imgclust.plugins_host import get_registry
+    from imgclust.stages.host import get_registry
 
     return get_registry()
 
@@ -42,7 +42,7 @@ def cli():
     Returns an object with ``exit_code``, ``stdout`` and ``stderr`` as the real console script
     produces them (one-line errors included).
     """
-    from imgclust.cli import main
+    from imgclust.cli.app import main
 
     class Result:
         def __init__(self, code: int, stdout: str, stderr: str) -> None:

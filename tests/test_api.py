@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import imgclust
+from imgclust.engine.stage import Stage, canonical_order, renumber
 from imgclust.errors import DataError, ImgclustError, PluginError, SettingsError
-from imgclust.metrics import external_scores
-from imgclust.stage import Stage, canonical_order, renumber
+from imgclust.results.metrics import external_scores
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SMALL = {"name": "digits", "limit": 300}
@@ -50,7 +50,7 @@ def small_run(runs_dir: Path, **kwargs) -> imgclust.Run:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> imgclust.Run:
     """One small digits run shared by the read-only tests below."""
-    from imgclust.plugins_host import reset_host
+    from imgclust.stages.host import reset_host
 
     reset_host()
     return small_run(tmp_path_factory.mktemp("runs"))
@@ -123,7 +123,7 @@ def test_summary_json_has_the_timings_that_json_prints(finished):
 
 def test_run_is_the_api_function_and_the_runner_is_its_own_module():
     from imgclust.api import run
-    from imgclust.runner import execute
+    from imgclust.engine.runner import execute
 
     assert imgclust.run is run and callable(execute)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgclust.arrays import as_matrix, batch_rows, map_batches, sample_index, sample_matrix
 from imgclust.errors import DataError, SettingsError
 from imgclust.io.arrays import npz_member_memmap, to_nhwc
+from imgclust.kit.arrays import as_matrix, batch_rows, map_batches, sample_index, sample_matrix
 from imgclust.plugins.arrays import ArraysDataset
 from imgclust.plugins.basic_encoders import FlattenEncoder, PCAEncoder
 

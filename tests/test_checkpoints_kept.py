@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from imgclust.arrays import as_matrix
-from imgclust.hookspecs import hookimpl
-from imgclust.plugins_host import get_host
+from imgclust.kit.arrays import as_matrix
+from imgclust.stages.hookspecs import hookimpl
+from imgclust.stages.host import get_host
 
 RUN = [
     "--dataset", "digits", "--set", "dataset.limit=200", "--encoder", "ticker",
@@ -83,7 +83,7 @@ def test_the_python_api_removes_them_too_unless_told(tmp_path):
 
 
 def test_a_checkpoints_link_is_left_alone(runs_dir, tmp_path):
-    from imgclust.runfolder import drop_checkpoints
+    from imgclust.io.runfolder import drop_checkpoints
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -98,7 +98,7 @@ def test_a_checkpoints_link_is_left_alone(runs_dir, tmp_path):
 def test_a_checkpoint_that_cannot_all_go_is_a_note_not_a_failure(runs_dir, monkeypatch):
     import shutil
 
-    from imgclust.runfolder import drop_checkpoints
+    from imgclust.io.runfolder import drop_checkpoints
 
     folder = runs_dir / "run"
     (folder / "checkpoints" / "x").mkdir(parents=True)
@@ -115,12 +115,12 @@ def test_a_checkpoint_that_cannot_all_go_is_a_note_not_a_failure(runs_dir, monke
 
 def test_an_autoencoder_checkpoint_forces_nothing_to_disk(tmp_path, monkeypatch):
     pytest.importorskip("keras")
-    import imgclust.atomic
+    import imgclust.io.atomic
     from imgclust.plugins.conv_ae import ConvAutoencoder
 
     synced: list[int] = []
     real = os.fsync
-    monkeypatch.setattr(imgclust.atomic.os, "fsync", lambda fd: synced.append(fd) or real(fd))
+    monkeypatch.setattr(imgclust.io.atomic.os, "fsync", lambda fd: synced.append(fd) or real(fd))
     images = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 1), dtype=np.uint8)
     encoder = ConvAutoencoder(epochs=2)
     encoder.checkpoint_dir = tmp_path / "checkpoints"

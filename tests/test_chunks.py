@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgclust.config import resolve_config
+from imgclust.engine.config import resolve_config
 from imgclust.errors import SettingsError
 
 
@@ -70,7 +70,7 @@ def test_scale_settings_are_kept_in_the_config(registry):
 def test_fit_on_sample_assigns_every_image_with_the_fitted_pipeline(cli, tmp_path):
     """The stages are fitted on the seeded sample; every image is assigned by predict."""
     import imgclust
-    from imgclust.arrays import sample_index
+    from imgclust.kit.arrays import sample_index
 
     x, y = digits_arrays(tmp_path / "data")
     result = cli(*run_args(x, y, tmp_path / "runs"))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from imgclust.errors import DataError, ImgclustError, SettingsError
-from imgclust.metrics import clustering_accuracy
-from imgclust.sklearn_adapter import SklearnClusterer
+from imgclust.kit.sklearn import SklearnClusterer
+from imgclust.results.metrics import clustering_accuracy
 
 ALL = ["kmeans", "minibatch-kmeans", "gmm", "agglomerative", "spectral", "dbscan", "hdbscan"]
 PREDICTING = ["kmeans", "minibatch-kmeans", "gmm", "hdbscan"]

@@ -10,8 +10,8 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits
 
 import imgclust
-from imgclust.confidence import cluster_quality, image_scores, outlier_threshold
-from imgclust.metrics import hungarian_match
+from imgclust.results.confidence import cluster_quality, image_scores, outlier_threshold
+from imgclust.results.metrics import hungarian_match
 
 
 @pytest.fixture(scope="module")
@@ -82,5 +82,5 @@ def test_a_run_writes_them_beside_each_cluster(tmp_path) -> None:
     assert np.allclose([float(r["outlier"]) for r in rows], run.outlier, atol=1e-4)
     assert run.metrics["confidence"]["source"] == "margin"
     assert len(run.metrics["cluster_quality"]) == run.metrics["n_clusters"]
-    ids, clusters, _ = imgclust.outputs.read_assignments(run.path / "assignments.csv")
+    ids, clusters, _ = imgclust.io.outputs.read_assignments(run.path / "assignments.csv")
     assert len(ids) == len(clusters) == 400

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from imgclust.config import SplitsDroppedWarning, resolve_config
-from imgclust.hookspecs import hookimpl
-from imgclust.plugins_host import get_host
+from imgclust.engine.config import SplitsDroppedWarning, resolve_config
+from imgclust.stages.hookspecs import hookimpl
+from imgclust.stages.host import get_host
 
 ARTICLE_SPLITS = {"split": "test", "fit_split": "train", "validation_split": "test"}
 
@@ -81,7 +81,7 @@ def test_a_dataset_that_does_not_declare_its_splits_drops_them(registry):
         SimpleNamespace(register_datasets=hookimpl(lambda register: register("shapes", shapes))),
         name="test-shapes",
     )
-    from imgclust.plugins_host import get_registry
+    from imgclust.stages.host import get_registry
 
     with pytest.warns(SplitsDroppedWarning, match="dataset 'shapes' does not declare its splits"):
         config = resolve_config(get_registry(), recipe="article", dataset="shapes")

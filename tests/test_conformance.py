@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgclust.plugins_host import get_registry
+from imgclust.stages.host import get_registry
 from imgclust.testing import (
     check_clusterer,
     check_dataset,
@@ -360,7 +360,7 @@ class TinyDataset:
     splits = ("all",)
 
     def load(self, split="all"):
-        from imgclust.interfaces import ImageSet
+        from imgclust.stages.interfaces import ImageSet
 
         images = np.arange(36, dtype=np.uint8).reshape(4, 3, 3, 1)
         return ImageSet(images, np.array([0, 1, 0, 1]), ["a", "b", "c", "d"], ["even", "odd"])

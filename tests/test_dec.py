@@ -10,8 +10,8 @@ import pytest
 
 import imgclust
 from imgclust.errors import DataError, SettingsError
-from imgclust.metrics import external_scores
 from imgclust.plugins.dec import DEC, _neighbour_information, _neighbour_pairs
+from imgclust.results.metrics import external_scores
 
 #: A few seconds on 8x8 digits: pretraining still takes its 1,000 steps, of 32 images.
 TINY = {"pretrain_epochs": 1, "max_steps": 40, "update_interval": 10, "batch_size": 32}

@@ -100,11 +100,11 @@ def test_an_unreachable_scheduler_fails_in_one_line_before_any_work(cli, tmp_pat
 def test_workers_without_a_plugin_fail_in_one_line_before_any_work(tmp_path):
     """A stage registered only here (not installed on the workers) is named before any work."""
     from imgclust import hookimpl
-    from imgclust.config import resolve_config
+    from imgclust.engine.config import resolve_config
+    from imgclust.engine.runner import execute
     from imgclust.errors import ImgclustError
     from imgclust.plugins.basic_encoders import PCAEncoder
-    from imgclust.plugins_host import get_host, get_registry
-    from imgclust.runner import execute
+    from imgclust.stages.host import get_host, get_registry
 
     @hookimpl
     def register_encoders(register):

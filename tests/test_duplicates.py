@@ -15,9 +15,9 @@ from PIL import Image
 
 
 def finished_run(runs: Path, dataset: str, sets: list[str]) -> Path:
-    from imgclust.config import resolve_config
-    from imgclust.plugins_host import get_registry, reset_host
-    from imgclust.runner import execute
+    from imgclust.engine.config import resolve_config
+    from imgclust.engine.runner import execute
+    from imgclust.stages.host import get_registry, reset_host
 
     reset_host()
     registry = get_registry()
@@ -78,7 +78,7 @@ def test_exact_and_near_copies_are_grouped_and_written_into_the_run(cli, own_run
 
 
 def test_find_duplicates_returns_the_groups_for_the_explorer(own_run):
-    from imgclust.duplicates import find_duplicates, search
+    from imgclust.after.duplicates import find_duplicates, search
 
     groups = find_duplicates(own_run)
     assert [g.kind for g in groups] == ["exact", "near"]
@@ -91,7 +91,7 @@ def test_find_duplicates_returns_the_groups_for_the_explorer(own_run):
 
 
 def test_the_default_threshold_is_a_tenth_of_the_median_nearest_distance(own_run):
-    from imgclust.duplicates import search
+    from imgclust.after.duplicates import search
 
     found = search(own_run)
     nearest = np.load(own_run / "index" / "distances.npy")[:, 0]
@@ -182,7 +182,7 @@ def test_arrays_that_changed_size_are_refused_or_checked_by_features(cli, tmp_pa
 
 
 def test_a_threshold_joining_too_many_pairs_is_one_line(cli, own_run, monkeypatch):
-    from imgclust import neighbours
+    from imgclust.after import neighbours
 
     monkeypatch.setattr(neighbours, "MAX_PAIRS", 100)
     message = one_line_error(cli("duplicates", own_run, "--threshold", "1e9"))
@@ -191,7 +191,7 @@ def test_a_threshold_joining_too_many_pairs_is_one_line(cli, own_run, monkeypatc
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_escaped():
-    from imgclust.duplicates import DuplicateGroup, duplicates_csv
+    from imgclust.after.duplicates import DuplicateGroup, duplicates_csv
 
     group = DuplicateGroup("exact", [0, 1], ["=cmd()", "b"], [0, 0], [0.0, 0.0], ["h", "h"])
     rows = list(csv.reader(io.StringIO(duplicates_csv([group]))))

@@ -48,7 +48,7 @@ def test_plugins_import_no_heavy_library():
 def test_umap_is_imported_without_tensorflow():
     code = (
         "import sys\n"
-        "from imgclust.umap_support import import_umap\n"
+        "from imgclust.kit.umap import import_umap\n"
         "umap = import_umap()\n"
         "print('tensorflow' in sys.modules, hasattr(umap, 'UMAP'))\n"
     )
@@ -108,7 +108,7 @@ def test_encoders_chain_on_the_cli_each_with_its_settings(cli, runs_dir):
     assert record["pipeline"] == "digits -> pca -> umap -> gmm"
     assert record["feature_dim"] == 10 and record["metrics"]["acc"] > 0.6
     folder = Path(record["run"])
-    from imgclust.config import read_toml
+    from imgclust.engine.config import read_toml
 
     config = read_toml(folder / "config.toml")
     assert [e["name"] for e in config["encoder"]] == ["pca", "umap"]

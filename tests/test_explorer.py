@@ -126,7 +126,7 @@ def test_the_page_is_one_file_with_nothing_outside(run: Path) -> None:
 def test_the_data_matches_the_run_and_the_thumbnails_are_the_images(run: Path) -> None:
     from PIL import Image
 
-    from imgclust.outputs import read_assignments
+    from imgclust.io.outputs import read_assignments
 
     data = page_data((run / "report.html").read_text(encoding="utf-8"))
     ids, clusters, labels = read_assignments(run / "assignments.csv")
@@ -162,8 +162,8 @@ def test_names_from_the_run_cannot_inject_markup_or_script(run: Path) -> None:
 
 
 def test_beyond_the_budget_the_gallery_holds_a_stated_sample(tmp_path: Path) -> None:
-    from imgclust.plots import PlotInputs, make_plots
-    from imgclust.plots.options import PlotOptions
+    from imgclust.report.plots import PlotInputs, make_plots
+    from imgclust.report.plots.options import PlotOptions
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (5000, 28, 28), dtype=np.uint8)
@@ -181,7 +181,7 @@ def test_beyond_the_budget_the_gallery_holds_a_stated_sample(tmp_path: Path) -> 
         "thumbs-1.png",
     ]
     assert len(record["map"]["index"]) == 1000
-    from imgclust.report_explorer import describe, explorer_data
+    from imgclust.report.explorer import describe, explorer_data
 
     (tmp_path / "assignments.csv").write_text(
         "id,cluster\n" + "".join(f"{i},{c}\n" for i, c in enumerate(inputs.clusters))
@@ -192,7 +192,7 @@ def test_beyond_the_budget_the_gallery_holds_a_stated_sample(tmp_path: Path) -> 
 
 
 def test_colour_and_large_images_become_small_colour_tiles() -> None:
-    from imgclust.plots.explorer import thumbnails, tile_size
+    from imgclust.report.plots.explorer import thumbnails, tile_size
 
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (3, 40, 100, 3), dtype=np.uint8)
@@ -210,7 +210,7 @@ def test_damaged_explorer_data_is_a_note_not_a_crash(
 ) -> None:
     import shutil
 
-    from imgclust.report_html import build_report
+    from imgclust.report.page import build_report
 
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
@@ -237,7 +237,7 @@ def test_damaged_explorer_data_is_a_note_not_a_crash(
 
 
 def test_other_commands_add_sections_through_the_hook(run: Path) -> None:
-    from imgclust import report_html
+    from imgclust.report import page as report_html
 
     def duplicates(run_dir: Path):
         return ("duplicates", "Near <duplicates>", "<p>3 groups</p>")
@@ -258,8 +258,8 @@ def test_other_commands_add_sections_through_the_hook(run: Path) -> None:
 
 
 def test_map_png_and_the_explorer_share_one_projection(tmp_path: Path, monkeypatch) -> None:
-    from imgclust.plots import PlotInputs, make_plots, projection
-    from imgclust.plots.options import PlotOptions
+    from imgclust.report.plots import PlotInputs, make_plots, projection
+    from imgclust.report.plots.options import PlotOptions
 
     calls = []
     real = projection.project
@@ -277,7 +277,7 @@ def test_map_png_and_the_explorer_share_one_projection(tmp_path: Path, monkeypat
 
 
 def test_umap_functions_compile_into_a_cache(monkeypatch, tmp_path: Path) -> None:
-    from imgclust.umap_support import cache_by_default, numba_cache_dir
+    from imgclust.kit.umap import cache_by_default, numba_cache_dir
 
     seen = []
     decorator = cache_by_default(lambda *a, **k: seen.append(k))
@@ -289,7 +289,7 @@ def test_umap_functions_compile_into_a_cache(monkeypatch, tmp_path: Path) -> Non
 
 
 def test_the_page_data_holds_views_a_wide_palette_and_island_labels(tmp_path):
-    from imgclust.report_explorer import explorer_data, island_labels, palette
+    from imgclust.report.explorer import explorer_data, island_labels, palette
 
     run = make_run(tmp_path, n=120, clusters=4)
     data = explorer_data(run)

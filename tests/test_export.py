@@ -16,9 +16,9 @@ from PIL import Image
 
 def finished_run(runs: Path, dataset: str, sets: list[str], k: int = 4) -> Path:
     """A finished ``dataset -> pca -> kmeans`` run folder (no plots)."""
-    from imgclust.config import resolve_config
-    from imgclust.plugins_host import get_registry, reset_host
-    from imgclust.runner import execute
+    from imgclust.engine.config import resolve_config
+    from imgclust.engine.runner import execute
+    from imgclust.stages.host import get_registry, reset_host
 
     reset_host()
     registry = get_registry()
@@ -226,7 +226,7 @@ def test_ids_that_name_files_outside_the_image_folder_are_refused(cli, folder_ru
 
 
 def test_a_failure_midway_leaves_no_output_and_no_temporary(cli, digits_run, tmp_path, monkeypatch):
-    from imgclust.commands import export
+    from imgclust.cli.commands import export
 
     written = []
 

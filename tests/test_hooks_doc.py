@@ -12,8 +12,8 @@ from typing import Protocol
 
 import pytest
 
-from imgclust import hookspecs, interfaces
-from imgclust.plugins_host import PluginHost, get_host
+from imgclust.stages import hookspecs, interfaces
+from imgclust.stages.host import PluginHost, get_host
 
 DOCS = Path(__file__).parent.parent / "docs"
 

@@ -154,7 +154,7 @@ def test_differing_sizes_are_an_error_naming_them_unless_a_size_is_given(tmp_pat
 
 
 def test_size_setting_parses_both_spellings(registry):
-    from imgclust.settings import resolve
+    from imgclust.stages.settings import resolve
 
     factory = registry.get("datasets", "image-folder").target
     for text in ("28x28", "28,28"):

@@ -12,8 +12,8 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits
 
 import imgclust
-from imgclust.image_issues import find_issues
-from imgclust.label_review import review_labels
+from imgclust.results.image_issues import find_issues
+from imgclust.results.label_review import review_labels
 
 
 def digits_uint8() -> np.ndarray:

@@ -11,8 +11,7 @@ import pytest
 
 import imgclust
 from imgclust.errors import SettingsError
-from imgclust.interfaces import UsesInvariances
-from imgclust.invariances import (
+from imgclust.kit.invariances import (
     QUERIES,
     REFERENCES,
     TRANSFORMS,
@@ -22,7 +21,8 @@ from imgclust.invariances import (
     measure,
     symmetry_group,
 )
-from imgclust.report_html import build_report, invariances_table
+from imgclust.report.page import build_report, invariances_table
+from imgclust.stages.interfaces import UsesInvariances
 
 
 def digits_images() -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 # what the self-label recipes did: predict with fresh models of one shape, enough to retrace
 RETRACING = """
 import numpy as np
-from imgclust.keras_support import import_keras
+from imgclust.kit.keras import import_keras
 keras = import_keras()
 for size in range(4, 11):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])

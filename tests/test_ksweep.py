@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgclust.arrays import sample_index
 from imgclust.errors import DataError, SettingsError
-from imgclust.ksweep import choose, parse_range, sweep, write
+from imgclust.kit.arrays import sample_index
+from imgclust.results.ksweep import choose, parse_range, sweep, write
 
 DIGITS = ["--dataset", "digits", "--encoder", "pca", "--set", "encoder.n_components=10"]
 

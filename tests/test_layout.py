@@ -11,20 +11,21 @@ import pytest
 CORE = Path(__file__).resolve().parent.parent / "core"
 # What plots and the report must not reach up to: the flow that runs them, and the CLI.
 ABOVE_REPORTING = (
-    "imgclust.runner",
-    "imgclust.persist",
-    "imgclust.config",
-    "imgclust.cli",
-    "imgclust.commands",
+    "imgclust.engine.runner",
+    "imgclust.engine.persist",
+    "imgclust.engine.config",
+    "imgclust.cli.app",
+    "imgclust.cli.commands",
     "imgclust.api",
-    "imgclust.rundata",
-    "imgclust.plugins_host",
+    "imgclust.after.rundata",
+    "imgclust.stages.host",
     "imgclust.plugins",
 )
 
 
 def module_name(path: Path) -> str:
-    """``core/plots/stage.py`` -> ``imgclust.plots.stage`` (a package's ``__init__`` is itself)."""
+    """``core/report/plots/stage.py`` -> ``imgclust.report.plots.stage`` (a package's
+    ``__init__`` is itself)."""
     parts = ["imgclust", *path.relative_to(CORE).with_suffix("").parts]
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
@@ -62,8 +63,8 @@ REPORTING = [p for p in CORE_FILES if "plots" in p.relative_to(CORE).parts] + [
 
 def test_the_scan_sees_the_core_and_resolves_relative_imports():
     assert len(CORE_FILES) > 30 and CORE / "io" / "images.py" in CORE_FILES
-    assert "imgclust.arrays.sample_index" in imported(CORE / "plots" / "projection.py")
-    assert "imgclust.plots.inputs" in imported(CORE / "rundata.py")
+    assert "imgclust.kit.arrays.sample_index" in imported(CORE / "plots" / "projection.py")
+    assert "imgclust.report.plots.inputs" in imported(CORE / "rundata.py")
     assert reaches(imported(CORE / "rundata.py"), ABOVE_REPORTING)  # the check can fail
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imgclust.metrics import (
+from imgclust.results.metrics import (
     clustering_accuracy,
     composition,
     describe_cluster,

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 import imgclust
+from imgclust.engine.persist import FORMAT_VERSION, MANIFEST, read_manifest, save_pipeline
+from imgclust.engine.pipeline import Pipeline, load_pipeline
+from imgclust.engine.stage import Stage
 from imgclust.errors import DataError, ImgclustError, PluginError
-from imgclust.hookspecs import hookimpl
-from imgclust.interfaces import ImageSet, can_predict
-from imgclust.persist import FORMAT_VERSION, MANIFEST, read_manifest, save_pipeline
-from imgclust.pipeline import Pipeline, load_pipeline
-from imgclust.plugins_host import get_host, get_registry
-from imgclust.stage import Stage
+from imgclust.stages.hookspecs import hookimpl
+from imgclust.stages.host import get_host, get_registry
+from imgclust.stages.interfaces import ImageSet, can_predict
 
 FAST = ["--dataset", "digits", "--encoder", "pca", "--clusterer", "kmeans", "--no-plots"]
 SMALL = [
@@ -45,7 +45,7 @@ def digits(limit: int | None = None) -> ImageSet:
 
 
 def run_cli(*args: str) -> None:
-    from imgclust.cli import main
+    from imgclust.cli.app import main
 
     try:
         main([str(a) for a in args])
@@ -56,7 +56,7 @@ def run_cli(*args: str) -> None:
 @pytest.fixture(scope="module")
 def fitted_run(tmp_path_factory) -> Path:
     """One finished digits + pca + kmeans run, shared (read-only) by the tests below."""
-    from imgclust.plugins_host import reset_host
+    from imgclust.stages.host import reset_host
 
     reset_host()
     runs = tmp_path_factory.mktemp("runs")
@@ -135,7 +135,7 @@ def _blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _small_settings(factory) -> dict:
-    from imgclust.settings import settings_of
+    from imgclust.stages.settings import settings_of
 
     known = settings_of(factory)
     wanted = {"n_clusters": 3, "min_cluster_size": 10}

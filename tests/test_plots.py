@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from imgclust.errors import SettingsError
-from imgclust.plots import PlotInputs, PlotOptions, make_plots, options_from_env
-from imgclust.plots.confusion import confusion_table
-from imgclust.plots.projection import choose_method, project
+from imgclust.report.plots import PlotInputs, PlotOptions, make_plots, options_from_env
+from imgclust.report.plots.confusion import confusion_table
+from imgclust.report.plots.projection import choose_method, project
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAIN_PLOTS = ("reconstructions.png", "clusters.png", "map.png", "confusion.png", "training.png")
@@ -242,7 +242,10 @@ def test_importing_the_package_does_not_import_matplotlib() -> None:
     import subprocess
     import sys
 
-    code = "import sys, imgclust.plots, imgclust.report_html; print('matplotlib' in sys.modules)"
+    code = (
+        "import sys, imgclust.report.plots, imgclust.report.page; "
+        "print('matplotlib' in sys.modules)"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )

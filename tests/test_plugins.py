@@ -15,8 +15,8 @@ import pytest
 from thirdparty import MEDIAN_CLUSTERER, make_distribution
 
 from imgclust.errors import PluginError
-from imgclust.hookspecs import hookimpl
-from imgclust.plugins_host import PluginHost, get_host, reset_host
+from imgclust.stages.hookspecs import hookimpl
+from imgclust.stages.host import PluginHost, get_host, reset_host
 
 BUNDLED = {"digits", "arrays", "basic-encoders", "sklearn-clusterers", "recipes"}
 
@@ -251,7 +251,7 @@ def test_unknown_names_suggest_the_nearest(registry):
 def test_light_commands_import_no_heavy_library(argv):
     code = (
         "import sys\n"
-        "from imgclust.cli import main\n"
+        "from imgclust.cli.app import main\n"
         f"sys.argv = ['imgclust'] + {argv!r}\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "heavy = ('tensorflow', 'keras', 'umap', 'numba', 'hdbscan', 'torch', 'matplotlib')\n"
@@ -333,7 +333,7 @@ def test_a_hookspec_that_grows_an_argument_still_calls_old_implementations():
     """A spec gaining an argument (as llm's register_models did) keeps older plugins working."""
     import pluggy
 
-    from imgclust.hookspecs import hookspec
+    from imgclust.stages.hookspecs import hookspec
 
     class GrownSpecs:
         @hookspec
@@ -628,8 +628,8 @@ def test_stage_failures_keep_the_original_exception(third_party, monkeypatch):
     """The one-line error's cause is the plugin's exception; IMGCLUST_DEBUG lets it through."""
     import numpy as np
 
-    from imgclust.pipeline import Pipeline
-    from imgclust.stage import Stage
+    from imgclust.engine.pipeline import Pipeline
+    from imgclust.engine.stage import Stage
 
     third_party("acme-imgclust", "tp_acme", FAULTY_STAGES, version="0.2")
     registry = get_host().registry
@@ -653,8 +653,8 @@ def test_a_stage_built_by_hand_is_not_credited_to_a_registered_plugin(third_part
     """A hand-made stage that shares a registered name is not blamed on that plugin."""
     import numpy as np
 
-    from imgclust.pipeline import Pipeline
-    from imgclust.stage import Stage
+    from imgclust.engine.pipeline import Pipeline
+    from imgclust.engine.stage import Stage
 
     third_party("acme-imgclust", "tp_acme", FAULTY_STAGES, version="0.2")
     assert "hog" in get_host().registry.names("encoders")
@@ -694,7 +694,7 @@ def test_plugin_objects_that_cannot_be_hashed_are_called_one_at_a_time_too():
 
 
 def test_set_reaches_a_qualified_stage_by_its_bare_name():
-    from imgclust.config import apply_sets
+    from imgclust.engine.config import apply_sets
 
     config = {"encoder": [{"name": "basic-encoders:flatten"}, {"name": "basic-encoders:pca"}]}
     result = apply_sets(config, ["encoder.pca.n_components=5"])

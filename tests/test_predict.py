@@ -25,8 +25,8 @@ def digit_images() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def fitted_run(tmp_path_factory) -> Path:
     """One finished digits + pca + kmeans run, shared (read-only) by the tests below."""
-    from imgclust.cli import main
-    from imgclust.plugins_host import reset_host
+    from imgclust.cli.app import main
+    from imgclust.stages.host import reset_host
 
     reset_host()
     runs = tmp_path_factory.mktemp("runs")

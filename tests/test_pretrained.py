@@ -67,7 +67,7 @@ def test_save_and_load_give_identical_features_without_the_weights_setting(tmp_p
 def test_offline_imagenet_weights_is_one_line_naming_the_file_and_the_alternatives(
     monkeypatch, tmp_path
 ):
-    from imgclust.keras_support import import_keras
+    from imgclust.kit.keras import import_keras
 
     keras = import_keras()
 

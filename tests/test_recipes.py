@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from imgclust.config import read_toml, resolve_config
+from imgclust.engine.config import read_toml, resolve_config
 
 RECIPES = ["article", "pixels-kmeans", "article-umap-gmm", "n2d", "deskew-umap-gmm"]
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import imgclust
-from imgclust.config import resolve_config, to_toml
+from imgclust.engine.config import resolve_config, to_toml
 from imgclust.errors import SettingsError
-from imgclust.metrics import external_scores
-from imgclust.plugins_host import get_host
+from imgclust.results.metrics import external_scores
+from imgclust.stages.host import get_host
 from imgclust.testing import check_refiner, sample_images
 
 

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from imgclust.hookspecs import hookimpl
+from imgclust.stages.hookspecs import hookimpl
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SMALL = [
@@ -28,7 +28,7 @@ PCA = [*SMALL, "--encoder", "pca", "--set", "encoder.n_components=10"]
 
 def invoke(*args: object) -> SimpleNamespace:
     """The CLI in-process (as the ``cli`` fixture, usable from a module-scoped fixture)."""
-    from imgclust.cli import main
+    from imgclust.cli.app import main
 
     out, err = io.StringIO(), io.StringIO()
     code = 0
@@ -136,7 +136,7 @@ def test_no_plots_draws_nothing_and_report_draws_them_without_refitting(
     assert "plots" not in json.loads((folder / "metrics.json").read_text())["timings"]
     before = {n: (folder / n).read_bytes() for n in ("assignments.csv", "embeddings.npy")}
 
-    from imgclust.pipeline import Pipeline
+    from imgclust.engine.pipeline import Pipeline
 
     def refit(*args, **kwargs):
         raise AssertionError("imgclust report must not refit")
@@ -188,7 +188,7 @@ class FakeAutoencoder:
 
 
 def register_fake_autoencoder() -> None:
-    from imgclust.plugins_host import get_host
+    from imgclust.stages.host import get_host
 
     @hookimpl
     def register_encoders(register):
@@ -227,14 +227,14 @@ def test_reconstructions_and_training_are_redrawn_from_the_saved_pipeline(
 def test_a_failing_plot_or_report_does_not_lose_the_run(
     cli, runs_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import imgclust.plots.confusion
-    import imgclust.report_html
+    import imgclust.report.page
+    import imgclust.report.plots.confusion
 
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(imgclust.plots.confusion, "plot_confusion", boom)
-    monkeypatch.setattr(imgclust.report_html, "build_report", boom)
+    monkeypatch.setattr(imgclust.report.plots.confusion, "plot_confusion", boom)
+    monkeypatch.setattr(imgclust.report.page, "build_report", boom)
     result = cli("run", *PCA, "--runs-dir", runs_dir, "--json")
     folder = run_folder_of(result)
     assert "warning: plots/confusion.png not written: RuntimeError: boom" in result.stderr
@@ -249,15 +249,16 @@ def test_a_failing_plot_or_report_does_not_lose_the_run(
 
 
 def test_the_failures_are_one_line_warnings(cli, runs_dir: Path, monkeypatch) -> None:
-    import imgclust.plots.stage
-    import imgclust.report_html
+    import imgclust.report.page
+    import imgclust.report.plots.stage
 
     lines: list[str] = []
-    monkeypatch.setattr(imgclust.report_html, "build_report", lambda run_dir: 1 / 0)
-    assert imgclust.report_html.write_report_quietly(runs_dir, lines.append) is None
+    monkeypatch.setattr(imgclust.report.page, "build_report", lambda run_dir: 1 / 0)
+    assert imgclust.report.page.write_report_quietly(runs_dir, lines.append) is None
     assert lines == ["warning: report.html not written: ZeroDivisionError: division by zero"]
     lines.clear()
-    seconds = imgclust.plots.stage.plot_run(SimpleNamespace(), lines.append)  # not a run result
+    not_a_run_result = SimpleNamespace()
+    seconds = imgclust.report.plots.stage.plot_run(not_a_run_result, lines.append)
     assert seconds >= 0 and len(lines) == 1 and lines[0].startswith("warning: plots not written:")
 
 

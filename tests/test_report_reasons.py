@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from imgclust.hookspecs import hookimpl
-from imgclust.plots.figure import SkipPlot
-from imgclust.plots.inputs import NO_AUTOENCODER
-from imgclust.plots.reconstructions import reconstructor
+from imgclust.report.plots.figure import SkipPlot
+from imgclust.report.plots.inputs import NO_AUTOENCODER
+from imgclust.report.plots.reconstructions import reconstructor
+from imgclust.stages.hookspecs import hookimpl
 
 SMALL = [
     "--dataset", "digits", "--set", "dataset.limit=200", "--clusterer", "kmeans",
@@ -65,7 +65,7 @@ def test_a_pipeline_of_pca_then_pca_says_it_has_no_autoencoder(cli, runs_dir):
 
 
 def test_an_autoencoder_whose_fitted_pipeline_is_gone_says_that(cli, runs_dir):
-    from imgclust.plugins_host import get_host
+    from imgclust.stages.host import get_host
 
     get_host().register(
         SimpleNamespace(

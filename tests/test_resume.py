@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from imgclust.arrays import as_matrix
-from imgclust.hookspecs import hookimpl
-from imgclust.plugins_host import get_host
+from imgclust.kit.arrays import as_matrix
+from imgclust.stages.hookspecs import hookimpl
+from imgclust.stages.host import get_host
 
 RUN = [
     "--dataset",
@@ -122,7 +122,7 @@ def test_an_interrupted_run_resumes_and_finishes_the_same(cli, runs_dir, tmp_pat
     assert (done / "assignments.csv").read_text() == (finished / "assignments.csv").read_text()
     assert np.array_equal(np.load(done / "embeddings.npy"), np.load(finished / "embeddings.npy"))
 
-    from imgclust.pipeline import load_pipeline
+    from imgclust.engine.pipeline import load_pipeline
     from imgclust.plugins.digits import DigitsDataset
 
     labels = load_pipeline(finished).predict(DigitsDataset(limit=500).load("all").images)
@@ -172,7 +172,7 @@ def test_resume_errors_are_one_clear_line(cli, runs_dir, tmp_path):
 
 @pytest.mark.slow
 def test_conv_ae_resumes_from_its_checkpoint(cli, runs_dir, monkeypatch):
-    from imgclust.plugins_host import get_registry
+    from imgclust.stages.host import get_registry
 
     if "conv-ae" not in get_registry().names("encoders"):
         pytest.skip("the conv-ae encoder is not installed")
@@ -235,9 +235,9 @@ def test_an_interrupted_resume_keeps_the_folder_it_did_not_create(cli, runs_dir,
 
 
 def test_the_kept_folder_travels_on_the_exception(registry, runs_dir):
-    from imgclust.config import resolve_config
-    from imgclust.resume import kept_folder
-    from imgclust.runner import execute
+    from imgclust.engine.config import resolve_config
+    from imgclust.engine.resume import kept_folder
+    from imgclust.engine.runner import execute
 
     config = resolve_config(
         registry,
@@ -281,16 +281,16 @@ def test_a_full_disk_after_a_checkpoint_keeps_the_run_to_resume(cli, runs_dir, m
     import errno
     import os
 
-    import imgclust.atomic
+    import imgclust.io.atomic
 
-    real = imgclust.atomic.write_bytes
+    real = imgclust.io.atomic.write_bytes
 
     def full(path, data, **options):
         if Path(path).name == "embeddings.npy":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(path, data, **options)
 
-    monkeypatch.setattr(imgclust.atomic, "write_bytes", full)
+    monkeypatch.setattr(imgclust.io.atomic, "write_bytes", full)
     result = cli("run", *RUN, "--runs-dir", runs_dir)
     [incomplete] = folders(runs_dir)
     assert result.exit_code != 0 and "Traceback" not in result.stderr
@@ -298,7 +298,7 @@ def test_a_full_disk_after_a_checkpoint_keeps_the_run_to_resume(cli, runs_dir, m
         f"Error: cannot write the run folder {str(incomplete)!r}: No space left on device; "
         f"resume with: imgclust run --resume {incomplete}"
     )
-    monkeypatch.setattr(imgclust.atomic, "write_bytes", real)
+    monkeypatch.setattr(imgclust.io.atomic, "write_bytes", real)
     assert cli("run", "--resume", incomplete).exit_code == 0
     [finished] = folders(runs_dir)
     assert (finished / "embeddings.npy").is_file() and not finished.name.endswith(".incomplete")

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from imgclust.hookspecs import hookimpl
-from imgclust.plugins_host import get_host
+from imgclust.stages.hookspecs import hookimpl
+from imgclust.stages.host import get_host
 
 FAST = ["--dataset", "digits", "--encoder", "pca", "--clusterer", "kmeans"]
 
@@ -23,9 +23,9 @@ def run_folders(runs_dir: Path) -> list[Path]:
 def test_run_folder_names_and_report_titles_include_refiners(registry, tmp_path):
     from datetime import datetime
 
-    from imgclust.config import resolve_config
-    from imgclust.report_html import build_report
-    from imgclust.runfolder import run_name
+    from imgclust.engine.config import resolve_config
+    from imgclust.io.runfolder import run_name
+    from imgclust.report.page import build_report
 
     config = resolve_config(registry, recipe="pca-kmeans-recluster", dataset="digits")
     name = run_name(config, datetime(2026, 1, 2, 3, 4, 5))
@@ -161,7 +161,7 @@ def test_fit_split_differs_from_the_clustered_split(cli, runs_dir):
 
 
 def test_run_folders_are_never_overwritten(runs_dir):
-    from imgclust.runfolder import create_incomplete, finalise
+    from imgclust.io.runfolder import create_incomplete, finalise
 
     first = finalise(create_incomplete(runs_dir, "same"))
     second = finalise(create_incomplete(runs_dir, "same"))
@@ -341,7 +341,7 @@ def test_bad_input_gets_one_line_and_no_run_folder(case, cli, tmp_path, runs_dir
 def test_files_written_whole_are_readable_like_ordinary_files(tmp_path):
     import os
 
-    from imgclust import atomic
+    from imgclust.io import atomic
 
     path = atomic.write_text(tmp_path / "a.txt", "hello")
     mask = os.umask(0)

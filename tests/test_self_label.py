@@ -7,9 +7,9 @@ import pytest
 
 import imgclust
 from imgclust.errors import DataError, SettingsError
-from imgclust.metrics import external_scores
 from imgclust.plugins.dec import DEC
 from imgclust.plugins.self_label import SelfLabel, _matched, _most_confident
+from imgclust.results.metrics import external_scores
 from imgclust.testing import check_refiner
 
 SMALL_SELF_LABEL = {"rounds": 1, "epochs": 1, "filters": (8,), "dense": 16}

@@ -9,7 +9,7 @@ from typing import Literal
 import pytest
 
 from imgclust.errors import SettingsError
-from imgclust.settings import convert, resolve, settings_of
+from imgclust.stages.settings import convert, resolve, settings_of
 
 
 def factory(
@@ -106,9 +106,9 @@ def test_count_or_fraction_keeps_what_was_written(value, expected):
 
 def test_a_count_or_fraction_setting_reaches_optics_as_an_int(cli, runs_dir):
     """scikit-learn's OPTICS refuses min_samples=30.0; an ``int | float`` setting passes 30."""
-    from imgclust.hookspecs import hookimpl
-    from imgclust.plugins_host import get_host
-    from imgclust.sklearn_adapter import SklearnClusterer, lazy_estimator
+    from imgclust.kit.sklearn import SklearnClusterer, lazy_estimator
+    from imgclust.stages.hookspecs import hookimpl
+    from imgclust.stages.host import get_host
 
     def optics(min_samples: int | float = 5, min_cluster_size: int | float | None = None):
         """OPTICS: density clusters; counts or fractions of the points."""
@@ -177,8 +177,8 @@ def test_a_description_over_several_lines_is_kept_whole():
 def test_list_shows_a_long_description_whole_and_wrapped(cli, monkeypatch):
     from types import SimpleNamespace
 
-    from imgclust.hookspecs import hookimpl
-    from imgclust.plugins_host import get_host
+    from imgclust.stages.hookspecs import hookimpl
+    from imgclust.stages.host import get_host
 
     monkeypatch.setenv("COLUMNS", "72")
     get_host().register(

@@ -17,9 +17,9 @@ from PIL import Image
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A finished digits (300) -> pca -> kmeans run, shared read-only."""
-    from imgclust.config import resolve_config
-    from imgclust.plugins_host import get_registry, reset_host
-    from imgclust.runner import execute
+    from imgclust.engine.config import resolve_config
+    from imgclust.engine.runner import execute
+    from imgclust.stages.host import get_registry, reset_host
 
     reset_host()
     registry = get_registry()
@@ -110,7 +110,7 @@ def test_the_table_shows_each_query_and_more_neighbours_than_the_graph_holds(cli
 
 # The index ---------------------------------------------------------------------------------
 def test_the_index_is_built_once_and_reused(cli, own_run):
-    from imgclust.neighbours import GRAPH_K
+    from imgclust.after.neighbours import GRAPH_K
 
     assert not (own_run / "index").exists()
     first = cli("similar", own_run, "--id", "digits-3")
@@ -166,8 +166,8 @@ def test_a_damaged_or_stale_index_is_built_again(cli, own_run, damage):
     assert "rebuilding the neighbour index" in result.stderr
     if damage != "stale":
         assert result.stdout == good.stdout
-    from imgclust.finished import open_run, read_run_features
-    from imgclust.neighbours import features_digest, load_index
+    from imgclust.after.finished import open_run, read_run_features
+    from imgclust.after.neighbours import features_digest, load_index
 
     features = read_run_features(open_run(own_run, "test"))
     loaded, reason = load_index(index, features, features_digest(own_run / "embeddings.npy"))
@@ -195,7 +195,7 @@ def test_an_index_json_imgclust_cannot_read_is_not_taken_for_its_own(cli, own_ru
 def test_a_run_folder_that_cannot_take_the_index_is_still_searched(cli, own_run, monkeypatch):
     import errno
 
-    from imgclust import neighbours
+    from imgclust.after import neighbours
 
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")

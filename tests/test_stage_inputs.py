@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from imgclust.hookspecs import hookimpl
-from imgclust.interfaces import ImageSet
-from imgclust.plugins_host import get_host
+from imgclust.stages.hookspecs import hookimpl
+from imgclust.stages.host import get_host
+from imgclust.stages.interfaces import ImageSet
 
 SEEN: dict[str, list] = {}
 

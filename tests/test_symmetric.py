@@ -11,8 +11,8 @@ import pytest
 
 import imgclust
 from imgclust.errors import DataError
-from imgclust.metrics import external_scores
 from imgclust.plugins.symmetric import STATE_FILE, SymmetricPCA
+from imgclust.results.metrics import external_scores
 from tests.test_invariances import digits_images, mirrored_at_random
 
 

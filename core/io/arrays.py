@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, ImgclustError, SettingsError
-from ..memory import check_bytes, check_inflation, nbytes_of
-from .bounded import NpyHeader, check_npy_payload, read_npy, read_npy_header, read_npz
-from .paths import check_input_file
+from imgclust.errors import DataError, ImgclustError, SettingsError
+from imgclust.io.bounded import NpyHeader, check_npy_payload, read_npy, read_npy_header, read_npz
+from imgclust.io.memory import check_bytes, check_inflation, nbytes_of
+from imgclust.io.paths import check_input_file
 
 IMAGE_KEYS = ("x", "images", "x_train", "arr_0")
 LABEL_KEYS = ("y", "labels", "y_train")
@@ -40,7 +40,7 @@ def load_arrays(
 
     ``class_names`` (comma-separated, or a text file of one name a line) names integer labels;
     without it an ``.npz``'s own ``class_names`` text member does."""
-    from imgclust.interfaces import ImageSet
+    from imgclust.stages.interfaces import ImageSet
 
     images, labels, info = read_arrays(path, images_key, labels_key)
     if labels_path is not None:
@@ -77,7 +77,7 @@ def read_arrays(
     """(images, labels or None, info) from a ``.npy`` or ``.npz``, memory-mapped where possible.
 
     Headers are read and checked before any data: a damaged header, an object array or a member
-    that would inflate past :func:`imgclust.memory.max_bytes` is refused in one line.
+    that would inflate past :func:`imgclust.io.memory.max_bytes` is refused in one line.
     ``key_hint`` ends the message for an ``.npz`` without images: what the caller can do.
     """
     if not path.exists():
@@ -315,7 +315,7 @@ def _as_image_dtype(images: Any, source: str) -> Any:
             )
         return _convert(images, np.uint8, lambda c: c.astype(np.uint8))
     if dtype.kind == "f":
-        from ..interfaces import check_scale
+        from imgclust.stages.interfaces import check_scale
 
         check_scale(images, source)  # floats are in [0, 1] or refused: never divided here
         if dtype == np.float32:
@@ -505,7 +505,7 @@ class InMemoryImages:
 def in_memory_images(images: Any, labels: Any = None, ids: Any = None) -> Any:
     """Arrays from Python as a checked ImageSet: images (N, H, W), (N, H, W, C) or (N, C, H, W);
     labels one number or text per image, or None; ids one unique name per image, or None."""
-    from ..interfaces import ImageSet
+    from imgclust.stages.interfaces import ImageSet
 
     source = "imgclust.run(images=...)"
     if not hasattr(images, "shape") or not hasattr(images, "dtype"):

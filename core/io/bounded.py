@@ -2,7 +2,7 @@
 (a ``.keras`` file's ``config.json``) and ``.npy`` files.
 
 Every member's declared size is checked before any of its data is read: against the memory
-bound (:func:`imgclust.memory.check_bytes`), against its compressed size (a decompression bomb
+bound (:func:`imgclust.io.memory.check_bytes`), against its compressed size (a decompression bomb
 inflates far past it), and, for arrays, against what the ``.npy`` header claims. Each member is
 then inflated once, straight into the array that keeps it, and must hold exactly what it
 declared. This is the one way imgclust reads ``np.load``-style files it did not just write.
@@ -17,8 +17,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..errors import DataError, ImgclustError
-from ..memory import check_bytes, check_inflation, human, nbytes_of
+from imgclust.errors import DataError, ImgclustError
+from imgclust.io.memory import check_bytes, check_inflation, human, nbytes_of
 
 MAX_MEMBERS = 4096  # members an archive may list (each costs a header read)
 TEXT_BYTES = 16 * 2**20  # a JSON member (config.json) larger than this is not a config

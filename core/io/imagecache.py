@@ -34,8 +34,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .. import atomic
-from ..errors import DataError
+from imgclust.errors import DataError
+from imgclust.io import atomic
 
 FOLDER_CACHE = ".imgclust-cache"
 FORMAT = 1

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
-from .arrays import arrange, check_labels, read_arrays
-from .images import (
+from imgclust.errors import DataError
+from imgclust.io.arrays import arrange, check_labels, read_arrays
+from imgclust.io.images import (
     DEFAULT_EXTENSIONS,
     FITS,
     FolderReading,
@@ -26,7 +26,7 @@ from .images import (
     load_image_files,
     scan_folder,
 )
-from .paths import check_input_file
+from imgclust.io.paths import check_input_file
 
 ARRAY_SUFFIXES = (".npy", ".npz")
 

@@ -10,7 +10,7 @@ import os
 import stat
 from pathlib import Path
 
-from ..errors import DataError
+from imgclust.errors import DataError
 
 
 def check_input_file(path: Path | str, what: str = "input", *, folders: bool = False) -> None:

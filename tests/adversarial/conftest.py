@@ -11,9 +11,9 @@ import pytest
 @pytest.fixture(scope="session")
 def pristine_run(tmp_path_factory) -> Path:
     """A finished digits -> pca -> kmeans run (no plots); copy it before changing anything."""
-    from imgclust.config import resolve_config
-    from imgclust.plugins_host import get_registry, reset_host
-    from imgclust.runner import execute
+    from imgclust.engine.config import resolve_config
+    from imgclust.engine.runner import execute
+    from imgclust.stages.host import get_registry, reset_host
 
     reset_host()
     registry = get_registry()

@@ -43,7 +43,7 @@ JSON = st.recursive(
 
 
 def _toml_scalar(value) -> str:
-    from imgclust.config import _toml_value
+    from imgclust.engine.config import _toml_value
 
     return _toml_value(value)
 
@@ -68,7 +68,7 @@ def _safe(value) -> str:
 
 
 def registry():
-    from imgclust.plugins_host import get_registry
+    from imgclust.stages.host import get_registry
 
     return get_registry()
 
@@ -77,7 +77,7 @@ def registry():
 @FUZZ
 @given(lines=st.lists(TOML_LINES, max_size=12))
 def test_config_text_fuzz(lines: list[str]):
-    from imgclust.config import normalise, read_toml, validate
+    from imgclust.engine.config import normalise, read_toml, validate
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "c.toml"
@@ -91,7 +91,7 @@ def test_config_text_fuzz(lines: list[str]):
 @FUZZ
 @given(data=st.binary(max_size=200))
 def test_config_bytes_fuzz(data: bytes):
-    from imgclust.config import normalise, read_toml, validate
+    from imgclust.engine.config import normalise, read_toml, validate
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "c.toml"
@@ -105,7 +105,7 @@ def test_config_bytes_fuzz(data: bytes):
 @FUZZ
 @given(config=st.dictionaries(KEYS, JSON, max_size=6))
 def test_config_mapping_fuzz(config: dict):
-    from imgclust.config import normalise, validate
+    from imgclust.engine.config import normalise, validate
 
     base = {"dataset": "digits", "encoder": "pca", "clusterer": "kmeans"}
     try:
@@ -133,7 +133,7 @@ SET_TARGETS = st.sampled_from(
     )
 )
 def test_set_fuzz(sets: list[str]):
-    from imgclust.config import resolve_config
+    from imgclust.engine.config import resolve_config
 
     try:
         resolve_config(
@@ -161,8 +161,8 @@ def _manifest_fields() -> st.SearchStrategy:
 @FUZZ
 @given(changes=_manifest_fields(), drop=st.lists(st.text(max_size=12), max_size=3))
 def test_manifest_fuzz(pristine_run: Path, changes: dict, drop: list[str]):
-    from imgclust.persist import read_manifest
-    from imgclust.pipeline import load_pipeline
+    from imgclust.engine.persist import read_manifest
+    from imgclust.engine.pipeline import load_pipeline
 
     with tempfile.TemporaryDirectory() as folder:
         run = Path(folder) / "run"
@@ -183,7 +183,7 @@ def test_manifest_fuzz(pristine_run: Path, changes: dict, drop: list[str]):
 @FUZZ
 @given(text=st.binary(max_size=300))
 def test_manifest_bytes_fuzz(pristine_run: Path, text: bytes):
-    from imgclust.pipeline import load_pipeline
+    from imgclust.engine.pipeline import load_pipeline
 
     with tempfile.TemporaryDirectory() as folder:
         run = Path(folder) / "run"

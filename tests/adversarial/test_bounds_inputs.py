@@ -106,7 +106,7 @@ def test_npz_member_over_the_memory_bound_is_refused(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("value", ["lots", "-5", "0", "1e999999"])
 def test_bad_max_bytes_setting_is_one_line(tmp_path, monkeypatch, value):
-    from imgclust.memory import max_bytes
+    from imgclust.io.memory import max_bytes
 
     monkeypatch.setenv("IMGCLUST_MAX_BYTES", value)
     with pytest.raises(SettingsError, match="IMGCLUST_MAX_BYTES"):
@@ -195,7 +195,7 @@ def test_bad_stage_seeds_are_one_line(cli, runs_dir, assignment):
 
 
 def test_edge_seeds_are_accepted(registry):
-    from imgclust.config import resolve_config
+    from imgclust.engine.config import resolve_config
 
     for seed in (0, 2**32 - 1):
         config = resolve_config(
@@ -234,7 +234,7 @@ def test_arrays_limit_keeps_the_first_images_and_their_labels(tmp_path):
 
 # Degenerate data ---------------------------------------------------------------------------
 def test_identical_images_are_flagged_and_not_scored(cli, tmp_path, runs_dir):
-    from imgclust.metrics import DegenerateWarning
+    from imgclust.results.metrics import DegenerateWarning
 
     image = np.random.default_rng(0).integers(0, 256, (1, 8, 8, 1), dtype=np.uint8)
     np.save(tmp_path / "same.npy", image.repeat(1000, axis=0))
@@ -259,7 +259,7 @@ def test_identical_images_are_flagged_and_not_scored(cli, tmp_path, runs_dir):
 
 
 def test_noise_split_clusters_get_no_internal_scores():
-    from imgclust.metrics import degeneracy, internal_scores
+    from imgclust.results.metrics import degeneracy, internal_scores
 
     rng = np.random.default_rng(0)
     features = np.ones((600, 5), np.float32) + rng.normal(0, 1e-9, (600, 5)).astype(np.float32)
@@ -269,7 +269,7 @@ def test_noise_split_clusters_get_no_internal_scores():
 
 
 def test_fewer_distinct_points_than_clusters_is_degenerate():
-    from imgclust.metrics import degeneracy, internal_scores
+    from imgclust.results.metrics import degeneracy, internal_scores
 
     base = np.array([[0.0, 0.0], [5.0, 5.0]], np.float32)
     features = base.repeat(300, axis=0) + np.float32(1e-9) * np.arange(600)[:, None]
@@ -280,7 +280,7 @@ def test_fewer_distinct_points_than_clusters_is_degenerate():
 
 
 def test_sound_clusters_are_still_scored():
-    from imgclust.metrics import degeneracy, internal_scores
+    from imgclust.results.metrics import degeneracy, internal_scores
 
     rng = np.random.default_rng(0)
     features = np.concatenate([rng.normal(c, 0.1, (100, 3)) for c in (0, 3, 6)])
@@ -290,8 +290,8 @@ def test_sound_clusters_are_still_scored():
 
 
 def test_sweep_on_identical_features_says_why():
-    from imgclust.ksweep import sweep
-    from imgclust.plugins_host import get_registry
+    from imgclust.results.ksweep import sweep
+    from imgclust.stages.host import get_registry
 
     factory = get_registry().get("clusterers", "kmeans").target
     with pytest.raises(DataError, match="same point"):
@@ -306,7 +306,7 @@ def test_required_setting_hint_is_a_valid_set(cli, runs_dir):
 
 
 def test_required_encoder_setting_hint_names_the_encoder():
-    from imgclust.settings import resolve
+    from imgclust.stages.settings import resolve
 
     def factory(needed: int, other: int = 1) -> None:
         """A stage with a required setting."""

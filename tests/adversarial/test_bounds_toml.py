@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imgclust.config import to_toml
+from imgclust.engine.config import to_toml
 from imgclust.errors import SettingsError
 
 if sys.version_info >= (3, 11):

@@ -42,7 +42,7 @@ def ignored_line(source: Path, address: str) -> str:
 
 
 def test_run_config_and_resume_never_join_the_dask_address_in_process(pristine_run, tmp_path, cli):
-    from imgclust.config import ConfigDaskIgnoredWarning
+    from imgclust.engine.config import ConfigDaskIgnoredWarning
 
     folder = tmp_path / "runs" / f"{pristine_run.name}.incomplete"
     shutil.copytree(pristine_run, folder)
@@ -90,7 +90,7 @@ def test_run_resume_never_joins_the_dask_address_of_the_folder(pristine_run, tmp
 
 def test_the_python_api_needs_an_explicit_argument_for_a_config_files_dask(pristine_run, tmp_path):
     import imgclust
-    from imgclust.config import ConfigDaskIgnoredWarning
+    from imgclust.engine.config import ConfigDaskIgnoredWarning
 
     with raw_server(reply=b"\xff" * 64, lifetime=20) as scheduler:
         config = with_dask(pristine_run / "config.toml", scheduler.address, tmp_path / "c.toml")
@@ -105,8 +105,8 @@ def test_the_python_api_needs_an_explicit_argument_for_a_config_files_dask(prist
 
 
 def test_the_command_lines_dask_replaces_the_config_files_without_a_word(pristine_run, tmp_path):
-    from imgclust.config import resolve_config
-    from imgclust.plugins_host import get_registry
+    from imgclust.engine.config import resolve_config
+    from imgclust.stages.host import get_registry
 
     config = with_dask(pristine_run / "config.toml", "tcp://127.0.0.1:1", tmp_path / "c.toml")
     import warnings

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclust.content import CONTENT_FILE
+from imgclust.io.content import CONTENT_FILE
 from tests.test_duplicates import digits
 from tests.test_export import finished_run
 
@@ -69,7 +69,7 @@ def test_an_image_folder_run_records_each_files_digest_in_id_order(folder_run):
 
 
 def test_an_arrays_run_records_the_digest_of_each_chunk_of_rows(arrays_run):
-    from imgclust.content import rows_digest
+    from imgclust.io.content import rows_digest
 
     run, images = arrays_run
     record = json.loads((run / CONTENT_FILE).read_text())
@@ -201,7 +201,7 @@ def test_a_damaged_content_record_is_one_line(cli, folder_run):
 # Chunks and the index ----------------------------------------------------------------------
 def chunked(run: Path, store: Path, rows: int = 100):
     """Every chunk of a digits run's images assigned with its saved pipeline, into ``store``."""
-    from imgclust.chunks import MemorySource, make_tasks, run_serially
+    from imgclust.engine.chunks import MemorySource, make_tasks, run_serially
 
     images = np.asarray(digits(300))
     store.mkdir()
@@ -211,7 +211,7 @@ def chunked(run: Path, store: Path, rows: int = 100):
 
 
 def test_chunk_files_swapped_during_a_run_are_refused(pristine_run, tmp_path):
-    from imgclust.chunks import collect
+    from imgclust.engine.chunks import collect
     from imgclust.errors import ImgclustError
 
     store = tmp_path / "chunks"
@@ -226,7 +226,7 @@ def test_chunk_files_swapped_during_a_run_are_refused(pristine_run, tmp_path):
 
 
 def test_whole_chunks_swapped_with_their_records_are_refused(pristine_run, tmp_path):
-    from imgclust.chunks import collect
+    from imgclust.engine.chunks import collect
     from imgclust.errors import ImgclustError
 
     store = tmp_path / "chunks"
@@ -243,8 +243,8 @@ def test_whole_chunks_swapped_with_their_records_are_refused(pristine_run, tmp_p
 def test_a_forged_index_right_only_on_the_rows_a_fixed_seed_checks_is_refused(run_copy):
     """Rows the old check would sample hold their true neighbours; every other row names its
     farthest images, with their true distances, nearest first."""
-    from imgclust.finished import open_run, read_run_features
-    from imgclust.neighbours import features_digest, load_index, neighbour_index
+    from imgclust.after.finished import open_run, read_run_features
+    from imgclust.after.neighbours import features_digest, load_index, neighbour_index
 
     features = read_run_features(open_run(run_copy, "search"))
     index = neighbour_index(run_copy, features)

@@ -57,7 +57,7 @@ def test_a_killed_worker_is_retried_and_the_run_completes(cli, tmp_path, monkeyp
     pytest.importorskip("distributed", reason='needs the dask extra: pip install "imgclust[dask]"')
     import cloudpickle
 
-    from imgclust import chunks
+    from imgclust.engine import chunks
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
     marker = tmp_path / "killed"
@@ -79,7 +79,7 @@ def test_a_killed_worker_is_retried_and_the_run_completes(cli, tmp_path, monkeyp
 
 
 def test_a_chunk_that_fails_leaves_no_finished_run(cli, tmp_path, monkeypatch):
-    from imgclust import chunks
+    from imgclust.engine import chunks
 
     real = chunks.source_of
     monkeypatch.setattr(chunks, "source_of", lambda images: NeverReads(real(images)))
@@ -93,7 +93,7 @@ def test_a_chunk_that_fails_leaves_no_finished_run(cli, tmp_path, monkeypatch):
 def test_a_missing_chunk_stops_the_run(tmp_path):
     """Chunks written, one lost: assembling refuses instead of presenting a partial run."""
     import imgclust
-    from imgclust import chunks
+    from imgclust.engine import chunks
 
     images = np.load(digits_arrays(tmp_path / "data", 500)[0])
     pipeline = imgclust.Pipeline([{"name": "pca", "n_components": 5}], "kmeans")

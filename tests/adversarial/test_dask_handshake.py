@@ -21,7 +21,7 @@ pytest.importorskip("distributed", reason='needs the dask extra: pip install "im
 @pytest.fixture
 def quick_deadline(monkeypatch):
     """Two seconds for the TCP connect and the handshake, so that a silent server fails fast."""
-    from imgclust import distributed
+    from imgclust.engine import distributed
 
     monkeypatch.setattr(distributed, "CONNECT_TIMEOUT_S", 2)
 
@@ -74,7 +74,7 @@ def test_a_server_that_replies_garbage_is_not_a_dask_scheduler(
 
 def test_a_real_scheduler_passes_the_probe(tmp_path):
     """The probe reads what a scheduler really sends first, so a real one is accepted."""
-    from imgclust.distributed import probe_scheduler
+    from imgclust.engine.distributed import probe_scheduler
 
     dask = shutil.which("dask", path=str(Path(sys.executable).parent))
     if dask is None:

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 KILLED_MIDWAY = """
 import os, signal, sys, tempfile
 from pathlib import Path
-from imgclust.commands.export import mark_staging
+from imgclust.cli.commands.export import mark_staging
 staging = Path(tempfile.mkdtemp(prefix=".{name}.", suffix=".tmp", dir=sys.argv[1]))
 mark_staging(staging)
 (staging / "cluster-00").mkdir()
@@ -58,7 +58,7 @@ def test_the_next_export_removes_what_a_killed_export_left(cli, run_copy, tmp_pa
 
 
 def test_a_running_exports_staging_folder_is_left_alone(cli, run_copy, tmp_path):
-    from imgclust.commands.export import mark_staging, remove_abandoned_staging
+    from imgclust.cli.commands.export import mark_staging, remove_abandoned_staging
 
     staging = tmp_path / ".busy.abcdefgh.tmp"
     staging.mkdir()

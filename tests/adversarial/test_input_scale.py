@@ -18,8 +18,8 @@ import pytest
 import imgclust
 from imgclust import hookimpl
 from imgclust.errors import DataError
-from imgclust.interfaces import ImageSet
-from imgclust.plugins_host import get_host
+from imgclust.stages.host import get_host
+from imgclust.stages.interfaces import ImageSet
 
 
 def digits_uint8(n: int = 300) -> np.ndarray:

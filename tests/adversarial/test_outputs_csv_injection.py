@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from imgclust.outputs import FORMULA_STARTS, csv_cell, csv_text, read_csv_cell
+from imgclust.io.outputs import FORMULA_STARTS, csv_cell, csv_text, read_csv_cell
 
 HOSTILE = [
     '=HYPERLINK("http://example.invalid","x")',
@@ -139,7 +139,7 @@ def test_assignments_csv_is_escaped_and_the_report_still_finds_the_images(
     assert {read_csv_cell(r[2]) for r in rows[1:]} == {"@SUM(1)", "=cmd", "-2+3", "plain"}
     assert {r[2] for r in rows[1:]} == {"'@SUM(1)", "'=cmd", "'-2+3", "plain"}
 
-    from imgclust.outputs import read_assignments
+    from imgclust.io.outputs import read_assignments
 
     read_ids, _, labels = read_assignments(run / "assignments.csv")
     assert sorted(read_ids) == expected and "@SUM(1)" in set(labels)

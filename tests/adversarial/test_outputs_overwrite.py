@@ -176,12 +176,12 @@ def test_an_unwritable_folder_gets_one_line(cli, pristine_run, images, tmp_path)
 def test_a_failed_write_leaves_no_file_and_one_line(
     cli, pristine_run, images, tmp_path, monkeypatch
 ):
-    import imgclust.atomic
+    import imgclust.io.atomic
 
     def full(_fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(imgclust.atomic.os, "fsync", full)
+    monkeypatch.setattr(imgclust.io.atomic.os, "fsync", full)
     out = tmp_path / "out" / "predicted.csv"
     out.parent.mkdir()
     result = cli("predict", pristine_run, images, "-o", out)
@@ -196,9 +196,9 @@ def test_a_failed_write_leaves_no_file_and_one_line(
 def test_a_file_that_appears_after_the_check_is_not_replaced(tmp_path, monkeypatch):
     """Without force the final rename cannot replace a file made since the output was claimed,
     also where the file system has no hard links."""
-    from imgclust import atomic
     from imgclust.errors import ImgclustError
-    from imgclust.outputs import claim_output, write_output
+    from imgclust.io import atomic
+    from imgclust.io.outputs import claim_output, write_output
 
     for links in (True, False):
         target = tmp_path / f"late-{links}.csv"

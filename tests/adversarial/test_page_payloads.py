@@ -64,7 +64,7 @@ def assert_no_live_payload(page: str) -> None:
         assert tag not in ("svg", "iframe", "object", "embed"), (tag, attrs)
         assert not any(name.startswith("on") for name in attrs), (tag, attrs)
         assert not (tag == "img" and attrs.get("src") == "x"), attrs
-    from imgclust.report_explorer import SCRIPT
+    from imgclust.report.explorer import SCRIPT
 
     for attrs, body in markup.scripts:  # the explorer's data and its code, nothing else
         if attrs.get("type") == "application/json":
@@ -263,7 +263,7 @@ def test_oversized_or_damaged_view_files_are_left_out_not_read(tmp_path: Path) -
     import pytest as _pytest
 
     from imgclust.errors import DataError
-    from imgclust.outputs import VIEW_FILE_BYTES, read_image_scores, read_issues
+    from imgclust.io.outputs import VIEW_FILE_BYTES, read_image_scores, read_issues
 
     huge = tmp_path / "issues.csv"
     with huge.open("wb") as handle:  # sparse: costs no disk, would cost memory if read

@@ -12,9 +12,9 @@ import pytest
 
 import imgclust
 from imgclust import hookimpl
+from imgclust.engine.persist import MARK, StageNotSavedWarning
 from imgclust.errors import ImgclustError
-from imgclust.persist import MARK, StageNotSavedWarning
-from imgclust.plugins_host import get_host
+from imgclust.stages.host import get_host
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def test_a_manifest_calling_a_stateful_stage_stateless_is_refused(tmp_path, imag
 
 def test_a_resumed_runs_pipeline_link_is_refused_not_followed(tmp_path, images):
     """A run folder's pipeline/ that links elsewhere is never emptied through the link."""
-    from imgclust.persist import save_pipeline
+    from imgclust.engine.persist import save_pipeline
 
     elsewhere = tmp_path / "precious"
     elsewhere.mkdir()

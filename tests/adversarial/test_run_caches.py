@@ -125,7 +125,7 @@ def test_the_users_own_run_still_caches_where_it_is_told(tmp_path, user_cache):
 
 
 def test_the_threat_model_states_the_bounds_the_code_applies():
-    from imgclust.distributed import CONNECT_TIMEOUT_S, HANDSHAKE_MAX_BYTES
+    from imgclust.engine.distributed import CONNECT_TIMEOUT_S, HANDSHAKE_MAX_BYTES
     from imgclust.io.imagecache import RUN_DECODE_FLOOR_BYTES, RUN_DECODE_RATIO
 
     text = " ".join((Path(__file__).parents[2] / "docs" / "predict.md").read_text().split())

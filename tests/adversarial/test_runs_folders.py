@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import imgclust.atomic
-from imgclust import runfolder
+import imgclust.io.atomic
 from imgclust.errors import ImgclustError
-from imgclust.runfolder import INCOMPLETE, create_incomplete, discard, finalise, run_name
+from imgclust.io import runfolder
+from imgclust.io.runfolder import INCOMPLETE, create_incomplete, discard, finalise, run_name
 
 NAME_MAX = 255  # bytes in a file name on every common filesystem
 LOCK = ".imgclust-lock"
@@ -60,14 +60,14 @@ def interrupted_folder(runs_dir: Path, source: Path) -> Path:
 # Full disk, read-only and odd runs folders -------------------------------------------------------
 @pytest.mark.parametrize("victim", ["config.toml", "embeddings.npy", "manifest.json"])
 def test_a_full_disk_is_one_line_and_leaves_nothing(cli, runs_dir, monkeypatch, victim):
-    real = imgclust.atomic.write_bytes
+    real = imgclust.io.atomic.write_bytes
 
     def full(path, data, **options):
         if Path(path).name == victim:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(path, data, **options)
 
-    monkeypatch.setattr(imgclust.atomic, "write_bytes", full)
+    monkeypatch.setattr(imgclust.io.atomic, "write_bytes", full)
     line = one_error_line(cli("run", *FAST, "--runs-dir", runs_dir))
     assert "No space left on device" in line and str(runs_dir) in line
     assert folders(runs_dir) == []

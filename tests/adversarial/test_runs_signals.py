@@ -113,8 +113,8 @@ def last_line(run: Imgclust) -> str:
 
 def resumable_folder(runs_dir: Path, *sets: str) -> Path:
     """An interrupted conv-ae run's folder with no checkpoint yet: config.toml and nothing else."""
-    from imgclust.config import resolve_config, to_toml
-    from imgclust.plugins_host import get_registry
+    from imgclust.engine.config import resolve_config, to_toml
+    from imgclust.stages.host import get_registry
 
     settings = [CONV_AE[i + 1] for i, a in enumerate(CONV_AE) if a == "--set"]
     config = resolve_config(

@@ -13,14 +13,14 @@ import pytest
 from sklearn.base import BaseEstimator, ClusterMixin
 
 import imgclust
+from imgclust.engine.persist import read_manifest, save_pipeline
+from imgclust.engine.pipeline import Pipeline, load_pipeline
+from imgclust.engine.stage import Stage
 from imgclust.errors import ImgclustError
-from imgclust.hookspecs import hookimpl
-from imgclust.interfaces import ImageSet
-from imgclust.persist import read_manifest, save_pipeline
-from imgclust.pipeline import Pipeline, load_pipeline
-from imgclust.plugins_host import get_host
-from imgclust.sklearn_adapter import SklearnClusterer, lazy_estimator
-from imgclust.stage import Stage
+from imgclust.kit.sklearn import SklearnClusterer, lazy_estimator
+from imgclust.stages.hookspecs import hookimpl
+from imgclust.stages.host import get_host
+from imgclust.stages.interfaces import ImageSet
 
 
 def birch(n_clusters: int = 10, threshold: float = 0.5) -> SklearnClusterer:
@@ -143,8 +143,8 @@ def test_a_model_that_cannot_be_saved_is_recorded_and_predict_says_why(tmp_path,
 
 
 def test_the_pickle_fallback_never_leaves_out_a_fitted_attribute():
-    from imgclust.persist import _picklable_state
-    from imgclust.plugins_host import get_registry
+    from imgclust.engine.persist import _picklable_state
+    from imgclust.stages.host import get_registry
 
     register("tangled", tangled)
     instance = tangled()

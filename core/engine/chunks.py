@@ -1,0 +1,735 @@
+"""Fit on a sample, then encode and assign every image chunk by chunk, in this process or on Dask.
+
+A run with ``fit_sample = N`` (or ``dask = ...``) fits its encoders and clusterer on a fixed-seed
+sample of N images (all images without ``fit_sample``), saves the fitted pipeline into the run
+folder, then reads, encodes and assigns the clustered images in chunks of ``chunk_size``: each
+chunk's features and clusters go to ``RUN/chunks/`` (one ``.npy`` each), and only when every
+chunk is there are they assembled into ``embeddings.npy`` (a memory map) and the chunks removed.
+The same chunks run in this process or on Dask workers (:mod:`imgclust.engine.distributed`), so
+the same seed and configuration give the same fitted stages and the same clusters either way.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imgclust.engine.config import DEFAULT_CHUNK_SIZE
+from imgclust.errors import DataError, ImgclustError, SettingsError
+from imgclust.io import atomic
+from imgclust.io.images import DEFAULT_EXTENSIONS, folder_labels, scan_folder
+from imgclust.io.inputs import (
+    ARRAY_SUFFIXES,
+    file_reading,
+    files_below,
+    folder_arrays,
+    need_mode,
+    read_inputs,
+)
+from imgclust.kit.arrays import sample_index
+from imgclust.stages.interfaces import ImageSet, can_predict, requested_clusters
+
+Log = Callable[[str], None]
+CHUNKS_DIR = "chunks"
+_CHUNK_NAME = "chunk-{:06d}"
+
+
+def is_chunked(config: Mapping[str, Any]) -> bool:
+    """Whether a run fits on a sample and assigns in chunks rather than fitting on everything."""
+    return bool(config.get("fit_sample") or config.get("dask"))
+
+
+# Where chunks read their images -----------------------------------------------------------------
+@dataclass(frozen=True)
+class MemmapSource:
+    """Images in a file every worker can map: a ``.npy`` (or stored ``.npz`` member) or a cache."""
+
+    filename: str
+    offset: int
+    shape: tuple[int, ...]
+    dtype: str
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _array(self) -> np.ndarray:
+        try:
+            return np.memmap(self.filename, self.dtype, "r", self.offset, self.shape)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot map the images in {self.filename!r}: {exc}.") from None
+
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, list[str]]:
+        return np.array(self._array()[start:stop]), [""] * (stop - start)
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        return np.array(self._array()[np.asarray(index, dtype=np.int64)])
+
+
+@dataclass(frozen=True)
+class MemorySource:
+    """Images held in this process (any other dataset): chunks travel with their tasks."""
+
+    images: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, list[str]]:
+        return np.asarray(self.images[start:stop]), [""] * (stop - start)
+
+    def part(self, start: int, stop: int) -> MemorySource:
+        """Only the rows one chunk needs (what a task to a worker carries)."""
+        return MemorySource(np.asarray(self.images[start:stop]))
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        return np.asarray(self.images[np.asarray(index, dtype=np.int64)])
+
+
+@dataclass(frozen=True)
+class FilesSource:
+    """Image files decoded where they are read, as ``image-folder`` decodes them."""
+
+    paths: tuple[str, ...]
+    size: tuple[int, int]
+    mode: str
+    max_pixels: int | None
+    fit: str = "stretch"
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        from imgclust.io.images import CHANNELS
+
+        return (len(self.paths), self.size[0], self.size[1], CHANNELS[self.mode])
+
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, list[str]]:
+        """The decodable images of ``paths[start:stop]`` and one status per file ("" = read)."""
+        return self._decode(self.paths[start:stop])
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        images, statuses = self._decode([self.paths[int(i)] for i in index])
+        if len(images) != len(statuses):
+            bad = next(s for s in statuses if s)
+            raise DataError(f"an image could not be read a second time: {bad}.")
+        return images
+
+    def _decode(self, paths: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        from PIL import Image
+
+        from imgclust.io.images import Decoding, _decode_into
+
+        limit = self.max_pixels if self.max_pixels is not None else Image.MAX_IMAGE_PIXELS
+        out = np.zeros((len(paths), *self.shape[1:]), dtype=np.uint8)
+        how = Decoding(self.size, self.mode, limit, True, self.fit)
+        statuses = _decode_into(paths, how, out)
+        return out[[i for i, s in enumerate(statuses) if s == ""]], statuses
+
+
+class LazyImages:
+    """Stands for a dataset's images without holding them: rows are read from the source on use.
+
+    Plots take a few hundred images of a run; with a file source only those are decoded.
+    """
+
+    def __init__(self, source: Any, rows: np.ndarray | None = None) -> None:
+        self.source = source
+        self.rows = rows  # source position of each image (files that decoded), None: all
+        n = len(source) if rows is None else len(rows)
+        self.shape = (n, *_source_shape(source)[1:])
+        self.dtype = np.dtype(_source_dtype(source))
+        self.ndim = 4
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        positions = np.arange(len(self))[index]
+        if self.rows is not None:
+            positions = self.rows[positions]
+        single = np.ndim(positions) == 0
+        images = self.source.take(np.atleast_1d(positions))
+        return images[0] if single else images
+
+
+def _source_shape(source: Any) -> tuple[int, ...]:
+    if isinstance(source, MemorySource):
+        return tuple(source.images.shape)
+    return tuple(source.shape)
+
+
+def _source_dtype(source: Any) -> str:
+    if isinstance(source, MemorySource):
+        return str(source.images.dtype)
+    return "uint8" if isinstance(source, FilesSource) else source.dtype
+
+
+def memmap_source(images: Any) -> MemmapSource | None:
+    """The file and byte offset of a C-ordered memory-mapped array (a view of one too), or None."""
+    mm = getattr(images, "_mmap", None)
+    filename = getattr(images, "filename", None)
+    if not isinstance(images, np.memmap) or mm is None or not filename:
+        return None
+    if not images.flags.c_contiguous:
+        return None
+    try:
+        base = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+    except (TypeError, ValueError):
+        return None
+    start = images.offset - images.offset % mmap.ALLOCATIONGRANULARITY
+    offset = start + images.ctypes.data - base
+    return MemmapSource(str(filename), int(offset), tuple(images.shape), str(images.dtype))
+
+
+def source_of(images: Any) -> Any:
+    """Where chunks of these images are read from: their file when mapped, else memory."""
+    if isinstance(images, LazyImages):
+        return images.source if images.rows is None else MemorySource(np.asarray(images[:]))
+    return memmap_source(images) or MemorySource(images)
+
+
+def load_for_chunks(
+    registry: Any, config: Mapping[str, Any], log: Log, load_data: Callable[..., Any]
+) -> Any:
+    """The run's splits; on Dask an image folder is only listed here, decoded on the workers."""
+    from imgclust.engine.build import Splits, build_pipeline, build_stage
+
+    if is_chunked(config):  # refused before anything is read
+        _check_can_sample(build_pipeline(registry, config), config.get("fit_sample"))
+    stage = build_stage(registry, "datasets", config["dataset"])
+    instance = stage.instance
+    if not config.get("dask") or type(instance).__name__ != "ImageFolderDataset":
+        return load_data(registry, config, log)
+    if config.get("validation_split"):
+        raise SettingsError(
+            "validation_split with --dask on an image folder would decode every image here: "
+            "leave it unset."
+        )
+    from imgclust.io.images import _first_size, folder_labels, scan_folder
+
+    log(f"listing {stage.name} ({config['split']})")
+    files = scan_folder(instance.path, instance.recursive, instance.extensions)
+    if instance.limit is not None:
+        files = files[: instance.limit]
+    limit = instance.max_pixels
+    size = instance.size or _first_size(files, instance.mode, limit)
+    source = FilesSource(
+        tuple(f.path for f in files), tuple(size), instance.mode, limit, instance.fit
+    )
+    names = [f.name for f in files]
+    labels, class_names = folder_labels(names) if instance.labels == "auto" else (None, None)
+    info = {"source": str(instance.path), "mode": instance.mode, "files": names}
+    info["read_on"] = "workers"
+    info["strict"] = instance.strict
+    data = ImageSet(LazyImages(source), labels, names, class_names, info)  # type: ignore[arg-type]
+    return Splits(data, data, None)
+
+
+# The chunked run -----------------------------------------------------------------------------
+@dataclass
+class ChunkTask:
+    """One chunk's work: read rows ``start:stop``, encode, assign, write ``chunks/NAME.*.npy``."""
+
+    index: int
+    start: int
+    stop: int
+    source: Any
+    pipeline_dir: str
+    store: str
+    trust: bool = False
+    keep_features: bool = True
+    first_row: int = 0  # the chunk's first row in the whole run (start is within its source)
+
+
+@dataclass
+class ChunkDone:
+    """What a chunk reports back: small, never the features; the content digest of each image
+    file it read (file sources only)."""
+
+    index: int
+    rows: int
+    statuses: list[str] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)
+
+
+def run_chunk(task: ChunkTask) -> ChunkDone:
+    """Read, encode and assign one chunk with the saved pipeline; write features and clusters."""
+    from imgclust.engine.stage import check_labels, renumber, stage_boundary
+
+    pipeline = cached_pipeline(task.pipeline_dir, task.trust)
+    images, statuses = task.source.read(task.start, task.stop)
+    store = Path(task.store)
+    name = _CHUNK_NAME.format(task.index)
+    if len(images):
+        features = pipeline.transform(images)
+        with stage_boundary("clusterer", pipeline.clusterer):
+            found = pipeline.clusterer.instance.predict(features)
+        labels = check_labels(pipeline.clusterer, found, len(features))
+        labels = renumber(labels, pipeline.cluster_order)
+    else:
+        features = np.zeros((0, 0), dtype=np.float32)
+        labels = np.zeros(0, dtype=np.int64)
+    digests: list[str] = []
+    if isinstance(task.source, FilesSource):
+        from imgclust.io.content import file_digest
+
+        paths = task.source.paths[task.start : task.stop]
+        digests = [file_digest(p) for p, s in zip(paths, statuses, strict=True) if s == ""]
+    if task.keep_features:
+        atomic.write_npy(store / f"{name}.features.npy", features)
+    atomic.write_npy(store / f"{name}.clusters.npy", labels)
+    # written last, the chunk is whole: its row range and the digests of what it holds
+    atomic.write_json(store / f"{name}.json", chunk_record(task, images, features, labels))
+    return ChunkDone(task.index, len(images), [s for s in statuses], digests)
+
+
+def chunk_record(
+    task: ChunkTask, images: np.ndarray, features: np.ndarray, labels: np.ndarray
+) -> dict[str, Any]:
+    """What a chunk's files must hold: its number, row range and the digests of its images,
+    features and clusters (checked when the chunks are collected)."""
+    from imgclust.io.content import rows_digest
+
+    record = {
+        "index": task.index,
+        "start": task.first_row,
+        "stop": task.first_row + task.stop - task.start,
+        "rows": len(images),
+        "images": rows_digest(images),
+        "clusters": rows_digest(labels),
+    }
+    if task.keep_features:
+        record["features"] = rows_digest(features)
+    return record
+
+
+_pipelines: dict[tuple[str, bool, int], Any] = {}
+
+
+def cached_pipeline(folder: str, trust: bool = False) -> Any:
+    """A saved pipeline loaded once per process (a worker's tasks share it)."""
+    from imgclust.engine.persist import MANIFEST, pipeline_dir
+    from imgclust.engine.pipeline import load_pipeline
+
+    root = pipeline_dir(folder)
+    try:
+        stamp = (root / MANIFEST).stat().st_mtime_ns
+    except OSError as exc:
+        raise DataError(f"cannot read the pipeline in {folder!r}: {exc.strerror}.") from None
+    key = (str(root), trust, stamp)
+    if key not in _pipelines:
+        _pipelines.clear()
+        _pipelines[key] = load_pipeline(root, trust=trust)
+    return _pipelines[key]
+
+
+def chunk_bounds(n: int, size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each chunk of ``size`` rows over ``n``."""
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def make_tasks(
+    source: Any, size: int, pipeline_dir: Path, store: Path, *, keep_features: bool = True
+) -> list[ChunkTask]:
+    """One task per chunk; an in-memory source gives each task only its rows."""
+    tasks = []
+    for index, (start, stop) in enumerate(chunk_bounds(len(source), size)):
+        part, first, last = source, start, stop
+        if isinstance(source, MemorySource):
+            part, first, last = source.part(start, stop), 0, stop - start
+        tasks.append(
+            ChunkTask(
+                index,
+                first,
+                last,
+                part,
+                str(pipeline_dir),
+                str(store),
+                False,
+                keep_features,
+                first_row=start,
+            )
+        )
+    return tasks
+
+
+def run_serially(tasks: Sequence[ChunkTask], log: Log) -> Iterator[ChunkDone]:
+    """Each chunk in this process, in order."""
+    for task in tasks:
+        yield run_chunk(task)
+        log(f"assigned chunk {task.index + 1} of {len(tasks)}")
+
+
+@dataclass
+class Assigned:
+    """Every image's features (a memory map of ``embeddings.npy``) and clusters, in order."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    kept: np.ndarray  # positions in the source of the images that were read (all but skipped)
+    skipped: list[str]
+    digests: list[str] | None = None  # content digest of each file read (file sources only)
+
+
+def collect(
+    store: Path, tasks: Sequence[ChunkTask], done: Mapping[int, ChunkDone], target: Path
+) -> Assigned:
+    """Check that every chunk was written, then assemble the features into ``target``.
+
+    A missing or short chunk stops the run: nothing is presented as finished without it. Each
+    chunk's files must match its record (row range, digests of its features and clusters), so
+    chunk files swapped or replaced while the run went on are refused.
+    """
+    missing = [t.index for t in tasks if t.index not in done]
+    records: dict[int, dict[str, Any]] = {}
+    for task in tasks:
+        name = _CHUNK_NAME.format(task.index)
+        if task.index in missing:
+            continue
+        rows = done[task.index].rows
+        record = _chunk_record(store, task, rows)
+        for what in ("features", "clusters"):
+            file = store / f"{name}.{what}.npy"
+            if what == "features" and not task.keep_features:
+                continue
+            try:
+                shape = np.load(file, mmap_mode="r", allow_pickle=False).shape
+            except (OSError, ValueError):
+                shape = None
+            if record is None or shape is None or shape[0] != rows:
+                missing.append(task.index)
+                break
+        if record is not None:
+            records[task.index] = record
+    if missing:
+        raise ImgclustError(
+            f"{len(missing)} of {len(tasks)} chunks were not written (first: chunk {min(missing)}):"
+            " the run is not finished; resume it or run it again."
+        )
+    labels = np.concatenate([_load(store, t.index, "clusters", records) for t in tasks])
+    kept, skipped = _kept_rows(tasks, done)
+    features = _assemble(store, tasks, target, len(labels), records)
+    digests = None
+    if tasks and isinstance(tasks[0].source, FilesSource):
+        digests = [d for t in tasks for d in done[t.index].digests]
+    return Assigned(features, labels, kept, skipped, digests)
+
+
+MAX_CHUNK_RECORD_BYTES = 4096
+
+
+def _chunk_record(store: Path, task: ChunkTask, rows: int) -> dict[str, Any] | None:
+    """A chunk's record when it is the one this task wrote (its number, row range and row
+    count), else None (the chunk counts as not written)."""
+    import json
+
+    path = store / f"{_CHUNK_NAME.format(task.index)}.json"
+    try:
+        with open(path, "rb") as handle:
+            record = json.loads(handle.read(MAX_CHUNK_RECORD_BYTES + 1).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    expected = {
+        "index": task.index,
+        "start": task.first_row,
+        "stop": task.first_row + task.stop - task.start,
+        "rows": rows,
+    }
+    if not isinstance(record, dict) or any(record.get(k) != v for k, v in expected.items()):
+        return None
+    return record
+
+
+def _load(
+    store: Path, index: int, what: str, records: Mapping[int, Mapping[str, Any]]
+) -> np.ndarray:
+    """A chunk's ``what`` array, refused when its content is not what the chunk recorded."""
+    from imgclust.io.content import rows_digest
+
+    file = store / f"{_CHUNK_NAME.format(index)}.{what}.npy"
+    array = np.load(file, mmap_mode="r", allow_pickle=False)
+    if rows_digest(array) != records[index].get(what):
+        raise ImgclustError(
+            f"chunk {index}'s {what} are not what that chunk wrote (replaced or swapped while "
+            "the run went on): run it again."
+        )
+    return array
+
+
+def _kept_rows(
+    tasks: Sequence[ChunkTask], done: Mapping[int, ChunkDone]
+) -> tuple[np.ndarray, list[str]]:
+    kept: list[np.ndarray] = []
+    skipped: list[str] = []
+    offset = 0
+    for task in tasks:
+        statuses = done[task.index].statuses
+        ok = np.array([i for i, s in enumerate(statuses) if s == ""], dtype=np.int64)
+        kept.append(offset + ok)
+        skipped += [f"{i + offset}: {s}" for i, s in enumerate(statuses) if s]
+        offset += len(statuses)
+    return np.concatenate(kept) if kept else np.zeros(0, np.int64), skipped
+
+
+def _assemble(
+    store: Path,
+    tasks: Sequence[ChunkTask],
+    target: Path,
+    n: int,
+    records: Mapping[int, Mapping[str, Any]],
+) -> np.ndarray:
+    """Copy the feature chunks one at a time into one ``.npy`` memory map (atomic by rename),
+    each checked against its chunk's record first."""
+    width = None
+    for task in tasks:
+        part = np.load(store / f"{_CHUNK_NAME.format(task.index)}.features.npy", mmap_mode="r")
+        if len(part):
+            width = part.shape[1]
+            break
+    temporary = target.with_name(f".{target.name}.assemble.tmp")
+    out = np.lib.format.open_memmap(temporary, "w+", np.float32, (n, width or 0))
+    row = 0
+    for task in tasks:
+        part = _load(store, task.index, "features", records)
+        if len(part):
+            out[row : row + len(part)] = part
+            row += len(part)
+    out.flush()
+    del out
+    os.replace(temporary, target)
+    return np.load(target, mmap_mode="r")
+
+
+# Fit on a sample, assign in chunks ----------------------------------------------------------
+def fit_and_assign(
+    pipeline: Any,
+    config: Mapping[str, Any],
+    splits: Any,
+    folder: Path,
+    registry: Any,
+    log: Log,
+) -> tuple[np.ndarray, np.ndarray, ImageSet]:
+    """Fit on a sample, save the pipeline, assign every image in chunks; features, labels, data."""
+    from imgclust.engine.persist import save_pipeline
+
+    data, fit_data, validation = splits.data, splits.fit, splits.validation
+    assert data is not None and fit_data is not None
+    seed = int(config["seed"])
+    size = config.get("fit_sample")
+    _check_can_sample(pipeline, size)
+    fit_rows = sample_index(len(fit_data), size, seed)
+    log(f"fitting on {len(fit_rows)} of {len(fit_data)} images")
+    fit_images = _take(fit_data.images, fit_rows)
+    features = pipeline.fit_encoders(
+        fit_images, None if validation is None else validation.images, log=log
+    )
+    if fit_data is not data:  # the clusterer learns from a sample of the clustered split
+        rows = sample_index(len(data), size, seed)
+        features = pipeline.transform(_take(data.images, rows))
+    log(f"clustering {len(features)} feature vectors of {features.shape[1]} numbers")
+    pipeline.fit_clusterer(features)
+    del features, fit_images
+    pipeline_path = folder / "pipeline"
+    save_pipeline(pipeline, folder, config, _described(data), registry=registry)
+    store = folder / CHUNKS_DIR
+    if store.exists():
+        shutil.rmtree(store)
+    store.mkdir()
+    chunk = int(config.get("chunk_size") or DEFAULT_CHUNK_SIZE)
+    tasks = make_tasks(source_of(data.images), chunk, pipeline_path, store)
+    from imgclust.engine.distributed import current_client, run_on_cluster
+
+    client = current_client()
+    if client is None:
+        results = run_serially(tasks, log)
+    else:
+        results = run_on_cluster(client, run_chunk, tasks, log)
+    done = {result.index: result for result in results}
+    assigned = collect(store, tasks, done, folder / "embeddings.npy")
+    shutil.rmtree(store, ignore_errors=True)
+    data = _kept_data(data, assigned)
+    if data.info.get("skipped") and data.info.get("read_on") == "workers":
+        atomic.write_text(folder / "skipped.txt", "\n".join(data.info["skipped"]) + "\n")
+    return assigned.features, assigned.labels, data
+
+
+def _check_can_sample(pipeline: Any, size: int | None) -> None:
+    clusterer = pipeline.clusterer
+    if not can_predict(clusterer.instance):
+        from imgclust.kit.sklearn import predicting_clusterers
+
+        raise SettingsError(
+            f"clusterer {clusterer.name!r} cannot assign images it was not fitted on, which "
+            f"fit_sample and --dask need; use one that can: {', '.join(predicting_clusterers())}."
+        )
+    k = requested_clusters(clusterer.instance)
+    if size is not None and isinstance(k, int) and k > size:
+        raise SettingsError(f"fit_sample ({size}) must be at least clusterer.n_clusters ({k}).")
+
+
+def _take(images: Any, rows: np.ndarray) -> np.ndarray:
+    """Rows of an array, memory map or lazily read image set, as one array in memory."""
+    if isinstance(images, LazyImages) and isinstance(images.source, FilesSource):
+        source = images.source  # unreadable files of the sample are left out of it
+        return source._decode([source.paths[int(i)] for i in rows])[0]
+    if len(rows) == len(images):
+        return images if isinstance(images, np.ndarray) else np.asarray(images[:])
+    return np.asarray(images[rows])
+
+
+def _described(data: ImageSet) -> ImageSet:
+    """An image set ``save_pipeline`` can describe (shape and dtype) without reading it."""
+    return data
+
+
+def _kept_data(data: ImageSet, assigned: Assigned) -> ImageSet:
+    """The clustered images without the files that could not be read on the workers."""
+    if assigned.digests is not None:
+        data.info["file_digests"] = assigned.digests
+    if not assigned.skipped:
+        data.info.pop("files", None)
+        return data
+    names = data.info.get("files") or list(data.ids or [])
+    skipped = [f"{names[int(s.split(':', 1)[0])]}:{s.split(':', 1)[1]}" for s in assigned.skipped]
+    if data.info.get("strict"):
+        raise DataError(f"cannot read image {skipped[0]} (dataset.strict is set).")
+    if len(assigned.kept) == 0:
+        raise DataError("none of the image files could be read: check that they are images.")
+    images = data.images
+    rows = assigned.kept
+    lazy = isinstance(images, LazyImages)
+    kept_images = LazyImages(images.source, rows) if lazy else images[rows]
+    ids = [names[int(i)] for i in rows]
+    labels, class_names = data.labels, data.class_names
+    if labels is not None:
+        from imgclust.io.images import folder_labels
+
+        labels, class_names = folder_labels(ids)
+    info = {k: v for k, v in data.info.items() if k != "files"}
+    info["skipped"] = skipped
+    return ImageSet(kept_images, labels, ids, class_names, info)  # type: ignore[arg-type]
+
+
+# Predict on a cluster -----------------------------------------------------------------------
+@dataclass
+class AssignTask:
+    """Clusters (and scores) of rows ``start:stop`` of a source, with a run's saved pipeline."""
+
+    start: int
+    stop: int
+    source: Any
+    run: str
+    trust: bool
+
+
+def assign_chunk(task: AssignTask) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
+    """On a worker: read one chunk of new images and assign them; small results only."""
+    pipeline = cached_pipeline(task.run, task.trust)
+    images, statuses = task.source.read(task.start, task.stop)
+    if not len(images):
+        return np.zeros(0, np.int64), {}, statuses
+    labels, scores = pipeline.assign(images)
+    return labels, scores, statuses
+
+
+def predict_sources(
+    saved: Any, inputs: list[str]
+) -> Iterator[tuple[str, Any, list[str], Any, bool]]:
+    """Each input as (name, source, ids, labels, strict): files are read where they are assigned."""
+    size, mode = file_reading(saved)
+    for text in inputs:
+        path = Path(text)
+        if path.is_dir():
+            arrays = folder_arrays(path, text, saved)  # read here, as array files are
+            if arrays is not None:
+                source = memmap_source(arrays.images) or MemorySource(arrays.images)
+                yield text, source, arrays.ids, arrays.labels, True
+            if arrays is not None and not files_below(path, DEFAULT_EXTENSIONS):
+                continue
+            files = scan_folder(path, True, DEFAULT_EXTENSIONS)
+            mode = need_mode(mode, saved, text)
+            source = FilesSource(tuple(f.path for f in files), size, mode, None)
+            names = [(Path(text) / f.name).as_posix() for f in files]
+            labels, classes = folder_labels([f.name for f in files])
+            named = None
+            if labels is not None:
+                named = np.asarray([classes[int(i)] for i in labels], dtype=object)
+            yield text, source, names, named, False
+        elif path.is_file() and path.suffix.lower() not in ARRAY_SUFFIXES:
+            source = FilesSource((str(path),), size, need_mode(mode, saved, text), None)
+            yield text, source, [str(path)], None, True
+        else:
+            for batch in read_inputs([text], saved):  # arrays: prepared here, mapped if they can be
+                source = memmap_source(batch.images) or MemorySource(batch.images)
+                yield text, source, batch.ids, batch.labels, True
+
+
+def predict_on_cluster(
+    saved: Any, run: Path, inputs: list[str], trust: bool, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> tuple[list[str], list[list[Any]]]:
+    """``imgclust predict --dask``: the CSV header and rows, chunks assigned on the workers."""
+    from imgclust.engine.distributed import current_client, import_distributed
+
+    client = current_client()
+    distributed = import_distributed()
+    batches = []
+    for _name, source, ids, labels, strict in predict_sources(saved, inputs):
+        tasks = []
+        for start, stop in chunk_bounds(len(source), chunk_size):
+            part, first, last = source, start, stop
+            if isinstance(source, MemorySource):
+                part, first, last = source.part(start, stop), 0, stop - start
+            tasks.append(AssignTask(first, last, part, str(run), trust))
+        futures = client.map(assign_chunk, tasks, pure=False)
+        try:
+            parts = client.gather(futures)
+        except ImgclustError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, distributed.KilledWorker):
+                raise ImgclustError("a chunk's workers died repeatedly: lower the load.") from None
+            raise ImgclustError(f"a Dask worker failed on a chunk: {exc}".splitlines()[0]) from None
+        statuses = [s for _, _, st in parts for s in st]
+        bad = [f"{ids[i]}: {s}" for i, s in enumerate(statuses) if s]
+        if bad and strict:
+            raise DataError(f"cannot read image {bad[0]}")
+        keep = [i for i, s in enumerate(statuses) if not s]
+        found = np.concatenate([p[0] for p in parts])
+        names = sorted({k for _, scores, _ in parts for k in scores})
+        scores = {k: np.concatenate([p[1][k] for p in parts if len(p[0])]) for k in names}
+        batches.append(
+            (
+                [ids[i] for i in keep],
+                found,
+                scores,
+                None if labels is None else [labels[i] for i in keep],
+            )
+        )
+    return _rows(batches)
+
+
+def _rows(
+    batches: list[tuple[list[str], np.ndarray, dict[str, np.ndarray], Any]],
+) -> tuple[list[str], list[list[Any]]]:
+    """CSV header and rows as ``imgclust predict`` writes them without Dask."""
+    score_names = sorted({name for _, _, scores, _ in batches for name in scores})
+    with_labels = any(labels is not None for *_, labels in batches)
+    header = ["id", "cluster", *score_names, *(["label"] if with_labels else [])]
+    rows: list[list[Any]] = []
+    for ids, found, scores, labels in batches:
+        for i, image_id in enumerate(ids):
+            row: list[Any] = [image_id, int(found[i])]
+            row += [round(float(scores[n][i]), 6) if n in scores else "" for n in score_names]
+            if with_labels:
+                value = "" if labels is None else labels[i]
+                row.append(value.item() if hasattr(value, "item") else value)
+            rows.append(row)
+    return header, rows

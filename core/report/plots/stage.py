@@ -1,0 +1,98 @@
+"""The plotting stage: every plot of a run, each on its own, so one that fails or does not apply
+leaves a one-line note and the others (and the run) carry on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imgclust.console import Log
+from imgclust.report.plots.figure import SkipPlot
+from imgclust.report.plots.options import PlotOptions, options_from_env
+
+PLOTS_DIR = "plots"
+
+
+def _plot_functions() -> list[tuple[str, Callable[..., list[Path]]]]:
+    from imgclust.report.plots.clusters import plot_clusters
+    from imgclust.report.plots.confusion import plot_confusion
+    from imgclust.report.plots.embedding_map import plot_map
+    from imgclust.report.plots.explorer import plot_explorer
+    from imgclust.report.plots.montages import plot_montages
+    from imgclust.report.plots.reconstructions import plot_reconstructions
+    from imgclust.report.plots.training import plot_training
+
+    return [
+        ("reconstructions.png", plot_reconstructions),
+        ("clusters.png", plot_clusters),
+        ("clusters/", plot_montages),
+        ("map.png", plot_map),
+        ("explorer/", plot_explorer),
+        ("confusion.png", plot_confusion),
+        ("training.png", plot_training),
+    ]
+
+
+@dataclass
+class PlotOutcome:
+    """What the stage wrote, what it skipped and why, what failed, and how long it took."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def make_plots(
+    inputs: Any,
+    run_dir: Path,
+    options: PlotOptions | None = None,
+    log: Log = lambda message: None,
+    only: tuple[str, ...] | None = None,
+) -> PlotOutcome:
+    """Write the plots of ``inputs`` (:class:`~imgclust.report.plots.inputs.PlotInputs`) under
+    ``run_dir/plots/``; failures become warnings in the outcome and the log, never exceptions.
+    """
+    started = time.perf_counter()
+    options = options or PlotOptions()
+    folder = Path(run_dir) / PLOTS_DIR
+    outcome = PlotOutcome()
+    for name, function in _plot_functions():
+        if only is not None and name not in only:
+            continue
+        clock = time.perf_counter()
+        try:
+            outcome.written += function(inputs, folder, options)
+            log(f"plotted {name} in {time.perf_counter() - clock:.1f}s")
+        except SkipPlot as reason:
+            outcome.skipped[name] = str(reason)
+        except Exception as exc:  # a plot must never cost the run
+            outcome.failed[name] = one_line(exc)
+            log(f"warning: {PLOTS_DIR}/{name} not written: {one_line(exc)}")
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """'ValueError: what went wrong', on one line and not too long."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def plot_run(result: Any, log: Log = lambda message: None) -> float:
+    """Plot a run that has just finished (a ``RunResult``); return the seconds taken.
+
+    Never raises: whatever goes wrong is logged as a one-line warning.
+    """
+    started = time.perf_counter()
+    try:
+        from imgclust.report.plots.inputs import from_result
+
+        make_plots(from_result(result), result.path, options_from_env(), log)
+    except Exception as exc:
+        log(f"warning: plots not written: {one_line(exc)}")
+    return time.perf_counter() - started
