@@ -21,6 +21,10 @@ try:  # one place holds the version: pyproject.toml, read back from the installe
 except PackageNotFoundError:  # pragma: no cover - run from a source tree that is not installed
     __version__ = "0+unknown"
 
+from imgclust import moved
+
+moved.install()  # the previous release's import paths, with a warning naming the new one
+
 _LAZY = {
     "run": "imgclust.api",
     "Run": "imgclust.api",

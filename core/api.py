@@ -19,10 +19,15 @@ from typing import Any
 import numpy as np
 
 from imgclust.console import Log
-from imgclust.engine.pipeline import Pipeline
+from imgclust.engine.config import resolve_config
+from imgclust.engine.pipeline import Pipeline, load_pipeline
+from imgclust.engine.runner import execute
 from imgclust.engine.stage import Stage, make_stage
 from imgclust.errors import ImgclustError, SettingsError
 from imgclust.io.arrays import IN_MEMORY, InMemoryImages, in_memory_images
+from imgclust.report.notebook import run_html
+from imgclust.results.metrics import n_clusters
+from imgclust.stages.host import get_registry
 from imgclust.stages.interfaces import ImageSet
 
 StageSpec = str | Mapping[str, Any]
@@ -54,7 +59,6 @@ class Run:
 
     def _repr_html_(self) -> str:
         """Jupyter's view: summary, scores, the clusters' montages and a link to report.html."""
-        from imgclust.report.notebook import run_html
 
         return run_html(self)
 
@@ -99,10 +103,6 @@ def run(
     names the images in ``assignments.csv`` (default: their index). The run folder is like any
     other; its dataset is ``in-memory``, which only this call can read.
     """
-    from imgclust.engine.config import resolve_config
-    from imgclust.engine.runner import execute
-    from imgclust.results.metrics import n_clusters
-    from imgclust.stages.host import get_registry
 
     registry = get_registry()
     names: dict[str, Any] = {}
@@ -198,8 +198,6 @@ def load(path: str | Path, trust: bool = False) -> Pipeline:
     unless ``trust=True``, which is only for folders whose origin you trust.
     """
     import os
-
-    from imgclust.engine.pipeline import load_pipeline
 
     if not isinstance(path, (str, os.PathLike)):
         raise SettingsError(f"load takes a folder's path, not {type(path).__name__}.")

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from imgclust.engine.stage import canonical_order, renumber
 from imgclust.errors import DataError
 from imgclust.results.metrics import n_clusters
 from imgclust.stages.interfaces import (
@@ -293,8 +294,6 @@ def check_clusterer(
 def sample_labels(features: np.ndarray, k: int = 5, seed: int = 0) -> np.ndarray:
     """k-means labels of ``features``, numbered largest cluster first: a clusterer's output."""
     from sklearn.cluster import KMeans
-
-    from imgclust.engine.stage import canonical_order, renumber
 
     found = KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(features)
     return renumber(found, canonical_order(found))

@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from imgclust.errors import SettingsError
-from imgclust.io.arrays import IN_MEMORY, InMemoryImages, load_arrays
-from imgclust.stages.hookspecs import hookimpl
-from imgclust.stages.settings import check_limit
+from imgclust.kit import IN_MEMORY, InMemoryImages, check_limit, hookimpl, load_arrays
 
 
 class ArraysDataset:

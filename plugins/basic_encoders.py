@@ -12,9 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclust.errors import DataError, SettingsError
-from imgclust.io.bounded import read_npz
-from imgclust.kit.arrays import as_matrix, map_batches, sample_matrix
-from imgclust.stages.hookspecs import hookimpl
+from imgclust.kit import as_matrix, hookimpl, map_batches, read_npz, sample_matrix
 
 PCA_KEYS = ("components_", "mean_", "explained_variance_", "input_shape")
 

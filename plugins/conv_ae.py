@@ -19,9 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from imgclust.errors import DataError, SettingsError
-from imgclust.kit.autoencoder import CODE_LAYER, KerasAutoencoder, predict_in_batches
-from imgclust.kit.keras import import_keras
-from imgclust.stages.hookspecs import hookimpl
+from imgclust.kit import CODE_LAYER, KerasAutoencoder, hookimpl, import_keras, predict_in_batches
 
 #: Keras class name and default learning rate of each optimizer setting. Adadelta's 1.0 is Keras
 #: 2's default, which the article used; Keras 3's 0.001 barely trains in 3 epochs.

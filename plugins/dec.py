@@ -28,11 +28,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+import imgclust
 from imgclust.errors import DataError, ImgclustError, SettingsError
-from imgclust.io import atomic
-from imgclust.io.bounded import read_npy
-from imgclust.kit.keras import import_keras
-from imgclust.stages.hookspecs import hookimpl
+from imgclust.kit import atomic, hookimpl, import_keras, read_npy
 
 #: Each ``autoencoder`` setting: the encoder stage that builds it and its settings there.
 AUTOENCODERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -173,8 +171,6 @@ class DEC:
 
     def _make_autoencoder(self) -> Any:
         """The autoencoder stage, built by its plugin with DEC's or DCEC's shape."""
-        from imgclust.engine.stage import make_stage
-
         stage, shape = AUTOENCODERS[self.autoencoder]
         settings = {
             "epochs": self.pretrain_epochs,
@@ -183,7 +179,7 @@ class DEC:
         }
         if self.autoencoder != "article":
             settings["code_size"] = self.code_size
-        return make_stage("encoders", stage, {**settings, **shape}).instance
+        return imgclust.get_encoder(stage, **settings, **shape).instance
 
     # Fitting -----------------------------------------------------------------------------------
     def fit_predict(

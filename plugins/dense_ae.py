@@ -17,9 +17,7 @@ from typing import Any
 import numpy as np
 
 from imgclust.errors import DataError, SettingsError
-from imgclust.kit.autoencoder import CODE_LAYER, KerasAutoencoder, predict_in_batches
-from imgclust.kit.keras import import_keras
-from imgclust.stages.hookspecs import hookimpl
+from imgclust.kit import CODE_LAYER, KerasAutoencoder, hookimpl, import_keras, predict_in_batches
 
 ENCODE_BATCH = 4096
 

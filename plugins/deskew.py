@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclust.errors import DataError, SettingsError
-from imgclust.stages.hookspecs import hookimpl
+from imgclust.kit import hookimpl
 
 BATCH = 2048
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from imgclust.stages.hookspecs import hookimpl
-from imgclust.stages.settings import check_limit
+from imgclust.kit import ImageSet, check_limit, hookimpl
 
 TEST_SHARE = 0.2
 
@@ -27,8 +26,6 @@ class DigitsDataset:
     def load(self, split: str = "all") -> Any:
         import numpy as np
         from sklearn.datasets import load_digits
-
-        from imgclust.stages.interfaces import ImageSet
 
         bunch = load_digits()
         images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]

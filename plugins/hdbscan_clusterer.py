@@ -13,8 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from imgclust.errors import SettingsError
-from imgclust.kit.sklearn import PickleFormat, SklearnClusterer, lazy_estimator
-from imgclust.stages.hookspecs import hookimpl
+from imgclust.kit import PickleFormat, SklearnClusterer, hookimpl, lazy_estimator
 
 
 def approximate_predict(estimator: Any, features: np.ndarray) -> np.ndarray:

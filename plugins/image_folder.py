@@ -12,18 +12,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from imgclust.errors import SettingsError
-from imgclust.io.images import (
+from imgclust.kit import (
     DEFAULT_EXTENSIONS,
     FolderReading,
     check_fit,
+    check_limit,
     check_max_pixels,
     check_mode,
     check_size,
     check_workers,
+    hookimpl,
     normalise_extensions,
 )
-from imgclust.stages.hookspecs import hookimpl
-from imgclust.stages.settings import check_limit
 
 
 class ImageFolderDataset:

@@ -18,9 +18,15 @@ from typing import Any
 import numpy as np
 
 from imgclust.errors import DataError, ImgclustError
-from imgclust.io.bounded import read_npz as read_bounded_npz
-from imgclust.stages.hookspecs import hookimpl
-from imgclust.stages.settings import check_limit
+from imgclust.kit import (
+    ImageSet,
+    check_inflation,
+    check_limit,
+    hookimpl,
+    import_keras,
+    inflation_cap,
+)
+from imgclust.kit import read_npz as read_bounded_npz
 
 ENV_VAR = "IMGCLUST_MNIST"
 #: IDX file stems of each split: (images, labels).
@@ -59,7 +65,6 @@ class MnistDataset:
         self.source: str | None = None
 
     def load(self, split: str = "all") -> Any:
-        from imgclust.stages.interfaces import ImageSet
 
         if split not in self.splits:
             raise DataError(f"mnist has no split {split!r}; it has {', '.join(self.splits)}.")
@@ -129,7 +134,6 @@ def keras_cache_files() -> list[Path]:
 
 def keras_load_data() -> Any:
     """Keras's own download (and cache) of MNIST; imported only when nothing local exists."""
-    from imgclust.kit.keras import import_keras
 
     return import_keras().datasets.mnist.load_data()
 
@@ -203,8 +207,6 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 def gunzip_bounded(data: bytes, source: str) -> bytes:
     """Inflate gzipped bytes, refusing (in one line) to inflate past the memory bound."""
     import io
-
-    from imgclust.io.memory import check_inflation, inflation_cap
 
     with gzip.GzipFile(fileobj=io.BytesIO(data)) as handle:
         inflated = handle.read(inflation_cap(len(data)) + 1)

@@ -22,9 +22,7 @@ from typing import Any
 import numpy as np
 
 from imgclust.errors import DataError, ImgclustError, SettingsError
-from imgclust.io import atomic
-from imgclust.kit.keras import import_keras
-from imgclust.stages.hookspecs import hookimpl
+from imgclust.kit import atomic, hookimpl, import_keras
 
 STATE_FILE = "pretrained.json"
 WEIGHTS_FILE = "backbone.weights.h5"

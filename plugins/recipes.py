@@ -6,7 +6,7 @@ all 70,000 MNIST images.
 
 from __future__ import annotations
 
-from imgclust.stages.hookspecs import hookimpl
+from imgclust.kit import hookimpl
 
 PIXELS_KMEANS = {
     "dataset": {"name": "mnist"},

@@ -31,10 +31,7 @@ from typing import Any
 import numpy as np
 
 from imgclust.errors import DataError, ImgclustError, SettingsError
-from imgclust.io import atomic
-from imgclust.kit.invariances import decide
-from imgclust.kit.keras import import_keras
-from imgclust.stages.hookspecs import hookimpl
+from imgclust.kit import atomic, decide, hookimpl, import_keras, import_umap
 
 MODEL_FILE = "classifier.keras"
 META_FILE = "self_label.json"
@@ -448,7 +445,6 @@ def _most_confident(labels: np.ndarray, confidence: np.ndarray, share: float) ->
 # Reclustering ---------------------------------------------------------------------------------
 def _embed(features: np.ndarray, neighbors: int, seed: int) -> np.ndarray:
     """UMAP of the classifier's features to (at most) 10 dimensions, min_dist 0, as N2D does."""
-    from imgclust.kit.umap import import_umap
 
     n = len(features)
     model = import_umap().UMAP(

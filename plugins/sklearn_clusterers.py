@@ -10,8 +10,7 @@ import os
 from typing import Any, Literal
 
 from imgclust.errors import DataError, SettingsError
-from imgclust.kit.sklearn import SklearnClusterer, lazy_estimator
-from imgclust.stages.hookspecs import hookimpl
+from imgclust.kit import SklearnClusterer, hookimpl, lazy_estimator
 
 # Leave this share of the free memory for everything else when a method needs an N x N matrix.
 MEMORY_SHARE = 0.5

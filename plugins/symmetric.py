@@ -21,18 +21,19 @@ from typing import Any
 import numpy as np
 
 from imgclust.errors import DataError, ImgclustError, SettingsError
-from imgclust.io import atomic
-from imgclust.io.bounded import read_npz
-from imgclust.kit.arrays import sample_index, to_float
-from imgclust.kit.invariances import (
+from imgclust.kit import (
     DISCRETE,
     TRANSFORMS,
     Element,
     apply_element,
+    atomic,
     decide,
+    hookimpl,
+    read_npz,
+    sample_index,
     symmetry_group,
+    to_float,
 )
-from imgclust.stages.hookspecs import hookimpl
 
 STATE_FILE = "sym_pca.npz"
 META_FILE = "sym_pca.json"

@@ -19,10 +19,7 @@ from typing import Any
 import numpy as np
 
 from imgclust.errors import DataError, SettingsError
-from imgclust.kit.arrays import as_matrix, check_finite
-from imgclust.kit.sklearn import PickleFormat
-from imgclust.kit.umap import import_umap
-from imgclust.stages.hookspecs import hookimpl
+from imgclust.kit import PickleFormat, as_matrix, atomic, check_finite, hookimpl, import_umap
 
 
 class UMAPEncoder:
@@ -112,7 +109,6 @@ class UMAPEncoder:
         """Write ``umap.pkl`` (the fitted model) and ``umap.json`` (the settings)."""
         directory = Path(directory)
         _UMAP_PICKLE.save(self.model_, directory)
-        from imgclust.io import atomic
 
         atomic.write_json(directory / "umap.json", self.settings())
 

@@ -25,7 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from imgclust.errors import DataError
+from imgclust.after.finished import open_run, read_run_features, verified_images
+from imgclust.after.neighbours import neighbour_index
+from imgclust.errors import ContentChangedError, DataError, ImgclustError
+from imgclust.io.content import image_digests
+from imgclust.io.outputs import csv_text
 
 DEFAULT_FRACTION = 0.1
 CSV_HEADER = ["group", "kind", "id", "cluster", "distance", "digest"]
@@ -97,8 +101,6 @@ def search(
     allow_changed: bool = False,
 ) -> Duplicates:
     """Find the groups and say how (the threshold, whether exact copies were checked)."""
-    from imgclust.after.finished import open_run, read_run_features
-    from imgclust.after.neighbours import neighbour_index
 
     threshold = check_threshold(threshold)
     finished = open_run(Path(run_dir), command)
@@ -152,9 +154,6 @@ def _content_hashes(
 ) -> tuple[list[str] | None, str]:
     """Each image's content digest and what changed since the run (refused unless
     ``allow_changed``), or None (said once) when the images cannot be had at all."""
-    from imgclust.after.finished import verified_images
-    from imgclust.errors import ContentChangedError, ImgclustError
-    from imgclust.io.content import image_digests
 
     try:
         found = verified_images(finished, command, allow_changed)
@@ -223,7 +222,6 @@ def _group(
 
 def duplicates_csv(groups: list[DuplicateGroup]) -> str:
     """One row per image in a group: group number, kind, id, cluster, distance, hash."""
-    from imgclust.io.outputs import csv_text
 
     rows = [
         [number, group.kind, image_id, cluster, distance, digest]

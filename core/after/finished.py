@@ -16,8 +16,20 @@ from typing import Any
 
 import numpy as np
 
-from imgclust.errors import DataError, ImgclustError
+from imgclust.after.rundata import read_features, reload_images
+from imgclust.engine.config import read_toml, validate
+from imgclust.errors import ContentChangedError, DataError, ImgclustError
+from imgclust.io.content import (
+    ContentCheck,
+    check_files,
+    check_images,
+    file_digest,
+    read_record,
+)
+from imgclust.io.images import normalise_extensions, scan_folder
+from imgclust.io.outputs import read_assignments
 from imgclust.io.runfolder import INCOMPLETE, check_self_contained, is_run_folder
+from imgclust.stages.host import get_registry
 
 IMAGE_FOLDER = "image-folder"
 SUGGESTIONS = 3  # nearest ids named when an id is unknown
@@ -99,7 +111,6 @@ SOURCE_SETTINGS = ("path", "labels_path")
 def run_sources(run: Path) -> list[Path]:
     """The run folder and the files and folders its config.toml says the run read (an image
     folder, an array or labels file): places no command's output may go."""
-    from imgclust.engine.config import read_toml
 
     sources = [Path(run)]
     try:
@@ -116,13 +127,9 @@ def run_sources(run: Path) -> list[Path]:
 
 def open_run(run: Path, command: str, registry: Any = None) -> FinishedRun:
     """A finished run's assignments and resolved config (checked against installed plugins)."""
-    from imgclust.engine.config import read_toml, validate
-    from imgclust.io.outputs import read_assignments
 
     run = check_finished(run, command)
     if registry is None:
-        from imgclust.stages.host import get_registry
-
         registry = get_registry()
     ids, clusters, labels = read_assignments(run / "assignments.csv")
     if len(set(ids)) != len(ids):
@@ -133,7 +140,6 @@ def open_run(run: Path, command: str, registry: Any = None) -> FinishedRun:
 
 def read_run_features(finished: FinishedRun) -> np.ndarray:
     """embeddings.npy as (N, D) float32, one row per id, finite; one line when it is not."""
-    from imgclust.after.rundata import read_features
 
     path = finished.path / "embeddings.npy"
     features = read_features(path, len(finished.ids))
@@ -164,7 +170,6 @@ def original_files(finished: FinishedRun) -> tuple[Path, list[Path]] | None:
     """
     if finished.dataset != IMAGE_FOLDER:
         return None
-    from imgclust.io.images import normalise_extensions, scan_folder
 
     stage = finished.config["dataset"]
     root = Path(str(stage["path"])).expanduser()
@@ -182,11 +187,8 @@ def original_files(finished: FinishedRun) -> tuple[Path, list[Path]] | None:
 
 def run_images(finished: FinishedRun, registry: Any = None) -> Any:
     """The clustered images through the run's dataset, checked to be the same ids in order."""
-    from imgclust.after.rundata import reload_images
 
     if registry is None:
-        from imgclust.stages.host import get_registry
-
         registry = get_registry()
     data = reload_images(registry, finished.config, finished.ids)
     recorded = recorded_shape(finished.path)
@@ -248,14 +250,6 @@ def verified_images(
     Image-folder runs are compared file by file (their bytes now); other datasets are loaded
     again and compared a chunk of rows at a time. ``files_only``: do not load other datasets.
     """
-    from imgclust.errors import ContentChangedError, ImgclustError
-    from imgclust.io.content import (
-        ContentCheck,
-        check_files,
-        check_images,
-        file_digest,
-        read_record,
-    )
 
     record = read_record(finished.path, len(finished.ids))
     try:

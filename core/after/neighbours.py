@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from imgclust.errors import DataError
+from imgclust.io import atomic
 
 INDEX_DIR = "index"
 MANIFEST = "index.json"
@@ -342,7 +343,6 @@ def save_index(
 ) -> Path:
     """Write the index into a temporary folder beside ``folder`` and rename it into place (an
     older index imgclust wrote is replaced; a reader never sees half of one)."""
-    from imgclust.io import atomic
 
     folder = Path(folder)
     temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))

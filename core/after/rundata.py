@@ -11,9 +11,14 @@ from typing import Any
 import numpy as np
 
 from imgclust.console import Log
+from imgclust.engine.build import build_stage, load_split
+from imgclust.engine.config import read_toml, validate
+from imgclust.engine.pipeline import load_pipeline
 from imgclust.errors import DataError, ImgclustError
+from imgclust.io.imagecache import reading_a_run
 from imgclust.io.outputs import read_assignments
 from imgclust.io.runfiles import read_metrics
+from imgclust.io.runfolder import check_self_contained
 from imgclust.report.plots.inputs import NO_AUTOENCODER, PlotInputs, describe_source
 from imgclust.stages.interfaces import Reconstructs
 
@@ -43,8 +48,6 @@ def reload_images(registry: Any, config: dict[str, Any], ids: list[str]) -> Any:
     The run's config.toml is data: while its dataset reads, caches go only under the user's
     cache folder and decoding is bounded (:func:`imgclust.io.imagecache.reading_a_run`).
     """
-    from imgclust.engine.build import build_stage, load_split
-    from imgclust.io.imagecache import reading_a_run
 
     stage = build_stage(registry, "datasets", config["dataset"])
     with reading_a_run():
@@ -71,7 +74,6 @@ def could_reconstruct(registry: Any, config: dict[str, Any]) -> bool:
 
 def load_encoders(run_dir: Path, registry: Any) -> list[tuple[str, Any]]:
     """The fitted encoders of the run's saved pipeline (never running code from the folder)."""
-    from imgclust.engine.pipeline import load_pipeline
 
     saved = load_pipeline(run_dir, registry=registry)
     return [
@@ -83,14 +85,12 @@ def load_encoders(run_dir: Path, registry: Any) -> list[tuple[str, Any]]:
 
 def load_run_inputs(run_dir: Path, registry: Any, log: Log = lambda message: None) -> PlotInputs:
     """Everything the plots need from a finished run folder; what cannot be had is logged."""
-    from imgclust.engine.config import read_toml, validate
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(
             f"run folder {str(run_dir)!r} does not exist: give a folder `imgclust run` wrote."
         )
-    from imgclust.io.runfolder import check_self_contained
 
     check_self_contained(run_dir)
     ids, clusters, csv_labels = read_assignments(run_dir / "assignments.csv")

@@ -11,7 +11,16 @@ from pathlib import Path
 import typer
 
 from imgclust import __version__
+from imgclust.cli.commands import register_all
+from imgclust.cli.listing import describe_kind, print_items
+from imgclust.console import stderr_log
+from imgclust.engine.config import resolve_config
+from imgclust.engine.resume import interrupted_message, resume_config
+from imgclust.engine.runner import execute
 from imgclust.errors import ImgclustError
+from imgclust.io.runfolder import os_error_line
+from imgclust.results.summary import summary_lines
+from imgclust.stages.host import get_host, get_registry
 
 app = typer.Typer(
     name="imgclust",
@@ -41,7 +50,6 @@ def _root(
 @app.command("plugins")
 def plugins_command(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Installed plugins, their version, what each registers and adds; failures and clashes."""
-    from imgclust.stages.host import get_host
 
     _add_plugin_commands()  # main() has done it already: then this costs nothing
     host = get_host()
@@ -110,13 +118,11 @@ def list_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Each dataset, encoder, clusterer, recipe or refiner, its summary and its settings."""
-    from imgclust.cli.listing import describe_kind
 
     items = describe_kind(kind.value)
     if as_json:
         typer.echo(json.dumps(items, indent=2, default=str))
         return
-    from imgclust.cli.listing import print_items
 
     print_items(kind.value, items)
 
@@ -167,16 +173,10 @@ def run_command(
     ),
 ) -> None:
     """Fit a pipeline, cluster, score, and write a new run folder."""
-    from imgclust.engine.config import resolve_config
-    from imgclust.engine.runner import execute
-    from imgclust.results.summary import summary_lines
-    from imgclust.stages.host import get_registry
 
     registry = get_registry()
     folder = None
     if resume is not None:
-        from imgclust.engine.resume import resume_config
-
         given = dict(recipe=recipe, config=config, dataset=dataset, encoder=encoder)
         given.update(clusterer=clusterer, set=sets, seed=seed, split=split)
         config, folder = resume_config(resume, given)
@@ -192,7 +192,6 @@ def run_command(
         split=split,
         trust_config=trust,
     )
-    from imgclust.console import stderr_log
 
     result = execute(
         registry,
@@ -218,11 +217,9 @@ _commands_added = False
 
 def _add_plugin_commands() -> None:
     global _commands_added
-    from imgclust.stages.host import get_host
 
     if not _commands_added:
         _commands_added = True
-        from imgclust.cli.commands import register_all
 
         register_all(app)
     get_host().add_commands(app)  # once per host; a reloaded host's plugins replace the last's
@@ -275,8 +272,6 @@ def _stopped(exc: BaseException) -> None:
     """
     import signal
 
-    from imgclust.engine.resume import interrupted_message
-
     signum = Stopped.received or signal.SIGINT
     what = (
         "Interrupted." if signum == signal.SIGINT else f"Stopped by {signal.Signals(signum).name}."
@@ -318,7 +313,6 @@ def main(argv: list[str] | None = None) -> None:
             _stopped(exc)
         if os.environ.get("IMGCLUST_DEBUG"):
             raise
-        from imgclust.io.runfolder import os_error_line
 
         typer.echo(f"Error: {os_error_line(exc)}", err=True)
         sys.exit(1)

@@ -21,10 +21,24 @@ from typing import Any
 
 import numpy as np
 
+from imgclust.engine.build import Splits, build_pipeline, build_stage
 from imgclust.engine.config import DEFAULT_CHUNK_SIZE
+from imgclust.engine.distributed import current_client, import_distributed, run_on_cluster
+from imgclust.engine.persist import MANIFEST, pipeline_dir, save_pipeline
+from imgclust.engine.pipeline import load_pipeline
+from imgclust.engine.stage import check_labels, renumber, stage_boundary
 from imgclust.errors import DataError, ImgclustError, SettingsError
 from imgclust.io import atomic
-from imgclust.io.images import DEFAULT_EXTENSIONS, folder_labels, scan_folder
+from imgclust.io.content import file_digest, rows_digest
+from imgclust.io.images import (
+    CHANNELS,
+    DEFAULT_EXTENSIONS,
+    Decoding,
+    _decode_into,
+    _first_size,
+    folder_labels,
+    scan_folder,
+)
 from imgclust.io.inputs import (
     ARRAY_SUFFIXES,
     file_reading,
@@ -34,6 +48,7 @@ from imgclust.io.inputs import (
     read_inputs,
 )
 from imgclust.kit.arrays import sample_index
+from imgclust.kit.sklearn import predicting_clusterers
 from imgclust.stages.interfaces import ImageSet, can_predict, requested_clusters
 
 Log = Callable[[str], None]
@@ -107,8 +122,6 @@ class FilesSource:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        from imgclust.io.images import CHANNELS
-
         return (len(self.paths), self.size[0], self.size[1], CHANNELS[self.mode])
 
     def read(self, start: int, stop: int) -> tuple[np.ndarray, list[str]]:
@@ -124,8 +137,6 @@ class FilesSource:
 
     def _decode(self, paths: Sequence[str]) -> tuple[np.ndarray, list[str]]:
         from PIL import Image
-
-        from imgclust.io.images import Decoding, _decode_into
 
         limit = self.max_pixels if self.max_pixels is not None else Image.MAX_IMAGE_PIXELS
         out = np.zeros((len(paths), *self.shape[1:]), dtype=np.uint8)
@@ -200,7 +211,6 @@ def load_for_chunks(
     registry: Any, config: Mapping[str, Any], log: Log, load_data: Callable[..., Any]
 ) -> Any:
     """The run's splits; on Dask an image folder is only listed here, decoded on the workers."""
-    from imgclust.engine.build import Splits, build_pipeline, build_stage
 
     if is_chunked(config):  # refused before anything is read
         _check_can_sample(build_pipeline(registry, config), config.get("fit_sample"))
@@ -213,7 +223,6 @@ def load_for_chunks(
             "validation_split with --dask on an image folder would decode every image here: "
             "leave it unset."
         )
-    from imgclust.io.images import _first_size, folder_labels, scan_folder
 
     log(f"listing {stage.name} ({config['split']})")
     files = scan_folder(instance.path, instance.recursive, instance.extensions)
@@ -262,7 +271,6 @@ class ChunkDone:
 
 def run_chunk(task: ChunkTask) -> ChunkDone:
     """Read, encode and assign one chunk with the saved pipeline; write features and clusters."""
-    from imgclust.engine.stage import check_labels, renumber, stage_boundary
 
     pipeline = cached_pipeline(task.pipeline_dir, task.trust)
     images, statuses = task.source.read(task.start, task.stop)
@@ -279,8 +287,6 @@ def run_chunk(task: ChunkTask) -> ChunkDone:
         labels = np.zeros(0, dtype=np.int64)
     digests: list[str] = []
     if isinstance(task.source, FilesSource):
-        from imgclust.io.content import file_digest
-
         paths = task.source.paths[task.start : task.stop]
         digests = [file_digest(p) for p, s in zip(paths, statuses, strict=True) if s == ""]
     if task.keep_features:
@@ -296,7 +302,6 @@ def chunk_record(
 ) -> dict[str, Any]:
     """What a chunk's files must hold: its number, row range and the digests of its images,
     features and clusters (checked when the chunks are collected)."""
-    from imgclust.io.content import rows_digest
 
     record = {
         "index": task.index,
@@ -316,8 +321,6 @@ _pipelines: dict[tuple[str, bool, int], Any] = {}
 
 def cached_pipeline(folder: str, trust: bool = False) -> Any:
     """A saved pipeline loaded once per process (a worker's tasks share it)."""
-    from imgclust.engine.persist import MANIFEST, pipeline_dir
-    from imgclust.engine.pipeline import load_pipeline
 
     root = pipeline_dir(folder)
     try:
@@ -452,7 +455,6 @@ def _load(
     store: Path, index: int, what: str, records: Mapping[int, Mapping[str, Any]]
 ) -> np.ndarray:
     """A chunk's ``what`` array, refused when its content is not what the chunk recorded."""
-    from imgclust.io.content import rows_digest
 
     file = store / f"{_CHUNK_NAME.format(index)}.{what}.npy"
     array = np.load(file, mmap_mode="r", allow_pickle=False)
@@ -518,7 +520,6 @@ def fit_and_assign(
     log: Log,
 ) -> tuple[np.ndarray, np.ndarray, ImageSet]:
     """Fit on a sample, save the pipeline, assign every image in chunks; features, labels, data."""
-    from imgclust.engine.persist import save_pipeline
 
     data, fit_data, validation = splits.data, splits.fit, splits.validation
     assert data is not None and fit_data is not None
@@ -545,7 +546,6 @@ def fit_and_assign(
     store.mkdir()
     chunk = int(config.get("chunk_size") or DEFAULT_CHUNK_SIZE)
     tasks = make_tasks(source_of(data.images), chunk, pipeline_path, store)
-    from imgclust.engine.distributed import current_client, run_on_cluster
 
     client = current_client()
     if client is None:
@@ -564,8 +564,6 @@ def fit_and_assign(
 def _check_can_sample(pipeline: Any, size: int | None) -> None:
     clusterer = pipeline.clusterer
     if not can_predict(clusterer.instance):
-        from imgclust.kit.sklearn import predicting_clusterers
-
         raise SettingsError(
             f"clusterer {clusterer.name!r} cannot assign images it was not fitted on, which "
             f"fit_sample and --dask need; use one that can: {', '.join(predicting_clusterers())}."
@@ -610,8 +608,6 @@ def _kept_data(data: ImageSet, assigned: Assigned) -> ImageSet:
     ids = [names[int(i)] for i in rows]
     labels, class_names = data.labels, data.class_names
     if labels is not None:
-        from imgclust.io.images import folder_labels
-
         labels, class_names = folder_labels(ids)
     info = {k: v for k, v in data.info.items() if k != "files"}
     info["skipped"] = skipped
@@ -676,7 +672,6 @@ def predict_on_cluster(
     saved: Any, run: Path, inputs: list[str], trust: bool, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> tuple[list[str], list[list[Any]]]:
     """``imgclust predict --dask``: the CSV header and rows, chunks assigned on the workers."""
-    from imgclust.engine.distributed import current_client, import_distributed
 
     client = current_client()
     distributed = import_distributed()

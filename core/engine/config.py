@@ -35,6 +35,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 from imgclust.engine.distributed import parse_address
+from imgclust.kit.invariances import check_setting
 from imgclust.stages.registry import Registry
 from imgclust.stages.settings import check_seed, resolve_stage
 
@@ -378,7 +379,6 @@ def validate(registry: Registry, config: Mapping[str, Any]) -> dict[str, Any]:
             resolved[key] = str(config[key])
     resolved.setdefault("split", "all")
     resolved.update(scale_settings(config))  # fit_sample, chunk_size, dask
-    from imgclust.kit.invariances import check_setting
 
     resolved["invariances"] = check_setting(config.get("invariances", "auto"))
     resolved["dataset"] = resolve_stage(registry, "datasets", config["dataset"], seed)

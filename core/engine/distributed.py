@@ -17,7 +17,9 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from imgclust import __version__
 from imgclust.errors import ImgclustError, SettingsError
+from imgclust.stages.host import get_registry
 
 INSTALL_HINT = 'install it with: pip install "imgclust[dask]"'
 CONNECT_TIMEOUT_S = 10  # the TCP connect and the scheduler's handshake, each
@@ -188,7 +190,6 @@ def _restore_environ(environ: Mapping[str, str]) -> None:
 
 def check_workers(client: Any, address: str, needs: Sequence[tuple[str, str]]) -> None:
     """Every worker runs this imgclust and has every stage the work needs; else one line."""
-    from imgclust import __version__
 
     try:
         client.wait_for_workers(1, timeout=WORKER_WAIT_S)
@@ -219,8 +220,6 @@ def check_workers(client: Any, address: str, needs: Sequence[tuple[str, str]]) -
 
 def worker_probe(needs: Sequence[Sequence[str]]) -> dict[str, Any]:
     """On a worker: its imgclust version and which of the needed stages it cannot build."""
-    from imgclust import __version__
-    from imgclust.stages.host import get_registry
 
     registry = get_registry()
     missing = [f"{kind[:-1]} {name!r}" for kind, name in needs if registry.find(kind, name) is None]

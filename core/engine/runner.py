@@ -20,7 +20,10 @@ from imgclust.console import Log
 from imgclust.engine.build import Splits, build_pipeline, load_data, seed_everything
 from imgclust.engine.chunks import fit_and_assign, is_chunked, load_for_chunks
 from imgclust.engine.config import to_toml
+from imgclust.engine.distributed import current_client, on_cluster, stages_of
+from imgclust.engine.persist import save_pipeline
 from imgclust.engine.pipeline import Pipeline
+from imgclust.engine.resume import note_kept
 from imgclust.errors import DataError, ImgclustError, SettingsError
 from imgclust.io import atomic
 from imgclust.io.content import write_record
@@ -39,6 +42,8 @@ from imgclust.io.runfolder import (
     unlock,
 )
 from imgclust.kit.invariances import Invariances, decide
+from imgclust.report.page import write_report_quietly
+from imgclust.report.plots import plot_run as draw
 from imgclust.results.confidence import (
     ImageScores,
     cluster_quality,
@@ -130,8 +135,6 @@ def execute(
     one) and checks its workers before any work.
     """
     if config.get("dask"):
-        from imgclust.engine.distributed import current_client, on_cluster, stages_of
-
         if current_client() is None:
             with on_cluster(config["dask"], stages_of(config)):
                 return execute(
@@ -345,7 +348,6 @@ def write_results(
     run: RunState, result: RunResult, after_fit: Callable[[RunResult], None] | None
 ) -> None:
     """clusters.md, assignments.csv, embeddings.npy and the fitted pipeline."""
-    from imgclust.engine.persist import save_pipeline
 
     clock = time.perf_counter()
     write_outputs(result)
@@ -357,7 +359,6 @@ def write_results(
 
 def draw_plots(result: RunResult, log: Log) -> float:
     """Draw the run's plots; the seconds they took (a failing plot is a warning, not an error)."""
-    from imgclust.report.plots import plot_run as draw
 
     return draw(result, log)
 
@@ -375,7 +376,6 @@ def write_metrics(run: RunState, result: RunResult) -> None:
 
 def write_report(run: RunState) -> None:
     """report.html from what the run wrote (a failure is a warning, not an error)."""
-    from imgclust.report.page import write_report_quietly
 
     write_report_quietly(run.folder, run.log)
 
@@ -386,7 +386,6 @@ def _failed(folder: Path, exc: BaseException) -> BaseException:
     The folder goes only when this process created it and no checkpoint is worth resuming;
     otherwise it is kept (and unlocked) and the exception names it for the resume hint.
     """
-    from imgclust.engine.resume import note_kept
 
     worth_keeping = not created_here(folder) or _has_checkpoints(folder)
     if isinstance(exc, OSError):

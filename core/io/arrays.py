@@ -16,10 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from imgclust.console import note
 from imgclust.errors import DataError, ImgclustError, SettingsError
 from imgclust.io.bounded import NpyHeader, check_npy_payload, read_npy, read_npy_header, read_npz
 from imgclust.io.memory import check_bytes, check_inflation, nbytes_of
 from imgclust.io.paths import check_input_file
+from imgclust.stages.interfaces import ImageSet, check_scale
 
 IMAGE_KEYS = ("x", "images", "x_train", "arr_0")
 LABEL_KEYS = ("y", "labels", "y_train")
@@ -40,7 +42,6 @@ def load_arrays(
 
     ``class_names`` (comma-separated, or a text file of one name a line) names integer labels;
     without it an ``.npz``'s own ``class_names`` text member does."""
-    from imgclust.stages.interfaces import ImageSet
 
     images, labels, info = read_arrays(path, images_key, labels_key)
     if labels_path is not None:
@@ -315,8 +316,6 @@ def _as_image_dtype(images: Any, source: str) -> Any:
             )
         return _convert(images, np.uint8, lambda c: c.astype(np.uint8))
     if dtype.kind == "f":
-        from imgclust.stages.interfaces import check_scale
-
         check_scale(images, source)  # floats are in [0, 1] or refused: never divided here
         if dtype == np.float32:
             return images
@@ -358,7 +357,6 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
 
 def _note(message: str) -> None:
     """A one-line note on stderr, in the run log's style."""
-    from imgclust.console import note
 
     note(message)
 
@@ -505,7 +503,6 @@ class InMemoryImages:
 def in_memory_images(images: Any, labels: Any = None, ids: Any = None) -> Any:
     """Arrays from Python as a checked ImageSet: images (N, H, W), (N, H, W, C) or (N, C, H, W);
     labels one number or text per image, or None; ids one unique name per image, or None."""
-    from imgclust.stages.interfaces import ImageSet
 
     source = "imgclust.run(images=...)"
     if not hasattr(images, "shape") or not hasattr(images, "dtype"):

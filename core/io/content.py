@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from imgclust.errors import ContentChangedError, DataError
+from imgclust.io import atomic
 
 CONTENT_FILE = "content.json"
 FORMAT = "imgclust-content"
@@ -123,7 +124,6 @@ def record_of(data: Any) -> ContentRecord:
 
 def write_record(folder: Path, data: Any) -> ContentRecord:
     """Write ``content.json`` for the images of a run (atomically)."""
-    from imgclust.io import atomic
 
     record = record_of(data)
     atomic.write_json(Path(folder) / CONTENT_FILE, record.to_json())

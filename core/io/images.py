@@ -20,8 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from imgclust.console import note
 from imgclust.errors import DataError, SettingsError
+from imgclust.io import imagecache
 from imgclust.io.content import PREFIX, bytes_digest, file_digest
+from imgclust.io.imagecache import check_run_decoding
+from imgclust.io.memory import check_bytes, nbytes_of
+from imgclust.stages.interfaces import ImageSet
 
 DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 CHANNELS = {"grayscale": 1, "rgb": 3}
@@ -84,7 +89,6 @@ class FolderReading:
 
     def load(self) -> Any:
         """The folder's images as an ImageSet: ids, sub-folder labels, what was skipped."""
-        from imgclust.stages.interfaces import ImageSet
 
         files = scan_folder(self.path, self.recursive, self.extensions)
         if self.limit is not None:
@@ -114,8 +118,6 @@ class FolderReading:
         return decoded, fingerprints
 
     def _decode_stamped(self, files: list[ImageFile]) -> tuple[Decoded, list[Any]]:
-        from imgclust.io import imagecache
-
         source = str(self.path)
         settings = {"size": self.size, "mode": self.mode, "max_pixels": self.max_pixels}
         if self.fit != "stretch":  # entries made before ``fit`` existed stay valid
@@ -202,7 +204,6 @@ def load_image_files(
     ids are the paths relative to ``root`` when given (posix separators), else the paths as
     given. Unreadable files are skipped and listed in ``info["skipped"]`` unless ``strict``.
     """
-    from imgclust.stages.interfaces import ImageSet
 
     mode = check_mode(mode)
     max_pixels = check_max_pixels(max_pixels)
@@ -606,8 +607,6 @@ def decode_files(
     import numpy as np
     from PIL import Image
 
-    from imgclust.io.memory import check_bytes, nbytes_of
-
     limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
     fixed = size is not None
     shape_hw = size if size is not None else _first_size(files, mode, limit)
@@ -617,7 +616,6 @@ def decode_files(
         f"{len(files)} images of {shape_hw[0]}x{shape_hw[1]}x{shape[3]}",
         "use fewer images (dataset.limit) or a smaller dataset.size",
     )
-    from imgclust.io.imagecache import check_run_decoding
 
     check_run_decoding(nbytes_of(shape, 1), sum(f.size for f in files), len(files))
     pending = allocate(shape) if allocate is not None else None
@@ -836,6 +834,5 @@ def check_skipped(
 
 def _note(message: str) -> None:
     """A one-line note on stderr, in the run log's style."""
-    from imgclust.console import note
 
     note(message)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from imgclust.errors import DataError, ImgclustError
+from imgclust.io import atomic
 from imgclust.io.runfolder import os_hint, os_reason
 
 # Output files ------------------------------------------------------------------------------
@@ -142,7 +143,6 @@ def write_output_lines(
     path: Path, lines: Iterable[str], *, force: bool, option: str = "--output"
 ) -> Path:
     """:func:`write_output` for text made a line at a time (streamed, never held whole)."""
-    from imgclust.io import atomic
 
     shown = f"{option} {str(path)!r}"
     try:

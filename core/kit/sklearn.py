@@ -31,6 +31,8 @@ from imgclust.errors import DataError, ImgclustError
 from imgclust.io import atomic
 from imgclust.io.bounded import read_npz
 from imgclust.kit.arrays import check_finite
+from imgclust.stages.host import get_registry
+from imgclust.stages.interfaces import can_predict
 
 # Fitted attributes that describe a model completely, per estimator class, for pickle-free saving.
 ARRAY_STATE = {
@@ -489,8 +491,6 @@ def _runtime_value(key: str) -> Any:
 def predicting_clusterers() -> list[str]:
     """Names of the installed clusterers that can assign new points (their default settings)."""
     try:
-        from imgclust.stages.host import get_registry
-        from imgclust.stages.interfaces import can_predict
 
         registry = get_registry()
         names = []

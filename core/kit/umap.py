@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from imgclust.io.imagecache import user_cache_dir
+
 
 def import_umap() -> Any:
     """Import umap-learn without its optional ParametricUMAP, which would import TensorFlow.
@@ -39,7 +41,6 @@ def import_umap() -> Any:
 
 def numba_cache_dir() -> Path:
     """Where numba keeps the machine code it compiled for UMAP: the user's imgclust cache."""
-    from imgclust.io.imagecache import user_cache_dir
 
     return user_cache_dir() / "numba"
 

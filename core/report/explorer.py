@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 
 from imgclust.errors import DataError
+from imgclust.io.outputs import read_assignments, read_image_scores, read_issues, read_label_review
 from imgclust.io.runfiles import read_run_bytes, read_run_text
 from imgclust.report.page_text import page_text, png_uri, script_json
 from imgclust.report.plots.explorer import FOLDER, MAP_SCALE, POINTS
+from imgclust.report.plots.inputs import NOISE, cluster_order, natural_key
 
 PAGE_SIZE = 120  # thumbnails per gallery page
 MAKEUP = 5  # labels named in a cluster's make-up
@@ -155,7 +157,6 @@ def image_views(run_dir: Path, ids: list[str]) -> dict[str, Any]:
     """Per image, what the gallery can sort and filter by: confidence and outlier score
     (assignments.csv), issues (issues.csv) and the label review's ranking (label_review.csv).
     A missing or damaged file leaves its view out."""
-    from imgclust.io.outputs import read_image_scores, read_issues, read_label_review
 
     views: dict[str, Any] = {"conf": None, "out": None, "issues": None, "review": None}
     try:
@@ -183,7 +184,6 @@ def image_views(run_dir: Path, ids: list[str]) -> dict[str, Any]:
 
 def cluster_table(clusters: np.ndarray, labels: np.ndarray | None) -> list[dict[str, Any]]:
     """Each cluster largest first (noise last): id, size and its commonest labels."""
-    from imgclust.report.plots.inputs import NOISE, cluster_order
 
     order, sizes = cluster_order(clusters)
     rows = []
@@ -198,8 +198,6 @@ def cluster_table(clusters: np.ndarray, labels: np.ndarray | None) -> list[dict[
 
 def explorer_data(run_dir: Path) -> dict[str, Any]:
     """Everything the explorer script reads, from the run folder."""
-    from imgclust.io.outputs import read_assignments
-    from imgclust.report.plots.inputs import natural_key
 
     try:
         ids, clusters, label_names = read_assignments(run_dir / "assignments.csv")

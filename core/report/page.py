@@ -23,7 +23,10 @@ from imgclust.io.runfiles import (
 )
 from imgclust.io.runfolder import INCOMPLETE, os_hint, os_reason
 from imgclust.kit.invariances import SMALL_THRESHOLD, THRESHOLD
+from imgclust.report.explorer import STYLE as EXPLORER_STYLE
+from imgclust.report.explorer import explorer_section
 from imgclust.report.page_text import page_text, png_uri
+from imgclust.report.plots.stage import one_line
 
 REPORT = "report.html"
 
@@ -44,7 +47,6 @@ def add_section(provider: Callable[[Path], Section | None]) -> Callable[[Path], 
 
 def provided_sections(run_dir: Path) -> list[Section]:
     """The sections the providers give for this run; one that fails becomes a one-line note."""
-    from imgclust.report.plots.stage import one_line
 
     sections = []
     for provider in SECTION_PROVIDERS:
@@ -279,8 +281,6 @@ def build_report(run_dir: Path, extra_sections: Iterable[Section] = ()) -> str:
     """The report page of a run folder, as HTML text; ``extra_sections`` and those of the
     registered providers follow the cluster table.
     """
-    from imgclust.report.explorer import STYLE as EXPLORER_STYLE
-    from imgclust.report.explorer import explorer_section
 
     run_dir = Path(run_dir)
     metrics = read_metrics(run_dir)
@@ -355,7 +355,5 @@ def write_report_quietly(
     try:
         return write_report(run_dir)
     except Exception as exc:
-        from imgclust.report.plots.stage import one_line
-
         log(f"warning: {REPORT} not written: {one_line(exc)}")
         return None

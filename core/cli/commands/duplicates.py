@@ -8,6 +8,11 @@ from typing import Any
 
 import typer
 
+from imgclust.after.duplicates import check_threshold, duplicates_csv, search
+from imgclust.after.finished import check_finished, printable, run_sources
+from imgclust.console import stderr_log
+from imgclust.io.outputs import claim_output, write_output
+
 DEFAULT_OUTPUT = "duplicates.csv"
 
 
@@ -32,10 +37,6 @@ def duplicates_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object with the groups."),
 ) -> None:
     """Find exact copies (same content hash) and near copies (close features) in a run."""
-    from imgclust.after.duplicates import check_threshold, duplicates_csv, search
-    from imgclust.after.finished import check_finished, printable, run_sources
-    from imgclust.console import stderr_log
-    from imgclust.io.outputs import claim_output, write_output
 
     check_finished(run, "search")
     check_threshold(threshold)

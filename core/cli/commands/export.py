@@ -28,7 +28,12 @@ from typing import Any
 import numpy as np
 import typer
 
+from imgclust.after.finished import check_finished, open_run, run_sources, verified_images
+from imgclust.console import stderr_log
 from imgclust.errors import DataError, ImgclustError
+from imgclust.io import atomic
+from imgclust.io.content import PREFIX, READ_BYTES, file_digest, new_hasher
+from imgclust.io.outputs import claim_output_folder, csv_text
 from imgclust.io.runfolder import os_hint, os_reason
 
 CSV_NAME = "clusters.csv"
@@ -129,7 +134,6 @@ def export_csv(
 ) -> str:
     """id, cluster, folder, file (inside OUT; empty for an image left out because it changed
     since the run) and label when the run knew labels."""
-    from imgclust.io.outputs import csv_text
 
     with_labels = finished.labels is not None
     header = ["id", "cluster", "folder", *(["file"] if with_files else [])]
@@ -156,7 +160,6 @@ def write_export(
     """Fill a temporary folder beside ``out``, then rename it to ``out``; counts of what was
     copied, linked, symlinked or drawn. A source file is placed only when its content is the
     ``recorded`` digest (checked as it is copied or linked); rows ``left_out`` are skipped."""
-    from imgclust.io import atomic
 
     out = Path(out)
     parent = out.absolute().parent
@@ -286,7 +289,6 @@ def _place_file(source: Path, target: Path, mode: str, digest: str) -> str:
     """Copy ``source`` to ``target`` or hard-link it (a symbolic link where hard links cannot
     be made, such as across file systems); which was done. What lands in ``target`` must have
     the content ``digest`` the run recorded, or it is removed and the export refused."""
-    from imgclust.io.content import file_digest
 
     if mode == "copy":
         done = "copied"
@@ -309,7 +311,6 @@ def _place_file(source: Path, target: Path, mode: str, digest: str) -> str:
 def _copy_checked(source: Path, target: Path, digest: str) -> None:
     """Copy ``source`` to the new file ``target`` block by block, hashing what is read; the
     copy is removed unless its content has the ``digest`` the run recorded."""
-    from imgclust.io.content import PREFIX, READ_BYTES, new_hasher
 
     hasher = new_hasher()
     with open(source, "rb") as reader, open(target, "xb") as writer:
@@ -378,9 +379,6 @@ def export_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Sort a run's images into one folder per cluster (largest first), with a CSV of where."""
-    from imgclust.after.finished import check_finished, open_run, run_sources, verified_images
-    from imgclust.console import stderr_log
-    from imgclust.io.outputs import claim_output_folder
 
     if copy + link + csv_only > 1:
         raise ImgclustError("give only one of --copy, --link and --csv.")

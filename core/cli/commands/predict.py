@@ -14,8 +14,21 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from imgclust.errors import DataError, SettingsError
+from imgclust.after.finished import open_run, run_sources
+from imgclust.engine.build import load_split
+from imgclust.engine.chunks import predict_on_cluster
+from imgclust.engine.config import apply_sets
+from imgclust.engine.distributed import on_cluster, parse_address, stages_of
+from imgclust.engine.pipeline import load_pipeline
+from imgclust.errors import ContentChangedError, DataError, SettingsError
+from imgclust.io.content import check_images, read_record
+from imgclust.io.imagecache import reading_a_run
 from imgclust.io.inputs import Batch, check_inputs, read_inputs
+from imgclust.io.outputs import claim_output, csv_text, write_output
+from imgclust.io.runfolder import is_run_folder
+from imgclust.results.metrics import external_scores, n_clusters
+from imgclust.stages.host import get_registry
+from imgclust.stages.settings import resolve
 
 if TYPE_CHECKING:  # numpy loads with the first command that needs it, not with the CLI
     import numpy as np
@@ -51,7 +64,6 @@ def _plain(value: Any) -> Any:
 
 def to_csv(header: list[str], rows: list[list[Any]]) -> str:
     """The rows as CSV, safe to open in a spreadsheet (see :func:`imgclust.io.outputs.csv_cell`)."""
-    from imgclust.io.outputs import csv_text
 
     return csv_text(header, rows)
 
@@ -76,9 +88,6 @@ def predict_command(
     ),
 ) -> None:
     """Assign new images to a finished run's clusters: id, cluster, distance or probability."""
-    from imgclust.after.finished import run_sources
-    from imgclust.engine.pipeline import load_pipeline
-    from imgclust.io.outputs import claim_output, write_output
 
     check_inputs(inputs)
     if output is not None:
@@ -88,13 +97,9 @@ def predict_command(
     saved = load_pipeline(run, trust=trust)
     saved.check_can_predict()
     if dask is None:
-        from imgclust.io.imagecache import reading_a_run
-
         with reading_a_run():  # the pipeline's size cannot blow tiny files up without bound
             header, rows = predict_rows(saved, inputs)
     else:  # files decoded and images assigned on the workers, each loading the saved pipeline
-        from imgclust.engine.chunks import predict_on_cluster
-        from imgclust.engine.distributed import on_cluster, parse_address, stages_of
 
         needs = stages_of({"encoder": saved.encoders and [{"name": e.name} for e in saved.encoders],
                            "clusterer": {"name": saved.clusterer.name}})  # fmt: skip
@@ -140,12 +145,6 @@ def evaluation(
     digests the run recorded (refused when changed, unless ``allow_changed``)."""
     import numpy as np
 
-    from imgclust.engine.build import load_split
-    from imgclust.engine.config import apply_sets
-    from imgclust.results.metrics import external_scores, n_clusters
-    from imgclust.stages.host import get_registry
-    from imgclust.stages.settings import resolve
-
     registry = get_registry()
     trained = dict(saved.manifest["preprocessing"].get("dataset") or {})
     if dataset is None and not trained:
@@ -163,7 +162,6 @@ def evaluation(
     entry = registry.get("datasets", name)
     what = f"dataset {name!r}"
     values = resolve(what, entry.target, {k: v for k, v in stage.items() if k != "name"})
-    from imgclust.io.imagecache import reading_a_run
 
     named = any(a.split("=", 1)[0].strip() == "dataset.cache_dir" for a in sets)
     with reading_a_run(cache_dir_given=named):  # the saved settings do not choose where it writes
@@ -193,10 +191,6 @@ def evaluation(
 def _check_run_content(run: Path, data: Any, split: str, allow_changed: bool) -> str:
     """When ``run`` is a finished run folder that clustered ``split``, check ``data`` against
     its recorded digests; what changed (allowed), or ''."""
-    from imgclust.after.finished import open_run
-    from imgclust.errors import ContentChangedError
-    from imgclust.io.content import check_images, read_record
-    from imgclust.io.runfolder import is_run_folder
 
     if not is_run_folder(run):
         return ""
@@ -235,7 +229,6 @@ def evaluate_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Score a finished run's pipeline on a labelled split: ACC, NMI, ARI, purity."""
-    from imgclust.engine.pipeline import load_pipeline
 
     saved = load_pipeline(run, trust=trust)
     saved.check_can_predict()

@@ -9,6 +9,14 @@ from typing import Any
 
 import typer
 
+from imgclust.after.finished import check_finished
+from imgclust.after.rundata import load_run_inputs
+from imgclust.console import stderr_log
+from imgclust.io.runfiles import check_run_files
+from imgclust.report.page import write_report
+from imgclust.report.plots import make_plots, options_from_env
+from imgclust.stages.host import get_registry
+
 
 class MapMethod(str, Enum):
     auto = "auto"
@@ -37,10 +45,6 @@ def register(app: Any) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
     ) -> None:
         """Redraw the plots of a run folder and rebuild its self-contained report.html."""
-        from imgclust.after.finished import check_finished
-        from imgclust.console import stderr_log
-        from imgclust.io.runfiles import check_run_files
-        from imgclust.report.page import write_report
 
         log = stderr_log()
 
@@ -48,9 +52,6 @@ def register(app: Any) -> None:
         check_run_files(run)  # damaged files are refused before any plot is drawn
         outcome = None
         if not html_only:
-            from imgclust.after.rundata import load_run_inputs
-            from imgclust.report.plots import make_plots, options_from_env
-            from imgclust.stages.host import get_registry
 
             options = options_from_env().with_map(
                 map_method.value if map_method else None, map_sample

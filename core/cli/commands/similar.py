@@ -12,8 +12,20 @@ from typing import Any
 
 import typer
 
+from imgclust.after.finished import (
+    check_finished,
+    open_run,
+    printable,
+    read_run_features,
+    run_sources,
+    verified_images,
+)
+from imgclust.after.neighbours import neighbour_index
+from imgclust.console import stderr_log
+from imgclust.engine.pipeline import load_pipeline
 from imgclust.errors import DataError
 from imgclust.io.inputs import check_inputs, read_inputs
+from imgclust.io.outputs import claim_output, csv_lines, write_output_lines
 
 TABLE_ROWS = 1000  # rows of the printed table aligned together
 
@@ -56,8 +68,6 @@ def similar_queries(
 ) -> Found:
     """The run and, for each id then each new image, its ``count`` nearest images (capped at
     the run's size); the run's images are checked against its recorded digests first."""
-    from imgclust.after.finished import open_run, read_run_features, verified_images
-    from imgclust.after.neighbours import neighbour_index
 
     finished = open_run(run, "search")
     rows = [finished.row_of(image_id) for image_id in ids]  # unknown ids fail before any work
@@ -84,7 +94,6 @@ def _encode(run: Path, images: list[str], trust: bool, dim: int) -> tuple[Any, l
     """New images read as ``predict`` reads them and encoded by the run's saved pipeline."""
     import numpy as np
 
-    from imgclust.engine.pipeline import load_pipeline
     saved = load_pipeline(run, trust=trust)
     parts, names = [], []
     for batch in read_inputs(images, saved):
@@ -169,9 +178,6 @@ def similar_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """The run's images nearest to new images or to its own images (--id), with distances."""
-    from imgclust.after.finished import check_finished, run_sources
-    from imgclust.console import stderr_log
-    from imgclust.io.outputs import claim_output, csv_lines, write_output_lines
     images, ids = list(images or []), list(ids or [])
     check_finished(run, "search")
     check_inputs(images)
@@ -231,7 +237,6 @@ def _print_table(table: list[list[str]]) -> None:
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
-    from imgclust.after.finished import printable
 
     return printable(value) or "''"
 

@@ -16,9 +16,23 @@ from typing import Any
 import numpy as np
 import typer
 
+from imgclust.console import stderr_log
+from imgclust.engine.build import build_pipeline, load_data, seed_everything
+from imgclust.engine.config import drop_file_dask, read_toml, resolve_config, validate
+from imgclust.engine.runner import execute
 from imgclust.errors import DataError
 from imgclust.io.bounded import read_npy
 from imgclust.io.runfolder import create_incomplete, discard, finalise, run_name
+from imgclust.results.ksweep import (
+    CRITERIA,
+    check_k_range,
+    check_sweepable,
+    parse_range,
+    sweep,
+    write,
+)
+from imgclust.results.summary import summary_lines
+from imgclust.stages.host import get_registry
 
 
 def register(app: typer.Typer) -> None:
@@ -53,10 +67,6 @@ def sweep_k_command(
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
     """Sweep k on a sample, score each k without labels, recommend one (and run it with --run)."""
-    from imgclust.console import stderr_log
-    from imgclust.engine.config import read_toml, resolve_config, validate
-    from imgclust.results.ksweep import check_k_range, check_sweepable, parse_range, sweep, write
-    from imgclust.stages.host import get_registry
 
     log = stderr_log()
 
@@ -107,8 +117,6 @@ def sweep_k_command(
     k = result.recommended
     final: dict[str, Any] = {"recommended": k, **result.to_dict()}
     if then_run:
-        from imgclust.engine.runner import execute
-
         chosen = {**resolved, "clusterer": {**resolved["clusterer"], "n_clusters": k}}
         chosen = validate(registry, chosen)
         log(f"running with n_clusters={k}")
@@ -140,8 +148,6 @@ def sweep_k_command(
         + ")"
     )
     if then_run:
-        from imgclust.results.summary import summary_lines
-
         for line in summary_lines(final["run"]):
             typer.echo(line)
         typer.echo(f"run folder {final['folder']}")
@@ -155,7 +161,6 @@ def _fit_features(
 ) -> np.ndarray:
     """Fit the config's encoders as a run does and return the features of the clustered split
     (``check_size(n)`` sees the number of images before any encoder is fitted)."""
-    from imgclust.engine.build import build_pipeline, load_data, seed_everything
 
     seed_everything(int(config["seed"]))
     pipeline = build_pipeline(registry, config)
@@ -181,7 +186,6 @@ def _run_features(
     if not path.is_file():
         raise DataError(f"{str(run)!r} has no embeddings.npy: give a finished run folder.")
     features = read_npy(path, f"embeddings.npy of {run.name!r}")
-    from imgclust.engine.config import drop_file_dask
 
     config = read_toml(run / "config.toml")
     how = "run with `imgclust run --dask ADDRESS --set clusterer.n_clusters=K ...`"
@@ -197,8 +201,6 @@ def _sweep_folder(runs_dir: Path, config: dict[str, Any]) -> Path:
 def _print_table(result: Any) -> None:
     from rich.console import Console
     from rich.table import Table
-
-    from imgclust.results.ksweep import CRITERIA
 
     shown = [c for c in CRITERIA if any(r.get(c) is not None for r in result.rows)]
     table = Table("k", *shown, "found", "seconds", box=None, pad_edge=False)

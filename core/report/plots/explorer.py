@@ -20,6 +20,7 @@ from imgclust.report.plots.figure import SkipPlot
 from imgclust.report.plots.inputs import PlotInputs
 from imgclust.report.plots.options import PlotOptions
 from imgclust.report.plots.projection import shared_projection
+from imgclust.report.plots.tiles import as_rgb, take
 
 FOLDER = "explorer"
 POINTS = "points.json"
@@ -47,8 +48,6 @@ def thumbnail_limit(options: PlotOptions, tile: int, channels: int) -> int:
 def thumbnails(images: np.ndarray, index: np.ndarray, tile: int) -> tuple[np.ndarray, int]:
     """The images of ``index`` as (n, tile, tile[, 3]) uint8 squares, and their channel count."""
     from PIL import Image
-
-    from imgclust.report.plots.tiles import as_rgb, take
 
     picked = take(images, index)
     grey = picked.ndim == 3 or (picked.ndim == 4 and picked.shape[-1] == 1)

@@ -11,20 +11,21 @@ from pathlib import Path
 from typing import Any
 
 from imgclust.console import Log
+from imgclust.report.plots.clusters import plot_clusters
+from imgclust.report.plots.confusion import plot_confusion
+from imgclust.report.plots.embedding_map import plot_map
+from imgclust.report.plots.explorer import plot_explorer
 from imgclust.report.plots.figure import SkipPlot
+from imgclust.report.plots.inputs import from_result
+from imgclust.report.plots.montages import plot_montages
 from imgclust.report.plots.options import PlotOptions, options_from_env
+from imgclust.report.plots.reconstructions import plot_reconstructions
+from imgclust.report.plots.training import plot_training
 
 PLOTS_DIR = "plots"
 
 
 def _plot_functions() -> list[tuple[str, Callable[..., list[Path]]]]:
-    from imgclust.report.plots.clusters import plot_clusters
-    from imgclust.report.plots.confusion import plot_confusion
-    from imgclust.report.plots.embedding_map import plot_map
-    from imgclust.report.plots.explorer import plot_explorer
-    from imgclust.report.plots.montages import plot_montages
-    from imgclust.report.plots.reconstructions import plot_reconstructions
-    from imgclust.report.plots.training import plot_training
 
     return [
         ("reconstructions.png", plot_reconstructions),
@@ -90,8 +91,6 @@ def plot_run(result: Any, log: Log = lambda message: None) -> float:
     """
     started = time.perf_counter()
     try:
-        from imgclust.report.plots.inputs import from_result
-
         make_plots(from_result(result), result.path, options_from_env(), log)
     except Exception as exc:
         log(f"warning: plots not written: {one_line(exc)}")
