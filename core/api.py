@@ -29,9 +29,20 @@ from imgclust.report.notebook import run_html
 from imgclust.results.metrics import n_clusters
 from imgclust.stages.host import get_registry
 from imgclust.stages.interfaces import ImageSet
+from imgclust.stages.kinds import (
+    CLUSTERER,
+    DATASET,
+    ENCODER,
+    REFINER,
+    STAGE_KINDS,
+    StageKind,
+)
 
 StageSpec = str | Mapping[str, Any]
-STAGE_KEYS = ("dataset", "encoder", "encoders", "clusterer")
+#: Keys of ``settings`` that name a stage: each kind, singular, and the chains' plurals.
+STAGE_KEYS = tuple(
+    key for kind in STAGE_KINDS for key in (kind.name, *((kind.registry,) if kind.chain else ()))
+)
 
 
 @dataclass(repr=False)
@@ -72,6 +83,7 @@ def run(
     dataset: StageSpec | None = None,
     encoders: StageSpec | Sequence[StageSpec] | None = None,
     clusterer: StageSpec | None = None,
+    refiners: StageSpec | Sequence[StageSpec] | None = None,
     settings: Mapping[str, Any] | None = None,
     seed: int | None = None,
     split: str | None = None,
@@ -87,10 +99,11 @@ def run(
 
     ``recipe``, then the TOML file ``config``, then ``dataset``/``encoders``/``clusterer`` and
     ``settings`` resolve into one configuration, exactly like the command line's ``--recipe``,
-    ``--config``, ``--dataset``... and ``--set``. A stage is a name or a ``{"name": ..., key:
-    value}`` mapping. ``settings`` maps a stage (``"dataset"``, ``"encoder"``,
-    ``"encoder.NAME"``, ``"encoder.INDEX"``, ``"clusterer"``) to ``{key: value}``, or a
-    ``--set`` target (``"clusterer.n_clusters"``, ``"seed"``, ``"split"``) to a value.
+    ``--config``, ``--dataset``... and ``--set``; ``refiners`` (``--refiner``) replace a
+    recipe's. A stage is a name or a ``{"name": ..., key: value}`` mapping. ``settings`` maps a
+    stage (``"dataset"``, ``"encoder"``, ``"encoder.NAME"``, ``"encoder.INDEX"``,
+    ``"clusterer"``, ``"refiner"``, ``"refiner.NAME"``) to ``{key: value}``, or a ``--set``
+    target (``"clusterer.n_clusters"``, ``"seed"``, ``"split"``) to a value.
     ``plots`` (true by default, as on the command line) draws ``plots/`` and writes
     ``report.html``; ``plots=False`` is ``--no-plots``. ``keep_checkpoints`` keeps the training
     checkpoints in the finished run folder. ``dask`` runs on that Dask scheduler (``local``,
@@ -117,7 +130,9 @@ def run(
     if dataset is not None:
         names["dataset"] = _stage_spec("dataset", dataset, "dataset", values)
     if encoders is not None:
-        names["encoders"] = _encoder_specs(encoders, values)
+        names["encoders"] = _chain_specs(ENCODER, encoders, values)
+    if refiners is not None:
+        names["refiners"] = _chain_specs(REFINER, refiners, values)
     if clusterer is not None:
         names["clusterer"] = _stage_spec("clusterer", clusterer, "clusterer", values)
     values += _flatten_settings(settings)
@@ -173,22 +188,22 @@ def run(
 
 def get_dataset(name: str, /, **settings: Any) -> Stage:
     """A dataset built by its plugin; ``.load(split)`` returns an ImageSet."""
-    return make_stage("datasets", name, settings)
+    return make_stage(DATASET.registry, name, settings)
 
 
 def get_encoder(name: str, /, **settings: Any) -> Stage:
     """An unfitted encoder built by its plugin, for :class:`imgclust.Pipeline`."""
-    return make_stage("encoders", name, settings)
+    return make_stage(ENCODER.registry, name, settings)
 
 
 def get_clusterer(name: str, /, **settings: Any) -> Stage:
     """An unfitted clusterer built by its plugin, for :class:`imgclust.Pipeline`."""
-    return make_stage("clusterers", name, settings)
+    return make_stage(CLUSTERER.registry, name, settings)
 
 
 def get_refiner(name: str, /, **settings: Any) -> Stage:
     """An unfitted refiner built by its plugin, for ``Pipeline(..., refiners=[...])``."""
-    return make_stage("refiners", name, settings)
+    return make_stage(REFINER.registry, name, settings)
 
 
 def load(path: str | Path, trust: bool = False) -> Pipeline:
@@ -234,15 +249,16 @@ def _stage_spec(kind: str, spec: Any, target: str, values: list[tuple[str, Any]]
     )
 
 
-def _encoder_specs(encoders: Any, values: list[tuple[str, Any]]) -> list[str]:
-    if isinstance(encoders, (str, Mapping)):
-        encoders = [encoders]
-    if not isinstance(encoders, Iterable):
+def _chain_specs(kind: StageKind, stages: Any, values: list[tuple[str, Any]]) -> list[str]:
+    """The names of a chain of stages (encoders, refiners); their settings go to ``values``."""
+    if isinstance(stages, (str, Mapping)):
+        stages = [stages]
+    if not isinstance(stages, Iterable):
         raise SettingsError(
-            f"encoders must be a name or a list of them, not {type(encoders).__name__}."
+            f"{kind.registry} must be a name or a list of them, not {type(stages).__name__}."
         )
-    names = [_stage_spec("encoder", e, f"encoder.{i}", values) for i, e in enumerate(encoders)]
-    if not names:
+    names = [_stage_spec(kind.name, s, f"{kind.name}.{i}", values) for i, s in enumerate(stages)]
+    if not names and kind is ENCODER:
         raise SettingsError("encoders is empty: name at least one encoder, e.g. ['pca'].")
     return names
 

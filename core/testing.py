@@ -33,18 +33,15 @@ from imgclust.errors import DataError
 from imgclust.results.metrics import n_clusters
 from imgclust.stages.interfaces import (
     Checkpoints,
-    Clusterer,
-    Dataset,
     Embeds,
-    Encoder,
     HasHistory,
     ImageSet,
     Reconstructs,
-    Refiner,
     can_predict,
     requested_clusters,
     splits_of,
 )
+from imgclust.stages.kinds import STAGE_KINDS
 
 __all__ = [
     "check_clusterer",
@@ -55,20 +52,9 @@ __all__ = [
     "sample_images",
 ]
 
-#: The methods each kind of stage must have (what its protocol in ``imgclust.stages.interfaces``
-#: names).
-REQUIRED = {
-    "dataset": ("load",),
-    "encoder": ("fit", "transform", "save", "load"),
-    "clusterer": ("fit_predict", "save", "load"),
-    "refiner": ("fit_predict", "predict", "save", "load"),
-}
-PROTOCOLS: dict[str, type] = {
-    "dataset": Dataset,
-    "encoder": Encoder,
-    "clusterer": Clusterer,
-    "refiner": Refiner,
-}
+#: The methods each kind of stage must have, and its protocol (the table of stage kinds).
+REQUIRED = {kind.name: kind.required for kind in STAGE_KINDS}
+PROTOCOLS: dict[str, type] = {kind.name: kind.protocol for kind in STAGE_KINDS}
 IMAGES = 300  # default sample sizes: a few hundred keeps every check to seconds
 FAST_IMAGES = 100
 

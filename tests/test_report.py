@@ -228,12 +228,12 @@ def test_a_failing_plot_or_report_does_not_lose_the_run(
     cli, runs_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import imgclust.report.page
-    import imgclust.report.plots.confusion
+    import imgclust.report.plots.stage
 
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(imgclust.report.plots.confusion, "plot_confusion", boom)
+    monkeypatch.setattr(imgclust.report.plots.stage, "plot_confusion", boom)
     monkeypatch.setattr(imgclust.report.page, "build_report", boom)
     result = cli("run", *PCA, "--runs-dir", runs_dir, "--json")
     folder = run_folder_of(result)

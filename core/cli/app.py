@@ -21,6 +21,7 @@ from imgclust.errors import ImgclustError
 from imgclust.io.runfolder import os_error_line
 from imgclust.results.summary import summary_lines
 from imgclust.stages.host import get_host, get_registry
+from imgclust.stages.kinds import REGISTERED
 
 app = typer.Typer(
     name="imgclust",
@@ -104,12 +105,8 @@ def plugins_command(as_json: bool = typer.Option(False, "--json", help="Print JS
         )
 
 
-class Kind(str, Enum):
-    datasets = "datasets"
-    encoders = "encoders"
-    clusterers = "clusterers"
-    recipes = "recipes"
-    refiners = "refiners"
+#: What ``imgclust list`` lists: every kind in the table of stage kinds, and recipes.
+Kind = Enum("Kind", {name: name for name in REGISTERED}, type=str)  # type: ignore[misc]
 
 
 @app.command("list")
@@ -144,6 +141,11 @@ def run_command(
         None, "--encoder", "-e", help="Encoder plugin; repeat to chain."
     ),
     clusterer: str | None = typer.Option(None, "--clusterer", "-k", help="Clusterer plugin."),
+    refiner: list[str] | None = typer.Option(
+        None,
+        "--refiner",
+        help="Refiner plugin, run after the clusterer; repeat to chain; replaces a recipe's.",
+    ),
     sets: list[str] | None = typer.Option(
         None, "--set", "-s", help="stage.key=value, e.g. clusterer.n_clusters=10; repeatable."
     ),
@@ -178,7 +180,7 @@ def run_command(
     folder = None
     if resume is not None:
         given = dict(recipe=recipe, config=config, dataset=dataset, encoder=encoder)
-        given.update(clusterer=clusterer, set=sets, seed=seed, split=split)
+        given.update(clusterer=clusterer, refiner=refiner, set=sets, seed=seed, split=split)
         config, folder = resume_config(resume, given)
     resolved = resolve_config(
         registry,
@@ -187,6 +189,7 @@ def run_command(
         dataset=dataset,
         encoders=encoder,
         clusterer=clusterer,
+        refiners=refiner,
         sets=[*(sets or ()), *([("dask", dask)] if dask is not None else [])],
         seed=seed,
         split=split,

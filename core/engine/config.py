@@ -302,6 +302,7 @@ def resolve_config(
     dataset: str | None = None,
     encoders: list[str] | None = None,
     clusterer: str | None = None,
+    refiners: list[str] | None = None,
     sets: Iterable[str | tuple[str, Any]] = (),
     seed: int | None = None,
     split: str | None = None,
@@ -336,6 +337,8 @@ def resolve_config(
         command_line["encoder"] = [{"name": e} for e in encoders]
     if clusterer:
         command_line["clusterer"] = {"name": clusterer}
+    if refiners:
+        command_line["refiner"] = [{"name": r} for r in refiners]
     config = merge(config, command_line, dropped)
     config = apply_sets(config, sets)
     if seed is not None:

@@ -18,10 +18,10 @@ import numpy as np
 from imgclust.errors import DataError, ImgclustError, PluginError, SettingsError
 from imgclust.kit.arrays import check_finite
 from imgclust.stages.host import get_registry, stage_origin
+from imgclust.stages.kinds import stage_kind
 from imgclust.stages.settings import resolve_stage, settings_of, stage_settings
 
 ENCODED_ADVICE = "check the input images or the encoder's settings"
-
 
 
 @dataclass
@@ -48,9 +48,7 @@ class Stage:
         return f"<Stage {self.name}({shown})>"
 
 
-
 _STAGE_FIELDS = frozenset(f.name for f in fields(Stage))
-
 
 
 # Canonical cluster numbers --------------------------------------------------------------------
@@ -60,7 +58,6 @@ def canonical_order(labels: np.ndarray) -> np.ndarray:
     found = found[found != -1]
     values, first, counts = np.unique(found, return_index=True, return_counts=True)
     return values[np.lexsort((first, -counts))]
-
 
 
 def renumber(labels: np.ndarray, order: np.ndarray | None) -> np.ndarray:
@@ -81,7 +78,6 @@ def renumber(labels: np.ndarray, order: np.ndarray | None) -> np.ndarray:
     return mapped[inverse].reshape(labels.shape)
 
 
-
 # Building stages ------------------------------------------------------------------------------
 def as_stage(kind: str, value: Any, registry: Any) -> Stage:
     """A Stage from a Stage, a registered name or a ``{"name": ..., ...}`` mapping."""
@@ -94,23 +90,17 @@ def as_stage(kind: str, value: Any, registry: Any) -> Stage:
         return make_stage(kind, value["name"], settings, registry=registry)
     if is_stage_object(kind, value):
         return wrap_instance(kind, value, registry)
-    what = kind[:-1]
-    methods = {"encoders": "fit and transform", "refiners": "fit_predict and predict"}
+    what = stage_kind(kind)
     raise SettingsError(
-        f"a pipeline's {what} must be a name, a {{'name': ...}} mapping, "
-        f"imgclust.get_{what}(name, ...) or an object with "
-        f"{methods.get(kind, 'fit_predict')}; "
-        f"got {type(value).__name__}."
+        f"a pipeline's {what.name} must be a name, a {{'name': ...}} mapping, "
+        f"imgclust.get_{what.name}(name, ...) or an object with "
+        f"{' and '.join(what.works_with)}; got {type(value).__name__}."
     )
-
 
 
 def is_stage_object(kind: str, value: Any) -> bool:
-    needed = {"encoders": ("fit", "transform"), "refiners": ("fit_predict", "predict")}.get(
-        kind, ("fit_predict",)
-    )
-    return all(callable(getattr(value, method, None)) for method in needed)
-
+    """Whether a bare object has what a stage of this kind needs to fit and assign."""
+    return all(callable(getattr(value, method, None)) for method in stage_kind(kind).works_with)
 
 
 def wrap_instance(kind: str, instance: Any, registry: Any) -> Stage:
@@ -128,7 +118,6 @@ def wrap_instance(kind: str, instance: Any, registry: Any) -> Stage:
     return Stage(names[0], instance, settings)
 
 
-
 def make_stage(
     kind: str, name: str, settings: Mapping[str, Any], *, registry: Any = None, seed: int = 0
 ) -> Stage:
@@ -143,7 +132,6 @@ def make_stage(
     return instantiate(kind, name, entry.target, stage_settings(resolved))
 
 
-
 def instantiate(kind: str, name: str, factory: Any, settings: dict[str, Any]) -> Stage:
     """A stage its factory built from checked settings; a factory's refusal is one line."""
     try:
@@ -153,7 +141,6 @@ def instantiate(kind: str, name: str, factory: Any, settings: dict[str, Any]) ->
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"{kind[:-1]} {name!r} rejected its settings: {exc}") from None
     return Stage(name, instance, settings)
-
 
 
 def check_encoded(features: Any, stage: Stage | None = None) -> np.ndarray:
@@ -170,7 +157,6 @@ def check_encoded(features: Any, stage: Stage | None = None) -> np.ndarray:
     return features
 
 
-
 def describe_shape(shape: tuple[int, ...]) -> str:
     """'28x28 with 1 channel'."""
     if len(shape) != 3:
@@ -179,14 +165,12 @@ def describe_shape(shape: tuple[int, ...]) -> str:
     return f"{height}x{width} with {channels} channel{'s' if channels != 1 else ''}"
 
 
-
 # Stage boundaries: a plugin's failure or malformed output is named, not met later as a riddle.
 def describe_stage(kind: str, stage: Stage) -> str:
     """``encoder 'hog' from acme-imgclust 0.2``: the stage and, where known, its plugin."""
 
     origin = stage_origin(f"{kind}s", stage.name, stage.instance)
     return f"{kind} {stage.name!r}" + (f" from {origin}" if origin else "")
-
 
 
 @contextmanager
@@ -213,7 +197,6 @@ def stage_boundary(kind: str, stage: Stage) -> Iterator[None]:
         raise PluginError(message) from exc
 
 
-
 def check_output(stage: Stage, output: Any, expected: int) -> np.ndarray:
     """An encoder's output: one row per input, at least 2-D, numeric, finite."""
     who = describe_stage("encoder", stage)
@@ -234,7 +217,6 @@ def check_output(stage: Stage, output: Any, expected: int) -> np.ndarray:
         raise PluginError(f"{who} returned {array.dtype} values; expected numbers.")
     check_finite(array, f"images encoded by the {who}", ENCODED_ADVICE)
     return array
-
 
 
 def check_labels(stage: Stage, labels: Any, expected: int, kind: str = "clusterer") -> np.ndarray:
@@ -267,10 +249,8 @@ def check_labels(stage: Stage, labels: Any, expected: int, kind: str = "clustere
     return labels_
 
 
-
 def _origin_or_author(stage: Stage, kind: str) -> str:
     return stage_origin(f"{kind}s", stage.name, stage.instance) or "its author"
-
 
 
 def _one_line(exc: BaseException) -> str:

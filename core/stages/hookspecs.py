@@ -105,6 +105,7 @@ def register_datasets(register: Register) -> None:
 
     from imgclust import ImageSet, hookimpl
 
+
     class Noise:
         \"\"\"Random grey images: a stand-in for a real source.\"\"\"
 
@@ -117,6 +118,7 @@ def register_datasets(register: Register) -> None:
             rng = np.random.default_rng(self.seed)
             shape = (self.count, self.size, self.size, 1)
             return ImageSet(rng.integers(0, 256, shape, dtype=np.uint8))
+
 
     @hookimpl
     def register_datasets(register):
@@ -156,6 +158,7 @@ def register_encoders(register: Register) -> None:
 
     from imgclust import hookimpl
 
+
     class RowMeans:
         \"\"\"The mean brightness of each image row: H numbers per image.\"\"\"
 
@@ -170,6 +173,7 @@ def register_encoders(register: Register) -> None:
 
         def load(self, directory):
             return self
+
 
     @hookimpl
     def register_encoders(register):
@@ -205,6 +209,7 @@ def register_clusterers(register: Register) -> None:
     from imgclust import SklearnClusterer, hookimpl
     from imgclust.kit.sklearn import lazy_estimator
 
+
     def birch(n_clusters: int = 10, threshold: float = 0.5) -> SklearnClusterer:
         \"\"\"BIRCH: a tree of sub-clusters, then k groups of its leaves.
 
@@ -218,6 +223,7 @@ def register_clusterers(register: Register) -> None:
         make = lazy_estimator("sklearn.cluster", "Birch")  # imports scikit-learn when used
         params = {"n_clusters": n_clusters, "threshold": threshold}
         return SklearnClusterer(make, params, name="birch")
+
 
     @hookimpl
     def register_clusterers(register):
@@ -253,6 +259,7 @@ def register_refiners(register: Register) -> None:
     from imgclust import hookimpl
     from imgclust.io.bounded import read_npy
 
+
     class NearestCentre:
         \"\"\"Move each point to the cluster whose mean feature vector is nearest.\"\"\"
 
@@ -274,6 +281,7 @@ def register_refiners(register: Register) -> None:
             self.centres_ = read_npy(directory / "centres.npy", "centres.npy")
             self.clusters_ = read_npy(directory / "clusters.npy", "clusters.npy")
             return self
+
 
     @hookimpl
     def register_refiners(register):
@@ -308,6 +316,7 @@ def register_recipes(register: Register) -> None:
         "clusterer": {"name": "gmm", "n_clusters": 10},
     }
 
+
     @hookimpl
     def register_recipes(register):
         register("digits-pca-gmm", PCA_GMM, summary="digits: 20 principal components, a GMM")
@@ -335,6 +344,7 @@ def register_commands(app: Any) -> None:
     import typer
 
     from imgclust import hookimpl
+
 
     @hookimpl
     def register_commands(app):

@@ -10,15 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imgclust.errors import PluginError
+from imgclust.stages.kinds import REGISTERED, SINGULAR
 
-KINDS = ("datasets", "encoders", "clusterers", "recipes", "refiners")
-SINGULAR = {
-    "datasets": "dataset",
-    "encoders": "encoder",
-    "clusterers": "clusterer",
-    "recipes": "recipe",
-    "refiners": "refiner",
-}
+KINDS = REGISTERED  # what plugins register, in the table of stage kinds
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from imgclust.errors import SettingsError
+from imgclust.stages.kinds import stage_kind
 from imgclust.stages.registry import Registry
 
 NO_DEFAULT = inspect.Parameter.empty
@@ -259,7 +260,8 @@ def resolve_stage(
     entry = registry.get(kind, name)
     given = {k: v for k, v in stage.items() if k != "name"}
     what = f"{kind[:-1]} {name!r}"
-    prefix = f"{kind[:-1]}.{name}" if kind in ("encoders", "refiners") else kind[:-1]
+    what = stage_kind(kind)
+    prefix = f"{what.name}.{name}" if what.chain else what.name
     values = resolve(what, entry.target, given, set_prefix=prefix)
     settings = settings_of(entry.target)
     if "seed" in settings and "seed" not in values:

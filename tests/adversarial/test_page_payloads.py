@@ -237,7 +237,7 @@ def test_every_payload_at_once_runs_nothing_in_a_browser(
     assert browser.execute_script("return document.querySelectorAll('svg').length") == 0
 
 
-PAGE_MODULES = ("report_html.py", "report_explorer.py")
+PAGE_MODULES = ("report/page.py", "report/explorer.py")
 
 
 @pytest.mark.parametrize("module", PAGE_MODULES)
