@@ -207,7 +207,8 @@ class DEC:
         self.ae_.fit(images)
         codes = self.ae_.transform(images)
         self.centres_ = self._starting_centres(codes, labels, classes)
-        self.history_ = {"changed": [], "start_criterion": [start_score]}
+        self.history_ = {"changed": [], "start_criterion": [start_score], "loss": []}
+        self.history_["pretrain_loss"] = [float(v) for v in self.ae_.history_.get("loss", [])]
         best_score = self._fine_tune(keras, images, neighbours, start_score)
         if self.keep_best and best_score <= start_score:
             self.kept_start_ = True
@@ -286,6 +287,7 @@ class DEC:
         )
         rng = np.random.default_rng(self.seed)
         previous = None
+        losses: list[float] = []  # the training loss of each step since the targets changed
         best: tuple[float, int, list[np.ndarray]] | None = None
         assert self.classes_ is not None
         order = rng.permutation(len(x))
@@ -305,6 +307,8 @@ class DEC:
                 if previous is not None:
                     changed = float(np.mean(current != previous))
                     self.history_["changed"].append(changed)
+                    self.history_["loss"].append(float(np.mean(losses)) if losses else 0.0)
+                    losses = []
                     if changed < self.tolerance:
                         self.stop_reason_ = (
                             f"labels changed {changed:.4f} < tolerance {self.tolerance} at step "
@@ -319,7 +323,8 @@ class DEC:
             batch = order[position : position + self.batch_size]
             position += self.batch_size
             wanted = [target[batch], x[batch]] if self.reconstruction else [target[batch]]
-            model.train_on_batch(x[batch], wanted)
+            logs = model.train_on_batch(x[batch], wanted, return_dict=True)
+            losses.append(float(logs["loss"]))
         assert best is not None
         if self.keep_best and best[1] != step and best[0] > start_score:
             model.set_weights(best[2])

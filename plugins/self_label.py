@@ -172,7 +172,7 @@ class SelfLabel:
         self.augmentations_ = self._augmentations(kept)
         self.scale_ = 1 / 255 if images.dtype == np.uint8 else 1.0
         self.model_ = self._build(len(classes))
-        self.history_ = {"changed": [], "kept": []}
+        self.history_ = {"changed": [], "kept": [], "loss": []}
         current = labels
         confidence = -_distance_to_centre(features, labels)
         for round_ in range(self.rounds):
@@ -180,7 +180,7 @@ class SelfLabel:
             if self.recluster and round_ > 0:
                 self.model_ = self._build(len(classes))  # a fresh start for the new clusters
             first = round_ == 0 or self.recluster
-            self._train(images, chosen, current, self.epochs if first else self.epochs // 2)
+            loss = self._train(images, chosen, current, self.epochs if first else self.epochs // 2)
             if self.recluster:
                 relabelled, embedding, hidden = self._recluster(images, current)
                 confidence = -_distance_to_centre(embedding, relabelled)
@@ -191,6 +191,7 @@ class SelfLabel:
             changed = float(np.mean(relabelled != current))
             self.history_["changed"].append(changed)
             self.history_["kept"].append(int(len(chosen)))
+            self.history_["loss"].append(loss)
             current = relabelled
             if changed < self.tolerance:
                 break
@@ -201,13 +202,14 @@ class SelfLabel:
 
     def _train(
         self, images: np.ndarray, chosen: np.ndarray, labels: np.ndarray, epochs: int
-    ) -> None:
-        """Fit the network on the chosen images for ``epochs`` (at least MIN_STEPS steps)."""
+    ) -> float:
+        """Fit the network on the chosen images for ``epochs`` (at least MIN_STEPS steps); return
+        the training loss of the last epoch."""
         steps_per_epoch = math.ceil(len(chosen) / self.batch_size)
         epochs = max(1, epochs, math.ceil(MIN_STEPS / steps_per_epoch))
         targets = np.searchsorted(self.classes_, labels[chosen])
         if "quarter-turn" not in self.augmentations_:
-            self.model_.fit(
+            fitted = self.model_.fit(
                 images[chosen],
                 targets,
                 batch_size=self.batch_size,
@@ -215,16 +217,17 @@ class SelfLabel:
                 shuffle=True,
                 verbose=0,
             )
-            return
+            return float(fitted.history["loss"][-1])
         rng = np.random.default_rng([self.seed, len(self.history_["changed"])])
         for _ in range(epochs):  # each epoch sees every image turned anew
             turns = rng.integers(0, 4, len(chosen))
             turned = np.stack(
                 [np.rot90(images[i], k, axes=(0, 1)) for i, k in zip(chosen, turns, strict=True)]
             )
-            self.model_.fit(
+            fitted = self.model_.fit(
                 turned, targets, batch_size=self.batch_size, epochs=1, shuffle=True, verbose=0
             )
+        return float(fitted.history["loss"][-1])
 
     def _recluster(
         self, images: np.ndarray, labels: np.ndarray

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,26 @@ def test_umap_is_imported_without_tensorflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tensorflow_first", [False, True])
+def test_umaps_compiled_code_is_cached_whether_or_not_tensorflow_is_loaded(
+    tmp_path, tensorflow_first
+):
+    """A conv-ae run has loaded TensorFlow before its map imports UMAP: its code is cached too."""
+    code = (
+        ("import tensorflow\n" if tensorflow_first else "")
+        + "from imgclust.kit.umap import import_umap\n"
+        "umap = import_umap()\n"
+        "from umap import umap_\n"
+        "print(type(umap_.smooth_knn_dist._cache).__name__)\n"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    env.pop("NUMBA_CACHE_DIR", None)
+    argv = [sys.executable, "-c", code]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split()[-1] == "FunctionCache"
 
 
 # umap ----------------------------------------------------------------------------------------

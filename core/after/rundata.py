@@ -36,9 +36,12 @@ def read_features(path: Path, count: int) -> np.ndarray | None:
     return features
 
 
-def histories_from(metrics: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
-    """The training histories a run recorded in metrics.json."""
-    training = metrics.get("training") or {}
+def histories_from(
+    metrics: dict[str, Any], key: str = "training"
+) -> dict[str, dict[str, list[float]]]:
+    """The training histories a run recorded in metrics.json (the refiners' under
+    ``refiner_training``)."""
+    training = metrics.get(key) or {}
     return {str(k): dict(v) for k, v in training.items() if isinstance(v, dict)}
 
 
@@ -102,6 +105,7 @@ def load_run_inputs(run_dir: Path, registry: Any, log: Log = lambda message: Non
         features=features,
         labels=csv_labels,
         histories=histories_from(metrics),
+        refiner_histories=histories_from(metrics, "refiner_training"),
         encoder_settings={str(e["name"]): dict(e) for e in config.get("encoder", [])},
         seed=int(config.get("seed", 0)),
         source=describe_source(config["dataset"]["name"], config.get("split")),

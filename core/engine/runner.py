@@ -337,6 +337,9 @@ def describe(run: RunState) -> RunResult:
                 if history.get(key):
                     metrics[key] = float(history[key][-1])
     for stage in pipeline.refiners:
+        history = stage.instance.history_ if isinstance(stage.instance, HasHistory) else None
+        if history:  # rounds or target updates, for the training plot
+            metrics.setdefault("refiner_training", {})[stage.name] = history
         if isinstance(stage.instance, ReportsStop) and stage.instance.stop_reason_:
             metrics.setdefault("refiner_stop", {})[stage.name] = stage.instance.stop_reason_
     found = {"scores": run.scores, "issues": run.issues, "review": run.review}

@@ -137,20 +137,25 @@ def read_metrics(run: Path) -> dict[str, Any]:
         isinstance(timings, dict) and all(is_number(v) for v in timings.values())
     ):
         raise damaged(path, "has timings that are not seconds per stage")
-    training = metrics.get("training")
-    if training is not None and not (
-        isinstance(training, dict)
+    for key in ("training", "refiner_training"):
+        if not _histories(metrics.get(key)):
+            raise damaged(path, f"has {key} histories that are not lists of numbers")
+    return metrics
+
+
+def _histories(value: Any) -> bool:
+    """Whether ``value`` is absent or maps stage names to {series: [numbers]}."""
+    return value is None or (
+        isinstance(value, dict)
         and all(
             isinstance(history, dict)
             and all(
                 isinstance(values, list) and all(is_number(v) for v in values)
                 for values in history.values()
             )
-            for history in training.values()
+            for history in value.values()
         )
-    ):
-        raise damaged(path, "has training histories that are not lists of numbers")
-    return metrics
+    )
 
 
 def read_clusters_markdown(run: Path) -> str | None:

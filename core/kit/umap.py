@@ -17,24 +17,29 @@ from imgclust.io.imagecache import user_cache_dir
 
 
 def import_umap() -> Any:
-    """Import umap-learn without its optional ParametricUMAP, which would import TensorFlow.
+    """Import umap-learn with its compiled code cached, and without its optional ParametricUMAP
+    where that would import TensorFlow.
 
     ``umap/__init__`` imports ``umap.parametric_umap`` (and so TensorFlow, seconds of start-up)
-    only to offer that class; while imgclust imports umap the submodule is hidden, then the
-    hiding is undone so that an explicit ``import umap.parametric_umap`` still works.
+    only to offer that class; unless TensorFlow is loaded already, the submodule is hidden while
+    imgclust imports umap, then the hiding is undone so that an explicit ``import
+    umap.parametric_umap`` still works. The cache applies either way: a run whose autoencoder
+    loaded TensorFlow loads UMAP's machine code instead of compiling it again.
     """
-    if "umap" in sys.modules or "tensorflow" in sys.modules:
+    if "umap" in sys.modules:
         import umap
 
         return umap
     hidden = "umap.parametric_umap"
-    sys.modules[hidden] = None  # type: ignore[assignment]  # makes that import fail quietly
+    hide = "tensorflow" not in sys.modules
+    if hide:
+        sys.modules[hidden] = None  # type: ignore[assignment]  # makes that import fail quietly
     try:
         with numba_caching(), warnings.catch_warnings():
             warnings.simplefilter("ignore", ImportWarning)
             import umap
     finally:
-        if sys.modules.get(hidden, 0) is None:
+        if hide and sys.modules.get(hidden, 0) is None:
             del sys.modules[hidden]
     return umap
 

@@ -293,11 +293,16 @@ def explorer_section(run_dir: Path) -> str:
 <div class="ex-mapbox">
 <canvas id="ex-map" width="640" height="640" tabindex="0" role="img"
 aria-label="Map of the images: each dot is an image, coloured by cluster. Hover a dot to see
-the image; click it to show its cluster in the gallery. The same images are in the gallery below.">
+the image; click it to show its cluster in the gallery; alt-drag a loop to select the images
+inside it. The same images are in the gallery below.">
 </canvas>
 <div id="ex-tip" role="tooltip" hidden><img id="ex-tip-img" alt="">
 <div id="ex-tip-text"></div></div>
 <p class="note" id="ex-axes"></p>
+<p class="note" id="ex-help">Hover a dot to see its image; click it to show its cluster;
+shift-click adds it to the selection. To select many, alt-drag a loop around them, or press
+<button type="button" id="ex-lasso" aria-pressed="false">Lasso</button> and drag (Escape
+cancels); then move or drop them under Curate.</p>
 </div>
 <div class="ex-side">
 <table id="ex-clusters" aria-label="Clusters, largest first: size and make-up">
@@ -324,7 +329,10 @@ STYLE = """
 .ex-main{display:flex;flex-wrap:wrap;gap:1.2rem;align-items:flex-start}
 .ex-mapbox{position:relative;flex:0 1 640px;max-width:100%}
 #ex-map{width:100%;height:auto;aspect-ratio:1/1;border:1px solid #ddd;cursor:crosshair;
-display:block;background:#fff}
+display:block;background:#fff;touch-action:none}
+#ex-map.ex-lassoing{cursor:cell}
+#ex-lasso{font:inherit;padding:0 .4rem}
+#ex-lasso[aria-pressed="true"]{background:#1a73e8;color:#fff;border-color:#1a73e8}
 #ex-map:focus,button:focus,select:focus,#ex-gallery img:focus{outline:3px solid #1a73e8;
 outline-offset:2px}
 #ex-tip{position:absolute;pointer-events:none;background:#fff;border:1px solid #888;
@@ -352,7 +360,8 @@ border:2px solid transparent;background:#000}
 
 CURATE = """<details id="ex-curate"><summary>Curate: rename, merge, move, drop, download</summary>
 <p class="note">Click images in the gallery to select them (shift-click selects a range,
-shift-click on the map adds the image under the pointer). Edits are kept in this browser for
+shift-click on the map adds the image under the pointer, alt-drag or the Lasso button draws a
+loop on the map that adds every image inside it). Edits are kept in this browser for
 this run and leave as <code>labels.csv</code> and <code>curation.json</code>; <code>imgclust
 export RUN OUT --curation curation.json</code> writes folders as you named them.</p>
 <div class="ex-controls" role="group" aria-label="Selected images">
@@ -482,12 +491,14 @@ SCRIPT = r"""
 
   // the map: points in canvas pixels, a grid of cells for hovering
   var canvas = $("ex-map"), ctx = canvas ? canvas.getContext("2d") : null;
-  var M = D.map, PAD = 12, CELL = 12, px = [], py = [], grid = new Map();
+  var M = D.map, PAD = 12, CELL = 12, px = [], py = [], grid = new Map(), pointOf = null;
   function layout() {
     if (!M) { return; }
     var w = canvas.width - 2 * PAD, h = canvas.height - 2 * PAD;
     px = new Float32Array(M.i.length); py = new Float32Array(M.i.length); grid = new Map();
+    pointOf = new Int32Array(D.n).fill(-1);
     for (var j = 0; j < M.i.length; j++) {
+      pointOf[M.i[j]] = j;
       px[j] = PAD + M.x[j] / 4095 * w;
       py[j] = PAD + (1 - M.y[j] / 4095) * h;
       var key = Math.floor(px[j] / CELL) + "," + Math.floor(py[j] / CELL);
@@ -517,6 +528,13 @@ SCRIPT = r"""
       if (filtered && !matches(row)) { continue; }
       ctx.fillStyle = colourOf(row);
       ctx.fillRect(px[j] - half, py[j] - half, size, size);
+    }
+    if (picked.size && pointOf) {  // the selection, framed in black
+      ctx.strokeStyle = "#000"; ctx.lineWidth = 1;
+      picked.forEach(function (row) {
+        var at = pointOf[row];
+        if (at >= 0) { ctx.strokeRect(px[at] - half - 1, py[at] - half - 1, size + 2, size + 2); }
+      });
     }
     var scale = canvas.width / 640;
     ctx.font = "bold " + Math.round(13 * scale) + "px sans-serif";
@@ -567,18 +585,93 @@ SCRIPT = r"""
   function hideTip() { if (tip) { tip.hidden = true; } }
   if (canvas && M) {
     canvas.addEventListener("mousemove", function (event) {
+      if (loop) { return; }
       var p = canvasPoint(event), j = nearest(p[0], p[1]);
       if (j === null) { hideTip(); draw(); return; }
       showTip(j); draw(j);
     });
     canvas.addEventListener("mouseleave", function () { hideTip(); draw(); });
     canvas.addEventListener("click", function (event) {
+      if (loopEnded || lassoOn) { loopEnded = false; return; }  // the end of a loop, not a click
       var p = canvasPoint(event), j = nearest(p[0], p[1]);
       if (j === null) { return; }
-      if (event.shiftKey) { togglePick(M.i[j]); renderGallery(); return; }
+      if (event.shiftKey) { togglePick(M.i[j]); renderGallery(); draw(); return; }
       select(clusterOf(M.i[j]), null);
     });
+    canvas.addEventListener("pointerdown", function (event) {
+      loopEnded = false;
+      if (event.button !== 0 || !(lassoOn || event.altKey)) { return; }
+      event.preventDefault();
+      canvas.setPointerCapture(event.pointerId);
+      loop = [canvasPoint(event)]; hideTip();
+    });
+    canvas.addEventListener("pointermove", function (event) {
+      if (!loop) { return; }
+      var p = canvasPoint(event), last = loop[loop.length - 1];
+      if (Math.abs(p[0] - last[0]) + Math.abs(p[1] - last[1]) >= 3) { loop.push(p); }
+      drawLoop();
+    });
+    canvas.addEventListener("pointerup", function () {
+      if (!loop) { return; }
+      var path = loop;
+      loop = null; loopEnded = true;
+      if (path.length >= 3) { lassoSelect(path); } else { draw(); }
+    });
+    canvas.addEventListener("pointercancel", function () { loop = null; draw(); });
+    $("ex-lasso").addEventListener("click", function () { setLasso(!lassoOn); });
+    document.addEventListener("keydown", function (event) {
+      if (event.key !== "Escape") { return; }
+      if (loop) { loop = null; draw(); } else if (lassoOn) { setLasso(false); }
+    });
     $("ex-axes").textContent = M.axes.filter(Boolean).join(" / ") + (M.note ? " · " + M.note : "");
+  } else {
+    $("ex-help").hidden = true;  // no map, no lasso
+  }
+
+  // the lasso: alt-drag, or drag while the Lasso button is pressed, draws a loop on the map; the
+  // images drawn inside it (those the filters show) join the selection
+  var loop = null, loopEnded = false, lassoOn = false;
+  function setLasso(on) {
+    lassoOn = on;
+    $("ex-lasso").setAttribute("aria-pressed", on ? "true" : "false");
+    canvas.classList.toggle("ex-lassoing", on);
+  }
+  function drawLoop() {
+    draw();
+    if (!loop || loop.length < 2) { return; }
+    ctx.save();
+    ctx.strokeStyle = "#111"; ctx.lineWidth = 1.5 * canvas.width / 640;
+    ctx.setLineDash([6, 4]); ctx.fillStyle = "rgba(26,115,232,0.08)";
+    ctx.beginPath(); ctx.moveTo(loop[0][0], loop[0][1]);
+    for (var k = 1; k < loop.length; k++) { ctx.lineTo(loop[k][0], loop[k][1]); }
+    ctx.closePath(); ctx.fill(); ctx.stroke(); ctx.restore();
+  }
+  function insideLoop(x, y, path) {  // even-odd rule: a ray to the right crosses the loop oddly
+    var inside = false;
+    for (var a = 0, b = path.length - 1; a < path.length; b = a++) {
+      var xa = path[a][0], ya = path[a][1], xb = path[b][0], yb = path[b][1];
+      if ((ya > y) !== (yb > y) && x < (xb - xa) * (y - ya) / (yb - ya) + xa) { inside = !inside; }
+    }
+    return inside;
+  }
+  function lassoSelect(path) {
+    var left = Infinity, right = -Infinity, top = Infinity, bottom = -Infinity, added = 0;
+    path.forEach(function (p) {
+      left = Math.min(left, p[0]); right = Math.max(right, p[0]);
+      top = Math.min(top, p[1]); bottom = Math.max(bottom, p[1]);
+    });
+    for (var j = 0; j < px.length; j++) {
+      if (px[j] < left || px[j] > right || py[j] < top || py[j] > bottom) { continue; }
+      var row = M.i[j];
+      if (!matches(row) || picked.has(row) || !insideLoop(px[j], py[j], path)) { continue; }
+      picked.add(row); lastPicked = row; added += 1;
+    }
+    showEdits();
+    $("ex-curate").open = true;
+    state.view = "picked"; viewSelect.value = "picked"; state.page = 0;
+    update();
+    $("ex-selected").textContent = picked.size + " selected (" + added + " by the lasso)";
+    return added;
   }
 
   // the clusters table and the filters
@@ -673,11 +766,15 @@ SCRIPT = r"""
       thumbed.filter(function (row) { return reviewRank.has(row); })
         .sort(function (a, b) { return reviewRank.get(a) - reviewRank.get(b); }));
   }
+  option(viewSelect, "picked", "the selected images");
+  VIEW_NAMES.picked = "the selected images";
   viewSelect.addEventListener("change", function () {
     state.view = viewSelect.value; state.page = 0; update();
   });
   function rows() {
-    var out = [], all = VIEWS[state.view] || VIEWS.all;
+    var out = [], all = state.view === "picked" ? Array.from(picked).sort(function (a, b) {
+      return rankOf(a) - rankOf(b) || a - b;
+    }) : VIEWS[state.view] || VIEWS.all;
     for (var k = 0; k < all.length; k++) { if (matches(all[k])) { out.push(all[k]); } }
     return out;
   }
@@ -735,10 +832,10 @@ SCRIPT = r"""
       var order = rows(), a = order.indexOf(lastPicked), b = order.indexOf(row);
       if (a >= 0 && b >= 0) {
         for (var k = Math.min(a, b); k <= Math.max(a, b); k++) { picked.add(order[k]); }
-        lastPicked = row; showEdits(); renderGallery(); return;
+        lastPicked = row; showEdits(); renderGallery(); draw(); return;
       }
     }
-    togglePick(row); renderGallery();
+    togglePick(row); renderGallery(); draw();
   }
   var clusterIds = D.clusters.map(function (c) { return c.id; });
   function has(record, key) { return Object.prototype.hasOwnProperty.call(record, key); }
@@ -767,14 +864,17 @@ SCRIPT = r"""
       var id = D.ids[row]; delete edits.dropped[id];
       if (to === D.c[row]) { delete edits.moved[id]; } else { edits.moved[id] = to; }
     });
-    picked.clear(); edited();
+    picked.clear(); leavePicked(); edited();
   });
   $("ex-drop").addEventListener("click", function () {
     picked.forEach(function (row) { edits.dropped[D.ids[row]] = true; });
-    picked.clear(); edited();
+    picked.clear(); leavePicked(); edited();
   });
+  function leavePicked() {
+    if (state.view === "picked") { state.view = "all"; viewSelect.value = "all"; }
+  }
   $("ex-clear").addEventListener("click", function () {
-    picked.clear(); showEdits(); renderGallery();
+    picked.clear(); leavePicked(); showEdits(); update();
   });
   $("ex-rename").addEventListener("click", function () {
     var which = Number($("ex-rename-which").value), to = $("ex-rename-to").value.trim();

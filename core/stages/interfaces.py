@@ -175,7 +175,10 @@ class Reconstructs(Protocol):
 
 @runtime_checkable
 class HasHistory(Protocol):
-    """An encoder that records per-epoch values (``loss``, ``val_loss``) for the training plot."""
+    """An encoder that records per-epoch values (``loss``, ``val_loss``) for the training plot;
+    or a refiner that records its course (``changed``: the share of labels changed, ``loss``)
+    per round, or per target update with the ``step`` of each, kept in ``metrics.json``'s
+    ``refiner_training`` and drawn in the training plot."""
 
     history_: Mapping[str, Sequence[float]]
 

@@ -31,7 +31,10 @@ def register(app: Any) -> None:
     def report_command(
         run: Path = typer.Argument(..., help="A run folder written by `imgclust run`."),
         map_method: MapMethod | None = typer.Option(
-            None, "--map", help="How map.png reaches 2-D: auto (UMAP when installed), umap or pca."
+            None,
+            "--map",
+            help="How map.png reaches 2-D: auto (UMAP when it needs no compiling, else PCA), "
+            "umap or pca. The run's saved projection is reused when the settings match.",
         ),
         map_sample: int | None = typer.Option(
             None,

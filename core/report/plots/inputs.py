@@ -32,6 +32,8 @@ class PlotInputs:
     encoders_missing: str = "the fitted encoders are not available"
     #: training history per encoder name: {"loss": [...], "val_loss": [...]}
     histories: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    #: per refiner name, what it recorded per round or target update: {"changed": [...], ...}
+    refiner_histories: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     #: resolved settings per encoder name (the loss a curve measures, for its axis)
     encoder_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     seed: int = 0
@@ -103,6 +105,11 @@ def from_result(result: Any) -> PlotInputs:
         for name, encoder in encoders
         if isinstance(encoder, HasHistory) and (history := encoder.history_)
     }
+    refiner_histories = {
+        stage.name: {k: [float(v) for v in values] for k, values in history.items()}
+        for stage in result.pipeline.refiners
+        if isinstance(stage.instance, HasHistory) and (history := stage.instance.history_)
+    }
     split = result.record.get("split")
     source = describe_source(str(result.record.get("dataset", "images")), split)
     return PlotInputs(
@@ -113,6 +120,7 @@ def from_result(result: Any) -> PlotInputs:
         class_names=data.class_names,
         encoders=encoders,
         histories=histories,
+        refiner_histories=refiner_histories,
         encoder_settings={stage.name: dict(stage.settings) for stage in result.pipeline.encoders},
         seed=int(result.record.get("seed", 0)),
         source=source,

@@ -1,22 +1,45 @@
 """The clustered features in two dimensions for ``map.png``: UMAP or PCA on a fixed-seed sample,
 so that 70,000 points cost seconds (PCA) or tens of seconds (UMAP), not minutes.
+
+The projection is kept in the run as ``plots/projection.npz``, so ``imgclust report`` draws the
+same map without computing it again; that file is read as untrusted data (bounded, checked).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import io
+import json
+import os
+import sys
 import warnings
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from imgclust.errors import DataError
+from imgclust.io import atomic
+from imgclust.io.bounded import read_npz
 from imgclust.kit.arrays import sample_index
-from imgclust.kit.umap import import_umap
+from imgclust.kit.umap import import_umap, numba_cache_dir
 from imgclust.report.plots.options import PlotOptions
 
 UMAP_MIN_POINTS = 50  # fewer points than this: UMAP has too few neighbours, PCA is used
 UMAP_INPUT_DIMS = 50  # wider features are first reduced to this by PCA (faster neighbours)
+SAVED = "projection.npz"  # in plots/: the projection the map was drawn from
+METHODS = ("UMAP", "PCA", "features")
+META_BYTES = 64 * 1024  # the saved projection's description: far above what it holds
+TEXT_LIMIT = 500  # characters of an axis label or a note read back
+#: umap-learn's functions that a 2-D map compiles longest; cached, the map starts at once
+UMAP_COMPILED = ("layouts._optimize_layout_euclidean_single_epoch", "umap_.smooth_knn_dist")
+NOT_COMPILED = (
+    "PCA: UMAP's code is not compiled on this machine yet, and a map is not worth the wait "
+    "(imgclust report RUN --map umap draws a UMAP map)"
+)
 
 
 @dataclass
@@ -31,7 +54,12 @@ class Projection:
 
 
 def choose_method(requested: str, n_points: int) -> tuple[str, str]:
-    """The method to use and, when it differs from the request, why."""
+    """The method to use and, when it differs from the request, why.
+
+    ``auto`` takes UMAP only when it costs no compiling: the pipeline has already loaded it in
+    this process, or an earlier process left its compiled code in the cache. Otherwise (a fresh
+    install's first run) numba would compile for tens of seconds for one picture: PCA instead.
+    """
     if requested == "pca":
         return "pca", ""
     installed = importlib.util.find_spec("umap") is not None
@@ -39,7 +67,33 @@ def choose_method(requested: str, n_points: int) -> tuple[str, str]:
         return "pca", "" if requested == "auto" else "umap-learn is not installed: PCA instead"
     if n_points < UMAP_MIN_POINTS:
         return "pca", f"too few points for UMAP ({n_points}): PCA instead"
+    if requested == "auto" and not umap_is_ready():
+        return "pca", NOT_COMPILED
     return "umap", ""
+
+
+def umap_is_ready() -> bool:
+    """Whether a UMAP map starts without compiling: umap-learn is already imported here (the
+    pipeline used it), or numba's cache holds this installation's compiled UMAP layout code."""
+    if "umap" in sys.modules:
+        return True
+    spec = importlib.util.find_spec("umap")
+    if spec is None or spec.origin is None:
+        return False
+    # numba keeps a source folder's machine code in CACHE_DIR/<folder name>_<sha1 of its path>
+    source = os.path.dirname(os.path.abspath(spec.origin))
+    digest = hashlib.sha1(source.encode()).hexdigest()
+    cache = os.environ.get("NUMBA_CACHE_DIR") or str(numba_cache_dir())
+    folder = Path(cache) / f"{os.path.basename(source)}_{digest}"
+    tag = f"py{sys.version_info.major}{sys.version_info.minor}"
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return False
+    return all(
+        any(n.startswith(f"{function}-") and n.endswith(f".{tag}.nbi") for n in names)
+        for function in UMAP_COMPILED
+    )
 
 
 def project(features: np.ndarray, options: PlotOptions, seed: int = 0) -> Projection:
@@ -101,11 +155,16 @@ def umap_2d(x: np.ndarray, seed: int, neighbours: int = 15) -> np.ndarray:
         return np.asarray(model.fit_transform(x), dtype=np.float32)
 
 
+def projection_key(options: PlotOptions) -> tuple[str, int, int]:
+    """What decides a projection besides the features and the seed: the map settings."""
+    return (options.map_method, options.umap_sample, options.pca_sample)
+
+
 def shared_projection(inputs: Any, options: PlotOptions) -> Projection:
     """The projection of ``inputs.features``, computed once per inputs and options: map.png and
     the explorer draw the same points without paying for UMAP twice.
     """
-    key = (options.map_method, options.umap_sample, options.pca_sample)
+    key = projection_key(options)
     memo = inputs.projections
     if key not in memo:
         memo[key] = project(inputs.features, options, inputs.seed)
@@ -113,3 +172,77 @@ def shared_projection(inputs: Any, options: PlotOptions) -> Projection:
     return Projection(
         found.xy.copy(), found.index.copy(), found.method, found.axis_labels, found.note
     )
+
+
+def save_projection(
+    path: Path, projection: Projection, key: tuple[Any, ...], seed: int, n: int
+) -> Path:
+    """Keep ``projection`` (of ``n`` images, drawn with the map settings ``key`` and ``seed``) as
+    an ``.npz`` of its points, rows and description, written whole or not at all."""
+    meta = {
+        "key": list(key),
+        "seed": int(seed),
+        "n": int(n),
+        "method": projection.method,
+        "axes": list(projection.axis_labels),
+        "note": projection.note,
+    }
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        xy=np.asarray(projection.xy, dtype=np.float32),
+        index=np.asarray(projection.index, dtype=np.int64),
+        meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+    )
+    return atomic.write_bytes(Path(path), buffer.getvalue())
+
+
+def load_projection(path: Path, key: tuple[Any, ...], seed: int, n: int) -> Projection | None:
+    """The projection saved at ``path`` when it was drawn for ``n`` images with these map
+    settings and seed; None when there is none or it was drawn for others.
+
+    The file may come from a stranger: its members' sizes are bounded by ``n`` before anything
+    is read, and its points must be finite, its rows distinct and below ``n``, its description
+    short; otherwise :class:`~imgclust.errors.DataError` says what is wrong.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    where = f"plots/{path.name}"
+    limits = {"xy.npy": 8 * n + 1024, "index.npy": 8 * n + 1024, "meta.npy": META_BYTES}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.filename not in limits or info.file_size > limits[info.filename]:
+                    raise DataError(
+                        f"{where} holds {info.filename!r} of {info.file_size:,} bytes: not a "
+                        f"projection of {n:,} images."
+                    )
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{where} cannot be read ({type(exc).__name__}).") from None
+    arrays = read_npz(path, where, ("xy", "index", "meta"))
+    try:
+        meta = json.loads(arrays["meta"].astype(np.uint8).tobytes().decode())
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise DataError(f"{where}: its description is not JSON.") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{where}: its description is not an object.")
+    if meta.get("key") != list(key) or meta.get("seed") != seed or meta.get("n") != n:
+        return None  # drawn with other settings, another seed or for other images
+    xy, index = arrays["xy"], arrays["index"]
+    m = len(index)
+    if xy.dtype != np.float32 or xy.shape != (m, 2) or index.dtype != np.int64 or index.ndim != 1:
+        raise DataError(f"{where}: its points are not (n, 2) float32 with one int64 row each.")
+    if not 0 < m <= n or not np.isfinite(xy).all():
+        raise DataError(f"{where}: {m:,} points for {n:,} images, or points that are not finite.")
+    if index.min() < 0 or index.max() >= n or len(np.unique(index)) != m:
+        raise DataError(f"{where}: its rows are not distinct rows of the run's {n:,} images.")
+    method, axes, note = meta.get("method"), meta.get("axes"), meta.get("note", "")
+    if method not in METHODS or not isinstance(note, str) or len(note) > TEXT_LIMIT:
+        raise DataError(f"{where}: its method or note is not one imgclust writes.")
+    texts = isinstance(axes, list) and all(
+        isinstance(a, str) and len(a) <= TEXT_LIMIT for a in axes
+    )
+    if not texts or len(axes) != 2:
+        raise DataError(f"{where}: its axis labels are not two short texts.")
+    return Projection(xy, index, method, (axes[0], axes[1]), note)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from imgclust.console import Log
+from imgclust.errors import DataError
 from imgclust.report.plots.clusters import plot_clusters
 from imgclust.report.plots.confusion import plot_confusion
 from imgclust.report.plots.embedding_map import plot_map
@@ -19,6 +20,7 @@ from imgclust.report.plots.figure import SkipPlot
 from imgclust.report.plots.inputs import from_result
 from imgclust.report.plots.montages import plot_montages
 from imgclust.report.plots.options import PlotOptions, options_from_env
+from imgclust.report.plots.projection import SAVED, load_projection, projection_key, save_projection
 from imgclust.report.plots.reconstructions import plot_reconstructions
 from imgclust.report.plots.training import plot_training
 
@@ -62,6 +64,7 @@ def make_plots(
     options = options or PlotOptions()
     folder = Path(run_dir) / PLOTS_DIR
     outcome = PlotOutcome()
+    reused = reuse_projection(inputs, folder, options, log)
     for name, function in _plot_functions():
         if only is not None and name not in only:
             continue
@@ -74,8 +77,40 @@ def make_plots(
         except Exception as exc:  # a plot must never cost the run
             outcome.failed[name] = one_line(exc)
             log(f"warning: {PLOTS_DIR}/{name} not written: {one_line(exc)}")
+    if not reused:
+        keep_projection(inputs, folder, options, log)
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def reuse_projection(inputs: Any, folder: Path, options: PlotOptions, log: Log) -> bool:
+    """Take the 2-D projection an earlier drawing saved in ``folder`` (same images, seed and map
+    settings), so the map is not projected again; a damaged file is noted and ignored."""
+    key = projection_key(options)
+    if getattr(inputs, "features", None) is None or key in inputs.projections:
+        return False
+    try:
+        saved = load_projection(folder / SAVED, key, inputs.seed, inputs.n)
+    except DataError as exc:
+        log(f"note: {str(exc).rstrip('.')}: the map is projected again.")
+        return False
+    if saved is None:
+        return False
+    inputs.projections[key] = saved
+    log(f"map: {saved.method} projection reused from {PLOTS_DIR}/{SAVED}, not computed again")
+    return True
+
+
+def keep_projection(inputs: Any, folder: Path, options: PlotOptions, log: Log) -> None:
+    """Save the projection the map was drawn from, for ``imgclust report`` to reuse."""
+    found = inputs.projections.get(projection_key(options))
+    if found is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_projection(folder / SAVED, found, projection_key(options), inputs.seed, inputs.n)
+    except OSError as exc:
+        log(f"warning: {PLOTS_DIR}/{SAVED} not written: {one_line(exc)}")
 
 
 def one_line(exc: BaseException, limit: int = 200) -> str:
