@@ -13,7 +13,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 
@@ -157,7 +157,7 @@ class NpyHeader:
         return nbytes_of(self.shape, self.dtype.itemsize)
 
 
-def read_npy_header(handle: BinaryIO, source: str) -> NpyHeader:
+def read_npy_header(handle: IO[bytes], source: str) -> NpyHeader:
     """The checked header of a ``.npy`` stream positioned at its start; the stream is left at the
     data. A damaged header, a negative size or an object dtype is a one-line :class:`DataError`."""
     start = handle.tell()

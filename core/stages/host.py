@@ -92,11 +92,14 @@ class PluginHost:
     def _build_registry(self) -> Registry:
         registry = Registry()
         for kind in KINDS:
-            for plugin, exc, added in self.call_each(
-                f"register_{kind}",
-                lambda name, kind=kind: {"register": registry.register(kind, name)},
-                lambda kind=kind: set(registry.qualified[kind]),
-            ):
+
+            def arguments(plugin: str, kind: str = kind) -> dict[str, Any]:
+                return {"register": registry.register(kind, plugin)}
+
+            def snapshot(kind: str = kind) -> set[str]:
+                return set(registry.qualified[kind])
+
+            for plugin, exc, added in self.call_each(f"register_{kind}", arguments, snapshot):
                 info = self.plugins.setdefault(plugin, PluginInfo(plugin))
                 if exc is not None:  # one plugin's bug must not hide the others' stages
                     self._fail(info, f"failed to register {kind}: {_describe(exc)}")
@@ -176,8 +179,8 @@ class PluginHost:
                 continue
             try:
                 added.extend(self._adopt_commands(app, staging.pop(plugin), info, owners))
-            except Exception as exc:  # a malformed command must not break the CLI
-                self._fail(info, f"failed to add commands: {_describe(exc)}")
+            except Exception as error:  # a malformed command must not break the CLI
+                self._fail(info, f"failed to add commands: {_describe(error)}")
         _PLUGIN_COMMANDS[id(app)] = (self, self._generation, added)
 
     def _adopt_commands(
