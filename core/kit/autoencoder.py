@@ -126,7 +126,7 @@ class KerasAutoencoder:
         self._encoder: Any = None
 
     # To implement ----------------------------------------------------------------------------
-    def build(self, input_shape: tuple[int, ...], scale: float) -> Any:
+    def build(self, input_shape: tuple[int, ...], scale: float = 1 / 255) -> Any:
         """The compiled network for inputs of ``input_shape`` whose values times ``scale``
         lie in [0, 1]."""
         raise NotImplementedError
