@@ -496,7 +496,7 @@ def predicting_clusterers() -> list[str]:
         names = []
         for name in registry.names("clusterers"):
             try:
-                instance = registry.get("clusterers", name).target()
+                instance = registry.get("clusterers", name).factory()
             except Exception:
                 continue
             if can_predict(instance):

@@ -260,8 +260,8 @@ def resolve_stage(
     given = {k: v for k, v in stage.items() if k != "name"}
     what = f"{kind[:-1]} {name!r}"
     prefix = f"{kind[:-1]}.{name}" if kind in ("encoders", "refiners") else kind[:-1]
-    values = resolve(what, entry.target, given, set_prefix=prefix)
-    settings = settings_of(entry.target)
+    values = resolve(what, entry.factory, given, set_prefix=prefix)
+    settings = settings_of(entry.factory)
     if "seed" in settings and "seed" not in values:
         values["seed"] = seed
     full = {
