@@ -33,8 +33,10 @@ def package_dirs() -> dict[str, str]:
 
 def imported_name(module: str, folders: dict[str, str]) -> str:
     """``core.engine.runner`` -> ``imgclust.engine.runner``: the name mypy found from the
-    folders, rewritten to the one Python imports."""
+    folders, rewritten to the one Python imports (a file given besides them keeps its name)."""
     top, _, rest = module.partition(".")
+    if top not in folders:
+        return module
     return folders[top] + ("." + rest if rest else "")
 
 
