@@ -9,6 +9,7 @@ import importlib.machinery
 import importlib.util
 import sys
 import warnings
+from collections.abc import Sequence
 from types import ModuleType
 
 #: Old module -> (new module, the import a stage author should write now).
@@ -54,7 +55,12 @@ class _MovedLoader(importlib.abc.Loader):
 class MovedFinder(importlib.abc.MetaPathFinder):
     """Finds the previous release's module paths (and nothing else)."""
 
-    def find_spec(self, fullname: str, path: object = None, target: object = None) -> object:
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None = None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname not in MOVED:
             return None
         return importlib.util.spec_from_loader(fullname, _MovedLoader())

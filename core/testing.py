@@ -713,6 +713,7 @@ def _check_same_load(
         np.array_equal(np.asarray(first.images[:sample]), np.asarray(again.images[:sample])),
         message.format("images"),
     )
+    assert first.ids is not None and again.ids is not None  # an ImageSet fills in its ids
     stage.require(list(map(str, first.ids)) == list(map(str, again.ids)), message.format("ids"))
     same_labels = (first.labels is None and again.labels is None) or (
         first.labels is not None

@@ -169,7 +169,7 @@ class ConvAutoencoder(KerasAutoencoder):
             return self.kernel_size
         return (self.kernel_size,) * len(self.filters)
 
-    def build(self, input_shape: tuple[int, int, int], scale: float = 1 / 255) -> Any:
+    def build(self, input_shape: tuple[int, ...], scale: float = 1 / 255) -> Any:
         """The compiled autoencoder for images of ``input_shape`` whose pixels times ``scale``
         lie in [0, 1] (1/255 for uint8, 1 for float images)."""
         keras = import_keras()

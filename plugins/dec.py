@@ -272,18 +272,18 @@ class DEC:
         q_out = clustering(code)
         outputs = [q_out, ae.fitted().output] if self.reconstruction else [q_out]
         model = keras.Model(ae.fitted().input, outputs)
-        losses: list[Any] = ["kl_divergence"]
+        objectives: list[Any] = ["kl_divergence"]
         if self.reconstruction:
             kind = getattr(ae, "loss", "mse")
-            losses.append(ae.pixel_loss(kind if kind in ("bce", "mse") else "mse", ae.scale_))
+            objectives.append(ae.pixel_loss(kind if kind in ("bce", "mse") else "mse", ae.scale_))
         if self.optimizer == "sgd":
             optimizer = keras.optimizers.SGD(learning_rate=self.learning_rate or 0.01, momentum=0.9)
         else:
             optimizer = keras.optimizers.Adam(learning_rate=self.learning_rate or 1e-3)
         model.compile(
             optimizer=optimizer,
-            loss=losses,
-            loss_weights=[self.gamma, 1.0][: len(losses)],
+            loss=objectives,
+            loss_weights=[self.gamma, 1.0][: len(objectives)],
         )
         rng = np.random.default_rng(self.seed)
         previous = None

@@ -70,7 +70,9 @@ class MnistDataset:
             raise DataError(f"mnist has no split {split!r}; it has {', '.join(self.splits)}.")
         arrays = self._load_arrays()
         parts = ["train", "test"] if split == "all" else [split]
-        images, labels, ids = [], [], []
+        images: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        ids: list[str] = []
         for part in parts:
             x, y = arrays[part]
             images.append(x)

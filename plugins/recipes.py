@@ -6,6 +6,8 @@ all 70,000 MNIST images.
 
 from __future__ import annotations
 
+from typing import Any
+
 from imgclust.kit import hookimpl
 
 PIXELS_KMEANS = {
@@ -86,7 +88,7 @@ PHOTOS = {
 }
 
 #: PCA, UMAP and a Gaussian mixture as above but on plain pixels: no dataset-specific step.
-UMAP_GMM = {
+UMAP_GMM: dict[str, Any] = {
     "dataset": {"name": "mnist"},
     "split": "all",
     "encoder": [
@@ -106,7 +108,7 @@ UMAP_GMM_SELFLABEL = {**UMAP_GMM, "refiner": [{"name": "self-label"}]}
 #: shifts, rotations and zooms, and the images are clustered again in its features (UMAP and a
 #: Gaussian mixture), which have learnt what those changes leave alone; its last layer then
 #: learns the final clusters and assigns new images. Nothing in it is specific to digits.
-UMAP_GMM_RECLUSTER = {
+UMAP_GMM_RECLUSTER: dict[str, Any] = {
     **UMAP_GMM,
     "refiner": [
         {

@@ -207,7 +207,7 @@ class SelfLabel:
         the training loss of the last epoch."""
         steps_per_epoch = math.ceil(len(chosen) / self.batch_size)
         epochs = max(1, epochs, math.ceil(MIN_STEPS / steps_per_epoch))
-        targets = np.searchsorted(self.classes_, labels[chosen])
+        targets = np.searchsorted(self._fitted_classes(), labels[chosen])
         if "quarter-turn" not in self.augmentations_:
             fitted = self.model_.fit(
                 images[chosen],
@@ -245,11 +245,11 @@ class SelfLabel:
         )
         try:
             embedding = _embed(features, self.neighbors, self.seed)
-            found = _mixture_labels(embedding, len(self.classes_), self.seed)  # type: ignore[arg-type]
+            found = _mixture_labels(embedding, len(self._fitted_classes()), self.seed)
         except ValueError as exc:
             reason = " ".join(str(exc).split())[:200]
             raise DataError(f"refiner 'self-label' could not recluster: {reason}") from None
-        return _matched(found, labels, self.classes_), embedding, features  # type: ignore[arg-type]
+        return _matched(found, labels, self._fitted_classes()), embedding, features
 
     def _fit_head(self, hidden: np.ndarray, labels: np.ndarray) -> None:
         """Retrain only the softmax layer, on the hidden features, to give ``labels``: the
@@ -260,8 +260,8 @@ class SelfLabel:
         head = keras.Sequential(
             [
                 keras.Input(shape=(hidden.shape[1],)),
-                keras.layers.Dense(len(self.classes_), activation="softmax"),
-            ]  # type: ignore[arg-type]
+                keras.layers.Dense(len(self._fitted_classes()), activation="softmax"),
+            ]
         )
         head.layers[-1].set_weights(layer.get_weights())
         head.compile(
@@ -272,12 +272,12 @@ class SelfLabel:
         epochs = max(10, math.ceil(MIN_STEPS / math.ceil(len(hidden) / batch)))
         head.fit(
             hidden,
-            np.searchsorted(self.classes_, labels),
+            np.searchsorted(self._fitted_classes(), labels),
             batch_size=batch,
             epochs=epochs,
             shuffle=True,
             verbose=0,
-        )  # type: ignore[arg-type]
+        )
         layer.set_weights(head.layers[-1].get_weights())
 
     def _build(self, n_classes: int) -> Any:
@@ -345,11 +345,17 @@ class SelfLabel:
     def predict(self, images: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
         """The cluster of each image: the classifier's most probable one."""
         probabilities = self._probabilities(self._checked(images))
-        return self.classes_[probabilities.argmax(axis=1)]  # type: ignore[index]
+        return self._fitted_classes()[probabilities.argmax(axis=1)]
 
     def score_samples(self, images: np.ndarray, features: np.ndarray | None = None) -> dict:
         """The classifier's probability of each image's cluster, for ``imgclust predict``."""
         return {"probability": self._probabilities(self._checked(images)).max(axis=1)}
+
+    def _fitted_classes(self) -> np.ndarray:
+        """The cluster ids the classifier predicts, set by fitting."""
+        if self.classes_ is None:
+            raise ImgclustError("refiner 'self-label' is not fitted: call fit_predict() first.")
+        return self.classes_
 
     def _checked(self, images: np.ndarray) -> np.ndarray:
         if self.model_ is None or self.classes_ is None:
@@ -372,7 +378,7 @@ class SelfLabel:
     def _probabilities(self, images: np.ndarray) -> np.ndarray:
         """Softmax outputs in batches, with the scale the network was trained for."""
         images = self._scaled(images)
-        out = np.empty((len(images), len(self.classes_)), dtype=np.float32)  # type: ignore[arg-type]
+        out = np.empty((len(images), len(self._fitted_classes())), dtype=np.float32)
         for start in range(0, len(images), PREDICT_BATCH):
             chunk = images[start : start + PREDICT_BATCH]
             out[start : start + len(chunk)] = np.asarray(self.model_.predict_on_batch(chunk))

@@ -229,7 +229,7 @@ def neighbour_index(
         save_index(folder, neighbours, distances, features.shape, digest)
         index.where = "built"
     except OSError as exc:
-        reason = exc.strerror or exc
+        reason = exc.strerror or str(exc)
         log(f"note: the neighbour index is not saved ({reason}); it is rebuilt next time")
     return index
 

@@ -55,6 +55,7 @@ def reload_images(registry: Any, config: dict[str, Any], ids: list[str]) -> Any:
     stage = build_stage(registry, "datasets", config["dataset"])
     with reading_a_run():
         data = load_split(stage.instance, stage.name, config["split"])
+    assert data.ids is not None  # an ImageSet fills in its ids
     if len(data) != len(ids) or [str(i) for i in data.ids] != ids:
         raise DataError(
             f"dataset {stage.name!r} ({config['split']}) no longer holds the images this run "

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import typer
 
@@ -55,7 +58,7 @@ def plugins_command(as_json: bool = typer.Option(False, "--json", help="Print JS
     _add_plugin_commands()  # main() has done it already: then this costs nothing
     host = get_host()
     registry = host.registry
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": info.name,
             "distribution": info.distribution,
@@ -179,8 +182,9 @@ def run_command(
     registry = get_registry()
     folder = None
     if resume is not None:
-        given = dict(recipe=recipe, config=config, dataset=dataset, encoder=encoder)
-        given.update(clusterer=clusterer, refiner=refiner, set=sets, seed=seed, split=split)
+        given: dict[str, Any] = dict(recipe=recipe, config=config, dataset=dataset)
+        given.update(encoder=encoder, clusterer=clusterer, refiner=refiner, set=sets)
+        given.update(seed=seed, split=split)
         config, folder = resume_config(resume, given)
     resolved = resolve_config(
         registry,
@@ -251,11 +255,15 @@ def _stop(signum: int, frame: object) -> None:
     raise Stopped(signum)
 
 
-def _catch_stop_signals() -> dict[int, object]:
+#: What ``signal.signal`` takes and returns: a function, SIG_DFL or SIG_IGN, or None.
+SignalHandler = Callable[[int, FrameType | None], Any] | int | None
+
+
+def _catch_stop_signals() -> dict[int, SignalHandler]:
     """Turn SIGINT, SIGTERM and SIGHUP into :class:`Stopped`; the handlers they had before."""
     import signal
 
-    previous: dict[int, object] = {}
+    previous: dict[int, SignalHandler] = {}
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         try:
             if signal.getsignal(signum) is signal.SIG_IGN:  # e.g. nohup: keep ignoring it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from imgclust.stages.host import get_registry
@@ -16,7 +17,7 @@ def describe_kind(kind: str) -> list[dict[str, Any]]:
         entry = registry.get(kind, name)
         item: dict[str, Any] = {"name": name, "plugin": entry.plugin, "summary": entry.doc}
         if kind == "recipes":
-            item["runs"] = recipe_outline(entry.target)
+            item["runs"] = recipe_outline(entry.recipe)
             item["config"] = entry.target
         else:
             item["settings"] = [
@@ -27,13 +28,13 @@ def describe_kind(kind: str) -> list[dict[str, Any]]:
                     "required": s.required,
                     "help": s.help,
                 }
-                for s in settings_of(entry.target).values()
+                for s in settings_of(entry.factory).values()
             ]
         items.append(item)
     return items
 
 
-def recipe_outline(recipe: dict[str, Any]) -> str:
+def recipe_outline(recipe: Mapping[str, Any]) -> str:
     """'mnist(test; fit on train) -> conv-ae -> kmeans(n_clusters=10)', then any refiners."""
 
     def stage(table: Any) -> str:

@@ -603,8 +603,10 @@ def _kept_data(data: ImageSet, assigned: Assigned) -> ImageSet:
         raise DataError("none of the image files could be read: check that they are images.")
     images = data.images
     rows = assigned.kept
-    lazy = isinstance(images, LazyImages)
-    kept_images = LazyImages(images.source, rows) if lazy else images[rows]
+    if isinstance(images, LazyImages):
+        kept_images = LazyImages(images.source, rows)
+    else:
+        kept_images = images[rows]
     ids = [names[int(i)] for i in rows]
     labels, class_names = data.labels, data.class_names
     if labels is not None:
@@ -643,6 +645,7 @@ def predict_sources(
     size, mode = file_reading(saved)
     for text in inputs:
         path = Path(text)
+        source: MemmapSource | MemorySource | FilesSource
         if path.is_dir():
             arrays = folder_arrays(path, text, saved)  # read here, as array files are
             if arrays is not None:
@@ -656,8 +659,8 @@ def predict_sources(
             names = [(Path(text) / f.name).as_posix() for f in files]
             labels, classes = folder_labels([f.name for f in files])
             named = None
-            if labels is not None:
-                named = np.asarray([classes[int(i)] for i in labels], dtype=object)
+            if labels is not None and classes is not None:  # the two come together
+                named = np.asarray([classes[int(i)] for i in labels], dtype=np.object_)
             yield text, source, names, named, False
         elif path.is_file() and path.suffix.lower() not in ARRAY_SUFFIXES:
             source = FilesSource((str(path),), size, need_mode(mode, saved, text), None)

@@ -322,7 +322,7 @@ def resolve_config(
     recipe_name = recipe or (DEFAULT_RECIPE if use_default else None)
     if recipe_name:
         entry = registry.get("recipes", recipe_name)
-        recipe_config = normalise(entry.target, f"recipe {recipe_name!r}")
+        recipe_config = normalise(entry.recipe, f"recipe {recipe_name!r}")
         config = merge(config, own_stages(registry, recipe_config, entry.plugin))
         config["recipe"] = recipe_name
     dropped: dict[str, Any] = {}  # splits of a recipe's or config's dataset, for another one

@@ -715,7 +715,7 @@ def _load_stage(
         ) from None
     stage = Stage(name, instance, settings)
     if not info.get("saved"):
-        stage.unsaved_reason = info.get("reason") or f"{what} was not saved"  # type: ignore[attr-defined]
+        stage.unsaved_reason = info.get("reason") or f"{what} was not saved"
         return stage
     if info.get("format") == "stateless":
         if not is_stateless(instance):

@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -36,10 +36,10 @@ from imgclust.kit.sklearn import cannot_predict_message
 from imgclust.report.notebook import pipeline_html
 from imgclust.stages.host import get_registry
 from imgclust.stages.interfaces import (
-    Clusterer,
     Embeds,
     Encoder,
     ImageSet,
+    Predicts,
     ReportsStop,
     ScoresSamples,
     can_predict,
@@ -67,18 +67,20 @@ class Pipeline:
         refiners: Sequence[Stage | str | Mapping[str, Any]] = (),
         registry: Any = None,
     ) -> None:
-        if isinstance(encoders, (Stage, str, Mapping)) or is_stage_object("encoders", encoders):
-            encoders = [encoders]
-        if not isinstance(encoders, Iterable):
+        given: Any = encoders  # also a stage object, or a list of them, which as_stage accepts
+        if isinstance(given, (Stage, str, Mapping)) or is_stage_object("encoders", given):
+            given = [given]
+        if not isinstance(given, Iterable):
             raise SettingsError(
                 "a pipeline's encoders are a list of stages or names, "
-                f"not {type(encoders).__name__}."
+                f"not {type(given).__name__}."
             )
-        self.encoders: list[Stage] = [as_stage("encoders", e, registry) for e in encoders]
+        self.encoders: list[Stage] = [as_stage("encoders", e, registry) for e in given]
         self.clusterer: Stage = as_stage("clusterers", clusterer, registry)
-        if isinstance(refiners, (Stage, str, Mapping)) or is_stage_object("refiners", refiners):
-            refiners = [refiners]
-        self.refiners: list[Stage] = [as_stage("refiners", r, registry) for r in refiners]
+        given = refiners
+        if isinstance(given, (Stage, str, Mapping)) or is_stage_object("refiners", given):
+            given = [given]
+        self.refiners: list[Stage] = [as_stage("refiners", r, registry) for r in given]
         #: Each refiner's input numbers, largest refined cluster first (as ``cluster_order``).
         self.refiner_orders: list[np.ndarray | None] = [None] * len(self.refiners)
         self.clusterer_labels_: np.ndarray | None = None  # the labels before any refiner
@@ -155,6 +157,26 @@ class Pipeline:
         labels = self.fit(images, validation).labels_
         assert labels is not None
         return labels
+
+    @overload
+    def fit_encoders(
+        self,
+        images: np.ndarray,
+        validation: np.ndarray | None = None,
+        log: Log | None = None,
+        *,
+        return_features: Literal[True] = True,
+    ) -> np.ndarray: ...
+
+    @overload
+    def fit_encoders(
+        self,
+        images: np.ndarray,
+        validation: np.ndarray | None = None,
+        log: Log | None = None,
+        *,
+        return_features: bool,
+    ) -> np.ndarray | None: ...
 
     def fit_encoders(
         self,
@@ -298,21 +320,22 @@ class Pipeline:
         if self.refiners:
             return self._assign_refined(self.prepare(images))
         features = self.transform(images)
-        clusterer: Clusterer = self.clusterer.instance
+        clusterer: Predicts = self.clusterer.instance  # check_can_predict said it does
         with stage_boundary("clusterer", self.clusterer):
             found = clusterer.predict(features)
         labels = renumber(check_labels(self.clusterer, found, len(features)), self.cluster_order)
         scores: dict[str, np.ndarray] = {}
         scorer = clusterer.score_samples if isinstance(clusterer, ScoresSamples) else None
         if callable(scorer):
+            scored: Mapping[str, np.ndarray] | np.ndarray | None
             try:
-                found = scorer(features)
+                scored = scorer(features)
             except Exception:
-                found = None
-            if isinstance(found, Mapping):
-                scores = {str(k): np.asarray(v, dtype=np.float64) for k, v in found.items()}
-            elif isinstance(found, np.ndarray) and found.shape == labels.shape:
-                scores = {"score": found.astype(np.float64)}
+                scored = None
+            if isinstance(scored, Mapping):
+                scores = {str(k): np.asarray(v, dtype=np.float64) for k, v in scored.items()}
+            elif isinstance(scored, np.ndarray) and scored.shape == labels.shape:
+                scores = {"score": scored.astype(np.float64)}
         return labels, scores
 
     def _assign_refined(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -123,7 +123,7 @@ def execute(
     *,
     log: Log = lambda message: None,
     plots: bool = True,
-    after_fit: Callable[[RunResult], None] | None = None,
+    after_fit: Callable[[RunResult], object] | None = None,
     folder: Path | None = None,
     keep_checkpoints: bool = False,
 ) -> RunResult:
@@ -348,7 +348,7 @@ def describe(run: RunState) -> RunResult:
 
 
 def write_results(
-    run: RunState, result: RunResult, after_fit: Callable[[RunResult], None] | None
+    run: RunState, result: RunResult, after_fit: Callable[[RunResult], object] | None
 ) -> None:
     """clusters.md, assignments.csv, embeddings.npy and the fitted pipeline."""
 
@@ -466,7 +466,9 @@ def _rounded(value: float) -> float | str:
 def _written_to(features: np.ndarray, path: Path) -> bool:
     """Whether the features are already a memory map of ``path`` (assembled from chunks)."""
     name = getattr(features, "filename", None)
-    return bool(name) and Path(name).name == path.name and Path(name).parent.samefile(path.parent)
+    if not name:
+        return False
+    return Path(name).name == path.name and Path(name).parent.samefile(path.parent)
 
 
 def assignments_csv(
@@ -474,12 +476,14 @@ def assignments_csv(
 ) -> str:
     """id, cluster, (when known) label, then confidence and outlier score of every image, safe
     to open in a spreadsheet."""
-    has_labels = data.labels is not None
+    assert data.ids is not None  # an ImageSet fills in its ids
+    known = data.labels
+    has_labels = known is not None
     rows = []
     for index, (image_id, cluster) in enumerate(zip(data.ids, labels, strict=True)):
         row = [image_id, int(cluster)]
-        if has_labels:
-            label = data.labels[index]
+        if known is not None:
+            label = known[index]
             if data.class_names is not None and isinstance(label, (int, np.integer)):
                 label = (
                     data.class_names[int(label)] if 0 <= label < len(data.class_names) else label
@@ -494,6 +498,7 @@ def assignments_csv(
 
 def issues_csv(data: ImageSet, issues: ImageIssues) -> str:
     """Every image's issues (``;``-separated, empty for none) and the statistics behind them."""
+    assert data.ids is not None  # an ImageSet fills in its ids
     rows = []
     for index, image_id in enumerate(data.ids):
         first = int(issues.duplicate_of[index])
@@ -514,6 +519,7 @@ def issues_csv(data: ImageSet, issues: ImageIssues) -> str:
 def label_review_csv(data: ImageSet, clusters: np.ndarray, review: LabelReview) -> str:
     """The images whose given label most neighbours and their cluster reject, most doubtful
     first, with the label their neighbours suggest."""
+    assert data.ids is not None and data.labels is not None  # a review needs labels
     rows = []
     for index in review.flagged():
         rows.append(

@@ -8,6 +8,7 @@ member comes first, and noise stays -1 (``canonical_order``, ``renumber``).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -192,7 +193,8 @@ def stage_boundary(kind: str, stage: Stage) -> Iterator[None]:
     except Exception as exc:
         message = f"{describe_stage(kind, stage)} failed: {_one_line(exc)}"
         if os.environ.get("IMGCLUST_DEBUG"):
-            exc.add_note(message)
+            if sys.version_info >= (3, 11):  # notes are new in 3.11
+                exc.add_note(message)
             raise
         raise PluginError(message) from exc
 

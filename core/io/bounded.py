@@ -13,7 +13,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, Literal
 
 import numpy as np
 
@@ -125,9 +125,9 @@ def _read_data(archive: zipfile.ZipFile, info: zipfile.ZipInfo, header: Any) -> 
 
 def _fill(handle: Any, header: Any, where: str) -> np.ndarray:
     """Read exactly the header's array from ``handle`` into a new array (one copy, no more)."""
-    order = "F" if header.fortran else "C"
+    order: Literal["C", "F"] = "F" if header.fortran else "C"
     array = np.empty(header.shape, dtype=header.dtype, order=order)
-    view = memoryview(array.reshape(-1, order="A").view(np.uint8))
+    view = array.reshape(-1, order="A").view(np.uint8).data
     done = 0
     while done < header.nbytes:
         got = handle.readinto(view[done : done + READ_BYTES])  # a block at a time: no copies
@@ -157,7 +157,7 @@ class NpyHeader:
         return nbytes_of(self.shape, self.dtype.itemsize)
 
 
-def read_npy_header(handle: BinaryIO, source: str) -> NpyHeader:
+def read_npy_header(handle: IO[bytes], source: str) -> NpyHeader:
     """The checked header of a ``.npy`` stream positioned at its start; the stream is left at the
     data. A damaged header, a negative size or an object dtype is a one-line :class:`DataError`."""
     start = handle.tell()

@@ -64,7 +64,7 @@ def rows_digest(rows: Any) -> str:
     array = np.ascontiguousarray(rows)
     hasher = new_hasher()
     hasher.update(f"{array.dtype.str}{array.shape}".encode())
-    hasher.update(memoryview(array).cast("B"))
+    hasher.update(array.data.cast("B"))
     return PREFIX + hasher.hexdigest()
 
 

@@ -79,14 +79,20 @@ class FileStamp:
 
 
 class StampedFile(Protocol):
-    """What :func:`stamp_files` needs of a listed file."""
+    """What :func:`stamp_files` needs of a listed file (read only, so a NamedTuple fits)."""
 
-    name: str
-    path: str
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    inode: int
+    @property
+    def name(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def mtime_ns(self) -> int: ...
+    @property
+    def ctime_ns(self) -> int: ...
+    @property
+    def inode(self) -> int: ...
 
 
 def stamp_files(files: Sequence[StampedFile], check: str = "content") -> list[FileStamp]:

@@ -529,7 +529,7 @@ class Decoding(NamedTuple):
 
 
 def _decode_into(
-    paths: Sequence[Path], how: Decoding, out: Any, digests: list[str] | None = None
+    paths: Sequence[str | Path], how: Decoding, out: Any, digests: list[str] | None = None
 ) -> list[str]:
     """Decode ``paths`` into the rows of ``out``; one status per file, and with ``digests``
     each file's content digest appended to it (taken from the bytes that were decoded)."""
@@ -659,7 +659,7 @@ def _first_size(files: Sequence[ImageFile], mode: str, limit: int | None) -> tup
             try:
                 array = decode_image(file.path, None, mode)
             except Exception as error:
-                reasons.append(f"{file.name}: {describe_failure(error, file.path)}")
+                reasons.append(f"{file.name}: {describe_failure(error, Path(file.path))}")
                 if len(reasons) == len(files):
                     break
                 continue
@@ -701,7 +701,7 @@ def _run(
 
 
 def _run_pool(
-    paths: list[Path],
+    paths: Sequence[str | Path],
     how: Decoding,
     out: Any,
     target: str | None,

@@ -163,7 +163,7 @@ def folder_arrays(folder: Path, text: str, saved: Any) -> Batch | None:
         return None
     batches = [_array_file(Path(f.path), (Path(text) / f.name).as_posix(), saved) for f in found]
     with_labels = all(batch.labels is not None for batch in batches)
-    labels = np.concatenate([b.labels for b in batches]) if with_labels else None  # type: ignore[misc]
+    labels = np.concatenate([b.labels for b in batches]) if with_labels else None
     return Batch(
         text,
         [image_id for batch in batches for image_id in batch.ids],

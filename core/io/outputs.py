@@ -204,7 +204,8 @@ def csv_cell(value: Any) -> Any:
     text = value if isinstance(value, str) else str(value)
     if not text or _PLAIN_NUMBER.fullmatch(text):
         return text
-    if text[0] in FORMULA_STARTS or text[_BLANKS.match(text).end() :][:1] in FORMULA_STARTS:
+    blanks = _BLANKS.match(text)  # always matches: the pattern accepts an empty string
+    if text[0] in FORMULA_STARTS or text[blanks.end() if blanks else 0 :][:1] in FORMULA_STARTS:
         return "'" + text
     return text
 

@@ -33,9 +33,11 @@ def keras_parts() -> Any:
     """The loss and callback classes, defined once Keras is imported (not at module import)."""
     keras = import_keras()
     ops = keras.ops
+    Loss: Any = keras.losses.Loss  # Keras ships no annotations: its classes are Any
+    Callback: Any = keras.callbacks.Callback
 
     @keras.saving.register_keras_serializable(package="imgclust", name="PixelLoss")
-    class PixelLoss(keras.losses.Loss):
+    class PixelLoss(Loss):
         """BCE or MSE between the reconstruction and the input rescaled like the network's."""
 
         def __init__(self, kind: str = "bce", scale: float = 1.0, **kwargs: Any) -> None:
@@ -53,7 +55,7 @@ def keras_parts() -> Any:
         def get_config(self) -> dict[str, Any]:
             return {**super().get_config(), "kind": self.kind, "scale": self.scale}
 
-    class EpochEnd(keras.callbacks.Callback):
+    class EpochEnd(Callback):
         """After each epoch: record the history, report on stderr, checkpoint, stop early.
         On a terminal it also shows the step count within the epoch, twice a second at most."""
 
@@ -109,6 +111,8 @@ class KerasAutoencoder:
     stage_name = "autoencoder"
     model_file = "model.keras"
     meta_file = "autoencoder.json"
+    #: Images per training step; each subclass sets it from its settings.
+    batch_size: int
 
     def __init__(self, epochs: int, patience: int, seed: int) -> None:
         self.epochs = int(epochs)
@@ -122,7 +126,7 @@ class KerasAutoencoder:
         self._encoder: Any = None
 
     # To implement ----------------------------------------------------------------------------
-    def build(self, input_shape: tuple[int, ...], scale: float) -> Any:
+    def build(self, input_shape: tuple[int, ...], scale: float = 1 / 255) -> Any:
         """The compiled network for inputs of ``input_shape`` whose values times ``scale``
         lie in [0, 1]."""
         raise NotImplementedError
@@ -141,7 +145,7 @@ class KerasAutoencoder:
         self._encoder = None
         state = self.read_checkpoint()
         keras.utils.set_random_seed(self.seed + (state["epoch"] if state else 0))
-        if state:
+        if state and self.checkpoint_dir is not None:  # a state is only read from a folder
             model = self.load_keras_file(Path(self.checkpoint_dir) / state["model"], compile=True)
             self.history_ = {k: list(state["history"].get(k, [])) for k in ("loss", "val_loss")}
             start = int(state["epoch"])
@@ -193,6 +197,8 @@ class KerasAutoencoder:
         last whole checkpoint. Nothing is forced to disk (no fsync): a checkpoint serves
         ``--resume`` after an interruption, not after a power loss, and on a busy disk that wait
         took tens of seconds per epoch, inside the training time."""
+        if self.checkpoint_dir is None:  # called only when there is a folder to write to
+            return
         folder = Path(self.checkpoint_dir)
         folder.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epoch:04d}.keras"

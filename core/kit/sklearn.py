@@ -306,11 +306,11 @@ def fitted_state(
     (set afresh when loading) and those that are neither (left out, named in the save).
     """
     listed = ARRAY_STATE.get(type(estimator).__name__)
+    arrays: dict[str, np.ndarray] = {}
     if listed is not None:
         arrays = {a: np.asarray(getattr(estimator, a)) for a in listed if hasattr(estimator, a)}
         return arrays, {}, list(RUNTIME_STATE.get(type(estimator).__name__, ())), []
     params = set(estimator.get_params(deep=False))
-    arrays: dict[str, np.ndarray] = {}
     values: dict[str, Any] = {}
     runtime: list[str] = []
     left_out: list[str] = []
@@ -496,7 +496,7 @@ def predicting_clusterers() -> list[str]:
         names = []
         for name in registry.names("clusterers"):
             try:
-                instance = registry.get("clusterers", name).target()
+                instance = registry.get("clusterers", name).factory()
             except Exception:
                 continue
             if can_predict(instance):
@@ -516,7 +516,8 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     import io
 
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    # numpy's stub types the names with its keyword allow_pickle (bool); any name is an array
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
     atomic.write_bytes(path, buffer.getvalue())
 
 

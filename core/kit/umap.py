@@ -70,7 +70,8 @@ def numba_caching() -> Iterator[None]:
     import numba
 
     if not getattr(numba.config, "CACHE_DIR", ""):
-        numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
+        # numba.config defines its names at import from the environment, unseen by mypy
+        numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]  # type: ignore[attr-defined]
     originals = numba.njit, numba.jit
     numba.njit, numba.jit = cache_by_default(numba.njit), cache_by_default(numba.jit)
     try:

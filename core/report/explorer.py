@@ -70,7 +70,9 @@ def checked_map(record: Any, n: int) -> dict[str, Any] | None:
     y = whole_numbers(record.get("y"), "the map's y", 0, MAP_SCALE + 1)
     if not len(index) == len(x) == len(y):
         raise Unusable("the map's index and coordinates differ in length")
-    axes = record.get("axes") if isinstance(record.get("axes"), list) else []
+    axes = record.get("axes")
+    if not isinstance(axes, list):
+        axes = []
     return {
         "i": index,
         "x": x,
@@ -88,10 +90,11 @@ def checked_thumbs(record: Any, n: int, folder: Path) -> dict[str, Any] | None:
     if not isinstance(record, dict):
         raise Unusable("the thumbnails' record is not an object")
     index = whole_numbers(record.get("index"), "the thumbnails' index", 0, n)
-    tile, columns, per_sheet = (record.get(k) for k in ("tile", "columns", "per_sheet"))
-    sizes = (tile, columns, per_sheet)
-    if not all(isinstance(v, int) and 0 < v <= 1 << 16 for v in sizes):
+    given = [record.get(k) for k in ("tile", "columns", "per_sheet")]
+    sizes = [v for v in given if isinstance(v, int) and 0 < v <= 1 << 16]
+    if len(sizes) != len(given):
         raise Unusable("the thumbnails' tile sizes are not positive whole numbers")
+    tile, columns, per_sheet = sizes
     names = record.get("sheets")
     needed = -(-len(index) // per_sheet)
     if not isinstance(names, list) or len(names) != needed:

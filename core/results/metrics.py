@@ -247,7 +247,7 @@ def _label_name(label: Any, class_names: Sequence[str] | None) -> str:
         and isinstance(label, (int, np.integer))
         and 0 <= label < len(class_names)
     ):
-        return str(class_names[label])
+        return str(class_names[int(label)])
     return str(label)
 
 

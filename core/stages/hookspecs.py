@@ -72,15 +72,17 @@ numbers, no NaN); with `IMGCLUST_DEBUG=1` the original traceback is shown.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
+from imgclust.stages.registry import Register
+
+if TYPE_CHECKING:  # typer is imported by the command line, not by the contract
+    import typer
+
 hookspec = pluggy.HookspecMarker("imgclust")
 hookimpl = pluggy.HookimplMarker("imgclust")
-
-Register = Callable[..., None]
 
 
 @hookspec
@@ -325,7 +327,7 @@ def register_recipes(register: Register) -> None:
 
 
 @hookspec
-def register_commands(app: Any) -> None:
+def register_commands(app: typer.Typer) -> None:
     """Add commands to the `imgclust` command line.
 
     Arguments:

@@ -12,12 +12,15 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from imgclust.stages import hookspecs
 from imgclust.stages.registry import KINDS, Registry, qualified_name
+
+if TYPE_CHECKING:  # imported where commands are added, to keep this module light
+    import typer
 
 ENTRY_POINT_GROUP = "imgclust"
 BUNDLED_DISTRIBUTION = "imgclust"
@@ -70,7 +73,7 @@ class PluginHost:
                 if self.pm.has_plugin(ep.name):
                     self.pm.unregister(name=ep.name)
 
-    def register(self, plugin: Any, name: str, version: str = "") -> None:
+    def register(self, plugin: object, name: str, version: str = "") -> None:
         """Register a plugin object directly (tests, and programs that embed imgclust)."""
         self.pm.register(plugin, name=name)
         self.plugins[name] = PluginInfo(name, version=version)
@@ -92,11 +95,14 @@ class PluginHost:
     def _build_registry(self) -> Registry:
         registry = Registry()
         for kind in KINDS:
-            for plugin, exc, added in self.call_each(
-                f"register_{kind}",
-                lambda name, kind=kind: {"register": registry.register(kind, name)},
-                lambda kind=kind: set(registry.qualified[kind]),
-            ):
+
+            def arguments(plugin: str, kind: str = kind) -> dict[str, Any]:
+                return {"register": registry.register(kind, plugin)}
+
+            def snapshot(kind: str = kind) -> set[str]:
+                return set(registry.qualified[kind])
+
+            for plugin, exc, added in self.call_each(f"register_{kind}", arguments, snapshot):
                 info = self.plugins.setdefault(plugin, PluginInfo(plugin))
                 if exc is not None:  # one plugin's bug must not hide the others' stages
                     self._fail(info, f"failed to register {kind}: {_describe(exc)}")
@@ -146,7 +152,7 @@ class PluginHost:
             getattr(self.pm.hook, hook)._hookexec(hook, [impl], arguments, False)
 
     # Commands ----------------------------------------------------------------------------
-    def add_commands(self, app: Any) -> None:
+    def add_commands(self, app: typer.Typer) -> None:
         """Add the plugins' CLI commands to ``app``; none may replace a built-in or another's.
 
         Each plugin registers into a Typer of its own; its commands are then moved to ``app``
@@ -176,16 +182,18 @@ class PluginHost:
                 continue
             try:
                 added.extend(self._adopt_commands(app, staging.pop(plugin), info, owners))
-            except Exception as exc:  # a malformed command must not break the CLI
-                self._fail(info, f"failed to add commands: {_describe(exc)}")
+            except Exception as error:  # a malformed command must not break the CLI
+                self._fail(info, f"failed to add commands: {_describe(error)}")
         _PLUGIN_COMMANDS[id(app)] = (self, self._generation, added)
 
     def _adopt_commands(
-        self, app: Any, own: Any, info: PluginInfo, owners: dict[str, str]
+        self, app: typer.Typer, own: typer.Typer, info: PluginInfo, owners: dict[str, str]
     ) -> list[Any]:
         """Move one plugin's commands onto ``app``, refusing any whose name is taken."""
-        adopted = []
-        items = [("registered_commands", c) for c in own.registered_commands]
+        adopted: list[object] = []
+        items: list[tuple[str, object]] = [
+            ("registered_commands", c) for c in own.registered_commands
+        ]
         items += [("registered_groups", g) for g in own.registered_groups]
         for kind, item in items:
             names = _item_names(kind, item)
@@ -218,7 +226,7 @@ BUILT_IN = "built-in"
 _PLUGIN_COMMANDS: dict[int, tuple[PluginHost, int, list[Any]]] = {}
 
 
-def _remove_plugin_commands(app: Any) -> None:
+def _remove_plugin_commands(app: typer.Typer) -> None:
     """Take off ``app`` the commands an earlier host's plugins added to it."""
     previous = {id(item) for item in _PLUGIN_COMMANDS.pop(id(app), (None, 0, []))[2]}
     if previous:
@@ -240,7 +248,7 @@ def _item_names(kind: str, item: Any) -> list[str]:
     return sorted(typer.main.get_group(holder).commands)
 
 
-def command_names(app: Any) -> list[str]:
+def command_names(app: typer.Typer) -> list[str]:
     """Every command name on a Typer app, built-in and added."""
     names: list[str] = []
     for kind in ("registered_commands", "registered_groups"):

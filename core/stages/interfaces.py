@@ -40,7 +40,7 @@ class ImageSet:
     @property
     def shape(self) -> tuple[int, int, int]:
         """Height, width and channels of one image."""
-        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+        return tuple(self.images.shape[1:])
 
     def validate(self, name: str = "dataset") -> ImageSet:
         """Check shape, dtype and consistency; raise :class:`DataError` with one clear line."""

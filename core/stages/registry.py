@@ -5,15 +5,27 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from imgclust.errors import PluginError
 from imgclust.stages.kinds import REGISTERED, SINGULAR
 
 KINDS = REGISTERED  # what plugins register, in the table of stage kinds
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+#: What a stage is registered as: a class or function whose keyword parameters are its settings.
+StageFactory = Callable[..., Any]
+#: What a recipe is registered as: a run configuration (dataset, encoder, clusterer, ...).
+Recipe = Mapping[str, Any]
+
+
+class Register(Protocol):
+    """The ``register`` callback a ``register_<kind>`` hook is handed."""
+
+    def __call__(self, name: str, target: StageFactory | Recipe, *, summary: str = "") -> None:
+        """Register ``target`` under ``name``; a bad name or target is a :class:`PluginError`."""
 
 
 @dataclass
@@ -22,9 +34,26 @@ class Entry:
 
     kind: str
     name: str
-    target: Any
+    target: StageFactory | Recipe
     plugin: str
     summary: str = ""
+
+    @property
+    def factory(self) -> StageFactory:
+        """The class or function that builds this stage (registration checked it is callable)."""
+        if not callable(self.target):
+            raise PluginError(f"{SINGULAR[self.kind]} {self.name!r} is not a class or function.")
+        return self.target
+
+    @property
+    def recipe(self) -> Recipe:
+        """The run configuration this recipe names."""
+        if not isinstance(self.target, Mapping):
+            raise PluginError(
+                f"recipe {self.name!r} from plugin {self.plugin!r} is a "
+                f"{type(self.target).__name__}, not a table of settings."
+            )
+        return self.target
 
     @property
     def doc(self) -> str:
@@ -47,10 +76,10 @@ class Registry:
     qualified: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
     collisions: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
-    def register(self, kind: str, plugin: str) -> Callable[..., None]:
+    def register(self, kind: str, plugin: str) -> Register:
         """The ``register`` callback handed to one plugin's ``register_<kind>`` hook."""
 
-        def register(name: str, target: Any, *, summary: str = "") -> None:
+        def register(name: str, target: StageFactory | Recipe, *, summary: str = "") -> None:
             if not isinstance(name, str) or not NAME_PATTERN.match(name):
                 raise PluginError(
                     f"plugin {plugin!r} registered {SINGULAR[kind]} {name!r}: names are lowercase "
@@ -93,7 +122,7 @@ class Registry:
             return self.qualified.get(kind, {}).get(name)
         return self.entries.get(kind, {}).get(name)
 
-    def names_of(self, kind: str, target: Any) -> list[str]:
+    def names_of(self, kind: str, target: object) -> list[str]:
         """The names under which ``target`` is registered: bare if usable, else qualified."""
         bare = [e.name for e in self.entries.get(kind, {}).values() if e.target is target]
         if bare:
@@ -119,7 +148,7 @@ class Registry:
             raise PluginError(unknown_name_message(singular, name, known))
         return entry
 
-    def with_target(self, kind: str, name: str, target: Any) -> Registry:
+    def with_target(self, kind: str, name: str, target: StageFactory | Recipe) -> Registry:
         """A copy in which ``name`` builds ``target`` (its entry otherwise kept): how the Python
         API hands a run objects that only exist in memory, leaving this registry as it was."""
         copy = Registry(

@@ -260,10 +260,10 @@ def resolve_stage(
     entry = registry.get(kind, name)
     given = {k: v for k, v in stage.items() if k != "name"}
     what = f"{kind[:-1]} {name!r}"
-    what = stage_kind(kind)
-    prefix = f"{what.name}.{name}" if what.chain else what.name
-    values = resolve(what, entry.target, given, set_prefix=prefix)
-    settings = settings_of(entry.target)
+    of_kind = stage_kind(kind)
+    prefix = f"{of_kind.name}.{name}" if of_kind.chain else of_kind.name
+    values = resolve(what, entry.factory, given, set_prefix=prefix)
+    settings = settings_of(entry.factory)
     if "seed" in settings and "seed" not in values:
         values["seed"] = seed
     full = {

@@ -234,7 +234,7 @@ def mark_staging(staging: Path) -> int:
 def remove_abandoned_staging(parent: Path) -> list[Path]:
     """Remove the staging folders that exports killed midway left in ``parent``: only folders
     named as export names them, holding this format's marker, whose process is gone."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(parent))
     except OSError:
@@ -351,7 +351,7 @@ def _umask() -> int:
 
 def _check_images(images: Any, count: int, dataset: str) -> None:
     """Images PNG can hold: (N, H, W, C) with 1, 3 or 4 channels, one per id."""
-    shape = getattr(images, "shape", ())
+    shape: tuple[int, ...] = getattr(images, "shape", ())
     if len(shape) != 4 or shape[0] != count or shape[3] not in CHANNEL_MODES:
         raise DataError(
             f"dataset {dataset!r} gave images of shape {tuple(shape)}: only 1, 3 or 4 channels "
@@ -409,7 +409,7 @@ def export_command(
                     "export copies only files whose content the run recorded: run it again, or "
                     "export --csv."
                 )
-            claim_output_folder(out, inputs=[run, found.root])
+            claim_output_folder(out, inputs=[p for p in (run, found.root) if p is not None])
             sources, left_out = found.files, frozenset(found.changed_rows)
             digests = found.recorded
         else:

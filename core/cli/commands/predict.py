@@ -161,11 +161,11 @@ def evaluation(
     name = stage["name"]
     entry = registry.get("datasets", name)
     what = f"dataset {name!r}"
-    values = resolve(what, entry.target, {k: v for k, v in stage.items() if k != "name"})
+    values = resolve(what, entry.factory, {k: v for k, v in stage.items() if k != "name"})
 
     named = any(a.split("=", 1)[0].strip() == "dataset.cache_dir" for a in sets)
     with reading_a_run(cache_dir_given=named):  # the saved settings do not choose where it writes
-        data = load_split(entry.target(**values), name, split)
+        data = load_split(entry.factory(**values), name, split)
     content = ""
     own = dataset in (None, trained.get("name")) and not sets
     if run is not None and own:

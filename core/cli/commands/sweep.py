@@ -97,7 +97,7 @@ def sweep_k_command(
     stage = dict(resolved["clusterer"])
     name = stage.pop("name")
     entry = registry.get("clusterers", name)
-    check_sweepable(name, entry.target, criterion, stage)
+    check_sweepable(name, entry.factory, criterion, stage)
     if from_run is None:
         features = _fit_features(
             registry, resolved, log, lambda n: check_k_range(ks, min(n, sample))
@@ -106,7 +106,7 @@ def sweep_k_command(
     result = sweep(
         features,
         name,
-        entry.target,
+        entry.factory,
         ks,
         settings=stage,
         sample_size=sample,

@@ -101,7 +101,7 @@ def from_result(result: Any) -> PlotInputs:
     data = result.data
     encoders = [(stage.name, stage.instance) for stage in result.pipeline.encoders]
     histories = {
-        name: dict(history)
+        name: {key: list(values) for key, values in history.items()}
         for name, encoder in encoders
         if isinstance(encoder, HasHistory) and (history := encoder.history_)
     }

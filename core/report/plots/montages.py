@@ -45,7 +45,7 @@ def montage_png(tiles: np.ndarray, caption: str) -> bytes:
     mosaic = grid(rows, columns)
     factor = upscale(tiles.shape[1])
     picture = Image.fromarray(np.round(mosaic * 255).astype(np.uint8)).resize(
-        (mosaic.shape[1] * factor, mosaic.shape[0] * factor), Image.NEAREST
+        (mosaic.shape[1] * factor, mosaic.shape[0] * factor), Image.Resampling.NEAREST
     )
     canvas = Image.new("RGB", (max(picture.width, 360), picture.height + HEADER), "white")
     canvas.paste(picture, (0, HEADER))

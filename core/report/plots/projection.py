@@ -243,6 +243,6 @@ def load_projection(path: Path, key: tuple[Any, ...], seed: int, n: int) -> Proj
     texts = isinstance(axes, list) and all(
         isinstance(a, str) and len(a) <= TEXT_LIMIT for a in axes
     )
-    if not texts or len(axes) != 2:
+    if not texts or not isinstance(axes, list) or len(axes) != 2:
         raise DataError(f"{where}: its axis labels are not two short texts.")
     return Projection(xy, index, method, (axes[0], axes[1]), note)
