@@ -206,6 +206,11 @@ def _names(value: Any, known: set[int], bad: Any) -> dict[int, str]:
                 f"names cluster {cluster} {_shown(name)}: a name is at most {NAME_CHARACTERS} "
                 "printable characters (no line breaks or control characters)"
             )
+        if not any(c.isalnum() for c in name):
+            raise bad(
+                f"names cluster {cluster} {_shown(name)}, which has no letter or digit to name a "
+                "folder with: rename it in the page"
+            )
         names[cluster] = name
     return names
 

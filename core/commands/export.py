@@ -60,9 +60,7 @@ class Placement:
 
 
 # Planning ----------------------------------------------------------------------------------
-def cluster_folders(
-    clusters: np.ndarray, names: Mapping[int, str] | None = None
-) -> dict[int, str]:
+def cluster_folders(clusters: np.ndarray, names: Mapping[int, str] | None = None) -> dict[int, str]:
     """``cluster-00`` for the largest cluster and so on (ties: lower number first); ``noise``
     for -1; a cluster a person named (``names``) gets a folder of that name. Two clusters whose
     folders would be one (ignoring case) are one line."""
