@@ -267,6 +267,14 @@ class UsesInvariances(Protocol):
     invariances: Sequence[str] | None
 
 
+@runtime_checkable
+class UsesImageIds(Protocol):
+    """A refiner that reads per-image input keyed by image id, such as labels a person curated
+    in the explorer. A run sets ``image_ids`` (one per image, in order) before fitting it."""
+
+    image_ids: Sequence[str] | None
+
+
 #: The capability protocols, in the order the hook reference lists them.
 CAPABILITIES = (
     HasSplits,
@@ -283,6 +291,7 @@ CAPABILITIES = (
     ScoresBIC,
     Stateless,
     UsesInvariances,
+    UsesImageIds,
 )
 
 

@@ -29,6 +29,7 @@ from .interfaces import (
     HasHistory,
     ImageSet,
     ReportsStop,
+    UsesImageIds,
     UsesInvariances,
     requested_clusters,
     splits_of,
@@ -323,6 +324,9 @@ def cluster(run: RunState) -> None:
     run.log(f"clustering {len(features)} feature vectors of {features.shape[1]} numbers")
     run.labels = run.pipeline.fit_clusterer(features)
     if run.pipeline.refiners:  # they see the images and the first clustering
+        for stage in run.pipeline.refiners:
+            if isinstance(stage.instance, UsesImageIds):
+                stage.instance.image_ids = [str(image_id) for image_id in run.data.ids]
         run.labels = run.pipeline.fit_refiners(run.data.images, features, log=run.log)
     run.timings.update(run.pipeline.timings)
 
