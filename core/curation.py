@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError
+from .io.paths import check_input_file
 from .memory import human
 
 FORMAT = "imgclust-curation"
@@ -85,8 +86,6 @@ def max_curation_bytes(ids: list[str]) -> int:
 def read_curation(path: Path, ids: list[str], clusters: np.ndarray) -> Curation:
     """``curation.json`` for the run with these ``ids`` and ``clusters``, checked whole before
     anything uses it; every problem is one line that says what to do."""
-    from .io.paths import check_input_file
-
     where = f"curation file {str(path)!r}"
     check_input_file(path, "curation file")
     limit = max_curation_bytes(ids)

@@ -26,6 +26,8 @@ last classifier learns those clusters and assigns every image.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -39,7 +41,10 @@ from imgclust import atomic
 from imgclust.errors import DataError, ImgclustError, SettingsError
 from imgclust.hookspecs import hookimpl
 from imgclust.invariances import decide
+from imgclust.io.paths import check_input_file
 from imgclust.keras_support import import_keras
+from imgclust.memory import human
+from imgclust.outputs import read_csv_cell
 
 MODEL_FILE = "classifier.keras"
 META_FILE = "self_label.json"
@@ -471,13 +476,6 @@ def read_curated_labels(path: Path, ids: list[str] | None, count: int) -> np.nda
     """The cluster of every image from a ``labels.csv`` the explorer downloaded: -1 for a
     dropped (or noise) image. The file is untrusted: read up to a size that follows from the
     run, every id must be one of the run's, once, and every image must have a row."""
-    import csv
-    import io
-
-    from imgclust.io.paths import check_input_file
-    from imgclust.memory import human
-    from imgclust.outputs import read_csv_cell
-
     where = f"refiner 'self-label': labels {str(path)!r}"
     if ids is None or len(ids) != count:
         raise ImgclustError(
