@@ -31,7 +31,7 @@ NAME_CHARACTERS = 80  # the page's rename box takes at most this many
 BASE_BYTES = 2**20  # room for the names, merges and layout of any curation file
 BYTES_PER_ID_CHARACTER = 12  # an id may be written twice (moved and dropped), escaped (x6)
 BYTES_PER_IMAGE = 64  # punctuation, a cluster number and indentation per moved or dropped id
-_CLUSTER_KEY = re.compile(r"-?[0-9]{1,10}")
+_CLUSTER_KEY = re.compile(r"-1|0|[1-9][0-9]{0,9}")  # as the page writes them: no "-0", "01"
 
 
 @dataclass

@@ -38,6 +38,10 @@ CASES = {
     "other size": (lambda r, run: r.update(n=5), "run of '5' images"),
     "unknown cluster name": (lambda r, run: r.update(names={"99": "x"}), "not a cluster"),
     "cluster key not a number": (lambda r, run: r.update(names={"1e1": "x"}), "not a cluster"),
+    "cluster key spelled twice": (
+        lambda r, run: r.update(names={"1": "x", "01": "y"}),
+        "not a cluster",
+    ),
     "name not text": (lambda r, run: r.update(names={"0": ["x"]}), "not a name"),
     "blank name": (lambda r, run: r.update(names={"0": "  "}), "not a name"),
     "control characters": (lambda r, run: r.update(names={"0": "a\x1b[2Jb"}), "printable"),
