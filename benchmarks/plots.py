@@ -121,9 +121,9 @@ def measure_first_run(mode: str) -> dict[str, Any]:
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ["IMGCLUST_PLOT_MAP"] = "auto" if mode == "auto" else "umap"
     from imgclust import api
+    from imgclust.engine.runner import RunResult
     from imgclust.report.page import write_report
     from imgclust.report.plots import plot_run
-    from imgclust.run.runner import RunResult
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)

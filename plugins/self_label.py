@@ -13,6 +13,11 @@ rotations and zooms where the set keeps them, and a random mirror, vertical flip
 only where the set is measured to be symmetric under it (not digits). Keras is imported only
 when the network is built, trained or loaded.
 
+With ``labels`` (a ``labels.csv`` the explorer page downloads after a person renamed, merged,
+moved and dropped) the person's clusters are taken as they are: the network learns every
+labelled image, no image is relabelled, dropped images become noise, and new images are assigned
+as the person sorted the run's.
+
 With ``recluster`` a round does not take the classifier's answers: it clusters the images again
 in the classifier's hidden features (UMAP, then a Gaussian mixture), which have learnt what
 shifts, turns and zooms leave unchanged and so place neighbours better than the pixels did; a
@@ -21,6 +26,8 @@ last classifier learns those clusters and assigns every image.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -31,7 +38,16 @@ from typing import Any
 import numpy as np
 
 from imgclust.errors import DataError, ImgclustError, SettingsError
-from imgclust.kit import atomic, decide, hookimpl, import_keras, import_umap
+from imgclust.kit import (
+    atomic,
+    check_input_file,
+    decide,
+    hookimpl,
+    human,
+    import_keras,
+    import_umap,
+    read_csv_cell,
+)
 
 MODEL_FILE = "classifier.keras"
 META_FILE = "self_label.json"
@@ -82,9 +98,15 @@ class SelfLabel:
         UMAP's ``n_neighbors`` when reclustering.
     seed : int
         Seed of weight initialisation, augmentation and shuffling.
+    labels : str
+        A ``labels.csv`` from the run's explorer (``id,cluster,name``; cluster ``dropped`` for
+        a dropped image): learn these clusters instead of the clusterer's, one round on every
+        labelled image (``keep``, ``rounds`` and ``recluster`` do not apply). Every image of the
+        run must have one row.
 
     ``invariances`` (set by a run, not a setting) names the transformations the images are
     invariant to; None measures them on the images at fit. Only those are used to augment.
+    ``image_ids`` (set by a run) names the images, for ``labels``.
     """
 
     def __init__(
@@ -104,6 +126,7 @@ class SelfLabel:
         recluster: bool = False,
         neighbors: int = 10,
         seed: int = 0,
+        labels: str = "",
     ) -> None:
         self.keep = float(keep)
         self.rounds = int(rounds)
@@ -120,8 +143,10 @@ class SelfLabel:
         self.recluster = bool(recluster)
         self.neighbors = int(neighbors)
         self.seed = int(seed)
+        self.labels = str(labels or "")
         self._check_settings()
         self.invariances: list[str] | None = None
+        self.image_ids: list[str] | None = None
         self.model_: Any = None
         self.augmentations_: list[str] = []
         self.classes_: np.ndarray | None = None
@@ -162,17 +187,9 @@ class SelfLabel:
                 "refiner 'self-label' needs at least 2 clusters to learn from; the clusterer "
                 f"found {len(classes)}: ask it for more."
             )
-        keras = import_keras()
-        keras.utils.set_random_seed(self.seed)
-        self.classes_ = classes
-        self.input_shape_ = tuple(int(v) for v in images.shape[1:])
-        kept = self.invariances
-        if kept is None:
-            kept = list(decide(images, "auto", seed=self.seed).kept)
-        self.augmentations_ = self._augmentations(kept)
-        self.scale_ = 1 / 255 if images.dtype == np.uint8 else 1.0
-        self.model_ = self._build(len(classes))
-        self.history_ = {"changed": [], "kept": [], "loss": []}
+        if self.labels:
+            return self._fit_curated(images, labels)
+        self._start(images, classes)
         current = labels
         confidence = -_distance_to_centre(features, labels)
         for round_ in range(self.rounds):
@@ -199,6 +216,37 @@ class SelfLabel:
             self._fit_head(hidden, current)
             current = classes[self._probabilities(images).argmax(axis=1)]
         return current
+
+    def _start(self, images: np.ndarray, classes: np.ndarray) -> None:
+        """Seed, the classes and input, the augmentations, and a fresh network."""
+        keras = import_keras()
+        keras.utils.set_random_seed(self.seed)
+        self.classes_ = classes
+        self.input_shape_ = tuple(int(v) for v in images.shape[1:])
+        kept = self.invariances
+        if kept is None:
+            kept = list(decide(images, "auto", seed=self.seed).kept)
+        self.augmentations_ = self._augmentations(kept)
+        self.scale_ = 1 / 255 if images.dtype == np.uint8 else 1.0
+        self.model_ = self._build(len(classes))
+        self.history_ = {"changed": [], "kept": []}
+
+    def _fit_curated(self, images: np.ndarray, clustered: np.ndarray) -> np.ndarray:
+        """Learn the clusters a person curated (``labels``) and return them: every labelled
+        image trains, dropped ones are noise (-1)."""
+        curated = read_curated_labels(Path(self.labels), self.image_ids, len(images))
+        classes = np.unique(curated[curated >= 0])
+        if len(classes) < 2:
+            raise DataError(
+                f"refiner 'self-label': {self.labels!r} leaves {len(classes)} cluster; it needs "
+                "at least 2 to learn from."
+            )
+        self._start(images, classes)
+        chosen = np.flatnonzero(curated >= 0)
+        self._train(images, chosen, curated, self.epochs)
+        self.history_["changed"].append(float(np.mean(curated != clustered)))
+        self.history_["kept"].append(int(len(chosen)))
+        return curated
 
     def _train(
         self, images: np.ndarray, chosen: np.ndarray, labels: np.ndarray, epochs: int
@@ -427,6 +475,78 @@ class SelfLabel:
             reason = " ".join(str(exc).split())[:200]
             raise DataError(f"refiner 'self-label': cannot load {MODEL_FILE}: {reason}") from None
         return self
+
+
+# Curated labels --------------------------------------------------------------------------------
+CURATED_BYTES_PER_IMAGE = 1024  # an id of a few hundred characters, escaped, and its cluster
+CURATED_BASE_BYTES = 2**20
+MAX_CLUSTER = 2**31 - 1
+DROPPED = "dropped"
+
+
+def read_curated_labels(path: Path, ids: list[str] | None, count: int) -> np.ndarray:
+    """The cluster of every image from a ``labels.csv`` the explorer downloaded: -1 for a
+    dropped (or noise) image. The file is untrusted: read up to a size that follows from the
+    run, every id must be one of the run's, once, and every image must have a row."""
+    where = f"refiner 'self-label': labels {str(path)!r}"
+    if ids is None or len(ids) != count:
+        raise ImgclustError(
+            f"{where} are matched to images by id, and the run named none: set image_ids to "
+            "one id per image (a run does)."
+        )
+    check_input_file(path, "labels file")
+    limit = CURATED_BASE_BYTES + CURATED_BYTES_PER_IMAGE * count
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise DataError(
+                f"{where} is larger than the {human(limit)} labels of {count} images can need: "
+                "give the labels.csv the run's report.html downloads."
+            )
+        rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{where} is not UTF-8 text (byte {exc.start}).") from None
+    except (OSError, csv.Error) as exc:
+        raise DataError(f"{where} cannot be read: {' '.join(str(exc).split())[:120]}.") from None
+    header = [cell.strip() for cell in rows[0]] if rows else []
+    if "id" not in header or "cluster" not in header:
+        raise DataError(f"{where} has no id and cluster columns: give the page's labels.csv.")
+    column_id, column_cluster = header.index("id"), header.index("cluster")
+    row_of = {image_id: row for row, image_id in enumerate(ids)}
+    curated = np.full(count, -2, dtype=np.int64)
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) <= max(column_id, column_cluster):
+            raise DataError(f"{where}: line {line} has too few cells.")
+        text = row[column_id]
+        found = row_of.get(text, row_of.get(read_csv_cell(text)))
+        if found is None:
+            raise DataError(
+                f"{where}: line {line} names an image this run does not have: give the labels "
+                "of this run's images."
+            )
+        if curated[found] != -2:
+            raise DataError(f"{where}: line {line} names an image a second time.")
+        curated[found] = _curated_cluster(row[column_cluster].strip(), where, line)
+    missing = int((curated == -2).sum())
+    if missing:
+        first = ids[int(np.argmax(curated == -2))]
+        raise DataError(
+            f"{where} has no row for {missing} of the run's {count} images (first: "
+            f"{first[:60]!r}): give the labels.csv the page downloads, which has every image."
+        )
+    return curated
+
+
+def _curated_cluster(text: str, where: str, line: int) -> int:
+    """A labels.csv cluster: a number from -1, or ``dropped`` (-1)."""
+    if text == DROPPED:
+        return -1
+    if not (text.lstrip("-").isdigit() and len(text) <= 11) or not -1 <= int(text) <= MAX_CLUSTER:
+        raise DataError(
+            f"{where}: line {line} has a cluster that is neither a number from -1 nor {DROPPED!r}."
+        )
+    return int(text)
 
 
 # Confidence ------------------------------------------------------------------------------------

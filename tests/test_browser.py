@@ -233,4 +233,29 @@ def test_curating_moves_merges_renames_and_survives_a_reload(browser, page: Path
     check(labels())  # the edits survive a reload
     record = browser.execute_script("return JSON.parse(window.imgclustExplorer.curationJson())")
     assert record["merged"] == {"3": 2} and record["names"] == {"2": "=threes, and twos"}
+    exported_as_curated(browser, page, labels())
     browser.execute_script("window.localStorage.clear()")
+
+
+def exported_as_curated(browser, page: Path, table: dict[str, list[str]]) -> None:
+    """The page's own curation.json, given to ``imgclust export --curation``, puts every image
+    where the page's labels.csv says, in folders named as the person named them."""
+    import csv
+
+    from imgclust.cli import main
+
+    curation = page.parent.parent / "curation.json"
+    curation.write_text(browser.execute_script("return window.imgclustExplorer.curationJson()"))
+    out = page.parent.parent / "curated"
+    with pytest.raises(SystemExit) as done:
+        main(["export", str(page.parent), str(out), "--curation", str(curation)])
+    assert done.value.code in (0, None)
+    with open(out / "clusters.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(table)
+    for row in rows:
+        cluster, name = table[row["id"]]
+        assert row["cluster"] == cluster
+        if name:
+            assert row["folder"] == "threes-and-twos"
+        assert (out / row["file"]).is_file()

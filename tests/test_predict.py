@@ -54,7 +54,7 @@ def test_predict_an_npy_array_writes_the_runs_clusters_with_distances(cli, fitte
     assert result.exit_code == 0, result.stderr
     assert f"wrote {out}" in result.stdout and "assigned 1797 images" in result.stdout
     rows = read_csv(out.read_text())
-    assert list(rows[0]) == ["id", "cluster", "distance"]
+    assert list(rows[0]) == ["id", "cluster", "distance", "confidence", "outlier"]
     assert rows[0]["id"].endswith("digits.npy:0") and rows[-1]["id"].endswith("digits.npy:1796")
     assert np.array_equal([int(r["cluster"]) for r in rows], run_labels(fitted_run))
     distances = np.array([float(r["distance"]) for r in rows])
@@ -139,13 +139,9 @@ def test_predict_reads_folders_of_arrays_and_single_image_arrays(cli, fitted_run
         assert by_id[f"{folder.as_posix()}/{name}"] == expected[index], name
     # a single-image array given by itself is one image, named by its file
     single = cli("predict", fitted_run, folder / "a.npy", "--json")
-    assert json.loads(single.stdout)["assignments"] == [
-        {
-            "id": str(folder / "a.npy"),
-            "cluster": int(expected[0]),
-            "distance": pytest.approx(json.loads(single.stdout)["assignments"][0]["distance"]),
-        }
-    ]
+    [only] = json.loads(single.stdout)["assignments"]
+    assert only["id"] == str(folder / "a.npy") and only["cluster"] == int(expected[0])
+    assert sorted(only) == ["cluster", "confidence", "distance", "id", "outlier"]
 
 
 def test_predict_hints_name_only_what_predict_has(cli, fitted_run, tmp_path):

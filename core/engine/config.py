@@ -255,6 +255,8 @@ def apply_sets(
         elif stage in ("encoder", "encoders", "refiner", "refiners"):
             chain = stage.removesuffix("s")
             stages = result.get(chain) or []
+            if chain == "refiner" and _adds_refiner(stages, parts[1:-1]):
+                stages = result[chain] = [*stages, {"name": parts[1]}]  # refine with NAME too
             index = _encoder_index(stages, parts[1:-1], label, chain)
             stages[index][key] = value
         else:
@@ -263,6 +265,15 @@ def apply_sets(
                 "encoder.INDEX, clusterer or refiner (refiner.NAME, refiner.INDEX)."
             )
     return result
+
+
+def _adds_refiner(refiners: list[dict[str, Any]], selector: list[str]) -> bool:
+    """Whether ``refiner.NAME.KEY`` names a refiner the run does not have yet (it is added
+    after the others, so that a run's config can take one from the command line)."""
+    if len(selector) != 1 or selector[0].isdigit():
+        return False
+    which = selector[0]
+    return not any(which in (r.get("name"), _bare(r.get("name"))) for r in refiners)
 
 
 def _encoder_index(

@@ -316,6 +316,14 @@ class Pipeline:
 
     def assign(self, images: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Clusters of new images, with a per-image distance or probability where there is one."""
+        labels, scores, _ = self.assign_with_features(images)
+        return labels, scores
+
+    def assign_with_features(
+        self, images: Any
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """:meth:`assign`, and the features the images were clustered by (encoded once), which
+        score them against the run's clusters as the run scored its own."""
         self.check_can_predict()
         if self.refiners:
             return self._assign_refined(self.prepare(images))
@@ -336,9 +344,11 @@ class Pipeline:
                 scores = {str(k): np.asarray(v, dtype=np.float64) for k, v in scored.items()}
             elif isinstance(scored, np.ndarray) and scored.shape == labels.shape:
                 scores = {"score": scored.astype(np.float64)}
-        return labels, scores
+        return labels, scores, features
 
-    def _assign_refined(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def _assign_refined(
+        self, images: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
         """The last refiner assigns new images (from the images and their features)."""
         features = self.transform(images)
         stage = self.refiners[-1]
@@ -355,7 +365,7 @@ class Pipeline:
                 found = None
             if isinstance(found, Mapping):
                 scores = {str(k): np.asarray(v, dtype=np.float64) for k, v in found.items()}
-        return labels, scores
+        return labels, scores, features
 
     @property
     def can_predict(self) -> bool:

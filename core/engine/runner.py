@@ -66,6 +66,7 @@ from imgclust.stages.interfaces import (
     HasHistory,
     ImageSet,
     ReportsStop,
+    UsesImageIds,
     UsesInvariances,
     requested_clusters,
 )
@@ -265,6 +266,10 @@ def cluster(run: RunState) -> None:
     run.log(f"clustering {len(features)} feature vectors of {features.shape[1]} numbers")
     run.labels = run.pipeline.fit_clusterer(features)
     if run.pipeline.refiners:  # they see the images and the first clustering
+        for stage in run.pipeline.refiners:
+            if isinstance(stage.instance, UsesImageIds):
+                ids = run.data.ids if run.data.ids is not None else range(len(run.data))
+                stage.instance.image_ids = [str(image_id) for image_id in ids]
         run.labels = run.pipeline.fit_refiners(run.data.images, features, log=run.log)
     run.timings.update(run.pipeline.timings)
 

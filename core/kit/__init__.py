@@ -11,7 +11,9 @@ top-level API is internal and may move.
 - arrays and memory: ``as_matrix``, ``map_batches``, ``sample_matrix``, ``sample_index``,
   ``to_float``, ``check_finite``, ``check_inflation``, ``inflation_cap``
 - files a stage writes and reads: ``atomic`` (``write_json``, ``write_npy``, ``write_bytes``,
-  ``write_text``: whole or not at all), ``read_npy``, ``read_npz`` (bounded readers)
+  ``write_text``: whole or not at all), ``read_npy``, ``read_npz`` (bounded readers),
+  ``check_input_file`` (a named input checked before it is opened), ``read_csv_cell``,
+  ``human`` (a byte count in words)
 - image files and arrays for datasets: ``FolderReading``, ``DEFAULT_EXTENSIONS``, ``check_fit``,
   ``check_max_pixels``, ``check_mode``, ``check_size``, ``check_workers``,
   ``normalise_extensions``, ``load_arrays``, ``InMemoryImages``, ``IN_MEMORY``
@@ -35,7 +37,9 @@ from imgclust.io.images import (
     check_workers,
     normalise_extensions,
 )
-from imgclust.io.memory import check_inflation, inflation_cap
+from imgclust.io.memory import check_inflation, human, inflation_cap
+from imgclust.io.outputs import read_csv_cell
+from imgclust.io.paths import check_input_file
 from imgclust.kit.arrays import (
     as_matrix,
     check_finite,
@@ -82,6 +86,7 @@ __all__ = [
     "check_finite",
     "check_fit",
     "check_inflation",
+    "check_input_file",
     "check_limit",
     "check_max_pixels",
     "check_mode",
@@ -89,6 +94,7 @@ __all__ = [
     "check_workers",
     "decide",
     "hookimpl",
+    "human",
     "import_keras",
     "import_umap",
     "inflation_cap",
@@ -99,6 +105,7 @@ __all__ = [
     "predict_in_batches",
     "read_npy",
     "read_npz",
+    "read_csv_cell",
     "sample_index",
     "sample_matrix",
     "symmetry_group",

@@ -55,8 +55,58 @@ def image_scores(
     score against the run's median distance.
     """
     labels = np.asarray(labels, np.int64)
-    n = len(labels)
     ids, means = centres(features, labels)
+    own, other, runner_up = _nearest(features, labels, ids, means)
+    confidence, source = _confidence(own, other, labels, probability)
+    return ImageScores(confidence, _outlier_scores(own, labels), runner_up, source)
+
+
+@dataclass
+class RunCentres:
+    """A run's cluster centres and each cluster's median distance to its centre: what scores
+    new images (``imgclust predict``) exactly as the run scored its own."""
+
+    ids: np.ndarray  # (K,) the run's clusters, noise left out
+    means: np.ndarray  # (K, D) float64
+    scales: np.ndarray  # (K,) each cluster's median distance of its members to its centre
+    noise_scale: float  # the median over every image (noise is scored against it)
+
+    @classmethod
+    def of_run(cls, features: np.ndarray, labels: np.ndarray) -> RunCentres:
+        """The centres and scales of a run's clustered ``features`` and final ``labels``."""
+        labels = np.asarray(labels, np.int64)
+        ids, means = centres(features, labels)
+        own, _, _ = _nearest(features, labels, ids, means)
+        scales = np.array([float(np.median(own[labels == c])) for c in ids], np.float64)
+        noise_scale = float(np.median(own)) if len(own) else 0.0
+        return cls(ids, means, scales, noise_scale)
+
+    def scores(
+        self, features: np.ndarray, labels: np.ndarray, probability: np.ndarray | None = None
+    ) -> ImageScores:
+        """Confidence and outlier score of new images assigned ``labels``, against the run's
+        centres and scales; a cluster the run does not have is scored as noise."""
+        labels = np.asarray(labels, np.int64)
+        labels = np.where(np.isin(labels, self.ids), labels, NOISE)
+        own, other, runner_up = _nearest(features, labels, self.ids, self.means)
+        confidence, source = _confidence(own, other, labels, probability)
+        scale = np.full(len(labels), self.noise_scale)
+        inside = labels != NOISE
+        scale[inside] = self.scales[np.searchsorted(self.ids, labels[inside])]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            outlier = np.where(scale > 0, own / np.where(scale > 0, scale, 1.0), 0.0)
+        outlier = np.where(scale > 0, outlier, np.where(own > 0, np.inf, 1.0))
+        return ImageScores(
+            confidence, np.minimum(outlier, np.finfo(np.float64).max), runner_up, source
+        )
+
+
+def _nearest(
+    features: np.ndarray, labels: np.ndarray, ids: np.ndarray, means: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per image: the distance to its own centre (noise: the nearest), to the nearest other
+    centre (inf when there is none) and that other cluster (-1 when none)."""
+    n = len(labels)
     own = np.zeros(n)
     other = np.full(n, np.inf)
     runner_up = np.full(n, NOISE, np.int64)
@@ -71,7 +121,7 @@ def image_scores(
         column = np.searchsorted(ids, kept)
         inside = kept != NOISE
         rows = np.arange(stop - start)
-        own_block = distances.min(axis=1)  # noise: the nearest centre
+        own_block = distances.min(axis=1) if len(ids) else np.zeros(stop - start)
         own_block[inside] = distances[rows[inside], column[inside]]
         own[start:stop] = own_block
         if len(ids) > 1:
@@ -80,15 +130,24 @@ def image_scores(
             nearest_other = masked.argmin(axis=1)
             other[start:stop] = masked[rows, nearest_other]
             runner_up[start:stop] = ids[nearest_other]
+    return own, other, runner_up
+
+
+def _confidence(
+    own: np.ndarray, other: np.ndarray, labels: np.ndarray, probability: np.ndarray | None
+) -> tuple[np.ndarray, str]:
+    """The margin ``(d2 - d1) / (d2 + d1)``, or a refiner's probability where given; 0 for
+    noise. Also which of the two it is."""
     with np.errstate(invalid="ignore", divide="ignore"):
         margin = np.where(np.isfinite(other), (other - own) / (other + own), 1.0)
     margin = np.clip(np.nan_to_num(margin, nan=0.0), 0.0, 1.0)
     margin[labels == NOISE] = 0.0
-    source = "margin"
-    if probability is not None and len(probability) == n:
-        margin = np.where(labels == NOISE, 0.0, np.clip(probability, 0.0, 1.0))
-        source = "refiner probability"
-    return ImageScores(margin, _outlier_scores(own, labels), runner_up, source)
+    if probability is not None and len(probability) == len(labels):
+        probability = np.asarray(probability, np.float64)
+        return np.where(labels == NOISE, 0.0, np.clip(probability, 0.0, 1.0)), (
+            "refiner probability"
+        )
+    return margin, "margin"
 
 
 def _outlier_scores(own: np.ndarray, labels: np.ndarray) -> np.ndarray:

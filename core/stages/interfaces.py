@@ -270,6 +270,14 @@ class UsesInvariances(Protocol):
     invariances: Sequence[str] | None
 
 
+@runtime_checkable
+class UsesImageIds(Protocol):
+    """A refiner that reads per-image input keyed by image id, such as labels a person curated
+    in the explorer. A run sets ``image_ids`` (one per image, in order) before fitting it."""
+
+    image_ids: Sequence[str] | None
+
+
 #: The capability protocols, in the order the hook reference lists them.
 CAPABILITIES = (
     HasSplits,
@@ -286,6 +294,7 @@ CAPABILITIES = (
     ScoresBIC,
     Stateless,
     UsesInvariances,
+    UsesImageIds,
 )
 
 

@@ -162,12 +162,12 @@ def test_predict_csv_is_escaped_on_stdout_and_in_the_output_file(
     assert result.exit_code == 0, result.stderr
     for text in (printed.stdout, (tmp_path / "predicted.csv").read_text(encoding="utf-8")):
         rows = cells(text)
-        assert rows[0] == ["id", "cluster", "distance", "label"]
+        assert rows[0] == ["id", "cluster", "distance", "confidence", "outlier", "label"]
         assert not any(dangerous(c) for row in rows for c in row)
         ids = [read_csv_cell(r[0]) for r in rows[1:]]
         assert any(i.startswith("@SUM(1)/") for i in ids)
         assert any(r[0].startswith("'@SUM(1)/") for r in rows[1:])
-        assert "'@SUM(1)" in {r[3] for r in rows[1:]}
+        assert "'@SUM(1)" in {r[5] for r in rows[1:]}
 
 
 def test_predict_json_keeps_the_values_as_they_are(cli, pristine_run, tmp_path, monkeypatch):

@@ -107,7 +107,8 @@ def test_files_inside_an_input_folder_or_the_run_folder_are_inputs_too(cli, run_
     # a new file next to the inputs is fine: it replaces nothing
     result = cli("predict", run_copy, folder, "-o", folder / "predicted.csv")
     assert result.exit_code == 0, result.stderr
-    assert (folder / "predicted.csv").read_text().startswith("id,cluster,distance\n")
+    header = "id,cluster,distance,confidence,outlier\n"
+    assert (folder / "predicted.csv").read_text().startswith(header)
 
 
 def test_an_existing_file_is_replaced_only_with_force(cli, pristine_run, images, tmp_path):
@@ -118,7 +119,7 @@ def test_an_existing_file_is_replaced_only_with_force(cli, pristine_run, images,
     assert "--force" in result.stderr and other.read_text() == "precious\n"
     result = cli("predict", pristine_run, images, "-o", other, "--force")
     assert result.exit_code == 0, result.stderr
-    assert other.read_text().startswith("id,cluster,distance\n")
+    assert other.read_text().startswith("id,cluster,distance,confidence,outlier\n")
     assert len(other.read_text().splitlines()) == 21
 
 

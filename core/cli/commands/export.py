@@ -21,6 +21,7 @@ import shutil
 import stat
 import tempfile
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,14 @@ from typing import Any
 import numpy as np
 import typer
 
-from imgclust.after.finished import check_finished, open_run, run_sources, verified_images
+from imgclust.after.curation import read_curation
+from imgclust.after.finished import (
+    check_finished,
+    open_run,
+    printable,
+    run_sources,
+    verified_images,
+)
 from imgclust.console import stderr_log
 from imgclust.errors import DataError, ImgclustError
 from imgclust.io import atomic
@@ -43,6 +51,9 @@ NAME_BYTES = 255  # the longest file name common file systems take
 CHANNEL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 STAGING = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # what tempfile.mkdtemp makes below
 STAGING_MARKER = ".imgclust-export"
+DROPPED = "dropped"  # what clusters.csv says of an image a curation dropped (it is not written)
+PORTABLE = "A-Za-z0-9_.-"  # the characters of file names made from ids
+NAMED = r"\w.-"  # of folders named by a person: letters and digits of any script, '_', '.', '-'
 _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
 _CROSS_DEVICE = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
 
@@ -61,24 +72,66 @@ class Placement:
 
 
 # Planning ----------------------------------------------------------------------------------
-def cluster_folders(clusters: np.ndarray) -> dict[int, str]:
+def cluster_folders(clusters: np.ndarray, names: Mapping[int, str] | None = None) -> dict[int, str]:
     """``cluster-00`` for the largest cluster and so on (ties: lower number first); ``noise``
-    for -1."""
-    sizes = Counter(int(c) for c in clusters if c != -1)
+    for -1; a cluster a person named (``names``) gets a folder of that name. Two clusters whose
+    folders would be one (ignoring case) are one line."""
+    sizes = Counter(int(c) for c in clusters if c >= 0)
     ranked = sorted(sizes, key=lambda c: (-sizes[c], c))
     width = max(2, len(str(len(ranked) - 1)))
-    names = {cluster: f"cluster-{rank:0{width}d}" for rank, cluster in enumerate(ranked)}
-    names[-1] = NOISE
-    return names
+    folders = {cluster: f"cluster-{rank:0{width}d}" for rank, cluster in enumerate(ranked)}
+    folders[-1] = NOISE
+    for cluster, name in (names or {}).items():
+        if cluster in folders:
+            folders[cluster] = named_folder(name, cluster)
+    used: dict[str, int] = {CSV_NAME.casefold(): -3}
+    for cluster in [*ranked, -1]:
+        if cluster == -1 and -1 not in clusters:
+            continue
+        key = folders[cluster].casefold()
+        if key in used:
+            other = "the table clusters.csv" if used[key] == -3 else f"cluster {used[key]}"
+            raise DataError(
+                f"cluster {cluster} would be written to folder {folders[cluster]!r}, as "
+                f"{other} is: give the clusters different names (or merge them) in the page."
+            )
+        used[key] = cluster
+    return folders
 
 
-def plan(finished: Any, sources: list[Path] | None) -> list[Placement]:
-    """Each image's folder and a file name unique in that folder (case-insensitively)."""
-    folders = cluster_folders(finished.clusters)
+def named_folder(name: str, cluster: int) -> str:
+    """The folder of a cluster a person named: the name with every run of other characters
+    than letters, digits, '_', '.' and '-' made one '-' (as file names are), cut to fit."""
+    import unicodedata
+
+    folder = _safe(unicodedata.normalize("NFC", name), NAMED, "")
+    if not folder:
+        raise DataError(
+            f"cluster {cluster}'s name {name[:40]!r} has no letter or digit to name a folder "
+            "with: rename it in the page."
+        )
+    return folder
+
+
+def plan(
+    finished: Any,
+    sources: list[Path] | None,
+    clusters: np.ndarray | None = None,
+    names: Mapping[int, str] | None = None,
+) -> list[Placement]:
+    """Each image's folder and a file name unique in that folder (case-insensitively).
+
+    ``clusters``: curated clusters in place of the run's (-2: dropped, placed nowhere), with
+    the folders of the clusters the person named."""
+    clusters = finished.clusters if clusters is None else clusters
+    folders = cluster_folders(clusters, names)
     taken: dict[str, set[str]] = {}
     placements = []
     for row, image_id in enumerate(finished.ids):
-        folder = folders[int(finished.clusters[row])]
+        if clusters[row] < -1:
+            placements.append(Placement(row, "", ""))
+            continue
+        folder = folders[int(clusters[row])]
         used = taken.setdefault(folder, set())
         if sources is not None:
             wanted = [sources[row].name, _flat(image_id)]
@@ -88,9 +141,10 @@ def plan(finished: Any, sources: list[Path] | None) -> list[Placement]:
     return placements
 
 
-def _safe(text: str) -> str:
-    """``text`` as a portable file name stem."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip(".-") or "image"
+def _safe(text: str, keep: str = PORTABLE, empty: str = "image") -> str:
+    """``text`` as a portable file name stem: runs of characters outside ``keep`` become '-',
+    no '.' or '-' at either end (no hidden or relative names); ``empty`` when nothing is left."""
+    stem = re.sub(f"[^{keep}]+", "-", text).strip(".-") or empty
     return _fit(stem, "")
 
 
@@ -130,18 +184,33 @@ def _unique(wanted: list[str], used: set[str]) -> str:
 
 # Writing -----------------------------------------------------------------------------------
 def export_csv(
-    finished: Any, placements: list[Placement], with_files: bool, left_out: frozenset[int]
+    finished: Any,
+    placements: list[Placement],
+    with_files: bool,
+    left_out: frozenset[int],
+    curated: np.ndarray | None = None,
 ) -> str:
     """id, cluster, folder, file (inside OUT; empty for an image left out because it changed
-    since the run) and label when the run knew labels."""
+    since the run) and label when the run knew labels. With ``curated`` clusters, cluster is
+    the curated one ("dropped" for a dropped image, which has no folder) and run_cluster the
+    run's."""
 
     with_labels = finished.labels is not None
-    header = ["id", "cluster", "folder", *(["file"] if with_files else [])]
+    header = ["id", "cluster", *(["run_cluster"] if curated is not None else []), "folder"]
+    header += ["file"] if with_files else []
     header += ["label"] if with_labels else []
     rows = []
     for place in placements:
-        row = [finished.ids[place.row], int(finished.clusters[place.row]), place.folder]
-        row += [place.file if place.row not in left_out else ""] if with_files else []
+        run_cluster = int(finished.clusters[place.row])
+        row: list[Any] = [finished.ids[place.row]]
+        if curated is None:
+            row += [run_cluster]
+        else:
+            cluster = int(curated[place.row])
+            row += [DROPPED if cluster < -1 else cluster, run_cluster]
+        row += [place.folder]
+        placed = place.folder and place.row not in left_out
+        row += [place.file if placed else ""] if with_files else []
         row += [str(finished.labels[place.row])] if with_labels else []
         rows.append(row)
     return csv_text(header, rows)
@@ -156,10 +225,12 @@ def write_export(
     images: Any,
     recorded: list[str] | None = None,
     left_out: frozenset[int] = frozenset(),
+    curated: np.ndarray | None = None,
 ) -> dict[str, int]:
     """Fill a temporary folder beside ``out``, then rename it to ``out``; counts of what was
     copied, linked, symlinked or drawn. A source file is placed only when its content is the
-    ``recorded`` digest (checked as it is copied or linked); rows ``left_out`` are skipped."""
+    ``recorded`` digest (checked as it is copied or linked); rows ``left_out`` are skipped, and
+    so are images a curation dropped (no folder)."""
 
     out = Path(out)
     parent = out.absolute().parent
@@ -176,10 +247,12 @@ def write_export(
         marker = mark_staging(staging)
         os.chmod(staging, 0o777 & ~_umask())
         if mode != "csv":
-            for folder in sorted({p.folder for p in placements}):
+            for folder in sorted({p.folder for p in placements if p.folder}):
                 (staging / folder).mkdir()
             for place in placements:
                 target = staging / place.folder / place.name
+                if not place.folder:
+                    continue  # dropped by a curation: in clusters.csv only
                 if place.row in left_out:
                     counts["left out (changed)"] += 1
                 elif sources is None:
@@ -189,7 +262,7 @@ def write_export(
                     assert recorded is not None
                     digest = recorded[place.row]
                     counts[_place_file(sources[place.row], target, mode, digest)] += 1
-        csv = export_csv(finished, placements, mode != "csv", left_out)
+        csv = export_csv(finished, placements, mode != "csv", left_out, curated)
         atomic.write_text(staging / CSV_NAME, csv)
         (staging / STAGING_MARKER).unlink()  # OUT holds only the export
         try:
@@ -376,6 +449,12 @@ def export_command(
         help="Go on when images changed since the run: changed files are left out (never "
         "copied), other datasets are drawn as they are now; reported.",
     ),
+    curation: Path | None = typer.Option(
+        None,
+        "--curation",
+        help="Apply the renames, merges, moves and drops of a curation.json the run's "
+        "report.html downloaded: folders take the clusters' new names, dropped images stay out.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Sort a run's images into one folder per cluster (largest first), with a CSV of where."""
@@ -386,6 +465,16 @@ def export_command(
     check_finished(run, "export")
     claim_output_folder(out, inputs=[run], protected=run_sources(run))
     finished = open_run(run, "export")
+    curated = names = None
+    notes = []
+    if curation is not None:
+        edits = read_curation(curation, finished.ids, finished.clusters)
+        curated, names = edits.apply(finished.ids, finished.clusters), edits.names
+        if edits.made_for != Path(run).resolve().name:
+            notes.append(
+                f"the curation was made for run {printable(edits.made_for)[:80]!r}; it names "
+                "only this run's images and clusters, so it was applied"
+            )
     images = sources = digests = None
     left_out: frozenset[int] = frozenset()
     note = ""
@@ -415,30 +504,39 @@ def export_command(
         else:
             images = found.data.images
             _check_images(images, len(finished.ids), finished.dataset)
-    placements = plan(finished, sources)
+    placements = plan(finished, sources, curated, names)
     if len(placements) > 5000 and mode != "csv":
         stderr_log()(f"exporting {len(placements)} images")
-    counts = write_export(out, finished, placements, mode, sources, images, digests, left_out)
-    sizes = Counter(p.folder for p in placements)
+    counts = write_export(
+        out, finished, placements, mode, sources, images, digests, left_out, curated
+    )
+    sizes = Counter(p.folder for p in placements if p.folder)
+    dropped = len(placements) - sum(sizes.values())
     record = {
         "run": str(run),
         "out": str(out),
         "mode": "png" if images is not None else mode,
-        "n_images": len(placements),
+        "n_images": sum(sizes.values()),
         "folders": dict(sorted(sizes.items())),
         "written": counts,
         "csv": str(out / CSV_NAME),
         "content": note or ("not checked (--csv)" if mode == "csv" else "unchanged since the run"),
     }
+    if curation is not None:
+        record["curation"] = {"file": str(curation), **edits.edits}
     if as_json:
-        typer.echo(json.dumps(record, indent=2))
+        typer.echo(json.dumps({**record, **({"notes": notes} if notes else {})}, indent=2))
         return
     clusters = len([f for f in sizes if f != NOISE])
     noise = f" and {sizes[NOISE]} noise images" if NOISE in sizes else ""
     how = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "only the CSV"
-    typer.echo(f"exported {len(placements)} images into {clusters} cluster folders{noise} ({how})")
-    if note:
-        typer.echo(f"note: {note}")
+    typer.echo(
+        f"exported {sum(sizes.values())} images into {clusters} cluster folders{noise} ({how})"
+        + (f"; {dropped} dropped images left out" if dropped else "")
+    )
+    for line in [note, *notes]:
+        if line:
+            typer.echo(f"note: {line}")
     if counts.get("symlinked"):
         typer.echo("note: symbolic links were made where hard links were not possible")
     typer.echo(f"wrote {out}")

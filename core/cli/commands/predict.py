@@ -8,13 +8,14 @@ hold a stack of images (N, H, W[, C]) or one image (H, W) or (H, W, C).
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from imgclust.after.finished import open_run, run_sources
+from imgclust.after.finished import open_run, printable, read_run_features, run_sources
 from imgclust.engine.build import load_split
 from imgclust.engine.chunks import predict_on_cluster
 from imgclust.engine.config import apply_sets
@@ -26,6 +27,7 @@ from imgclust.io.imagecache import reading_a_run
 from imgclust.io.inputs import Batch, check_inputs, read_inputs
 from imgclust.io.outputs import claim_output, csv_text, write_output
 from imgclust.io.runfolder import is_run_folder
+from imgclust.results.confidence import RunCentres
 from imgclust.results.metrics import external_scores, n_clusters
 from imgclust.stages.host import get_registry
 from imgclust.stages.settings import resolve
@@ -34,13 +36,20 @@ if TYPE_CHECKING:  # numpy loads with the first command that needs it, not with 
     import numpy as np
 
 # Predict -----------------------------------------------------------------------------------
-def predict_rows(saved: Any, inputs: list[str]) -> tuple[list[str], list[list[Any]]]:
-    """The CSV header and one row (id, cluster, distance or probability, label) per image."""
+def predict_rows(
+    saved: Any, inputs: list[str], centres: Any = None
+) -> tuple[list[str], list[list[Any]]]:
+    """The CSV header and one row (id, cluster, distance or probability, label) per image;
+    with the run's ``centres`` (:class:`imgclust.results.confidence.RunCentres`) also each image's
+    confidence and outlier score, computed as the run computed its own."""
     batches: list[tuple[Batch, np.ndarray, dict[str, np.ndarray]]] = []
     for batch in read_inputs(inputs, saved):
-        labels, scores = saved.assign(batch.images)
+        labels, scores, features = saved.assign_with_features(batch.images)
+        if centres is not None:
+            scores = {**scores, **_run_scores(saved, centres, features, labels, scores)}
         batches.append((batch, labels, scores))
-    score_names = sorted({name for _, _, scores in batches for name in scores})
+    score_names = sorted({name for _, _, scores in batches for name in scores} - set(RUN_SCORES))
+    score_names += list(RUN_SCORES) if centres is not None else []
     with_labels = any(batch.labels is not None for batch, _, _ in batches)
     header = ["id", "cluster", *score_names, *(["label"] if with_labels else [])]
     rows: list[list[Any]] = []
@@ -54,8 +63,38 @@ def predict_rows(saved: Any, inputs: list[str]) -> tuple[list[str], list[list[An
     return header, rows
 
 
-def _number(value: Any) -> float:
-    return round(float(value), 6)
+# the per-image scores assignments.csv has, in its order and rounding
+RUN_SCORES = ("confidence", "outlier")
+
+
+def _run_scores(
+    saved: Any, centres: Any, features: Any, labels: Any, scores: dict[str, Any]
+) -> dict[str, Any]:
+    """Confidence and outlier score of new images against the run's clusters: the margin
+    between the nearest two centres, or the last refiner's probability where the run has one."""
+    probability = scores.get("probability") if saved.refiners else None
+    found = centres.scores(features, labels, probability)
+    return {"confidence": found.confidence.round(4), "outlier": found.outlier.round(4)}
+
+
+def run_centres(run: Path) -> tuple[Any, str]:
+    """The run's cluster centres and scales from its embeddings.npy and assignments.csv, or
+    None and why not (a bare pipeline folder, a run without embeddings)."""
+
+    if not is_run_folder(run):
+        return None, "a pipeline folder holds no run's clusters to score against"
+    try:
+        finished = open_run(run, "predict")
+        features = read_run_features(finished)
+    except DataError as exc:
+        return None, str(exc).rstrip(".")
+    return RunCentres.of_run(features, finished.clusters), ""
+
+
+def _number(value: Any) -> float | str:
+    """Six decimals; an infinite score (an outlier of a cluster with no spread) as ``inf``."""
+    number = float(value)
+    return round(number, 6) if math.isfinite(number) else "inf"
 
 
 def _plain(value: Any) -> Any:
@@ -96,15 +135,24 @@ def predict_command(
         )
     saved = load_pipeline(run, trust=trust)
     saved.check_can_predict()
+    notes = []
     if dask is None:
+        centres, why_not = run_centres(Path(run))
+        if centres is None:
+            notes.append(f"no confidence or outlier scores: {why_not}")
         with reading_a_run():  # the pipeline's size cannot blow tiny files up without bound
-            header, rows = predict_rows(saved, inputs)
+            header, rows = predict_rows(saved, inputs, centres)
     else:  # files decoded and images assigned on the workers, each loading the saved pipeline
 
         needs = stages_of({"encoder": saved.encoders and [{"name": e.name} for e in saved.encoders],
                            "clusterer": {"name": saved.clusterer.name}})  # fmt: skip
         with on_cluster(parse_address(dask), needs):
             header, rows = predict_on_cluster(saved, run, inputs, trust)
+        notes.append(
+            "no confidence or outlier scores with --dask (the features stay on the workers)"
+        )
+    for line in notes:
+        typer.echo(f"note: {printable(line)}", err=True)
     text = to_csv(header, rows)
     counts = Counter(int(row[1]) for row in rows)
     if output is not None:
