@@ -229,7 +229,7 @@ class SelfLabel:
         self.augmentations_ = self._augmentations(kept)
         self.scale_ = 1 / 255 if images.dtype == np.uint8 else 1.0
         self.model_ = self._build(len(classes))
-        self.history_ = {"changed": [], "kept": []}
+        self.history_ = {"changed": [], "kept": [], "loss": []}
 
     def _fit_curated(self, images: np.ndarray, clustered: np.ndarray) -> np.ndarray:
         """Learn the clusters a person curated (``labels``) and return them: every labelled
@@ -243,9 +243,10 @@ class SelfLabel:
             )
         self._start(images, classes)
         chosen = np.flatnonzero(curated >= 0)
-        self._train(images, chosen, curated, self.epochs)
+        loss = self._train(images, chosen, curated, self.epochs)
         self.history_["changed"].append(float(np.mean(curated != clustered)))
         self.history_["kept"].append(int(len(chosen)))
+        self.history_["loss"].append(loss)
         return curated
 
     def _train(

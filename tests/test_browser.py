@@ -242,7 +242,7 @@ def exported_as_curated(browser, page: Path, table: dict[str, list[str]]) -> Non
     where the page's labels.csv says, in folders named as the person named them."""
     import csv
 
-    from imgclust.cli import main
+    from imgclust.cli.app import main
 
     curation = page.parent.parent / "curation.json"
     curation.write_text(browser.execute_script("return window.imgclustExplorer.curationJson()"))
