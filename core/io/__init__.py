@@ -1,3 +1,3 @@
-"""Reading images and arrays from disk: image files and folders, ``.npy``/``.npz`` files, and the
-decoded-image cache. Datasets (bundled or not) are thin classes over these functions.
-"""
+"""Files: reading images and arrays (image files and folders, ``.npy``/``.npz``, the decode
+cache), bounded reads of untrusted archives, files written whole or not at all, run folders and
+their small files, content digests, and the files a user names for imgclust to write."""

@@ -209,7 +209,7 @@ def register_clusterers(register: Register) -> None:
 
     ```python
     from imgclust import SklearnClusterer, hookimpl
-    from imgclust.kit.sklearn import lazy_estimator
+    from imgclust.kit import lazy_estimator
 
 
     def birch(n_clusters: int = 10, threshold: float = 0.5) -> SklearnClusterer:
@@ -259,7 +259,7 @@ def register_refiners(register: Register) -> None:
     import numpy as np
 
     from imgclust import hookimpl
-    from imgclust.io.bounded import read_npy
+    from imgclust.kit import read_npy
 
 
     class NearestCentre:

@@ -1,5 +1,6 @@
 """Bundled CLI commands beyond ``run``, ``plugins`` and ``list``: one module each, with a
-``register(app)`` function, imported only when the CLI starts (they import heavy code lazily).
+``register(app)`` function, registered when the CLI starts (heavy libraries load only when a
+command runs).
 """
 
 from __future__ import annotations
