@@ -36,6 +36,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save_results, update_doc_section  # noqa: E402
 
+from imgclust.plugins.recipes import PCA_KMEANS_DCEC_ARTICLE  # noqa: E402
+
 PCA_UMAP_GMM = {
     "encoder": [
         {"name": "pca", "n_components": 50},
@@ -49,7 +51,7 @@ ROWS: dict[str, dict[str, Any]] = {
     "umap-gmm-recluster": {"recipe": "umap-gmm-recluster"},
     "pca-kmeans-recluster": {"recipe": "pca-kmeans-recluster"},
     "pca-kmeans-dcec": {"recipe": "pca-kmeans-dcec"},
-    "pca-kmeans-dcec-article": {"recipe": "pca-kmeans-dcec-article"},
+    "pca-kmeans-dcec-article": {"config": PCA_KMEANS_DCEC_ARTICLE},  # withdrawn from the recipes
     "deskew-umap-gmm": {"recipe": "deskew-umap-gmm", "mnist_only": True},
     "n2d": {"recipe": "n2d", "mnist_only": True},
     "article": {"recipe": "article", "mnist_only": True},
@@ -85,6 +87,7 @@ def run_row(
             "dataset": dataset,
             "encoders": config["encoder"],
             "clusterer": config["clusterer"],
+            "refiners": config.get("refiner") or None,
         }
     result = imgclust.run(**kwargs, settings=settings, runs_dir=runs, plots=False)
     metrics = result.metrics
