@@ -24,3 +24,10 @@ class DataError(ImgclustError):
 class ContentChangedError(DataError):
     """A run's images cannot be shown to be what it clustered: changed since, never
     recorded, or their record is damaged."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line and at most ``limit`` characters (its type when it has
+    no message): how a library's failure reads inside one of imgclust's one-line errors."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

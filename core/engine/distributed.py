@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from imgclust import __version__
-from imgclust.errors import ImgclustError, SettingsError
+from imgclust.errors import ImgclustError, SettingsError, one_line
 from imgclust.stages.host import get_registry
 
 INSTALL_HINT = 'install it with: pip install "imgclust[dask]"'
@@ -94,7 +94,7 @@ def _connect(distributed: Any, address: str, stack: contextlib.ExitStack) -> Any
                 silence_logs=logging.ERROR,
             )
         except (OSError, RuntimeError) as exc:
-            raise ImgclustError(f"cannot start a local Dask cluster: {_one_line(exc)}.") from None
+            raise ImgclustError(f"cannot start a local Dask cluster: {one_line(exc)}.") from None
         stack.callback(cluster.close)
         client = distributed.Client(cluster)
         _restore_environ(environ)
@@ -104,7 +104,7 @@ def _connect(distributed: Any, address: str, stack: contextlib.ExitStack) -> Any
         return distributed.Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
     except (OSError, TimeoutError, ValueError) as exc:
         raise ImgclustError(
-            f"cannot reach the Dask scheduler at {address!r} ({_one_line(exc)}): check the address "
+            f"cannot reach the Dask scheduler at {address!r} ({one_line(exc)}): check the address "
             "and that the scheduler is running."
         ) from None
 
@@ -133,7 +133,7 @@ def probe_scheduler(address: str, timeout: float | None = None) -> None:
     try:
         host, port = parse_host_port(location)
     except ValueError as exc:
-        raise SettingsError(f"dask address {address!r}: {_one_line(exc)}.") from None
+        raise SettingsError(f"dask address {address!r}: {one_line(exc)}.") from None
     deadline = time.monotonic() + limit
     try:
         with socket.create_connection((host, port), timeout=limit) as connection:
@@ -157,7 +157,7 @@ def probe_scheduler(address: str, timeout: float | None = None) -> None:
         ) from None
     except OSError as exc:
         raise ImgclustError(
-            f"cannot reach the Dask scheduler at {address!r} ({_one_line(exc)}): {SCHEDULER_HINT}."
+            f"cannot reach the Dask scheduler at {address!r} ({one_line(exc)}): {SCHEDULER_HINT}."
         ) from None
 
 
@@ -202,7 +202,7 @@ def check_workers(client: Any, address: str, needs: Sequence[tuple[str, str]]) -
         answers = client.run(worker_probe, list(needs))
     except Exception as exc:
         raise ImgclustError(
-            f"the Dask workers cannot run imgclust ({_one_line(exc)}): install imgclust "
+            f"the Dask workers cannot run imgclust ({one_line(exc)}): install imgclust "
             f"{__version__} and the same plugins on every worker."
         ) from None
     for worker, answer in sorted(answers.items()):
@@ -271,14 +271,9 @@ def run_on_cluster(
                     "or lower chunk_size."
                 ) from None
             except Exception as exc:
-                raise ImgclustError(f"a Dask worker failed on a chunk: {_one_line(exc)}.") from None
+                raise ImgclustError(f"a Dask worker failed on a chunk: {one_line(exc)}.") from None
             finished += 1
             log(f"assigned chunk {finished} of {len(tasks)} on the cluster")
             yield result
     finally:
         client.cancel([f for f in futures if not f.done()])
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:297] + "..." if len(text) > 300 else text

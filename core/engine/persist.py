@@ -36,7 +36,7 @@ import numpy as np
 
 from imgclust import __version__
 from imgclust.engine.stage import Stage
-from imgclust.errors import DataError, ImgclustError, PluginError, SettingsError
+from imgclust.errors import DataError, ImgclustError, PluginError, SettingsError, one_line
 from imgclust.io import atomic
 from imgclust.io.bounded import read_member
 from imgclust.io.runfolder import check_self_contained
@@ -263,7 +263,7 @@ def _save_stage(registry: Any, kind: str, stage: Stage, root: Path, folder: str)
         info.update(format="native", saved=True, needs_trust=_needs_trust(path))
         return info
     except Exception as exc:  # the run must not fail because one stage cannot be kept
-        errors.append(_one_line(exc))
+        errors.append(one_line(exc))
         shutil.rmtree(path, ignore_errors=True)
     state, problem = _picklable_state(registry, kind, stage)
     if state is not None:
@@ -294,7 +294,7 @@ def _picklable_state(registry: Any, kind: str, stage: Stage) -> tuple[bytes | No
     try:
         fresh = vars(registry.get(kind, stage.name).target(**stage.settings))
     except Exception as exc:
-        return None, f"it cannot be pickled ({_one_line(exc)})"
+        return None, f"it cannot be pickled ({one_line(exc)})"
     kept, left_out = {}, []
     for key, value in state.items():
         try:
@@ -305,7 +305,7 @@ def _picklable_state(registry: Any, kind: str, stage: Stage) -> tuple[bytes | No
                 key in fresh and not key.endswith("_") and (fresh[key] is None) == (value is None)
             )
             if not rebuilt:
-                return None, f"its fitted attribute {key!r} cannot be pickled ({_one_line(exc)})"
+                return None, f"its fitted attribute {key!r} cannot be pickled ({one_line(exc)})"
             left_out.append(key)
     note = f" (rebuilt by its factory, not pickled: {', '.join(left_out)})" if left_out else ""
     return pickle.dumps(kept, protocol=pickle.HIGHEST_PROTOCOL), note
@@ -377,11 +377,6 @@ def _umask() -> int:
     return mask
 
 
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 # Loading -----------------------------------------------------------------------------------
 def pipeline_dir(path: Path | str) -> Path:
     """The ``pipeline/`` folder of a run folder (or that folder itself)."""
@@ -406,7 +401,7 @@ def read_manifest(path: Path | str) -> dict[str, Any]:
     try:
         manifest = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read {str(file)!r}: {_one_line(exc)}.") from None
+        raise DataError(f"cannot read {str(file)!r}: {one_line(exc)}.") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DataError(f"{str(file)!r} is not an imgclust pipeline manifest.")
     version = manifest.get("format_version")
@@ -711,7 +706,7 @@ def _load_stage(
         raise ImgclustError(f"cannot rebuild {what} with its saved settings: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ImgclustError(
-            f"cannot rebuild {what} with its saved settings: {_one_line(exc)}"
+            f"cannot rebuild {what} with its saved settings: {one_line(exc)}"
         ) from None
     stage = Stage(name, instance, settings)
     if not info.get("saved"):
@@ -742,7 +737,7 @@ def _load_stage(
         raise
     except Exception as exc:
         raise ImgclustError(
-            f"cannot load {what} from {PIPELINE_DIR}/{folder}: {_one_line(exc)}"
+            f"cannot load {what} from {PIPELINE_DIR}/{folder}: {one_line(exc)}"
         ) from None
     return stage
 

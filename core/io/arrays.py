@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from imgclust.console import note
-from imgclust.errors import DataError, ImgclustError, SettingsError
+from imgclust.errors import DataError, ImgclustError, SettingsError, one_line
 from imgclust.io.bounded import NpyHeader, check_npy_payload, read_npy, read_npy_header, read_npz
 from imgclust.io.memory import check_bytes, check_inflation, nbytes_of
 from imgclust.io.paths import check_input_file
@@ -102,7 +102,7 @@ def read_arrays(
     except MemoryError:
         raise DataError(f"array file {str(path)!r} does not fit in memory.") from None
     except Exception as exc:  # any library failure on an untrusted file is one line
-        raise DataError(f"cannot read array file {str(path)!r}: {_one_line(exc)}") from None
+        raise DataError(f"cannot read array file {str(path)!r}: {one_line(exc)}") from None
 
 
 def _read_npy(path: Path) -> tuple[Any, Any, dict[str, Any]]:
@@ -225,7 +225,7 @@ def read_labels(path: Path) -> Any:
     except ImgclustError:
         raise
     except Exception as exc:  # any library failure on an untrusted file is one line
-        raise DataError(f"cannot read labels file {str(path)!r}: {_one_line(exc)}") from None
+        raise DataError(f"cannot read labels file {str(path)!r}: {one_line(exc)}") from None
 
 
 def check_labels(labels: Any, n_images: int, source: str) -> Any:
@@ -349,12 +349,6 @@ def _convert(images: Any, dtype: Any, function: Any) -> Any:
     return out
 
 
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    """An exception as one short line."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _note(message: str) -> None:
     """A one-line note on stderr, in the run log's style."""
 
@@ -431,7 +425,7 @@ def read_npz_class_names(path: Path) -> list[str] | None:
     except ImgclustError:
         raise
     except Exception as exc:  # any library failure on an untrusted file is one line
-        raise DataError(f"cannot read {NAMES_KEY!r} of {str(path)!r}: {_one_line(exc)}") from None
+        raise DataError(f"cannot read {NAMES_KEY!r} of {str(path)!r}: {one_line(exc)}") from None
     return check_names([str(n).strip() for n in names.tolist()], where)
 
 
@@ -509,7 +503,7 @@ def in_memory_images(images: Any, labels: Any = None, ids: Any = None) -> Any:
         try:
             images = np.asarray(images)
         except Exception as exc:  # ragged lists and other non-arrays
-            raise DataError(f"{source}: images must be one array, not {_one_line(exc)}.") from None
+            raise DataError(f"{source}: images must be one array, not {one_line(exc)}.") from None
     if images.dtype.kind not in "biuf":
         raise DataError(f"{source}: images must hold numbers, not {images.dtype}.")
     arranged, layout = arrange(images, "auto", source)

@@ -17,7 +17,7 @@ from typing import IO, Any, Literal
 
 import numpy as np
 
-from imgclust.errors import DataError, ImgclustError
+from imgclust.errors import DataError, ImgclustError, one_line
 from imgclust.io.memory import check_bytes, check_inflation, human, nbytes_of
 
 MAX_MEMBERS = 4096  # members an archive may list (each costs a header read)
@@ -42,7 +42,7 @@ def read_member(path: Path, name: str, where: str, limit: int = TEXT_BYTES) -> b
     except ImgclustError:
         raise
     except (OSError, EOFError, ValueError, RuntimeError, zipfile.BadZipFile) as exc:
-        raise DataError(f"cannot read {where}: {_one_line(exc)}") from None
+        raise DataError(f"cannot read {where}: {one_line(exc)}") from None
     if len(data) != info.file_size:
         raise DataError(f"{where} does not hold the {info.file_size:,} bytes it declares.")
     return data
@@ -79,7 +79,7 @@ def read_npz(path: Path, where: str, keys: tuple[str, ...] | None = None) -> dic
     except FileNotFoundError:
         raise DataError(f"{where} is missing.") from None
     except (OSError, EOFError, ValueError, RuntimeError, zipfile.BadZipFile) as exc:
-        raise DataError(f"cannot read {where}: {_one_line(exc)}") from None
+        raise DataError(f"cannot read {where}: {one_line(exc)}") from None
 
 
 def read_npy(path: Path, where: str) -> np.ndarray:
@@ -96,7 +96,7 @@ def read_npy(path: Path, where: str) -> np.ndarray:
     except FileNotFoundError:
         raise DataError(f"{where} is missing.") from None
     except (OSError, EOFError, ValueError) as exc:
-        raise DataError(f"cannot read {where}: {_one_line(exc)}") from None
+        raise DataError(f"cannot read {where}: {one_line(exc)}") from None
 
 
 def _member(archive: zipfile.ZipFile, name: str, where: str) -> zipfile.ZipInfo:
@@ -135,11 +135,6 @@ def _fill(handle: Any, header: Any, where: str) -> np.ndarray:
             raise DataError(f"{where} ends before the {header.nbytes:,} bytes its header gives.")
         done += got
     return array
-
-
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # Reading .npy headers before any data ---------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from imgclust.errors import DataError, ImgclustError
+from imgclust.errors import DataError, ImgclustError, one_line
 from imgclust.io import atomic
 from imgclust.io.bounded import read_npz
 from imgclust.kit.arrays import check_finite
@@ -252,7 +252,7 @@ class SklearnClusterer:
             same = probe is not None and np.array_equal(copy.predict(probe), self.predict(probe))
             problem = "" if same else "it assigns points differently after reloading"
         except Exception as exc:  # any failure means the arrays do not describe the model
-            problem = f"reloading it fails ({_one_line(exc)})"
+            problem = f"reloading it fails ({one_line(exc)})"
         if probe is None:
             problem = "there are no points to check that it reloads alike"
         if problem:
@@ -342,7 +342,7 @@ def read_meta(directory: Path, where: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise ImgclustError(f"{where} holds no saved clusterer ({META_FILE}).") from None
     except (OSError, ValueError) as exc:
-        raise ImgclustError(f"cannot read {where}/{META_FILE}: {_one_line(exc)}") from None
+        raise ImgclustError(f"cannot read {where}/{META_FILE}: {one_line(exc)}") from None
     if not isinstance(meta, dict):
         raise ImgclustError(f"{where}/{META_FILE} is not a JSON object: the file is damaged.")
     checks = {
@@ -406,7 +406,7 @@ def apply_params(estimator: Any, params: dict[str, Any], where: str) -> None:
         if callable(validate):
             validate()
     except Exception as exc:  # scikit-learn's own check of each parameter
-        raise ImgclustError(f"{where}: {_one_line(exc)}") from None
+        raise ImgclustError(f"{where}: {one_line(exc)}") from None
 
 
 def _same_kind(current: Any, value: Any) -> bool:
@@ -468,11 +468,6 @@ def read_arrays(path: Path, where: str) -> dict[str, np.ndarray]:
 
 def _short_repr(value: Any, limit: int = 60) -> str:
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
