@@ -37,6 +37,7 @@ from imgclust.after.finished import (
     run_sources,
     verified_images,
 )
+from imgclust.cli.options import AS_JSON
 from imgclust.console import stderr_log
 from imgclust.errors import DataError, ImgclustError
 from imgclust.io import atomic
@@ -455,7 +456,7 @@ def export_command(
         help="Apply the renames, merges, moves and drops of a curation.json the run's "
         "report.html downloaded: folders take the clusters' new names, dropped images stay out.",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: bool = AS_JSON,
 ) -> None:
     """Sort a run's images into one folder per cluster (largest first), with a CSV of where."""
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from imgclust.after.finished import open_run, printable, read_run_features, run_sources
+from imgclust.cli.options import AS_JSON, TRUST_RUN
 from imgclust.engine.build import load_split
 from imgclust.engine.chunks import predict_on_cluster
 from imgclust.engine.config import apply_sets
@@ -118,10 +119,8 @@ def predict_command(
     force: bool = typer.Option(
         False, "--force", help="Let --output replace an existing file (never an input)."
     ),
-    trust: bool = typer.Option(
-        False, "--trust", help="Allow pickled stages (they can run code): only for runs you trust."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    trust: bool = TRUST_RUN,
+    as_json: bool = AS_JSON,
     dask: str | None = typer.Option(
         None, "--dask", help="Assign on Dask: a scheduler address, local or local:N."
     ),
@@ -266,15 +265,13 @@ def evaluate_command(
     sets: list[str] | None = typer.Option(
         None, "--set", "-s", help="dataset.key=value; repeatable."
     ),
-    trust: bool = typer.Option(
-        False, "--trust", help="Allow pickled stages (they can run code): only for runs you trust."
-    ),
+    trust: bool = TRUST_RUN,
     allow_changed: bool = typer.Option(
         False,
         "--allow-changed",
         help="Score the run's split even when its images changed since the run (reported).",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: bool = AS_JSON,
 ) -> None:
     """Score a finished run's pipeline on a labelled split: ACC, NMI, ARI, purity."""
 

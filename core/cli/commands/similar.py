@@ -21,6 +21,7 @@ from imgclust.after.finished import (
     verified_images,
 )
 from imgclust.after.neighbours import neighbour_index
+from imgclust.cli.options import AS_JSON, TRUST_RUN
 from imgclust.console import stderr_log
 from imgclust.engine.pipeline import load_pipeline
 from imgclust.errors import DataError
@@ -167,15 +168,13 @@ def similar_command(
     force: bool = typer.Option(
         False, "--force", help="Let --output replace an existing file (never an input)."
     ),
-    trust: bool = typer.Option(
-        False, "--trust", help="Allow pickled stages (they can run code): only for runs you trust."
-    ),
+    trust: bool = TRUST_RUN,
     allow_changed: bool = typer.Option(
         False,
         "--allow-changed",
         help="Go on when the run's images changed since it ran (reported), rather than refuse.",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: bool = AS_JSON,
 ) -> None:
     """The run's images nearest to new images or to its own images (--id), with distances."""
     images, ids = list(images or []), list(ids or [])
