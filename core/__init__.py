@@ -33,7 +33,7 @@ _LAZY = {
     "get_clusterer": "imgclust.api",
     "get_refiner": "imgclust.api",
     "load": "imgclust.api",
-    "Pipeline": "imgclust.engine.pipeline",
+    "Pipeline": "imgclust.estimators",
     "Stage": "imgclust.engine.stage",
     "ImageSet": "imgclust.stages.interfaces",
     "Dataset": "imgclust.stages.interfaces",

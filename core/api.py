@@ -20,10 +20,11 @@ import numpy as np
 
 from imgclust.console import Log
 from imgclust.engine.config import resolve_config
-from imgclust.engine.pipeline import Pipeline, load_pipeline
+from imgclust.engine.pipeline import load_pipeline
 from imgclust.engine.runner import execute
 from imgclust.engine.stage import Stage, make_stage
 from imgclust.errors import ImgclustError, SettingsError
+from imgclust.estimators import Pipeline, as_estimator
 from imgclust.io.arrays import IN_MEMORY, InMemoryImages, in_memory_images
 from imgclust.report.notebook import run_html
 from imgclust.results.metrics import n_clusters
@@ -178,7 +179,7 @@ def run(
         clusters=result.record["clusters"],
         labels=labels,
         features=result.features,
-        pipeline=result.pipeline,
+        pipeline=as_estimator(result.pipeline),
         data=result.data,
         summary=result.record,
         confidence=None if scores is None else scores.confidence,
@@ -188,22 +189,22 @@ def run(
 
 def get_dataset(name: str, /, **settings: Any) -> Stage:
     """A dataset built by its plugin; ``.load(split)`` returns an ImageSet."""
-    return make_stage(DATASET.registry, name, settings)
+    return as_estimator(make_stage(DATASET.registry, name, settings), DATASET.registry)
 
 
 def get_encoder(name: str, /, **settings: Any) -> Stage:
     """An unfitted encoder built by its plugin, for :class:`imgclust.Pipeline`."""
-    return make_stage(ENCODER.registry, name, settings)
+    return as_estimator(make_stage(ENCODER.registry, name, settings), ENCODER.registry)
 
 
 def get_clusterer(name: str, /, **settings: Any) -> Stage:
     """An unfitted clusterer built by its plugin, for :class:`imgclust.Pipeline`."""
-    return make_stage(CLUSTERER.registry, name, settings)
+    return as_estimator(make_stage(CLUSTERER.registry, name, settings), CLUSTERER.registry)
 
 
 def get_refiner(name: str, /, **settings: Any) -> Stage:
     """An unfitted refiner built by its plugin, for ``Pipeline(..., refiners=[...])``."""
-    return make_stage(REFINER.registry, name, settings)
+    return as_estimator(make_stage(REFINER.registry, name, settings), REFINER.registry)
 
 
 def load(path: str | Path, trust: bool = False) -> Pipeline:
@@ -216,7 +217,7 @@ def load(path: str | Path, trust: bool = False) -> Pipeline:
 
     if not isinstance(path, (str, os.PathLike)):
         raise SettingsError(f"load takes a folder's path, not {type(path).__name__}.")
-    return load_pipeline(path, trust=trust is True)
+    return as_estimator(load_pipeline(path, trust=trust is True))
 
 
 def _with_images(registry: Any, images: Any, labels: Any, ids: Any) -> Any:

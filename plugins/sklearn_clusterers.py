@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any, Literal
 
 from imgclust.errors import DataError, SettingsError
@@ -161,11 +162,14 @@ def agglomerative(
         raise SettingsError("clusterer 'agglomerative' needs connectivity >= 0 (0 = all pairs).")
     params = dict(n_clusters=n_clusters, linkage=linkage, connectivity=connectivity)
 
-    def check(features: Any) -> None:
-        if connectivity == 0 and linkage != "single":
-            _fits_in_memory("agglomerative", len(features), "set clusterer.connectivity=15")
-
+    check = partial(_agglomerative_fits, connectivity, linkage)  # a partial pickles; a closure not
     return SklearnClusterer(_agglomerative, params, name="agglomerative", check=check)
+
+
+def _agglomerative_fits(connectivity: int, linkage: str, features: Any) -> None:
+    """Refuse, before allocating, a full distance matrix that would not fit in memory."""
+    if connectivity == 0 and linkage != "single":
+        _fits_in_memory("agglomerative", len(features), "set clusterer.connectivity=15")
 
 
 def _agglomerative(connectivity: int = 0, **params: Any) -> Any:
@@ -213,14 +217,7 @@ def spectral(
         random_state=seed,
     )
 
-    def check(features: Any) -> None:
-        if affinity == "rbf":
-            _fits_in_memory("spectral", len(features), "set clusterer.affinity=nearest_neighbors")
-        if affinity == "nearest_neighbors" and n_neighbors >= len(features):
-            raise DataError(
-                f"clusterer 'spectral' needs more than n_neighbors={n_neighbors} points; "
-                f"got {len(features)}: lower clusterer.n_neighbors."
-            )
+    check = partial(_spectral_fits, affinity, n_neighbors, n_clusters)
 
     return SklearnClusterer(
         lazy_estimator("sklearn.cluster", "SpectralClustering"),
@@ -255,6 +252,22 @@ def _positive(name: str, **values: int) -> None:
     for key, value in values.items():
         if value < 1:
             raise SettingsError(f"clusterer {name!r} needs {key} >= 1; got {value}.")
+
+
+def _spectral_fits(affinity: str, n_neighbors: int, n_clusters: int, features: Any) -> None:
+    """Refuse an affinity matrix that would not fit in memory, or too few points for it."""
+    if n_clusters >= len(features):  # the eigensolver needs more points than clusters
+        raise DataError(
+            f"clusterer 'spectral' needs more images than clusters; got {len(features)} for "
+            f"n_clusters={n_clusters}: lower clusterer.n_clusters."
+        )
+    if affinity == "rbf":
+        _fits_in_memory("spectral", len(features), "set clusterer.affinity=nearest_neighbors")
+    if affinity == "nearest_neighbors" and n_neighbors >= len(features):
+        raise DataError(
+            f"clusterer 'spectral' needs more than n_neighbors={n_neighbors} points; "
+            f"got {len(features)}: lower clusterer.n_neighbors."
+        )
 
 
 def _fits_in_memory(name: str, n: int, fix: str) -> None:

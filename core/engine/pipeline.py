@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -141,8 +142,13 @@ class Pipeline:
         return self.labels_ is not None or self.manifest is not None
 
     # Fitting -----------------------------------------------------------------------------------
-    def fit(self, images: Any, validation: Any = None) -> Pipeline:
-        """Fit the encoders and the clusterer on the same images; return the pipeline."""
+    def fit(self, images: Any, y: Any = None, *, validation: Any = None) -> Pipeline:
+        """Fit the encoders, the clusterer and any refiners on the images; return the pipeline.
+
+        ``y`` is ignored (scikit-learn's signature: clustering learns without labels);
+        ``validation`` images, where given, let the encoders stop early.
+        """
+        validation = _validation_given(y, validation)
         prepared = self.prepare(images, check_shape=False)
         if validation is not None:
             validation = self.prepare(validation, "validation images", check_shape=False)
@@ -152,9 +158,9 @@ class Pipeline:
         self.fit_refiners(prepared, features)
         return self
 
-    def fit_predict(self, images: Any, validation: Any = None) -> np.ndarray:
-        """Fit on the images and return their clusters (-1 for noise)."""
-        labels = self.fit(images, validation).labels_
+    def fit_predict(self, images: Any, y: Any = None, *, validation: Any = None) -> np.ndarray:
+        """Fit on the images and return their clusters (-1 for noise); ``y`` is ignored."""
+        labels = self.fit(images, y, validation=validation).labels_
         assert labels is not None
         return labels
 
@@ -474,6 +480,25 @@ def _as_array(images: Any, source: str) -> np.ndarray:
         return np.asarray(images)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{source} are not an array of images: {exc}.") from None
+
+
+def _validation_given(y: Any, validation: Any) -> Any:
+    """The validation images: ``validation=``, or images given where ``y`` now stands.
+
+    Before ``fit`` took scikit-learn's ``(X, y=None)``, its second argument was the validation
+    images; images there (3 or more dimensions, never labels) still count, with a warning.
+    """
+    if y is None or np.ndim(y) < 3:
+        return validation
+    if validation is not None:
+        raise SettingsError("validation images were given twice: pass them as validation=...")
+    warnings.warn(
+        "fit's second argument is y (ignored, as in scikit-learn); pass validation images as "
+        "validation=...",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return y
 
 
 def load_pipeline(run_dir: Path | str, trust: bool = False, *, registry: Any = None) -> Pipeline:

@@ -74,6 +74,12 @@ _FITTED_NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]*$")
 Predictor = Callable[[Any, np.ndarray], np.ndarray]
 
 
+def writable(features: np.ndarray) -> np.ndarray:
+    """The features, copied when read-only (a memory-mapped file): some libraries' compiled
+    code (hdbscan's) takes writable memory views and fails on read-only input."""
+    return features if features.flags.writeable else np.array(features)
+
+
 class PickleFormat:
     """Saves a fitted estimator with pickle (``model.pkl``), for libraries that offer nothing else.
 
@@ -134,6 +140,14 @@ class SklearnClusterer:
         self._predicts: bool | None = None
         self._probe: np.ndarray | None = None  # rows of the fit, to check a save; never saved
 
+    def __getattr__(self, attribute: str) -> Any:
+        """The fitted estimator's fitted attributes (``cluster_centers_``, ``n_iter_``) are the
+        adapter's, as scikit-learn users expect of a fitted clusterer."""
+        estimator = self.__dict__.get("estimator_")
+        if attribute.endswith("_") and not attribute.startswith("_") and estimator is not None:
+            return getattr(estimator, attribute)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attribute!r}")
+
     # Interface ---------------------------------------------------------------------------
     @property
     def n_clusters(self) -> int | None:
@@ -164,6 +178,7 @@ class SklearnClusterer:
         if self.check is not None:
             self.check(features)
         self.estimator_ = self._build(len(features))
+        features = writable(features)
         if hasattr(self.estimator_, "fit_predict"):
             labels = self.estimator_.fit_predict(features)
         else:
@@ -188,6 +203,7 @@ class SklearnClusterer:
                 f"clusterer {self.name!r} was fitted on {expected} features per image; "
                 f"got {features.shape[1]}: use the same encoders as the fit."
             )
+        features = writable(features)
         if self.predict_with is not None:
             labels = self.predict_with(self.estimator_, features)
         else:
@@ -486,7 +502,6 @@ def _runtime_value(key: str) -> Any:
 def predicting_clusterers() -> list[str]:
     """Names of the installed clusterers that can assign new points (their default settings)."""
     try:
-
         registry = get_registry()
         names = []
         for name in registry.names("clusterers"):
