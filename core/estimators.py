@@ -258,14 +258,23 @@ class RefinerStage(ClusterMixin, StageEstimator, Stage):
         self._mark_fitted()
         return self
 
-    def fit_predict(self, X: Any, y: Any = None, **kwargs: Any) -> np.ndarray:
-        """Refine and return ``labels_`` (``features=`` and ``labels=`` as for :meth:`fit`)."""
-        return self.fit(X, y, **kwargs).labels_
+    def fit_predict(  # type: ignore[override]
+        self, X: Any, features: Any = None, labels: Any = None, *, y: Any = None
+    ) -> np.ndarray:
+        """Refine and return ``labels_``; called as a refiner plugin's own
+        ``fit_predict(images, features, labels)``, positionally or by keyword."""
+        return self.fit(X, y, features=features, labels=labels).labels_
 
     @available_if(lambda self: callable(getattr(self.instance, "predict", None)))
-    def predict(self, X: Any, *, features: Any) -> np.ndarray:
-        """The cluster of each new image, from the images and their features."""
+    def predict(self, X: Any, features: Any = None) -> np.ndarray:
+        """The cluster of each new image, from the images and their features (as a refiner
+        plugin's own ``predict(images, features)``)."""
         check_is_fitted(self)
+        if features is None:
+            raise SettingsError(
+                f"refiner {self.name!r} assigns images given their features: "
+                "predict(images, features)."
+            )
         return np.asarray(self.instance.predict(np.asarray(X), np.asarray(features)))
 
     def __sklearn_tags__(self) -> Tags:
@@ -315,6 +324,11 @@ class Pipeline(ClusterMixin, TransformerMixin, EnginePipeline, BaseEstimator):
 
     def __sklearn_is_fitted__(self) -> bool:
         return self.is_fitted
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
+        """Jupyter asks for this before ``_repr_html_``: the pipeline's own view of its stages,
+        not scikit-learn's diagram of its four parameters."""
+        return {"text/plain": repr(self), "text/html": self._repr_html_()}
 
     def __sklearn_clone__(self) -> Pipeline:
         """An unfitted pipeline of clones of the same stages."""
