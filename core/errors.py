@@ -26,8 +26,13 @@ class ContentChangedError(DataError):
     recorded, or their record is damaged."""
 
 
-def one_line(exc: BaseException, limit: int = 300) -> str:
+def one_line(exc: BaseException, limit: int = 300, *, with_type: bool = False) -> str:
     """An exception's message on one line and at most ``limit`` characters (its type when it has
-    no message): how a library's failure reads inside one of imgclust's one-line errors."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    no message, or first with ``with_type``: ``KeyError: 'missing'``): how a library's failure
+    reads inside one of imgclust's one-line errors."""
+    text = " ".join(str(exc).split())
+    if not text:
+        text = type(exc).__name__
+    elif with_type:
+        text = f"{type(exc).__name__}: {text}"
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from imgclust.engine.stage import canonical_order, renumber
-from imgclust.errors import DataError
+from imgclust.errors import DataError, one_line
 from imgclust.results.metrics import n_clusters
 from imgclust.stages.interfaces import (
     Checkpoints,
@@ -415,7 +415,7 @@ class _Stage:
         except AssertionError:
             raise
         except Exception as exc:
-            self.fail(f"{what} raised {type(exc).__name__}: {_one_line(exc)}", exc)
+            self.fail(f"{what} raised {type(exc).__name__}: {one_line(exc)}", exc)
 
     def require(self, condition: Any, message: str) -> None:
         """Fail with ``message`` unless ``condition`` holds."""
@@ -438,7 +438,7 @@ def _copy(stage: Any, kind: str) -> Any:
         return copy.deepcopy(stage)
     except Exception as exc:
         raise TypeError(
-            f"check_{kind}: cannot copy the {kind} instance given ({_one_line(exc)}); "
+            f"check_{kind}: cannot copy the {kind} instance given ({one_line(exc)}); "
             "pass its class or a factory function instead."
         ) from None
 
@@ -449,11 +449,6 @@ def _name_of(target: Any) -> str:
     if isinstance(function, type) or inspect.isfunction(function):
         return function.__name__
     return type(target).__name__
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception's message on one line, cut to a readable length."""
-    return " ".join(str(exc).split())[:300] or "(no message)"
 
 
 @contextmanager
@@ -675,7 +670,7 @@ def _check_image_set(stage: _Stage, data: Any, split: str, sample: int) -> Image
     try:
         data.validate(f"{stage.label} ({split})")
     except DataError as exc:
-        stage.fail(f"{what}: {_one_line(exc)}")
+        stage.fail(f"{what}: {one_line(exc)}")
     n = len(data)
     height, width, channels = data.shape
     stage.require(

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from imgclust.errors import DataError, ImgclustError, SettingsError
+from imgclust.errors import DataError, ImgclustError, SettingsError, one_line
 from imgclust.kit import atomic, hookimpl, import_keras
 
 STATE_FILE = "pretrained.json"
@@ -165,7 +165,7 @@ class PretrainedEncoder:
         try:
             self.model_.load_weights(weights)
         except Exception as exc:
-            raise DataError(f"cannot read {WEIGHTS_FILE}: {_one_line(exc)}") from None
+            raise DataError(f"cannot read {WEIGHTS_FILE}: {one_line(exc)}") from None
         self.input_shape_ = shape
         return self
 
@@ -235,7 +235,7 @@ def _weights_argument(weights: str) -> str | None:
 
 def _weights_error(backbone: str, weights: str, exc: Exception) -> ImgclustError:
     """One line for a failed build: offline without cached weights, or a mismatched file."""
-    text = _one_line(exc)
+    text = one_line(exc)
     found = re.search(r"https?://\S+?/([^/\s:]+\.h5)", text)
     if weights.lower() == "imagenet" and ("URL fetch failure" in text or found):
         name = found.group(1) if found else "the backbone's weights file"
@@ -246,11 +246,6 @@ def _weights_error(backbone: str, weights: str, exc: Exception) -> ImgclustError
             '(or encoder.weights="none" for random features).'
         )
     return ImgclustError(f"cannot build backbone {backbone} with weights {weights!r}: {text}")
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _Progress:

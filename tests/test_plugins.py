@@ -580,11 +580,11 @@ def register_clusterers(register):
 STAGE_FAULTS = {
     "encoder raises": (
         "encoder.fault=raise",
-        "encoder 'hog' from acme-imgclust 0.2 failed: KeyError 'missing'",
+        "encoder 'hog' from acme-imgclust 0.2 failed: KeyError: 'missing'",
     ),
     "encoder fit raises": (
         "encoder.fault=fit",
-        "encoder 'hog' from acme-imgclust 0.2 failed: ValueError cannot fit",
+        "encoder 'hog' from acme-imgclust 0.2 failed: ValueError: cannot fit",
     ),
     "encoder's own error": ("encoder.fault=data", "encoder 'hog': needs colour images"),
     "N-1 rows": ("encoder.fault=short", "encoder 'hog' returned 1796 rows for 1797 images"),
@@ -604,7 +604,7 @@ STAGE_FAULTS = {
     "text labels": ("clusterer.fault=text", "expected integers"),
     "clusterer raises": (
         "clusterer.fault=raise",
-        "clusterer 'odd' from acme-imgclust 0.2 failed: IndexError index 7 is out of bounds",
+        "clusterer 'odd' from acme-imgclust 0.2 failed: IndexError: index 7 is out of bounds",
     ),
 }
 
@@ -666,7 +666,7 @@ def test_a_stage_built_by_hand_is_not_credited_to_a_registered_plugin(third_part
         def transform(self, images):
             raise RuntimeError("mine")
 
-    with pytest.raises(PluginError, match=r"^encoder 'hog' failed: RuntimeError mine$"):
+    with pytest.raises(PluginError, match=r"^encoder 'hog' failed: RuntimeError: mine$"):
         Pipeline([Stage("hog", Mine())], Stage("odd", None)).fit_encoders(np.zeros((3, 2, 2, 1)))
 
 

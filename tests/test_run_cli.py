@@ -349,3 +349,20 @@ def test_files_written_whole_are_readable_like_ordinary_files(tmp_path):
     assert path.read_text() == "hello"
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_reading_the_umask_leaves_it_as_it_was(tmp_path):
+    """Files written whole take the mode the umask gives, read without setting it (setting it
+    to read it would change, for that moment, the mode of files other threads create)."""
+    import os
+
+    from imgclust.io import atomic
+
+    before = os.umask(0o027)
+    try:
+        assert atomic.current_umask() == 0o027
+        assert os.umask(0o027) == 0o027  # still what was set
+        path = atomic.write_text(tmp_path / "b.txt", "hello")
+        assert path.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(before)

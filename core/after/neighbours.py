@@ -348,7 +348,7 @@ def save_index(
     temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     old: Path | None = None
     try:
-        os.chmod(temporary, 0o777 & ~_umask())
+        os.chmod(temporary, 0o777 & ~atomic.current_umask())
         atomic.write_npy(temporary / NEIGHBOURS, neighbours.astype(np.int64))
         atomic.write_npy(temporary / DISTANCES, distances.astype(np.float32))
         manifest = {
@@ -378,7 +378,3 @@ def save_index(
     return folder
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

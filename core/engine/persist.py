@@ -97,7 +97,8 @@ def save_pipeline(
     shape, dtype = _input_of(pipeline, data)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        os.chmod(work, 0o777 & ~_umask())  # mkdtemp makes folders private; use the usual mode
+        # mkdtemp makes folders private; give it the usual mode
+        os.chmod(work, 0o777 & ~atomic.current_umask())
         encoders = [
             _save_stage(registry, "encoders", stage, work, f"encoder-{i}-{stage.name}")
             for i, stage in enumerate(pipeline.encoders)
@@ -369,12 +370,6 @@ def _library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return found
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # Loading -----------------------------------------------------------------------------------

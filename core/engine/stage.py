@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from imgclust.errors import DataError, ImgclustError, PluginError, SettingsError
+from imgclust.errors import DataError, ImgclustError, PluginError, SettingsError, one_line
 from imgclust.kit.arrays import check_finite
 from imgclust.stages.host import get_registry, stage_origin
 from imgclust.stages.kinds import stage_kind
@@ -191,7 +191,7 @@ def stage_boundary(kind: str, stage: Stage) -> Iterator[None]:
     except MemoryError:
         raise
     except Exception as exc:
-        message = f"{describe_stage(kind, stage)} failed: {_one_line(exc)}"
+        message = f"{describe_stage(kind, stage)} failed: {one_line(exc, with_type=True)}"
         if os.environ.get("IMGCLUST_DEBUG"):
             if sys.version_info >= (3, 11):  # notes are new in 3.11
                 exc.add_note(message)
@@ -255,10 +255,3 @@ def _origin_or_author(stage: Stage, kind: str) -> str:
     return stage_origin(f"{kind}s", stage.name, stage.instance) or "its author"
 
 
-def _one_line(exc: BaseException) -> str:
-    """``KeyError 'missing'``: the exception's type and the first line of its message."""
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else ""
-    if len(text) > 300:
-        text = text[:297] + "..."
-    return f"{type(exc).__name__} {text}".strip()

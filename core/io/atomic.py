@@ -6,6 +6,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ def write_parts(
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes files private; use the usual mode
+        # mkstemp makes files private; give it the usual mode
+        os.chmod(temporary, 0o666 & ~current_umask())
         with os.fdopen(handle, "wb") as file:
             for data in parts:
                 file.write(data)
@@ -62,9 +64,26 @@ def _move_to_new(temporary: str, path: Path) -> None:
         os.unlink(temporary)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, for giving files made private by ``mkstemp`` the usual mode.
+
+    Read from ``/proc`` where it can be: setting the umask to read it would, for that moment,
+    change the mode of files other threads create. Elsewhere it is read that way, under a lock
+    and with the most private mask set in between.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
     return mask
 
 

@@ -487,7 +487,7 @@ class _Temporary:
     def create(cls, directory: Path, final_name: str) -> _Temporary:
         handle, name = tempfile.mkstemp(prefix=f".{final_name}.", suffix=".tmp", dir=directory)
         try:
-            os.chmod(name, 0o666 & ~_umask())
+            os.chmod(name, 0o666 & ~atomic.current_umask())
             _lock(handle)
         except BaseException:
             os.close(handle)
@@ -504,12 +504,6 @@ class _Temporary:
         if self.handle >= 0:
             os.close(self.handle)
             self.handle = -1
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _lock(handle: int) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from imgclust.errors import DataError
+from imgclust.errors import DataError, one_line
 from imgclust.io import atomic
 from imgclust.io.runfiles import (
     is_number,
@@ -26,7 +26,6 @@ from imgclust.kit.invariances import SMALL_THRESHOLD, THRESHOLD
 from imgclust.report.explorer import STYLE as EXPLORER_STYLE
 from imgclust.report.explorer import explorer_section
 from imgclust.report.page_text import page_text, png_uri
-from imgclust.report.plots.stage import one_line
 
 REPORT = "report.html"
 
@@ -57,7 +56,7 @@ def provided_sections(run_dir: Path) -> list[Section]:
             section = (
                 name.replace("_", "-"),
                 name.replace("_", " ").capitalize(),
-                f'<p class="note">Not shown: {page_text(one_line(exc))}</p>',
+                f'<p class="note">Not shown: {page_text(one_line(exc, 200, with_type=True))}</p>',
             )
         if section is not None:
             sections.append(section)
@@ -355,5 +354,5 @@ def write_report_quietly(
     try:
         return write_report(run_dir)
     except Exception as exc:
-        log(f"warning: {REPORT} not written: {one_line(exc)}")
+        log(f"warning: {REPORT} not written: {one_line(exc, 200, with_type=True)}")
         return None

@@ -65,7 +65,7 @@ settings raises `imgclust.errors.SettingsError` (or `TypeError`/`ValueError`) wi
 A stage reports bad input by raising `imgclust.ImgclustError` (or `DataError`, `SettingsError`
 from `imgclust.errors`) with one line that says what was wrong and what to do; raised while the
 stage fits, encodes or clusters, it reaches the user after the stage's name. Any other exception
-from a stage is reported as `encoder 'hog' from acme-imgclust 0.2 failed: KeyError 'missing'`,
+from a stage is reported as `encoder 'hog' from acme-imgclust 0.2 failed: KeyError: 'missing'`,
 and outputs are checked where they leave the stage (one feature row or one label per image,
 numbers, no NaN); with `IMGCLUST_DEBUG=1` the original traceback is shown.
 """

@@ -246,7 +246,7 @@ def write_export(
     marker = None
     try:
         marker = mark_staging(staging)
-        os.chmod(staging, 0o777 & ~_umask())
+        os.chmod(staging, 0o777 & ~atomic.current_umask())
         if mode != "csv":
             for folder in sorted({p.folder for p in placements if p.folder}):
                 (staging / folder).mkdir()
@@ -415,12 +415,6 @@ def _write_png(image: Any, target: Path) -> None:
         array = array[..., 0]
     with open(target, "xb") as handle:
         Image.fromarray(array).save(handle, format="PNG")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _check_images(images: Any, count: int, dataset: str) -> None:

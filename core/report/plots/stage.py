@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from imgclust.console import Log
-from imgclust.errors import DataError
+from imgclust.errors import DataError, one_line
 from imgclust.report.plots.clusters import plot_clusters
 from imgclust.report.plots.confusion import plot_confusion
 from imgclust.report.plots.embedding_map import plot_map
@@ -75,8 +75,8 @@ def make_plots(
         except SkipPlot as reason:
             outcome.skipped[name] = str(reason)
         except Exception as exc:  # a plot must never cost the run
-            outcome.failed[name] = one_line(exc)
-            log(f"warning: {PLOTS_DIR}/{name} not written: {one_line(exc)}")
+            outcome.failed[name] = one_line(exc, 200, with_type=True)
+            log(f"warning: {PLOTS_DIR}/{name} not written: {one_line(exc, 200, with_type=True)}")
     if not reused:
         keep_projection(inputs, folder, options, log)
     outcome.seconds = time.perf_counter() - started
@@ -110,13 +110,7 @@ def keep_projection(inputs: Any, folder: Path, options: PlotOptions, log: Log) -
         folder.mkdir(parents=True, exist_ok=True)
         save_projection(folder / SAVED, found, projection_key(options), inputs.seed, inputs.n)
     except OSError as exc:
-        log(f"warning: {PLOTS_DIR}/{SAVED} not written: {one_line(exc)}")
-
-
-def one_line(exc: BaseException, limit: int = 200) -> str:
-    """'ValueError: what went wrong', on one line and not too long."""
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+        log(f"warning: {PLOTS_DIR}/{SAVED} not written: {one_line(exc, 200, with_type=True)}")
 
 
 def plot_run(result: Any, log: Log = lambda message: None) -> float:
@@ -128,5 +122,5 @@ def plot_run(result: Any, log: Log = lambda message: None) -> float:
     try:
         make_plots(from_result(result), result.path, options_from_env(), log)
     except Exception as exc:
-        log(f"warning: plots not written: {one_line(exc)}")
+        log(f"warning: plots not written: {one_line(exc, 200, with_type=True)}")
     return time.perf_counter() - started
