@@ -258,14 +258,14 @@ class RefinerStage(ClusterMixin, StageEstimator, Stage):
         self._mark_fitted()
         return self
 
-    def fit_predict(  # type: ignore[override]
+    def fit_predict(
         self, X: Any, features: Any = None, labels: Any = None, *, y: Any = None
     ) -> np.ndarray:
         """Refine and return ``labels_``; called as a refiner plugin's own
         ``fit_predict(images, features, labels)``, positionally or by keyword."""
         return self.fit(X, y, features=features, labels=labels).labels_
 
-    @available_if(lambda self: callable(getattr(self.instance, "predict", None)))
+    @available_if(lambda self: can_predict(self.instance))
     def predict(self, X: Any, features: Any = None) -> np.ndarray:
         """The cluster of each new image, from the images and their features (as a refiner
         plugin's own ``predict(images, features)``)."""

@@ -123,6 +123,43 @@ def test_a_refiner_lets_a_clusterer_that_cannot_predict_predict(nearest_centre, 
     np.testing.assert_array_equal(loaded.predict(images), pipeline.labels_)
 
 
+class FitOnly(NearestCentre):
+    """A refiner that says it cannot assign images it was not fitted on."""
+
+    can_predict = False
+
+
+@pytest.mark.parametrize("refiners, predicts", [(["fit-only"], False), (["fit-only", "nc"], True)])
+def test_one_rule_says_whether_a_refined_pipeline_predicts(
+    nearest_centre, refiners, predicts, tmp_path
+):
+    """The last refiner assigns new images: the pipeline, its saved manifest and the loaded
+    pipeline agree on whether it can, by the same rule as for clusterers."""
+
+    @imgclust.hookimpl
+    def register_refiners(register):
+        register("fit-only", FitOnly)
+
+    get_host().register(SimpleNamespace(register_refiners=register_refiners), "test-fit-only")
+    names = {"fit-only": "fit-only", "nc": nearest_centre}
+    images = sample_images(120)
+    pipeline = imgclust.Pipeline(
+        ["flatten"], {"name": "kmeans", "n_clusters": 4}, refiners=[names[r] for r in refiners]
+    ).fit(images)
+    assert pipeline.can_predict is predicts
+    saved = pipeline.save(tmp_path / "saved")
+    manifest = json.loads((saved / "manifest.json").read_text())
+    assert manifest["can_predict"] is predicts
+    loaded = imgclust.load(saved)
+    if predicts:
+        np.testing.assert_array_equal(loaded.predict(images), pipeline.labels_)
+    else:
+        assert "cannot assign images it was not fitted on" in manifest["reason"]
+        for fitted in (pipeline, loaded):
+            with pytest.raises(imgclust.ImgclustError, match="^this pipeline cannot predict: "):
+                fitted.predict(images)
+
+
 def test_run_with_a_refiner_records_what_it_gained(nearest_centre, cli, runs_dir, tmp_path):
     config = tmp_path / "run.toml"
     config.write_text(

@@ -114,6 +114,11 @@ def save_pipeline(
             info["cluster_order"] = None if order is None else [int(v) for v in order]
         if refiners:  # the last refiner assigns new images; the clusterer is not needed
             reasons = [s["reason"] for s in [*encoders, *refiners] if not s["saved"]]
+            if not refiners[-1]["can_predict"]:
+                reasons.append(
+                    f"refiner {pipeline.refiners[-1].name!r} cannot assign images it was not "
+                    "fitted on"
+                )
         else:
             reasons = [s["reason"] for s in [*encoders, clusterer] if not s["saved"]]
             if clusterer["saved"] and not clusterer["can_predict"]:
@@ -248,11 +253,11 @@ def _save_stage(registry: Any, kind: str, stage: Stage, root: Path, folder: str)
         info["plugin"] = entry.plugin
         info["plugin_version"] = _plugin_version(entry.plugin)
     what = f"{kind[:-1]} {stage.name!r}"
-    if kind == "clusterers":
+    if kind in ("clusterers", "refiners"):
         info["can_predict"] = can_predict(instance)
-        if not info["can_predict"]:
-            info["reason"] = cannot_predict_message(stage.name)
-            return info
+    if kind == "clusterers" and not info["can_predict"]:
+        info["reason"] = cannot_predict_message(stage.name)
+        return info
     if is_stateless(instance):
         info.update(dir=None, format="stateless", saved=True)
         return info

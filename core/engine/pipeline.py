@@ -374,15 +374,16 @@ class Pipeline:
         return labels, scores, features
 
     @property
+    def assigning_stage(self) -> Stage:
+        """The stage that assigns new images: the last refiner, else the clusterer."""
+        return self.refiners[-1] if self.refiners else self.clusterer
+
+    @property
     def can_predict(self) -> bool:
-        """Whether new images can be assigned (the clusterer, or the last refiner, predicts)."""
+        """Whether new images can be assigned: fitted, and its assigning stage predicts."""
         if self.manifest is not None:
             return bool(self.manifest.get("can_predict"))
-        if self.refiners:
-            return self.labels_ is not None and callable(
-                getattr(self.refiners[-1].instance, "predict", None)
-            )
-        return self.labels_ is not None and can_predict(self.clusterer.instance)
+        return self.labels_ is not None and can_predict(self.assigning_stage.instance)
 
     def check_can_predict(self) -> None:
         """Raise one clear line when this pipeline cannot assign new images."""
@@ -390,7 +391,9 @@ class Pipeline:
         if self.can_predict:
             return
         if self.refiners:
-            reason = (self.manifest or {}).get("reason") or "its last refiner cannot predict"
+            reason = (self.manifest or {}).get("reason") or (
+                f"refiner {self.refiners[-1].name!r} cannot assign images it was not fitted on"
+            )
             raise ImgclustError(f"this pipeline cannot predict: {reason}.")
         stage = self.clusterer
         clusterer_info = (self.manifest or {}).get("clusterer") or {}

@@ -313,8 +313,10 @@ def is_stateless(stage: object) -> bool:
     return isinstance(stage, Stateless) and stage.stateless is True
 
 
-def can_predict(clusterer: object) -> bool:
-    """Whether a clusterer can assign new points: its ``can_predict`` flag, else a ``predict``."""
-    if isinstance(clusterer, MayPredict) and clusterer.can_predict is not None:
-        return bool(clusterer.can_predict)
-    return isinstance(clusterer, Predicts)
+def can_predict(stage: object) -> bool:
+    """Whether a clusterer or refiner can assign new points: its ``can_predict`` flag, else
+    whether it has a ``predict``. The one rule the pipeline, its persistence and the chunked
+    and distributed runs ask."""
+    if isinstance(stage, MayPredict) and stage.can_predict is not None:
+        return bool(stage.can_predict)
+    return isinstance(stage, Predicts)
