@@ -18,7 +18,6 @@ plain 1s) at 0.15, so 0.1 separates them; other features may need ``--threshold`
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,13 @@ import numpy as np
 
 from imgclust.after.finished import open_run, read_run_features, verified_images
 from imgclust.after.neighbours import neighbour_index
+from imgclust.console import Log
 from imgclust.errors import ContentChangedError, DataError, ImgclustError
 from imgclust.io.content import image_digests
 from imgclust.io.outputs import csv_text
 
 DEFAULT_FRACTION = 0.1
 CSV_HEADER = ["group", "kind", "id", "cluster", "distance", "digest"]
-
-Log = Callable[[str], None]
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from imgclust.console import Log
 from imgclust.engine.build import Splits, build_pipeline, build_stage
 from imgclust.engine.config import DEFAULT_CHUNK_SIZE
 from imgclust.engine.distributed import current_client, import_distributed, run_on_cluster
@@ -51,7 +52,6 @@ from imgclust.kit.arrays import sample_index
 from imgclust.kit.sklearn import predicting_clusterers
 from imgclust.stages.interfaces import ImageSet, can_predict, requested_clusters
 
-Log = Callable[[str], None]
 CHUNKS_DIR = "chunks"
 _CHUNK_NAME = "chunk-{:06d}"
 
