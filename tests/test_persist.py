@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import imgclust
-from imgclust.engine.persist import FORMAT_VERSION, MANIFEST, read_manifest, save_pipeline
+from imgclust.engine.manifest import FORMAT_VERSION, MANIFEST, read_manifest
+from imgclust.engine.persist import save_pipeline
 from imgclust.engine.pipeline import Pipeline, load_pipeline
 from imgclust.engine.stage import Stage
 from imgclust.errors import DataError, ImgclustError, PluginError

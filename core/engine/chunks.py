@@ -25,7 +25,8 @@ from imgclust.console import Log
 from imgclust.engine.build import Splits, build_pipeline, build_stage
 from imgclust.engine.config import DEFAULT_CHUNK_SIZE
 from imgclust.engine.distributed import current_client, import_distributed, run_on_cluster
-from imgclust.engine.persist import MANIFEST, pipeline_dir, save_pipeline
+from imgclust.engine.manifest import MANIFEST, pipeline_dir
+from imgclust.engine.persist import save_pipeline
 from imgclust.engine.pipeline import load_pipeline
 from imgclust.engine.stage import check_labels, renumber, stage_boundary
 from imgclust.errors import DataError, ImgclustError, SettingsError

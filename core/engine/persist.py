@@ -5,26 +5,22 @@ preprocessing); each stage saves itself into its own folder (``encoder-0-<name>/
 ``clusterer-<name>/``, ``refiner-0-<name>/``) through its ``save(dir)`` and is rebuilt by its
 factory and ``load(dir)``.
 Loading never runs code from the folder: pickled state and Keras Lambda layers are refused
-unless the caller passes ``trust=True``; every file read lies inside ``pipeline/``, and the
-manifest's types and input shape are checked before anything is built or allocated.
+unless the caller passes ``trust=True`` (:mod:`imgclust.engine.untrusted` finds them); every
+file read lies inside ``pipeline/``, and the manifest's types and input shape are checked
+(:mod:`imgclust.engine.manifest`) before anything is built or allocated.
 """
 
 from __future__ import annotations
 
-import bz2
 import inspect
 import json
-import lzma
 import os
 import pickle
-import pickletools
 import re
 import shutil
 import stat
 import sys
 import tempfile
-import zipfile
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,11 +31,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from imgclust import __version__
+from imgclust.engine.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    PIPELINE_DIR,
+    check_layout,
+    check_refiners,
+    pipeline_dir,
+    read_manifest,
+)
 from imgclust.engine.stage import Stage
-from imgclust.errors import DataError, ImgclustError, PluginError, SettingsError, one_line
+from imgclust.engine.untrusted import TRUST_HINT, audit, check_contained, needs_trust
+from imgclust.errors import DataError, ImgclustError, PluginError, one_line
 from imgclust.io import atomic
-from imgclust.io.bounded import read_member
-from imgclust.io.runfolder import check_self_contained
 from imgclust.kit.sklearn import cannot_predict_message
 from imgclust.results.metrics import n_clusters
 from imgclust.stages.host import get_host, get_registry
@@ -49,10 +54,6 @@ from imgclust.stages.settings import resolve
 if TYPE_CHECKING:
     from imgclust.engine.pipeline import Pipeline
 
-FORMAT = "imgclust-pipeline"
-FORMAT_VERSION = 1
-PIPELINE_DIR = "pipeline"
-MANIFEST = "manifest.json"
 # imgclust's mark on a folder it saved a pipeline into: only such a folder is ever replaced.
 MARK = ".imgclust-pipeline"
 MARK_TEXT = "imgclust pipeline: imgclust replaces this folder only while it holds nothing else.\n"
@@ -60,16 +61,6 @@ MARK_MAX_BYTES = 4096
 STATE_PICKLE = "stage-state.pkl"
 LIBRARIES = ("numpy", "scikit-learn", "keras", "tensorflow", "umap-learn", "hdbscan")
 _SAFE_DIR = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pkz")
-TRUST_HINT = "pass --trust (trust=True) only if you trust where this run folder came from"
-# Pixels per image a manifest may declare (Pillow's decompression-bomb limit); predict allocates
-# about pixels x channels x 4 bytes per image, so a forged shape is refused before that.
-MAX_INPUT_PIXELS = 1024 * 1024 * 1024 // 4 // 3
-MAX_PIXELS_ENV = "IMGCLUST_MAX_INPUT_PIXELS"
-MAX_CHANNELS = 4
-KERAS_CONFIG_BYTES = 8 * 2**20  # a .keras config.json inflated past this is refused
-# Pickle opcodes that import or call something: a stream that reaches one can run code.
-_CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"}
 
 
 # Saving ------------------------------------------------------------------------------------
@@ -266,7 +257,7 @@ def _save_stage(registry: Any, kind: str, stage: Stage, root: Path, folder: str)
     try:
         path.mkdir(parents=True)
         instance.save(path)
-        info.update(format="native", saved=True, needs_trust=_needs_trust(path))
+        info.update(format="native", saved=True, needs_trust=needs_trust(path))
         return info
     except Exception as exc:  # the run must not fail because one stage cannot be kept
         errors.append(one_line(exc))
@@ -378,44 +369,6 @@ def _library_versions() -> dict[str, str]:
 
 
 # Loading -----------------------------------------------------------------------------------
-def pipeline_dir(path: Path | str) -> Path:
-    """The ``pipeline/`` folder of a run folder (or that folder itself)."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"run folder {str(path)!r} does not exist.")
-    if (path / MANIFEST).is_file():
-        return path
-    if (path / PIPELINE_DIR / MANIFEST).is_file():
-        return path / PIPELINE_DIR
-    if not path.is_dir():
-        raise DataError(f"{str(path)!r} is not a run folder: give the folder `imgclust run` wrote.")
-    raise DataError(
-        f"{str(path)!r} holds no fitted pipeline ({PIPELINE_DIR}/{MANIFEST}): give a run folder "
-        "written by a finished `imgclust run`."
-    )
-
-
-def read_manifest(path: Path | str) -> dict[str, Any]:
-    """A run's pipeline manifest, checked for a format this version can read."""
-    file = pipeline_dir(path) / MANIFEST
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read {str(file)!r}: {one_line(exc)}.") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise DataError(f"{str(file)!r} is not an imgclust pipeline manifest.")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise DataError(
-            f"{str(file)!r} has an unknown pipeline format version {version!r}; this imgclust "
-            f"({__version__}) reads format {FORMAT_VERSION}."
-        )
-    if version > FORMAT_VERSION:
-        raise DataError(
-            f"{str(file)!r} was written by a newer imgclust (pipeline format {version}; "
-            f"{__version__} reads up to {FORMAT_VERSION}): upgrade imgclust to load it."
-        )
-    return manifest
 
 
 @dataclass(frozen=True)
@@ -451,234 +404,6 @@ def read_stages(run_dir: Path | str, trust: bool = False, *, registry: Any = Non
     clusterer = _load_stage(registry, "clusterers", clusterer_info, root, trust)
     refiners = [_load_stage(registry, "refiners", info, root, trust) for info in refiners_info]
     return SavedStages(encoders, clusterer, refiners, manifest, root, shape)
-
-
-def check_contained(root: Path, given: Path) -> None:
-    """Refuse a pipeline folder that reaches outside itself: a symlink to elsewhere, or an entry
-    that is not a regular file or folder (a FIFO would block a reader forever).
-    """
-    base = root.resolve()
-    if given.resolve() != base and not base.is_relative_to(given.resolve()):
-        raise DataError(
-            f"{PIPELINE_DIR}/ of {str(given)!r} points outside the run folder: copy the real "
-            "folder instead of linking to it."
-        )
-
-    # the whole run folder when one was given (the walk every command that reads a run makes)
-    check_self_contained(Path(given) if given.is_dir() and base != given.resolve() else root)
-
-
-def max_input_pixels() -> int:
-    """The most pixels per image a manifest may declare: ``IMGCLUST_MAX_INPUT_PIXELS`` or
-    :data:`MAX_INPUT_PIXELS`.
-    """
-    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
-    if not value:
-        return MAX_INPUT_PIXELS
-    try:
-        limit = int(value)
-    except ValueError:
-        limit = 0
-    if limit < 1:
-        raise SettingsError(
-            f"{MAX_PIXELS_ENV} must be a positive whole number of pixels; got {value!r}."
-        )
-    return limit
-
-
-def check_input_shape(value: Any, where: str) -> tuple[int, int, int]:
-    """The manifest's [height, width, channels], bounded before anything is allocated for it."""
-    fine = (
-        isinstance(value, list)
-        and len(value) == 3
-        and all(type(v) is int and v >= 1 for v in value)
-        and value[2] <= MAX_CHANNELS
-    )
-    if not fine:
-        raise DataError(
-            f"{where}: the input shape {_short(value)} is not [height, width, channels] of "
-            f"positive whole numbers with 1 to {MAX_CHANNELS} channels: the manifest is damaged "
-            "or was altered."
-        )
-    height, width, channels = value
-    limit = max_input_pixels()
-    if height * width > limit:
-        raise DataError(
-            f"{where}: the input shape {height}x{width}x{channels} has {height * width:,} pixels "
-            f"per image, over the limit of {limit:,} ({MAX_PIXELS_ENV} raises it): the manifest "
-            "may be damaged or altered."
-        )
-    return height, width, channels
-
-
-def check_layout(
-    manifest: Mapping[str, Any], file: Path
-) -> tuple[list[dict[str, Any]], dict[str, Any], tuple[int, int, int]]:
-    """The manifest's stages and input shape, every value of the type this version writes."""
-    where = f"{PIPELINE_DIR}/{MANIFEST}"
-
-    def expect(value: Any, kinds: tuple[type, ...], what: str) -> Any:
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
-            raise DataError(
-                f"{where}: {what} is {_short(value)}, not {names}: the manifest is damaged or "
-                "was altered."
-            )
-        return value
-
-    text, optional_text = (str,), (str, type(None))
-    encoders = expect(manifest.get("encoders"), (list,), "'encoders'")
-    clusterer = expect(manifest.get("clusterer"), (dict,), "'clusterer'")
-    stages = [(f"'encoders'[{i}]", e) for i, e in enumerate(encoders)]
-    for what, info in [*stages, ("'clusterer'", clusterer)]:
-        expect(info, (dict,), what)
-        expect(info.get("name"), text, f"{what}.name")
-        expect(info.get("settings", {}), (dict,), f"{what}.settings")
-        for key in ("plugin", "plugin_version", "dir", "format", "reason", "note", "class"):
-            expect(info.get(key), optional_text, f"{what}.{key}")
-        for key in ("saved", "needs_trust", "can_predict"):
-            expect(info.get(key, False), (bool,), f"{what}.{key}")
-    expect(manifest.get("input"), (dict,), "'input'")
-    shape = check_input_shape(manifest["input"].get("shape"), where)
-    preprocessing = expect(manifest.get("preprocessing"), (dict,), "'preprocessing'")
-    dataset = expect(preprocessing.get("dataset"), (dict, type(None)), "'preprocessing'.dataset")
-    if dataset is not None:  # pipelines saved from Python name no dataset
-        expect(dataset.get("name"), text, "'preprocessing'.dataset.name")
-    for key in ("split", "fit_split"):
-        expect(preprocessing.get(key), optional_text, f"'preprocessing'.{key}")
-    expect(manifest.get("can_predict"), (bool,), "'can_predict'")
-    expect(manifest.get("needs_trust", False), (bool,), "'needs_trust'")
-    expect(manifest.get("reason"), optional_text, "'reason'")
-    return list(encoders), dict(clusterer), shape
-
-
-def check_refiners(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The manifest's refiners (none when absent), each a table shaped as the other stages'."""
-    where = f"{PIPELINE_DIR}/{MANIFEST}"
-    refiners = manifest.get("refiners", [])
-    fine = isinstance(refiners, list) and all(
-        isinstance(info, dict)
-        and isinstance(info.get("name"), str)
-        and isinstance(info.get("settings", {}), dict)
-        and all(isinstance(info.get(k), (str, type(None))) for k in ("dir", "format", "reason"))
-        and all(type(info.get(k, False)) is bool for k in ("saved", "needs_trust"))
-        for info in refiners
-    )
-    if not fine:
-        raise DataError(
-            f"{where}: 'refiners' is {_short(refiners)}, not a list of stage tables: the "
-            "manifest is damaged or was altered."
-        )
-    return [dict(info) for info in refiners]
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = json.dumps(value) if isinstance(value, (dict, list, str)) else repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def audit(root: Path) -> None:
-    """Refuse, before anything is loaded, files that could run code: pickles (plain or in a
-    compressed stream) and Keras Lambdas.
-    """
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = file.relative_to(root.parent).as_posix()
-        if file.suffix.lower() in _PICKLE_SUFFIXES or _looks_pickled(file):
-            raise ImgclustError(
-                f"{rel} holds pickled Python objects, which can run code when loaded; {TRUST_HINT}."
-            )
-        if file.suffix.lower() == ".keras" and _keras_has_code(file):
-            raise ImgclustError(
-                f"{rel} holds a Keras Lambda layer or serialized Python function, which can run "
-                f"code when loaded; {TRUST_HINT}."
-            )
-
-
-def _needs_trust(folder: Path) -> bool:
-    """Whether loading a saved stage's files needs ``trust`` (what :func:`audit` refuses)."""
-    try:
-        audit(folder)
-    except ImgclustError:
-        return True
-    return False
-
-
-def _looks_pickled(file: Path) -> bool:
-    """Whether a file starts as a pickle, or is a zlib, gzip, bz2 or lzma stream of one (what
-    joblib writes), so that no library that unpickles such files is ever handed one unseen.
-    """
-    with open(file, "rb") as handle:
-        head = handle.read(1 << 16)
-    if _pickle_head(head, protocol_0=False):
-        return True
-    inner = _decompressed_head(head)
-    return inner is not None and _pickle_head(inner, protocol_0=True)
-
-
-def _pickle_head(data: bytes, protocol_0: bool) -> bool:
-    """A pickle's protocol 2+ header, or (for decompressed data) opcodes that import or call."""
-    if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:
-        return True
-    if not protocol_0:
-        return False
-    try:
-        for opcode, _, _ in pickletools.genops(data):
-            if opcode.name in _CODE_OPCODES:
-                return True
-            if opcode.name == "STOP":
-                return False
-    except Exception:  # not (or no longer) a pickle stream
-        return False
-    return False
-
-
-def _decompressed_head(head: bytes, size: int = 4096) -> bytes | None:
-    """The first bytes of a zlib, gzip, bz2, xz or lzma stream, or None if it is none of these."""
-    try:
-        if len(head) >= 2 and head[0] == 0x78 and (head[0] << 8 | head[1]) % 31 == 0:
-            return zlib.decompressobj().decompress(head, size)
-        if head[:2] == b"\x1f\x8b":
-            return zlib.decompressobj(wbits=31).decompress(head, size)
-        if head[:3] == b"BZh":
-            return bz2.BZ2Decompressor().decompress(head, max_length=size)
-        if head[:6] == b"\xfd7zXZ\x00":
-            return lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(head, max_length=size)
-        if head[:1] == b"\x5d":
-            return lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(head, max_length=size)
-    except (zlib.error, OSError, EOFError, ValueError, lzma.LZMAError):
-        return None
-    return None
-
-
-def _keras_has_code(file: Path) -> bool:
-    """Whether a ``.keras`` archive's config holds a Lambda layer or a serialized function.
-
-    config.json is read once, bounded (:data:`KERAS_CONFIG_BYTES` inflated, no bomb): one that
-    is larger is refused here, before Keras would read it whole."""
-    try:
-        with zipfile.ZipFile(file) as archive:
-            if "config.json" not in archive.namelist():
-                return False  # not a .keras file: Keras itself will refuse it clearly
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return False
-    data = read_member(file, "config.json", f"{file.name}'s config.json", KERAS_CONFIG_BYTES)
-    try:
-        config = json.loads(data)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return False  # not a readable .keras config: Keras itself will refuse it clearly
-
-    def walk(node: Any) -> bool:
-        if isinstance(node, dict):
-            if node.get("class_name") in ("Lambda", "__lambda__", "__function__"):
-                return True
-            if node.get("function_type") == "lambda":
-                return True
-            return any(walk(v) for v in node.values())
-        if isinstance(node, list):
-            return any(walk(v) for v in node)
-        return False
-
-    return walk(config)
 
 
 def _load_stage(

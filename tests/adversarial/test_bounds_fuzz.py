@@ -161,7 +161,7 @@ def _manifest_fields() -> st.SearchStrategy:
 @FUZZ
 @given(changes=_manifest_fields(), drop=st.lists(st.text(max_size=12), max_size=3))
 def test_manifest_fuzz(pristine_run: Path, changes: dict, drop: list[str]):
-    from imgclust.engine.persist import read_manifest
+    from imgclust.engine.manifest import read_manifest
     from imgclust.engine.pipeline import load_pipeline
 
     with tempfile.TemporaryDirectory() as folder:

@@ -332,7 +332,7 @@ def test_an_input_shape_of_the_wrong_types_is_refused(run_copy, shape):
 def test_the_pixel_limit_is_stated_and_can_be_changed(run_copy, cli, tmp_path, monkeypatch):
     from PIL import Image
 
-    from imgclust.engine.persist import MAX_INPUT_PIXELS
+    from imgclust.engine.manifest import MAX_INPUT_PIXELS
 
     edit_manifest(run_copy, lambda m: m["input"].update(shape=[20000, 20000, 1]))
     with pytest.raises(ImgclustError, match=f"{MAX_INPUT_PIXELS:,}.*IMGCLUST_MAX_INPUT_PIXELS"):
@@ -427,7 +427,7 @@ def test_the_pipeline_folder_has_the_same_mode_as_the_rest_of_the_run(pristine_r
 
 
 def test_the_threat_model_states_the_limits_the_code_applies():
-    from imgclust.engine.persist import MAX_CHANNELS, MAX_INPUT_PIXELS, MAX_PIXELS_ENV
+    from imgclust.engine.manifest import MAX_CHANNELS, MAX_INPUT_PIXELS, MAX_PIXELS_ENV
     from imgclust.io.memory import MAX_RATIO
 
     text = (Path(__file__).parents[2] / "docs" / "predict.md").read_text()

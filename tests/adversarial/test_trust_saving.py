@@ -13,7 +13,8 @@ import pytest
 from sklearn.base import BaseEstimator, ClusterMixin
 
 import imgclust
-from imgclust.engine.persist import read_manifest, save_pipeline
+from imgclust.engine.manifest import read_manifest
+from imgclust.engine.persist import save_pipeline
 from imgclust.engine.pipeline import Pipeline, load_pipeline
 from imgclust.engine.stage import Stage
 from imgclust.errors import ImgclustError
