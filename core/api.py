@@ -230,6 +230,7 @@ def _with_images(registry: Any, images: Any, labels: Any, ids: Any) -> Any:
         return dataset
 
     holding.__doc__ = InMemoryImages.__doc__
+    holding.splits = InMemoryImages.splits  # type: ignore[attr-defined]  # as the class says
     return registry.with_target("datasets", IN_MEMORY, holding)
 
 

@@ -275,6 +275,21 @@ def test_run_clusters_arrays_in_memory_into_a_run_folder_like_any_other(tmp_path
         assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_a_recipe_runs_on_arrays_in_memory_without_a_warning_about_its_splits(tmp_path):
+    """A recipe written for a dataset with splits ("mnist", split "all") takes images in memory
+    quietly: the in-memory dataset declares the one split it has, so the recipe's split holds."""
+    import warnings
+
+    images = (np.random.default_rng(0).random((60, 8, 8)) * 255).astype(np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run = imgclust.run(
+            "pixels-kmeans", images=images, runs_dir=tmp_path, plots=False,
+            settings={"clusterer.n_clusters": 3},
+        )  # fmt: skip
+    assert run.config["split"] == "all"
+
+
 def _saved(folder: Path, images: np.ndarray) -> Path:
     path = folder / "new.npy"
     np.save(path, images.astype(np.float32))

@@ -193,7 +193,7 @@ def carry_splits(registry: Registry, config: dict[str, Any], dropped: dict[str, 
         target = registry.get("datasets", name).target
     except ImgclustError:
         return  # an unknown dataset is reported by validate, with its nearest names
-    declared = getattr(target, "splits", None) if isinstance(target, type) else None
+    declared = getattr(target, "splits", None)  # a class's, or a factory function's attribute
     offered = [str(v) for v in declared] if isinstance(declared, (list, tuple)) else None
     if offered is not None and all(str(v) in offered for v in pending.values()):
         config.update(pending)
