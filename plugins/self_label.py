@@ -39,6 +39,7 @@ import numpy as np
 
 from imgclust.errors import DataError, ImgclustError, SettingsError
 from imgclust.kit import (
+    apply_element,
     atomic,
     check_input_file,
     decide,
@@ -47,6 +48,7 @@ from imgclust.kit import (
     import_keras,
     import_umap,
     read_csv_cell,
+    symmetry_group,
 )
 
 MODEL_FILE = "classifier.keras"
@@ -153,6 +155,7 @@ class SelfLabel:
         self.input_shape_: tuple[int, ...] | None = None
         self.scale_: float = 1.0
         self.history_: dict[str, list[float]] = {"changed": [], "kept": []}
+        self._hidden_model: tuple[Any, Any] | None = None  # (model_, its hidden-layer model)
 
     def _check_settings(self) -> None:
         def bad(message: str) -> SettingsError:
@@ -284,14 +287,7 @@ class SelfLabel:
         """Cluster the images again in the classifier's hidden features; the new clusters take
         the numbers of the old ones they overlap most. Returns the labels, the embedding and
         the hidden features."""
-        keras = import_keras()
-        hidden = keras.Model(self.model_.input, self.model_.get_layer("hidden").output)
-        features = np.concatenate(
-            [
-                np.asarray(hidden.predict_on_batch(self._scaled(images[i : i + PREDICT_BATCH])))
-                for i in range(0, len(images), PREDICT_BATCH)
-            ]
-        )
+        features = self._hidden(images)
         try:
             embedding = _embed(features, self.neighbors, self.seed)
             found = _mixture_labels(embedding, len(self._fitted_classes()), self.seed)
@@ -425,13 +421,38 @@ class SelfLabel:
         return images
 
     def _probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Softmax outputs in batches, with the scale the network was trained for."""
-        images = self._scaled(images)
-        out = np.empty((len(images), len(self._fitted_classes())), dtype=np.float32)
+        """The classifier's softmax on the symmetry-averaged hidden features (:meth:`_hidden`);
+        without symmetries, exactly the network's own output."""
+        weights, bias = self.model_.get_layer("classes").get_weights()
+        logits = self._hidden(images).astype(np.float64) @ weights + bias
+        logits -= logits.max(axis=1, keepdims=True)
+        exponents = np.exp(logits)
+        return (exponents / exponents.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def _hidden(self, images: np.ndarray) -> np.ndarray:
+        """The hidden layer's features of each image, averaged over the grid symmetries the
+        network was trained with (a mirror, flip or quarter turns, where the set keeps them).
+
+        Training makes the network's answers invariant, not its features: they still say how
+        an image was turned, and clustering them groups images by orientation before shape.
+        Their mean over the symmetries is invariant by construction.
+        """
+        keras = import_keras()
+        if self._hidden_model is None or self._hidden_model[0] is not self.model_:
+            layer = self.model_.get_layer("hidden")
+            self._hidden_model = (self.model_, keras.Model(self.model_.input, layer.output))
+        model = self._hidden_model[1]
+        height, width = self.input_shape_[:2]  # type: ignore[index]
+        symmetries = symmetry_group(self.augmentations_, square=height == width)
+        batches = []
         for start in range(0, len(images), PREDICT_BATCH):
-            chunk = images[start : start + PREDICT_BATCH]
-            out[start : start + len(chunk)] = np.asarray(self.model_.predict_on_batch(chunk))
-        return out
+            chunk = self._scaled(images[start : start + PREDICT_BATCH])
+            views = [
+                np.asarray(model.predict_on_batch(np.ascontiguousarray(apply_element(chunk, s))))
+                for s in symmetries
+            ]
+            batches.append(np.mean(views, axis=0, dtype=np.float64).astype(np.float32))
+        return np.concatenate(batches)
 
     # Saving ------------------------------------------------------------------------------------
     def save(self, directory: Path) -> None:

@@ -7,6 +7,7 @@ import pytest
 
 import imgclust
 from imgclust.errors import DataError, SettingsError
+from imgclust.kit import apply_element, symmetry_group
 from imgclust.plugins.dec import DEC
 from imgclust.plugins.self_label import SelfLabel, _matched, _most_confident
 from imgclust.results.metrics import external_scores
@@ -131,6 +132,14 @@ def test_self_label_augments_only_with_what_the_images_are_invariant_to(tmp_path
     loaded = SelfLabel().load(tmp_path)
     np.testing.assert_array_equal(loaded.predict(digits.images), labels)
     assert loaded.augmentations_ == refiner.augmentations_
+    # features and answers averaged over the kept symmetries: a turned or mirrored image gets
+    # the features and the cluster of the image itself
+    images = digits.images.reshape(200, 8, 8, 1)
+    hidden = loaded._hidden(images)
+    for element in symmetry_group(loaded.augmentations_)[1:]:
+        moved = np.ascontiguousarray(apply_element(images, element))
+        np.testing.assert_allclose(loaded._hidden(moved), hidden, rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(loaded.predict(moved), labels)
     measured = SelfLabel(**SMALL_SELF_LABEL)  # outside a run: measured on its images
     measured.fit_predict(digits.images, np.zeros((200, 2)), digits.labels)
     assert "mirror" not in measured.augmentations_
