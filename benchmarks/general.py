@@ -14,7 +14,7 @@ invariances the runs kept. Every finished run is added to the results file at on
 interrupted benchmark keeps what it measured, and later calls add cells to the same table.
 
     IMGCLUST_MNIST=DIR nice python benchmarks/general.py [--sets digits mnist ...]
-        [--recipes umap-gmm ...] [--seeds 0 1 2 3 4] [--limit N] [--no-doc]
+        [--recipes umap-gmm ...] [--seeds 0 1 2 3 4] [--limit N] [--doc]
 
 Figures go to ``benchmarks/results/general[-<limit>].json``; ``--doc`` writes the table into
 the general section of ``docs/benchmarks.md``.

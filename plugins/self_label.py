@@ -10,8 +10,10 @@ later rounds by the classifier's own probability; the same share of every cluste
 small clusters stay alive. Augmentation follows the image set's invariances
 (``imgclust.kit.invariances``, handed over by the run or measured on the images): shifts, small
 rotations and zooms where the set keeps them, and a random mirror, vertical flip or quarter turn
-only where the set is measured to be symmetric under it (not digits). Keras is imported only
-when the network is built, trained or loaded.
+only where the set is measured to be symmetric under it (not digits); the network's features
+and answers are then averaged over those symmetries, so that a turned image is described, and
+assigned, as the image itself. Keras is imported only when the network is built, trained or
+loaded.
 
 With ``labels`` (a ``labels.csv`` the explorer page downloads after a person renamed, merged,
 moved and dropped) the person's clusters are taken as they are: the network learns every
