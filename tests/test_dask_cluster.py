@@ -31,6 +31,7 @@ from tests.test_chunks import digits_arrays, finished  # noqa: E402
 START_TIMEOUT_S = 60
 RUN_TIMEOUT_S = 120
 CHUNKS = 15
+KILL_AFTER = 5  # chunks assigned before the first worker is killed
 IDLE_TIMEOUT = "120s"  # a cluster this test leaves behind (its process killed) stops on its own
 
 
@@ -133,12 +134,12 @@ def run_killing_a_worker(
     args: list[str], cwd: Path, cluster: Cluster
 ) -> tuple[int, list[str], int]:
     """``imgclust ARGS --dask ADDRESS`` as a subprocess in ``cwd``; SIGKILL the first worker
-    when the first chunk is assigned. Its exit code, its stderr lines and the number of chunks
-    assigned after the kill."""
+    when KILL_AFTER chunks are assigned. Its exit code, its stderr lines and the number of
+    chunks assigned after the kill (-1: no kill)."""
     command = [sys.executable, "-m", "imgclust", *args, "--dask", cluster.address]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     lines: list[str] = []
-    after_kill = -1
+    killed_at = None
     with (cwd / "run.out").open("wb") as out:
         process = subprocess.Popen(
             command, cwd=cwd, env=environment, stdout=out, stderr=subprocess.PIPE, text=True
@@ -147,14 +148,13 @@ def run_killing_a_worker(
             assert process.stderr is not None
             for line in process.stderr:
                 lines.append(line.rstrip("\n"))
-                if "assigned chunk" not in line:
-                    continue
-                if after_kill < 0:
+                if killed_at is None and f"assigned chunk {KILL_AFTER} of" in line:
                     os.kill(cluster.workers[0].pid, signal.SIGKILL)
-                after_kill += 1
+                    killed_at = len(lines)
             code = process.wait(timeout=RUN_TIMEOUT_S)
         finally:
             stop([process])
+    after_kill = -1 if killed_at is None else sum("assigned chunk" in x for x in lines[killed_at:])
     return code, lines, after_kill
 
 
@@ -163,9 +163,12 @@ def check_run_survived(code: int, lines: list[str], after_kill: int, cluster: Cl
     assert code == 0, "\n".join(lines[-5:])
     assert cluster.workers[0].wait(timeout=10) == -signal.SIGKILL
     assert cluster.workers[1].poll() is None
-    assert after_kill >= CHUNKS // 2, lines  # killed with most chunks still to assign
+    assert after_kill == CHUNKS - KILL_AFTER, lines  # killed with most chunks still to assign
     assert f"assigned chunk {CHUNKS} of {CHUNKS} on the cluster" in lines
-    assert re.search(r"Remove worker.*worker-0", cluster.log(cluster.scheduler))
+    scheduler = cluster.log(cluster.scheduler)
+    assert re.search(r"Remove worker.*worker-0", scheduler)
+    # chunks whose results the client already had are not run again on the survivor
+    assert "lose already computed task" not in scheduler
 
 
 def only_finished_run(runs: Path) -> Path:
