@@ -45,6 +45,7 @@ def minibatch_kmeans(
     max_iter: int = 100,
     max_no_improvement: int = 10,
     tol: float = 0.0,
+    init_size: int | None = None,
     seed: int = 0,
 ) -> SklearnClusterer:
     """k-means on mini-batches: much faster than ``kmeans`` on large data, slightly worse.
@@ -66,6 +67,9 @@ def minibatch_kmeans(
     tol : float
         Stop when the centres move less than this (relative to the data's variance); 0 turns the
         test off, as in scikit-learn.
+    init_size : int or None
+        Points each start is chosen from (k-means++ on a random sample of this many); None:
+        3 x batch_size, scikit-learn's. Larger starts cost more and are seldom better.
     seed : int
         Seed of the starts and the batches.
     """
@@ -76,6 +80,7 @@ def minibatch_kmeans(
         n_init=n_init,
         max_iter=max_iter,
         max_no_improvement=max_no_improvement,
+        **({} if init_size is None else {"init_size": init_size}),
     )
     if not tol >= 0:
         raise SettingsError(f"clusterer 'minibatch-kmeans' needs tol >= 0; got {tol}.")
@@ -86,6 +91,7 @@ def minibatch_kmeans(
         max_iter=max_iter,
         max_no_improvement=max_no_improvement,
         tol=tol,
+        init_size=init_size,
         random_state=seed,
     )
     return SklearnClusterer(
