@@ -45,6 +45,7 @@ class Cluster:
     logs: dict[int, Path] = field(default_factory=dict)
 
     def log(self, process: subprocess.Popen[bytes]) -> str:
+        """What ``process`` (the scheduler or a worker) has logged so far."""
         return self.logs[process.pid].read_text(errors="replace")
 
 
@@ -106,8 +107,8 @@ def dask_cluster(tmp_path: Path) -> Iterator[Cluster]:
             tmp_path / "scheduler", processes,
         )  # fmt: skip
         logs[processes[-1].pid] = log
-        wait_for(contact.exists, "the scheduler", processes)
-        address = json.loads(contact.read_text())["address"]
+        wait_for(lambda: scheduler_address(contact) is not None, "the scheduler", processes)
+        address = str(scheduler_address(contact))
         for number in range(2):
             folder = tmp_path / f"worker-{number}"
             log = start(
@@ -123,6 +124,14 @@ def dask_cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield Cluster(address, processes[0], processes[1:], logs)
     finally:
         stop(processes[::-1])
+
+
+def scheduler_address(contact: Path) -> str | None:
+    """The address in a scheduler's ``--scheduler-file``; None until it is there and whole."""
+    try:
+        return str(json.loads(contact.read_text())["address"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def log_text(path: Path) -> str:
