@@ -71,7 +71,7 @@ def minibatch_kmeans(
         test off, as in scikit-learn.
     init_size : int or None
         Points each start is chosen from (k-means++ on a random sample of this many); None:
-        3 x batch_size, scikit-learn's. Larger starts cost more and are seldom better.
+        3 x batch_size, scikit-learn's. A larger sample costs more time per start.
     seed : int
         Seed of the starts and the batches.
     """
