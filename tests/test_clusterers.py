@@ -268,10 +268,25 @@ def test_a_saved_gmm_run_predicts_without_trust(cli, runs_dir, tmp_path):
 def test_minibatch_kmeans_stopping_settings_reach_the_estimator():
     import imgclust
 
-    stage = imgclust.get_clusterer("minibatch-kmeans", n_clusters=3, max_no_improvement=2, tol=0.01)
+    stage = imgclust.get_clusterer(
+        "minibatch-kmeans", n_clusters=3, max_no_improvement=2, tol=0.01, init_size=90
+    )
     features = np.random.default_rng(0).normal(size=(600, 4)).astype(np.float32)
     stage.instance.fit_predict(features)
     estimator = stage.instance.estimator_
-    assert (estimator.max_no_improvement, estimator.tol) == (2, 0.01)
+    assert (estimator.max_no_improvement, estimator.tol, estimator.init_size) == (2, 0.01, 90)
     with pytest.raises(imgclust.errors.SettingsError, match="max_no_improvement >= 1"):
         imgclust.get_clusterer("minibatch-kmeans", max_no_improvement=0)
+    with pytest.raises(imgclust.errors.SettingsError, match="init_size >= 1"):
+        imgclust.get_clusterer("minibatch-kmeans", init_size=0)
+
+
+def test_minibatch_kmeans_documents_every_setting_that_bounds_its_time():
+    """Each setting is in the docstring, which is what `imgclust list` and the docs show."""
+    import inspect
+
+    from imgclust.plugins.sklearn_clusterers import minibatch_kmeans
+
+    doc = inspect.getdoc(minibatch_kmeans) or ""
+    for name in inspect.signature(minibatch_kmeans).parameters:
+        assert f"\n{name} : " in doc, name

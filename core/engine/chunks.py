@@ -108,15 +108,24 @@ class MemorySource:
         return np.asarray(self.images[np.asarray(index, dtype=np.int64)])
 
 
+def _for_workers(path: str) -> str:
+    """``path`` made absolute here: a worker runs in a working directory of its own."""
+    return os.path.abspath(path)
+
+
 @dataclass(frozen=True)
 class FilesSource:
-    """Image files decoded where they are read, as ``image-folder`` decodes them."""
+    """Image files decoded where they are read, as ``image-folder`` decodes them; their paths
+    are made absolute here, as a worker runs in a working directory of its own."""
 
     paths: tuple[str, ...]
     size: tuple[int, int]
     mode: str
     max_pixels: int | None
     fit: str = "stretch"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "paths", tuple(_for_workers(p) for p in self.paths))
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -257,6 +266,9 @@ class ChunkTask:
     trust: bool = False
     keep_features: bool = True
     first_row: int = 0  # the chunk's first row in the whole run (start is within its source)
+
+    def __post_init__(self) -> None:
+        self.pipeline_dir, self.store = _for_workers(self.pipeline_dir), _for_workers(self.store)
 
 
 @dataclass
@@ -627,6 +639,9 @@ class AssignTask:
     source: Any
     run: str
     trust: bool
+
+    def __post_init__(self) -> None:
+        self.run = _for_workers(self.run)
 
 
 def assign_chunk(task: AssignTask) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:

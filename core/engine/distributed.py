@@ -251,8 +251,9 @@ def run_on_cluster(
     """Run ``run_chunk`` on each chunk task on the workers; yield each one's small result as it
     finishes.
 
-    A worker that dies has its tasks rescheduled by Dask; a chunk that fails stops the run in
-    one line, and the chunks still pending are cancelled.
+    A worker that dies has its unfinished tasks rescheduled by Dask (a finished chunk's result is
+    released once received, so it is not run again); a chunk that fails stops the run in one
+    line, and the chunks still pending are cancelled.
     """
     distributed = import_distributed()
     if tasks:
@@ -272,6 +273,9 @@ def run_on_cluster(
                 ) from None
             except Exception as exc:
                 raise ImgclustError(f"a Dask worker failed on a chunk: {one_line(exc)}.") from None
+            # Its result is in hand: released, a chunk is not run again when the worker that
+            # holds the result dies later (nor writes into the run after it is finished).
+            future.release()
             finished += 1
             log(f"assigned chunk {finished} of {len(tasks)} on the cluster")
             yield result
