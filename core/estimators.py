@@ -258,7 +258,7 @@ class RefinerStage(ClusterMixin, StageEstimator, Stage):
         self._mark_fitted()
         return self
 
-    def fit_predict(  # type: ignore[override]
+    def fit_predict(
         self, X: Any, features: Any = None, labels: Any = None, *, y: Any = None
     ) -> np.ndarray:
         """Refine and return ``labels_``; called as a refiner plugin's own
