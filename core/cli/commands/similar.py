@@ -92,8 +92,8 @@ def similar_queries(
         assert encoded is not None
         wanted = capped_count(count, n, False)
         found, distances = index.nearest_to_vectors(encoded.vectors[i : i + 1], wanted)
-        own = None if encoded.clusters is None else int(encoded.clusters[i])
-        queries.append(Query(name, "image", found[0], distances[0], own))
+        assigned = None if encoded.clusters is None else int(encoded.clusters[i])
+        queries.append(Query(name, "image", found[0], distances[0], assigned))
     return Found(finished, queries, min(count, n), checked.check.describe())
 
 
