@@ -156,3 +156,11 @@ def test_every_page_naming_a_umap_recipe_says_its_first_run_compiles(page):
     named = [n for n in umap_recipes() if re.search(rf"`{re.escape(n)}`|--recipe {n}\b", text)]
     if named:
         assert re.search(r"compil", text), f"{page} names {named} without the first-run compile"
+
+
+def test_a_recipe_registered_with_none_or_no_figures_has_none():
+    registry = Registry()
+    register = registry.register("recipes", "mine")
+    register("a", {"clusterer": {"name": "kmeans"}}, measured=None)
+    register("b", {"clusterer": {"name": "kmeans"}})
+    assert registry.get("recipes", "a").measured == registry.get("recipes", "b").measured == ()

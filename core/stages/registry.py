@@ -173,6 +173,8 @@ class Registry:
                     f"plugin {plugin!r} registered {SINGULAR[kind]} {name!r} with measured "
                     "figures: only recipes carry them."
                 )
+            if measured is None:
+                measured = ()
             if isinstance(measured, (str, Mapping)) or not isinstance(measured, Sequence):
                 measured = [measured]  # one measurement given bare: checked as one
             figures = tuple(measurement_of(plugin, name, m) for m in measured)
