@@ -89,7 +89,7 @@ def print_items(kind: str, items: list[dict[str, Any]]) -> None:
 
 
 def measured_lines(measured: list[dict[str, Any]]) -> list[str]:
-    """'measured: digits (1,797 images, 5 seeds): ACC ...', a line per image set, or a line
+    """A head line, then 'digits, 1,797 images, 5 seeds: ACC ...' per image set; or one line
     saying the recipe was not measured."""
     if not measured:
         return ["measured: not yet (no figures registered with this recipe)"]
