@@ -137,6 +137,9 @@ def test_framework_loggers_and_warnings_are_quiet_only_during_a_run(tmp_path, mo
         def transform(self, images):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.warn_explicit("retracing", UserWarning, "layer.py", 1, module="keras.src")
+                warnings.warn_explicit(  # numba, as UMAP's neighbour search compiles
+                    "Cannot cache", UserWarning, "pynndescent_.py", 1, module="pynndescent.x"
+                )
                 warnings.warn_explicit("mine", UserWarning, "mine.py", 1, module="my_plugin")
             seen["warnings"] = [str(w.message) for w in caught]
             seen["level"] = logging.getLogger("tensorflow").getEffectiveLevel()

@@ -20,8 +20,11 @@ from typing import Any
 #: saving) are about the frameworks' internals, not anything a user of imgclust can act on.
 FRAMEWORK_LOGGERS = ("tensorflow", "absl", "keras", "jax")
 #: Modules whose Python warnings are the frameworks' own (``warnings`` matches the module the
-#: warning is attributed to): Keras's notes on how a layer was built, TensorFlow's deprecations.
-FRAMEWORK_MODULES = r"(keras|tf_keras|tensorflow|absl|jax|jaxlib|torch)(\.|$)"
+#: warning is attributed to): Keras's notes on how a layer was built, TensorFlow's deprecations,
+#: numba's "cannot cache compiled function" as UMAP's nearest-neighbour search compiles.
+FRAMEWORK_MODULES = (
+    r"(keras|tf_keras|tensorflow|absl|jax|jaxlib|torch|numba|pynndescent|umap)(\.|$)"
+)
 #: Packages whose import writes native notices (oneDNN, CUDA drivers) to stderr, before any log
 #: level applies: imported with file descriptor 2 silenced, by whichever stage imports them.
 NOISY_IMPORTS = ("tensorflow", "keras")
