@@ -26,6 +26,7 @@ from imgclust.engine.stage import Stage, make_stage
 from imgclust.errors import ImgclustError, SettingsError
 from imgclust.estimators import Pipeline, as_estimator
 from imgclust.io.arrays import IN_MEMORY, InMemoryImages, in_memory_images
+from imgclust.kit.keras import framework_chatter_silenced
 from imgclust.report.notebook import run_html
 from imgclust.results.metrics import n_clusters
 from imgclust.stages.host import get_registry
@@ -157,14 +158,15 @@ def run(
     runs = Path(runs_dir)
     if runs.exists() and not runs.is_dir():
         raise ImgclustError(f"runs_dir {str(runs)!r} is a file: give a folder for run folders.")
-    result = execute(
-        registry,
-        resolved,
-        runs,
-        log=log or (lambda message: None),
-        plots=bool(plots),
-        keep_checkpoints=keep_checkpoints,
-    )
+    with framework_chatter_silenced():  # as on the command line, whatever a stage imports
+        result = execute(
+            registry,
+            resolved,
+            runs,
+            log=log or (lambda message: None),
+            plots=bool(plots),
+            keep_checkpoints=keep_checkpoints,
+        )
     labels = result.labels
     scores = result.extras.get("scores")
     metrics = {

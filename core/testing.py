@@ -12,8 +12,10 @@ does, and raise ``AssertionError`` with one line that names the stage and the ru
 They check shapes and dtypes, that ``fit`` returns the stage, that nothing changes its input in
 place, that ``save`` then ``load`` into a freshly built stage gives the same output, that
 ``predict`` agrees with ``fit_predict``, that two stages built with the same settings give the
-same result, and that uint8 and float32 images both work. Importing this module imports no heavy
-library; scikit-learn is imported only to make the default data.
+same result, and that uint8 and float32 images both work. The checks that save (encoder,
+clusterer, refiner) take ``tmp_path``, the folder to save into (pytest's fixture); without it
+they save into a temporary folder they remove. Importing this module imports no heavy library;
+scikit-learn is imported only to make the default data.
 """
 
 from __future__ import annotations

@@ -1,14 +1,24 @@
 """Named run configurations: the article's pipeline, the baselines and the stronger recipes.
 
-``imgclust list recipes`` shows what each runs; ``docs/benchmarks.md`` shows what each scores on
-all 70,000 MNIST images.
+``imgclust list recipes`` shows what each runs and what it scored on the benchmark sets (from
+``recipes_measured.json``, which ``benchmarks/recipe_figures.py`` writes from the benchmarks'
+results); ``docs/benchmarks.md`` shows every run.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from importlib import resources
 from typing import Any
 
 from imgclust.kit import hookimpl
+
+#: What a recipe with a UMAP stage costs once: numba compiles UMAP's code on the first run on a
+#: machine and keeps it in the user's cache (measured on digits, 2 cores: fit umap 28.3 s on a
+#: fresh cache, 4.8-5.0 s after).
+UMAP_COMPILE = "about 20-25 s"
+UMAP_FIRST_RUN = f"the first run on a machine also compiles UMAP ({UMAP_COMPILE}, once)"
 
 PIXELS_KMEANS = {
     "dataset": {"name": "mnist"},
@@ -182,8 +192,34 @@ PCA_KMEANS_DCEC_ARTICLE = {
 RECOMMENDED = "sym-umap-gmm"
 
 
+def uses_umap(recipe: Mapping[str, Any]) -> bool:
+    """Whether a recipe has a UMAP encoder, whose code is compiled on its first run."""
+    encoders = recipe.get("encoder") or []
+    return any(isinstance(e, Mapping) and e.get("name") == "umap" for e in encoders)
+
+
+def measured_figures() -> dict[str, list[dict[str, Any]]]:
+    """Each recipe's measured figures by name, from the file the benchmarks' results make."""
+    text = resources.files("imgclust.plugins").joinpath("recipes_measured.json").read_text("utf-8")
+    return dict(json.loads(text)["recipes"])
+
+
 @hookimpl
 def register_recipes(register):
+    """Register the bundled recipes, each with its measured figures and, where it uses UMAP,
+    the first run's compile time in its summary."""
+    figures = measured_figures()
+
+    def recipe(name: str, config: Mapping[str, Any], *, summary: str) -> None:
+        if uses_umap(config):
+            summary = f"{summary}; {UMAP_FIRST_RUN}"
+        register(name, config, summary=summary, measured=figures.get(name, ()))
+
+    _register_all(recipe)
+
+
+def _register_all(register: Any) -> None:
+    """Every bundled recipe, by name, with its configuration and summary."""
     register(
         "article",
         ARTICLE,
@@ -239,9 +275,9 @@ def register_recipes(register):
     register(
         "pca-kmeans-recluster",
         PCA_KMEANS_RECLUSTER,
-        summary="the most accurate on upright digits (MNIST ACC 0.986-0.99, 10-13 min on 2 "
-        "cores): k-means on PCA 50, then three times a small CNN learns the clusters and the "
-        "images are clustered again in its features; below umap-gmm on turned images",
+        summary="the most accurate on upright digits: k-means on PCA 50, then three times a "
+        "small CNN learns the clusters and the images are clustered again in its features; "
+        "below umap-gmm on turned images",
     )
     register(
         "sym-umap-gmm",

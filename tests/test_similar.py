@@ -92,7 +92,7 @@ def test_an_image_file_of_another_size_is_resized_as_predict_reads_it(cli, own_r
     )
     result = cli("similar", own_run, tmp_path / "big.png", "-n", "2")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.startswith(f"nearest to {tmp_path / 'big.png'}\n")
+    assert result.stdout.startswith(f"nearest to {tmp_path / 'big.png'} (cluster ")
     assert "rank  distance  cluster  id" in result.stdout
 
 
@@ -100,12 +100,65 @@ def test_the_table_shows_each_query_and_more_neighbours_than_the_graph_holds(cli
     result = cli("similar", own_run, "--id", "digits-0", "--id", "digits-1", "-n", "40")
     assert result.exit_code == 0, result.stderr
     blocks = result.stdout.split("nearest to ")[1:]
-    assert [b.splitlines()[0] for b in blocks] == ["digits-0 (of the run)", "digits-1 (of the run)"]
+    clusters = {r["id"]: r["cluster"] for r in csv.DictReader(open(own_run / "assignments.csv"))}
+    assert [b.splitlines()[0] for b in blocks] == [
+        f"digits-0 (of the run; cluster {clusters['digits-0']}, label 0)",
+        f"digits-1 (of the run; cluster {clusters['digits-1']}, label 1)",
+    ]
     assert all(len(b.strip().splitlines()) == 42 for b in blocks)
     ids = [line.split()[3] for line in blocks[0].strip().splitlines()[2:]]
     assert "digits-0" not in ids and len(set(ids)) == 40
     everything = cli("similar", own_run, "--id", "digits-0", "-n", "100000", "--json")
     assert len(json.loads(everything.stdout)["queries"][0]["neighbours"]) == 299
+
+
+def test_the_query_s_own_cluster_and_label_are_shown_and_in_the_json(cli, own_run, tmp_path):
+    """An image of the run: its cluster and label from the run; a new image: the cluster
+    ``predict`` gives it (no label), in the table and in --json alike."""
+    assignments = list(csv.DictReader(open(own_run / "assignments.csv")))
+    np.save(tmp_path / "q.npy", digits(300)[[5, 17]])
+    predicted = cli("predict", own_run, tmp_path / "q.npy", "--json")
+    assert predicted.exit_code == 0, predicted.stderr
+    clusters = [a["cluster"] for a in json.loads(predicted.stdout)["assignments"]]
+    args = ["similar", own_run, tmp_path / "q.npy", "--id", "digits-12", "-n", "2"]
+    table = cli(*args)
+    assert table.exit_code == 0, table.stderr
+    heads = [line for line in table.stdout.splitlines() if line.startswith("nearest to ")]
+    own = assignments[12]
+    assert heads == [
+        f"nearest to digits-12 (of the run; cluster {own['cluster']}, label {own['label']})",
+        f"nearest to {tmp_path / 'q.npy'}:0 (cluster {clusters[0]} as predict assigns it)",
+        f"nearest to {tmp_path / 'q.npy'}:1 (cluster {clusters[1]} as predict assigns it)",
+    ]
+    queries = json.loads(cli(*args, "--json").stdout)["queries"]
+    assert [(q["kind"], q["cluster"], q["label"]) for q in queries] == [
+        ("id", int(own["cluster"]), own["label"]),
+        ("image", int(clusters[0]), None),
+        ("image", int(clusters[1]), None),
+    ]
+    # the run's own images, asked as new ones, land in the clusters the run gave them
+    assert [int(c) for c in clusters] == [int(assignments[i]["cluster"]) for i in (5, 17)]
+
+
+def test_a_new_image_of_a_run_that_cannot_predict_says_it_has_no_cluster(cli, tmp_path):
+    from imgclust.engine.config import resolve_config
+    from imgclust.engine.runner import execute
+    from imgclust.stages.host import get_registry
+
+    registry = get_registry()
+    sets = ["dataset.limit=120", "encoder.n_components=6", "clusterer.n_clusters=4"]
+    config = resolve_config(
+        registry, dataset="digits", encoders=["pca"], clusterer="agglomerative", sets=sets
+    )
+    run = execute(registry, config, tmp_path / "runs", plots=False).path
+    np.save(tmp_path / "q.npy", digits(1))
+    result = cli("similar", run, tmp_path / "q.npy", "-n", "2")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith(
+        f"nearest to {tmp_path / 'q.npy'}:0 (no cluster: the run's pipeline cannot assign new"
+    )
+    query = json.loads(cli("similar", run, tmp_path / "q.npy", "--json").stdout)["queries"][0]
+    assert query["cluster"] is None and query["label"] is None
 
 
 # The index ---------------------------------------------------------------------------------

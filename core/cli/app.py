@@ -22,6 +22,7 @@ from imgclust.engine.resume import interrupted_message, resume_config
 from imgclust.engine.runner import execute
 from imgclust.errors import ImgclustError
 from imgclust.io.runfolder import os_error_line
+from imgclust.kit.keras import framework_chatter_silenced
 from imgclust.results.summary import summary_lines
 from imgclust.stages.host import get_host, get_registry
 from imgclust.stages.kinds import REGISTERED
@@ -301,8 +302,9 @@ def main(argv: list[str] | None = None) -> None:
     warnings.formatwarning = _format_warning
     previous = _catch_stop_signals()
     try:
-        _add_plugin_commands()
-        app(args=argv, prog_name="imgclust")
+        with framework_chatter_silenced():  # for every stage, bundled or not, and every command
+            _add_plugin_commands()
+            app(args=argv, prog_name="imgclust")
     except KeyboardInterrupt as exc:
         _stopped(exc)
     except SystemExit as exc:

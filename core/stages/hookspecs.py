@@ -29,6 +29,8 @@ Each `register_*` hook receives `register(name, target, *, summary="")`:
   function that the core calls with the stage's settings as keyword arguments; for recipes a
   mapping.
 - `summary`: one line for `imgclust list`; by default the first line of the target's docstring.
+- `measured` (recipes only): what the recipe scored, one mapping per image set, which
+  `imgclust list recipes` shows (a recipe registered without says it was not measured).
 
 A bad name, or a target that cannot be called, fails that plugin's registration with a warning
 that names it. Every registered name is also reachable as `PLUGIN:NAME` (the plugin's entry-point
@@ -298,7 +300,11 @@ def register_recipes(register: Register) -> None:
 
     Arguments:
 
-    - `register(name, recipe, *, summary="")`: call it once per recipe.
+    - `register(name, recipe, *, summary="", measured=())`: call it once per recipe.
+      `measured` holds a mapping per image set it was measured on: `dataset` (the set's name),
+      `images` (how many each run clustered), `seeds`, `acc` and `nmi` (mean, lowest and
+      highest over the seeds), `seconds` (mean wall time of a run on 2 CPU cores, or None) and
+      `source` (where the figures were recorded).
 
     A recipe is a mapping shaped like a run's `config.toml`: `dataset` (a mapping with `name`
     and settings), `encoder` (a list of such mappings, applied in order), `clusterer`, and

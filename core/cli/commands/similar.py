@@ -40,6 +40,8 @@ class Query:
     kind: str  # "id" (an image of the run) or "image" (a new image)
     rows: Any  # (count,) int64 rows of the run
     distances: Any  # (count,) float32
+    cluster: int | None = None  # the query's own cluster: its run's, or as predict assigns it
+    label: str | None = None  # the query's own label, for an image of a run that knew labels
 
 
 @dataclass
@@ -74,7 +76,8 @@ def similar_queries(
     rows = [finished.row_of(image_id) for image_id in ids]  # unknown ids fail before any work
     checked = verified_images(finished, "search", allow_changed)
     features = read_run_features(finished)
-    vectors, names = _encode(run, images, trust, features.shape[1]) if images else (None, [])
+    encoded = _encode(run, images, trust, features.shape[1]) if images else None
+    names = encoded.names if encoded is not None else []
     n = len(features)
     if count > n:
         log(f"note: -n {count} is more than the run's {n} images: at most {n} are listed")
@@ -82,23 +85,42 @@ def similar_queries(
     queries: list[Query] = []
     for i, row in enumerate(rows):
         found, distances = index.nearest_to_rows([row], capped_count(count, n, True))
-        queries.append(Query(ids[i], "id", found[0], distances[0]))
+        label = None if finished.labels is None else str(finished.labels[row])
+        own = int(finished.clusters[row])
+        queries.append(Query(ids[i], "id", found[0], distances[0], own, label))
     for i, name in enumerate(names):
-        assert vectors is not None
+        assert encoded is not None
         wanted = capped_count(count, n, False)
-        found, distances = index.nearest_to_vectors(vectors[i : i + 1], wanted)
-        queries.append(Query(name, "image", found[0], distances[0]))
+        found, distances = index.nearest_to_vectors(encoded.vectors[i : i + 1], wanted)
+        assigned = None if encoded.clusters is None else int(encoded.clusters[i])
+        queries.append(Query(name, "image", found[0], distances[0], assigned))
     return Found(finished, queries, min(count, n), checked.check.describe())
 
 
-def _encode(run: Path, images: list[str], trust: bool, dim: int) -> tuple[Any, list[str]]:
-    """New images read as ``predict`` reads them and encoded by the run's saved pipeline."""
+@dataclass
+class Encoded:
+    """New images as the run's saved pipeline sees them: their names, features and clusters
+    (None when the pipeline cannot assign new images)."""
+
+    names: list[str]
+    vectors: Any  # (N, D) float32
+    clusters: Any  # (N,) int64 or None
+
+
+def _encode(run: Path, images: list[str], trust: bool, dim: int) -> Encoded:
+    """New images read as ``predict`` reads them, encoded by the run's saved pipeline and, where
+    it can predict, assigned to the run's clusters as ``predict`` assigns them (encoded once)."""
     import numpy as np
 
     saved = load_pipeline(run, trust=trust)
-    parts, names = [], []
+    parts, clusters, names = [], [], []
     for batch in read_inputs(images, saved):
-        parts.append(saved.transform(batch.images))
+        if saved.can_predict:
+            labels, _, vectors = saved.assign_with_features(batch.images)
+            clusters.append(labels)
+        else:
+            vectors = saved.transform(batch.images)
+        parts.append(vectors)
         names += batch.ids
     vectors = np.concatenate(parts).astype(np.float32)
     if vectors.shape[1] != dim:
@@ -108,7 +130,7 @@ def _encode(run: Path, images: list[str], trust: bool, dim: int) -> tuple[Any, l
         )
     if not np.isfinite(vectors).all():
         raise DataError("the run's pipeline made NaN or infinite features for these images.")
-    return vectors, names
+    return Encoded(names, vectors, np.concatenate(clusters) if clusters else None)
 
 
 def header_of(finished: Any) -> list[str]:
@@ -142,7 +164,9 @@ def json_lines(run: Path, found: Found, output: Path | None) -> Iterator[str]:
     for number, query in enumerate(found.queries):
         yield ("," if number else "") + "\n    {\n"
         yield f'      "query": {json.dumps(query.name)},\n'
-        yield f'      "kind": {json.dumps(query.kind)},\n' + '      "neighbours": ['
+        yield f'      "kind": {json.dumps(query.kind)},\n'
+        yield f'      "cluster": {json.dumps(query.cluster)},\n'
+        yield f'      "label": {json.dumps(query.label)},\n' + '      "neighbours": ['
         for rank, row in enumerate(rows_of(found.finished, query)):
             item = json.dumps(dict(zip(header[1:], row[1:], strict=True)))
             yield ("," if rank else "") + "\n        " + item
@@ -210,7 +234,7 @@ def similar_command(
 def _print_block(header: list[str], query: Query, block: Iterable[list[Any]]) -> None:
     """The neighbours of one query as aligned columns: rank, distance, cluster, id (label);
     a long list is printed a part at a time, each part aligned on its own."""
-    typer.echo(f"nearest to {_cell(query.name)}" + (" (of the run)" if query.kind == "id" else ""))
+    typer.echo(f"nearest to {_cell(query.name)} ({query_description(query)})")
     if not len(query.rows):
         typer.echo("  (the run has no other images)")
         return
@@ -220,6 +244,17 @@ def _print_block(header: list[str], query: Query, block: Iterable[list[Any]]) ->
     while part := list(itertools.islice(rows, TABLE_ROWS)):
         _print_table(titles + [[_cell(row[i]) for i in order] for row in part])
         titles = []
+
+
+def query_description(query: Query) -> str:
+    """What the table says of the query itself: 'of the run; cluster 3, label 7' for an image of
+    the run, 'cluster 3 as predict assigns it' for a new image."""
+    if query.kind == "id":
+        label = "" if query.label is None else f", label {_cell(query.label)}"
+        return f"of the run; cluster {query.cluster}{label}"
+    if query.cluster is None:
+        return "no cluster: the run's pipeline cannot assign new images"
+    return f"cluster {query.cluster} as predict assigns it"
 
 
 def _print_table(table: list[list[str]]) -> None:
