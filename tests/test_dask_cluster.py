@@ -30,8 +30,12 @@ from tests.test_chunks import digits_arrays, finished  # noqa: E402
 
 START_TIMEOUT_S = 60
 RUN_TIMEOUT_S = 120
-CHUNKS = 15
-KILL_AFTER = 5  # chunks assigned before the first worker is killed
+CHUNKS = 20
+KILL_AFTER = 10  # chunks assigned before the first worker is killed
+#: Results a killed worker may take with it: computed, but not yet received by the client when
+#: the worker died (each worker runs one task at a time). Results the client has received are
+#: released at once and never recomputed; before that, a kill here lost about half the chunks.
+MAY_LOSE = 2
 IDLE_TIMEOUT = "120s"  # a cluster this test leaves behind (its process killed) stops on its own
 
 
@@ -177,7 +181,10 @@ def check_run_survived(code: int, lines: list[str], after_kill: int, cluster: Cl
     scheduler = cluster.log(cluster.scheduler)
     assert re.search(r"Remove worker.*worker-0", scheduler)
     # chunks whose results the client already had are not run again on the survivor
-    assert "lose already computed task" not in scheduler
+    lost = set()
+    for keys in re.findall(r"lose already computed task\(s\).*?: \{([^}]*)\}", scheduler):
+        lost |= {key.strip(" '") for key in keys.split(",")}
+    assert len(lost) <= MAY_LOSE, lost
 
 
 def only_finished_run(runs: Path) -> Path:
