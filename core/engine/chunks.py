@@ -49,7 +49,7 @@ from imgclust.io.inputs import (
 )
 from imgclust.kit.arrays import sample_index
 from imgclust.kit.sklearn import predicting_clusterers
-from imgclust.stages.interfaces import ImageSet, can_predict, requested_clusters
+from imgclust.stages.interfaces import ImageSet, UsesImageIds, can_predict, requested_clusters
 
 Log = Callable[[str], None]
 CHUNKS_DIR = "chunks"
@@ -270,21 +270,20 @@ class ChunkDone:
 
 
 def run_chunk(task: ChunkTask) -> ChunkDone:
-    """Read, encode and assign one chunk with the saved pipeline; write features and clusters."""
+    """Read one chunk and assign it through the saved pipeline's own predict path (the last
+    refiner, where there is one); write its features, clusters and what refining adds."""
 
     pipeline = cached_pipeline(task.pipeline_dir, task.trust)
     images, statuses = task.source.read(task.start, task.stop)
     store = Path(task.store)
     name = _CHUNK_NAME.format(task.index)
     if len(images):
-        features = pipeline.transform(images)
-        with stage_boundary("clusterer", pipeline.clusterer):
-            found = pipeline.clusterer.instance.predict(features)
-        labels = check_labels(pipeline.clusterer, found, len(features))
-        labels = renumber(labels, pipeline.cluster_order)
+        labels, scores, features = pipeline.assign_with_features(images)
+        extras = refined_extras(pipeline, features, scores)
     else:
         features = np.zeros((0, 0), dtype=np.float32)
         labels = np.zeros(0, dtype=np.int64)
+        extras = {what: np.zeros(0, dtype) for what, dtype in expected_extras(pipeline).items()}
     digests: list[str] = []
     if isinstance(task.source, FilesSource):
         paths = task.source.paths[task.start : task.stop]
@@ -292,8 +291,12 @@ def run_chunk(task: ChunkTask) -> ChunkDone:
     if task.keep_features:
         atomic.write_npy(store / f"{name}.features.npy", features)
     atomic.write_npy(store / f"{name}.clusters.npy", labels)
+    for what, values in extras.items():
+        atomic.write_npy(store / f"{name}.{what}.npy", values)
     # written last, the chunk is whole: its row range and the digests of what it holds
-    atomic.write_json(store / f"{name}.json", chunk_record(task, images, features, labels))
+    record = chunk_record(task, images, features, labels)
+    record.update({what: rows_digest(values) for what, values in extras.items()})
+    atomic.write_json(store / f"{name}.json", record)
     return ChunkDone(task.index, len(images), [s for s in statuses], digests)
 
 
@@ -314,6 +317,42 @@ def chunk_record(
     if task.keep_features:
         record["features"] = rows_digest(features)
     return record
+
+
+#: What a chunk of a refined pipeline writes besides its clusters: the last refiner's
+#: probability of each image's cluster, and the clusterer's own clusters (before refining).
+REFINED_EXTRAS = {"probability": np.float64, "clusterer": np.int64}
+
+
+def expected_extras(pipeline: Any) -> dict[str, Any]:
+    """The extra arrays (name: dtype) every chunk of this pipeline writes: none without
+    refiners; the refiner's probability where it scores images, the clusterer's clusters where
+    the clusterer assigns new points."""
+    if not pipeline.refiners:
+        return {}
+    extras = {}
+    if callable(getattr(pipeline.refiners[-1].instance, "score_samples", None)):
+        extras["probability"] = REFINED_EXTRAS["probability"]
+    if can_predict(pipeline.clusterer.instance):
+        extras["clusterer"] = REFINED_EXTRAS["clusterer"]
+    return extras
+
+
+def refined_extras(
+    pipeline: Any, features: np.ndarray, scores: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """A refined chunk's extras: the refiner's probability (from the pipeline's own scores) and
+    the clusterer's clusters of the same features, numbered as the run numbered them."""
+    expected = expected_extras(pipeline)
+    extras: dict[str, np.ndarray] = {}
+    if "probability" in expected and "probability" in scores:
+        extras["probability"] = np.asarray(scores["probability"], dtype=np.float64)
+    if "clusterer" in expected:
+        with stage_boundary("clusterer", pipeline.clusterer):
+            found = pipeline.clusterer.instance.predict(features)
+        labels = check_labels(pipeline.clusterer, found, len(features))
+        extras["clusterer"] = renumber(labels, pipeline.cluster_order)
+    return extras
 
 
 _pipelines: dict[tuple[str, bool, int], Any] = {}
@@ -380,6 +419,10 @@ class Assigned:
     kept: np.ndarray  # positions in the source of the images that were read (all but skipped)
     skipped: list[str]
     digests: list[str] | None = None  # content digest of each file read (file sources only)
+    #: The last refiner's probability of each image's cluster, where every chunk has one.
+    probability: np.ndarray | None = None
+    #: The clusterer's clusters before refining, where every chunk has them.
+    clusterer_labels: np.ndarray | None = None
 
 
 def collect(
@@ -418,12 +461,32 @@ def collect(
             " the run is not finished; resume it or run it again."
         )
     labels = np.concatenate([_load(store, t.index, "clusters", records) for t in tasks])
+    extras = {what: _gathered(store, tasks, what, records) for what in REFINED_EXTRAS}
     kept, skipped = _kept_rows(tasks, done)
     features = _assemble(store, tasks, target, len(labels), records)
     digests = None
     if tasks and isinstance(tasks[0].source, FilesSource):
         digests = [d for t in tasks for d in done[t.index].digests]
-    return Assigned(features, labels, kept, skipped, digests)
+    return Assigned(
+        features, labels, kept, skipped, digests, extras["probability"], extras["clusterer"]
+    )
+
+
+def _gathered(
+    store: Path, tasks: Sequence[ChunkTask], what: str, records: Mapping[int, Mapping[str, Any]]
+) -> np.ndarray | None:
+    """A refined run's ``what`` of every image, each chunk's checked against its record; None
+    unless every chunk wrote one, one value per image it read."""
+    if not tasks or any(what not in records[t.index] for t in tasks):
+        return None
+    parts = [_load(store, t.index, what, records) for t in tasks]
+    for task, part in zip(tasks, parts, strict=True):
+        if len(part) != records[task.index]["rows"]:
+            raise ImgclustError(
+                f"chunk {task.index}'s {what} do not cover its {records[task.index]['rows']} "
+                "images: run it again."
+            )
+    return np.concatenate(parts)
 
 
 MAX_CHUNK_RECORD_BYTES = 4096
@@ -518,8 +581,9 @@ def fit_and_assign(
     folder: Path,
     registry: Any,
     log: Log,
-) -> tuple[np.ndarray, np.ndarray, ImageSet]:
-    """Fit on a sample, save the pipeline, assign every image in chunks; features, labels, data."""
+) -> tuple[Assigned, ImageSet]:
+    """Fit on a sample (refiners on its images, features and clusters), save the pipeline,
+    assign every image in chunks; what the chunks assigned, and the images they read."""
 
     data, fit_data, validation = splits.data, splits.fit, splits.validation
     assert data is not None and fit_data is not None
@@ -528,16 +592,23 @@ def fit_and_assign(
     _check_can_sample(pipeline, size)
     fit_rows = sample_index(len(fit_data), size, seed)
     log(f"fitting on {len(fit_rows)} of {len(fit_data)} images")
-    fit_images = _take(fit_data.images, fit_rows)
+    fit_images, fit_read = _take_read(fit_data.images, fit_rows)
     features = pipeline.fit_encoders(
         fit_images, None if validation is None else validation.images, log=log
     )
+    sample, read = fit_images, fit_read
     if fit_data is not data:  # the clusterer learns from a sample of the clustered split
-        rows = sample_index(len(data), size, seed)
-        features = pipeline.transform(_take(data.images, rows))
+        sample, read = _take_read(data.images, sample_index(len(data), size, seed))
+        features = pipeline.transform(sample)
     log(f"clustering {len(features)} feature vectors of {features.shape[1]} numbers")
     pipeline.fit_clusterer(features)
-    del features, fit_images
+    if pipeline.refiners:  # as in memory: the sample's images, features and clusters
+        ids = data.ids if data.ids is not None else range(len(data))
+        for stage in pipeline.refiners:
+            if isinstance(stage.instance, UsesImageIds):
+                stage.instance.image_ids = [str(ids[int(i)]) for i in read]
+        pipeline.fit_refiners(sample, features, log=log)
+    del features, fit_images, sample
     pipeline_path = folder / "pipeline"
     save_pipeline(pipeline, folder, config, _described(data), registry=registry)
     store = folder / CHUNKS_DIR
@@ -558,12 +629,22 @@ def fit_and_assign(
     data = _kept_data(data, assigned)
     if data.info.get("skipped") and data.info.get("read_on") == "workers":
         atomic.write_text(folder / "skipped.txt", "\n".join(data.info["skipped"]) + "\n")
-    return assigned.features, assigned.labels, data
+    return assigned, data
 
 
 def _check_can_sample(pipeline: Any, size: int | None) -> None:
+    """Chunks are assigned by the last refiner's ``predict``, or the clusterer's without
+    refiners: refuse, in one line, a pipeline whose assigning stage cannot assign new images."""
     clusterer = pipeline.clusterer
-    if not can_predict(clusterer.instance):
+    if pipeline.refiners:
+        refiner = pipeline.refiners[-1]
+        if not callable(getattr(refiner.instance, "predict", None)):
+            raise SettingsError(
+                f"refiner {refiner.name!r} cannot assign images it was not fitted on, which "
+                "fit_sample and --dask need: end the run with a refiner that predicts, or run "
+                "without fit_sample and --dask."
+            )
+    elif not can_predict(clusterer.instance):
         raise SettingsError(
             f"clusterer {clusterer.name!r} cannot assign images it was not fitted on, which "
             f"fit_sample and --dask need; use one that can: {', '.join(predicting_clusterers())}."
@@ -571,6 +652,16 @@ def _check_can_sample(pipeline: Any, size: int | None) -> None:
     k = requested_clusters(clusterer.instance)
     if size is not None and isinstance(k, int) and k > size:
         raise SettingsError(f"fit_sample ({size}) must be at least clusterer.n_clusters ({k}).")
+
+
+def _take_read(images: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_take`, and the rows it read (an image file that cannot be decoded is left out)."""
+    if isinstance(images, LazyImages) and isinstance(images.source, FilesSource):
+        source = images.source
+        decoded, statuses = source._decode([source.paths[int(i)] for i in rows])
+        read = np.asarray(rows)[[i for i, status in enumerate(statuses) if status == ""]]
+        return decoded, read.astype(np.int64)
+    return _take(images, rows), np.asarray(rows, dtype=np.int64)
 
 
 def _take(images: Any, rows: np.ndarray) -> np.ndarray:
