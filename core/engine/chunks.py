@@ -14,6 +14,7 @@ from __future__ import annotations
 import mmap
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,6 +257,8 @@ class ChunkTask:
     trust: bool = False
     keep_features: bool = True
     first_row: int = 0  # the chunk's first row in the whole run (start is within its source)
+    #: The digest of each file of the pipeline as this run saved it (loaded only if unchanged).
+    pipeline_digests: dict[str, str] | None = None
 
 
 @dataclass
@@ -273,7 +276,7 @@ def run_chunk(task: ChunkTask) -> ChunkDone:
     """Read one chunk and assign it through the saved pipeline's own predict path (the last
     refiner, where there is one); write its features, clusters and what refining adds."""
 
-    pipeline = cached_pipeline(task.pipeline_dir, task.trust)
+    pipeline = cached_pipeline(task.pipeline_dir, task.trust, task.pipeline_digests)
     images, statuses = task.source.read(task.start, task.stop)
     store = Path(task.store)
     name = _CHUNK_NAME.format(task.index)
@@ -355,22 +358,82 @@ def refined_extras(
     return extras
 
 
-_pipelines: dict[tuple[str, bool, int], Any] = {}
+_pipelines: dict[tuple[Any, ...], Any] = {}
 
 
-def cached_pipeline(folder: str, trust: bool = False) -> Any:
-    """A saved pipeline loaded once per process (a worker's tasks share it)."""
+def cached_pipeline(
+    folder: str, trust: bool = False, digests: Mapping[str, str] | None = None
+) -> Any:
+    """A saved pipeline loaded once per process (a worker's tasks share it).
+
+    With ``digests`` (the run's own pipeline, as :func:`pipeline_digests` recorded it when this
+    run saved it) the folder is copied into a private temporary folder, every copied file is
+    checked against its digest, and the copy is loaded with trust: a stage saved only as a
+    pickle (``umap``, ``hdbscan``) is then loaded because it holds exactly the bytes this run
+    wrote, never a file swapped in since.
+    """
 
     root = pipeline_dir(folder)
     try:
         stamp = (root / MANIFEST).stat().st_mtime_ns
     except OSError as exc:
         raise DataError(f"cannot read the pipeline in {folder!r}: {exc.strerror}.") from None
-    key = (str(root), trust, stamp)
+    key = (str(root), trust, stamp, tuple(sorted((digests or {}).items())))
     if key not in _pipelines:
         _pipelines.clear()
-        _pipelines[key] = load_pipeline(root, trust=trust)
+        if digests is None:
+            _pipelines[key] = load_pipeline(root, trust=trust)
+        else:
+            copy = _verified_copy(root, digests)
+            try:
+                _pipelines[key] = load_pipeline(copy, trust=True)
+            finally:
+                shutil.rmtree(copy, ignore_errors=True)
     return _pipelines[key]
+
+
+def pipeline_digests(root: Path) -> dict[str, str]:
+    """The digest of every file of a pipeline folder this run just saved, by relative path."""
+    return {
+        path.relative_to(root).as_posix(): file_digest(path)
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
+
+
+def _verified_copy(root: Path, digests: Mapping[str, str]) -> Path:
+    """A private copy of ``root`` whose files are exactly those ``digests`` names, with those
+    digests; a pipeline changed since the run saved it stops the run in one line."""
+    copy = Path(tempfile.mkdtemp(prefix="imgclust-pipeline-"))
+    try:
+        found = set()
+        for path in sorted(root.rglob("*")):
+            name = path.relative_to(root).as_posix()
+            target = copy / name
+            if path.is_dir() and not path.is_symlink():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            if name not in digests or path.is_symlink():
+                raise _changed(root, name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target, follow_symlinks=False)
+            if file_digest(target) != digests[name]:
+                raise _changed(root, name)
+            found.add(name)
+        missing = sorted(set(digests) - found)
+        if missing:
+            raise _changed(root, missing[0])
+    except BaseException:
+        shutil.rmtree(copy, ignore_errors=True)
+        raise
+    return copy
+
+
+def _changed(root: Path, name: str) -> ImgclustError:
+    return ImgclustError(
+        f"the run's pipeline in {str(root)!r} changed after the run saved it ({name!r}): "
+        "run it again, and let nothing else write into its run folder."
+    )
 
 
 def chunk_bounds(n: int, size: int) -> list[tuple[int, int]]:
@@ -379,9 +442,16 @@ def chunk_bounds(n: int, size: int) -> list[tuple[int, int]]:
 
 
 def make_tasks(
-    source: Any, size: int, pipeline_dir: Path, store: Path, *, keep_features: bool = True
+    source: Any,
+    size: int,
+    pipeline_dir: Path,
+    store: Path,
+    *,
+    keep_features: bool = True,
+    digests: dict[str, str] | None = None,
 ) -> list[ChunkTask]:
-    """One task per chunk; an in-memory source gives each task only its rows."""
+    """One task per chunk; an in-memory source gives each task only its rows. ``digests``: the
+    files of the pipeline this run saved (:func:`pipeline_digests`), which chunks then load."""
     tasks = []
     for index, (start, stop) in enumerate(chunk_bounds(len(source), size)):
         part, first, last = source, start, stop
@@ -398,6 +468,7 @@ def make_tasks(
                 False,
                 keep_features,
                 first_row=start,
+                pipeline_digests=digests,
             )
         )
     return tasks
@@ -616,7 +687,8 @@ def fit_and_assign(
         shutil.rmtree(store)
     store.mkdir()
     chunk = int(config.get("chunk_size") or DEFAULT_CHUNK_SIZE)
-    tasks = make_tasks(source_of(data.images), chunk, pipeline_path, store)
+    digests = pipeline_digests(pipeline_path)
+    tasks = make_tasks(source_of(data.images), chunk, pipeline_path, store, digests=digests)
 
     client = current_client()
     if client is None:
