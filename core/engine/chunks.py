@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from imgclust.engine.build import Splits, build_pipeline, build_stage
 from imgclust.engine.config import DEFAULT_CHUNK_SIZE
@@ -281,8 +282,11 @@ def run_chunk(task: ChunkTask) -> ChunkDone:
     store = Path(task.store)
     name = _CHUNK_NAME.format(task.index)
     if len(images):
-        labels, scores, features = pipeline.assign_with_features(images)
-        extras = refined_extras(pipeline, features, scores)
+        # one BLAS thread, as on a Dask worker: the same chunk gives the same bits in any
+        # process (UMAP's transform turns last-bit differences into moved points)
+        with threadpool_limits(1):
+            labels, scores, features = pipeline.assign_with_features(images)
+            extras = refined_extras(pipeline, features, scores)
     else:
         features = np.zeros((0, 0), dtype=np.float32)
         labels = np.zeros(0, dtype=np.int64)
