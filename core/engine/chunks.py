@@ -1,12 +1,15 @@
 """Fit on a sample, then encode and assign every image chunk by chunk, in this process or on Dask.
 
-A run with ``fit_sample = N`` (or ``dask = ...``) fits its encoders and clusterer on a fixed-seed
-sample of N images (all images without ``fit_sample``), saves the fitted pipeline into the run
-folder, then reads, encodes and assigns the clustered images in chunks of ``chunk_size``: each
-chunk's features and clusters go to ``RUN/chunks/`` (one ``.npy`` each), and only when every
-chunk is there are they assembled into ``embeddings.npy`` (a memory map) and the chunks removed.
-The same chunks run in this process or on Dask workers (:mod:`imgclust.engine.distributed`), so
-the same seed and configuration give the same fitted stages and the same clusters either way.
+A run with ``fit_sample = N`` (or ``dask = ...``) fits its encoders, clusterer and refiners on a
+fixed-seed sample of N images (all images without ``fit_sample``), saves the fitted pipeline into
+the run folder with the digest of each of its files, then reads and assigns the clustered images
+in chunks of ``chunk_size`` through the pipeline's own ``assign`` (the last refiner's ``predict``
+where there is one): each chunk's features and clusters (and, with refiners, the refiner's
+probability and the clusterer's clusters) go to ``RUN/chunks/`` (one ``.npy`` each), and only
+when every chunk is there are they assembled into ``embeddings.npy`` (a memory map) and the
+chunks removed. The same chunks run in this process or on Dask workers
+(:mod:`imgclust.engine.distributed`), so the same seed and configuration give the same fitted
+stages and the same clusters either way.
 """
 
 from __future__ import annotations
@@ -731,23 +734,16 @@ def _check_can_sample(pipeline: Any, size: int | None) -> None:
 
 
 def _take_read(images: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_take`, and the rows it read (an image file that cannot be decoded is left out)."""
+    """Rows of an array, memory map or lazily read image set, as one array in memory, and the
+    rows it holds (image files of the sample that cannot be decoded are left out)."""
+    rows = np.asarray(rows, dtype=np.int64)
     if isinstance(images, LazyImages) and isinstance(images.source, FilesSource):
         source = images.source
         decoded, statuses = source._decode([source.paths[int(i)] for i in rows])
-        read = np.asarray(rows)[[i for i, status in enumerate(statuses) if status == ""]]
-        return decoded, read.astype(np.int64)
-    return _take(images, rows), np.asarray(rows, dtype=np.int64)
-
-
-def _take(images: Any, rows: np.ndarray) -> np.ndarray:
-    """Rows of an array, memory map or lazily read image set, as one array in memory."""
-    if isinstance(images, LazyImages) and isinstance(images.source, FilesSource):
-        source = images.source  # unreadable files of the sample are left out of it
-        return source._decode([source.paths[int(i)] for i in rows])[0]
+        return decoded, rows[[i for i, status in enumerate(statuses) if status == ""]]
     if len(rows) == len(images):
-        return images if isinstance(images, np.ndarray) else np.asarray(images[:])
-    return np.asarray(images[rows])
+        return (images if isinstance(images, np.ndarray) else np.asarray(images[:])), rows
+    return np.asarray(images[rows]), rows
 
 
 def _described(data: ImageSet) -> ImageSet:
