@@ -109,6 +109,9 @@ def test_dask_reads_an_image_folder_on_the_workers(cli, tmp_path):
     assert local.exit_code == remote.exit_code == 0, remote.stderr
     (a,), (b,) = finished(tmp_path / "local"), finished(tmp_path / "dask")
     assert (a / "assignments.csv").read_text() == (b / "assignments.csv").read_text()
+    # the listed files' invariances are measured on the same sample the local run decodes
+    invariances = [json.loads((r / "metrics.json").read_text())["invariances"] for r in (a, b)]
+    assert invariances[0] == invariances[1] and invariances[1]["mode"] == "auto"
     (folder / "0" / "0999.png").write_bytes(b"not an image")
     here = cli("predict", b, folder)
     there = cli("predict", b, folder, "--dask", "local:2")
