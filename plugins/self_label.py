@@ -29,6 +29,7 @@ last classifier learns those clusters and assigns every image.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -158,6 +159,7 @@ class SelfLabel:
         self.scale_: float = 1.0
         self.history_: dict[str, list[float]] = {"changed": [], "kept": []}
         self._hidden_model: tuple[Any, Any] | None = None  # (model_, its hidden-layer model)
+        self._last_scored: tuple[Any, np.ndarray] | None = None
 
     def _check_settings(self) -> None:
         def bad(message: str) -> SettingsError:
@@ -183,6 +185,7 @@ class SelfLabel:
         self, images: np.ndarray, features: np.ndarray, labels: np.ndarray
     ) -> np.ndarray:
         """Train on the confident members of each cluster, relabel all, repeat; return labels."""
+        self._last_scored = None
         images = _as_images(images)
         features = np.asarray(features, dtype=np.float32).reshape(len(images), -1)
         labels = np.asarray(labels, dtype=np.int64)
@@ -391,12 +394,22 @@ class SelfLabel:
     # Assigning ---------------------------------------------------------------------------------
     def predict(self, images: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
         """The cluster of each image: the classifier's most probable one."""
-        probabilities = self._probabilities(self._checked(images))
+        probabilities = self._scored(self._checked(images))
         return self._fitted_classes()[probabilities.argmax(axis=1)]
 
     def score_samples(self, images: np.ndarray, features: np.ndarray | None = None) -> dict:
         """The classifier's probability of each image's cluster, for ``imgclust predict``."""
-        return {"probability": self._probabilities(self._checked(images)).max(axis=1)}
+        return {"probability": self._scored(self._checked(images)).max(axis=1)}
+
+    def _scored(self, images: np.ndarray) -> np.ndarray:
+        """The classifier's probabilities, computed once for the same images: a pipeline asks
+        ``predict`` and then ``score_samples`` of every batch it assigns (the images' digest,
+        not their identity, says they are the same)."""
+        digest = hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=16).digest()
+        key = (images.shape, images.dtype.str, digest)
+        if self._last_scored is None or self._last_scored[0] != key:
+            self._last_scored = (key, self._probabilities(images))
+        return self._last_scored[1]
 
     def _fitted_classes(self) -> np.ndarray:
         """The cluster ids the classifier predicts, set by fitting."""
@@ -478,6 +491,7 @@ class SelfLabel:
 
     def load(self, directory: Path) -> SelfLabel:
         """Read the classifier in Keras safe mode (no code from the file runs)."""
+        self._last_scored = None
         keras = import_keras()
         directory = Path(directory)
         try:

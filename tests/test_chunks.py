@@ -114,3 +114,99 @@ def test_missing_dask_is_one_line(cli, tmp_path, monkeypatch):
         'pip install "imgclust[dask]".'
     )
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+class NoPredict:
+    """A refiner that relabels the images it learns from but cannot assign new ones."""
+
+    def fit_predict(self, images, features, labels):
+        return labels
+
+    def save(self, directory):
+        (Path(directory) / "nothing.txt").write_text("")
+
+    def load(self, directory):
+        return self
+
+
+@pytest.fixture
+def refiners():
+    """The test refiners nearest-centre (k-means steps; it predicts) and no-predict."""
+    from types import SimpleNamespace
+
+    import imgclust
+    from imgclust.stages.host import get_host
+    from tests.test_refiners import NearestCentre
+
+    @imgclust.hookimpl
+    def register_refiners(register):
+        register("nearest-centre", NearestCentre)
+        register("no-predict", NoPredict)
+
+    get_host().register(SimpleNamespace(register_refiners=register_refiners), "test-refiners")
+
+
+def test_a_refiner_learns_the_sample_and_assigns_every_chunk(cli, tmp_path, refiners):
+    """The refiner learns the fit sample's features and clusters, never the other images; the
+    chunks' clusters are its predictions; the clusterer's clusters of every image are scored
+    as what the refiner gained."""
+    import json
+
+    import imgclust
+    from imgclust.engine.stage import renumber
+    from imgclust.kit.arrays import sample_index
+    from imgclust.results.metrics import external_scores
+    from tests.test_refiners import NearestCentre
+
+    x, y = digits_arrays(tmp_path / "data")
+    unfinished = ["-s", "clusterer.max_iter=2", "-s", "clusterer.n_init=1"]  # left to refine
+    refiner = ["--refiner", "nearest-centre", "-s", "refiner.steps=5"]
+    result = cli(*run_args(x, y, tmp_path / "runs", *unfinished, *refiner))
+    assert result.exit_code == 0, result.stderr
+    (run,) = finished(tmp_path / "runs")
+    assert not (run / "chunks").exists()
+    images, labels = np.load(x), np.load(y)
+    saved = imgclust.load(run).pipeline
+    sample = images[sample_index(3000, 600, 0)]
+    features = saved.transform(sample)
+    first = renumber(saved.clusterer.instance.predict(features), saved.cluster_order)
+    refiner = NearestCentre(steps=5)
+    refiner.fit_predict(sample, features, first)  # the same steps from the same start
+    np.testing.assert_allclose(saved.refiners[0].instance.centres_, refiner.centres_, atol=1e-5)
+    clusters = np.loadtxt(run / "assignments.csv", delimiter=",", skiprows=1, usecols=1)
+    np.testing.assert_array_equal(clusters, saved.predict(images))
+    everything = saved.transform(images)
+    before = renumber(saved.clusterer.instance.predict(everything), saved.cluster_order)
+    assert not np.array_equal(before, clusters)  # the refiner moved some images
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["before_refiners"] == pytest.approx(external_scores(labels, before))
+    assert metrics["acc"] == pytest.approx(external_scores(labels, clusters)["acc"])
+    sizes = np.bincount(clusters.astype(np.int64))
+    table = (run / "clusters.md").read_text()
+    assert all(f"| {c} | {n} |" in table for c, n in enumerate(sizes))  # the refined clusters
+
+
+def test_a_refiner_lets_a_clusterer_that_cannot_predict_run_in_chunks(cli, tmp_path, refiners):
+    """Chunks are assigned by the last refiner, so the clusterer need not predict."""
+    import json
+
+    x, y = digits_arrays(tmp_path / "data", 900)
+    args = run_args(x, y, tmp_path / "runs", "--refiner", "nearest-centre")
+    args[args.index("kmeans")] = "agglomerative"
+    result = cli(*args)
+    assert result.exit_code == 0, result.stderr
+    (run,) = finished(tmp_path / "runs")
+    assert (run / "assignments.csv").read_text().count("\n") == 901
+    assert "before_refiners" not in json.loads((run / "metrics.json").read_text())
+
+
+def test_a_refiner_that_cannot_predict_is_refused_before_reading(cli, tmp_path, refiners):
+    x, y = digits_arrays(tmp_path / "data", 300)
+    result = cli(*run_args(x, y, tmp_path / "runs", "--refiner", "no-predict"))
+    assert result.exit_code != 0
+    assert result.stderr.startswith(
+        "Error: refiner 'no-predict' cannot assign images it was not fitted on, which "
+        "fit_sample and --dask need"
+    )
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "loading" not in result.stderr

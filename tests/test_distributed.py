@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -52,6 +53,41 @@ def test_dask_run_and_predict_equal_a_local_run(cli, tmp_path):
     )
 
 
+def recipe_args(recipe: str, x: Path, y: Path, runs: Path, *extra: str) -> list[str]:
+    """A refiner recipe on the arrays, fitted on 600 of them, in chunks of 500; its CNN small."""
+    return [
+        "run", "-r", recipe, "-d", "arrays", "-s", f"dataset.path={x}",
+        "-s", f"dataset.labels_path={y}", "-s", "fit_sample=600", "-s", "chunk_size=500",
+        "-s", "refiner.rounds=1", "-s", "refiner.filters=8", "-s", "refiner.dense=32",
+        "--no-plots", "--runs-dir", str(runs), *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["umap-gmm-recluster", "pca-kmeans-recluster"])
+def test_a_refiner_recipe_on_dask_equals_the_chunked_run(cli, tmp_path, recipe):
+    """The refiner trains on the fit sample here and assigns every chunk: in this process and
+    on two workers, the same clusters, the refiner's own confidence and the same features."""
+    import imgclust
+
+    x, y = digits_arrays(tmp_path / "data", 1500)
+    local = cli(*recipe_args(recipe, x, y, tmp_path / "local"))
+    assert local.exit_code == 0, local.stderr
+    remote = cli(*recipe_args(recipe, x, y, tmp_path / "dask", "--dask", "local:2"))
+    assert remote.exit_code == 0, remote.stderr
+    assert "on the cluster" in remote.stderr
+    (a,), (b,) = finished(tmp_path / "local"), finished(tmp_path / "dask")
+    assert (a / "assignments.csv").read_text() == (b / "assignments.csv").read_text()
+    assert_runs_agree(a, b)
+    for run in (a, b):
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["confidence"]["source"] == "refiner probability"
+        assert set(metrics["before_refiners"]) >= {"acc", "nmi"}
+    saved = imgclust.load(b, trust=True)  # umap's model is a pickle: this run's own folder
+    clusters = np.loadtxt(b / "assignments.csv", delimiter=",", skiprows=1, usecols=1)
+    np.testing.assert_array_equal(clusters[:500], saved.predict(np.load(x)[:500]))
+
+
 @pytest.mark.slow
 def test_dask_reads_an_image_folder_on_the_workers(cli, tmp_path):
     """PNG files decoded on workers give the clusters of a local run; unreadable ones skipped."""
@@ -73,6 +109,9 @@ def test_dask_reads_an_image_folder_on_the_workers(cli, tmp_path):
     assert local.exit_code == remote.exit_code == 0, remote.stderr
     (a,), (b,) = finished(tmp_path / "local"), finished(tmp_path / "dask")
     assert (a / "assignments.csv").read_text() == (b / "assignments.csv").read_text()
+    # the listed files' invariances are measured on the same sample the local run decodes
+    invariances = [json.loads((r / "metrics.json").read_text())["invariances"] for r in (a, b)]
+    assert invariances[0] == invariances[1] and invariances[1]["mode"] == "auto"
     (folder / "0" / "0999.png").write_bytes(b"not an image")
     here = cli("predict", b, folder)
     there = cli("predict", b, folder, "--dask", "local:2")

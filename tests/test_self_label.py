@@ -143,3 +143,32 @@ def test_self_label_augments_only_with_what_the_images_are_invariant_to(tmp_path
     measured = SelfLabel(**SMALL_SELF_LABEL)  # outside a run: measured on its images
     measured.fit_predict(digits.images, np.zeros((200, 2)), digits.labels)
     assert "mirror" not in measured.augmentations_
+
+
+@pytest.mark.slow
+def test_predict_then_score_samples_of_the_same_images_runs_the_network_once():
+    """A pipeline asks predict and then score_samples of each batch it assigns: the second
+    answer comes from the first pass, and never for images changed in place since."""
+    digits = imgclust.get_dataset("digits").load("all")
+    images = np.array(digits.images[:300])  # a copy: changed in place below
+    refiner = SelfLabel(**SMALL_SELF_LABEL)
+    refiner.fit_predict(images, images.reshape(300, -1), digits.labels[:300])
+    model, passes = refiner.model_, []
+
+    def counted(batch):
+        passes.append(len(batch))
+        return model.__class__.predict_on_batch(model, batch)
+
+    model.predict_on_batch = counted  # the real network, its passes counted
+    labels = refiner.predict(images)
+    probability = refiner.score_samples(images)["probability"]
+    assert passes == [300]
+    assert probability.shape == (300,) and np.all(probability >= 1 / 10 - 1e-6)
+    np.testing.assert_array_equal(labels, refiner._fitted_classes()[
+        refiner._probabilities(images).argmax(axis=1)])  # fmt: skip
+    passes.clear()
+    images[:, :4] = 0  # the same array, other pixels: scored afresh
+    changed = refiner.score_samples(images)["probability"]
+    assert passes == [300]
+    np.testing.assert_allclose(changed, refiner._probabilities(images).max(axis=1))
+    assert not np.allclose(changed, probability)

@@ -1,12 +1,15 @@
 """Fit on a sample, then encode and assign every image chunk by chunk, in this process or on Dask.
 
-A run with ``fit_sample = N`` (or ``dask = ...``) fits its encoders and clusterer on a fixed-seed
-sample of N images (all images without ``fit_sample``), saves the fitted pipeline into the run
-folder, then reads, encodes and assigns the clustered images in chunks of ``chunk_size``: each
-chunk's features and clusters go to ``RUN/chunks/`` (one ``.npy`` each), and only when every
-chunk is there are they assembled into ``embeddings.npy`` (a memory map) and the chunks removed.
-The same chunks run in this process or on Dask workers (:mod:`imgclust.engine.distributed`), so
-the same seed and configuration give the same fitted stages and the same clusters either way.
+A run with ``fit_sample = N`` (or ``dask = ...``) fits its encoders, clusterer and refiners on a
+fixed-seed sample of N images (all images without ``fit_sample``), saves the fitted pipeline into
+the run folder with the digest of each of its files, then reads and assigns the clustered images
+in chunks of ``chunk_size`` through the pipeline's own ``assign`` (the last refiner's ``predict``
+where there is one): each chunk's features and clusters (and, with refiners, the refiner's
+probability and the clusterer's clusters) go to ``RUN/chunks/`` (one ``.npy`` each), and only
+when every chunk is there are they assembled into ``embeddings.npy`` (a memory map) and the
+chunks removed. The same chunks run in this process or on Dask workers
+(:mod:`imgclust.engine.distributed`), so the same seed and configuration give the same fitted
+stages and the same clusters either way.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from __future__ import annotations
 import mmap
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from imgclust.console import Log
 from imgclust.engine.build import Splits, build_pipeline, build_stage
@@ -51,7 +56,7 @@ from imgclust.io.inputs import (
 )
 from imgclust.kit.arrays import sample_index
 from imgclust.kit.sklearn import predicting_clusterers
-from imgclust.stages.interfaces import ImageSet, can_predict, requested_clusters
+from imgclust.stages.interfaces import ImageSet, UsesImageIds, can_predict, requested_clusters
 
 CHUNKS_DIR = "chunks"
 _CHUNK_NAME = "chunk-{:06d}"
@@ -266,6 +271,8 @@ class ChunkTask:
     trust: bool = False
     keep_features: bool = True
     first_row: int = 0  # the chunk's first row in the whole run (start is within its source)
+    #: The digest of each file of the pipeline as this run saved it (loaded only if unchanged).
+    pipeline_digests: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         self.pipeline_dir, self.store = _for_workers(self.pipeline_dir), _for_workers(self.store)
@@ -283,21 +290,23 @@ class ChunkDone:
 
 
 def run_chunk(task: ChunkTask) -> ChunkDone:
-    """Read, encode and assign one chunk with the saved pipeline; write features and clusters."""
+    """Read one chunk and assign it through the saved pipeline's own predict path (the last
+    refiner, where there is one); write its features, clusters and what refining adds."""
 
-    pipeline = cached_pipeline(task.pipeline_dir, task.trust)
+    pipeline = cached_pipeline(task.pipeline_dir, task.trust, task.pipeline_digests)
     images, statuses = task.source.read(task.start, task.stop)
     store = Path(task.store)
     name = _CHUNK_NAME.format(task.index)
     if len(images):
-        features = pipeline.transform(images)
-        with stage_boundary("clusterer", pipeline.clusterer):
-            found = pipeline.clusterer.instance.predict(features)
-        labels = check_labels(pipeline.clusterer, found, len(features))
-        labels = renumber(labels, pipeline.cluster_order)
+        # one BLAS thread, as on a Dask worker: the same chunk gives the same bits in any
+        # process (UMAP's transform turns last-bit differences into moved points)
+        with threadpool_limits(1):
+            labels, scores, features = pipeline.assign_with_features(images)
+            extras = refined_extras(pipeline, features, scores)
     else:
         features = np.zeros((0, 0), dtype=np.float32)
         labels = np.zeros(0, dtype=np.int64)
+        extras = {what: np.zeros(0, dtype) for what, dtype in expected_extras(pipeline).items()}
     digests: list[str] = []
     if isinstance(task.source, FilesSource):
         paths = task.source.paths[task.start : task.stop]
@@ -305,8 +314,12 @@ def run_chunk(task: ChunkTask) -> ChunkDone:
     if task.keep_features:
         atomic.write_npy(store / f"{name}.features.npy", features)
     atomic.write_npy(store / f"{name}.clusters.npy", labels)
+    for what, values in extras.items():
+        atomic.write_npy(store / f"{name}.{what}.npy", values)
     # written last, the chunk is whole: its row range and the digests of what it holds
-    atomic.write_json(store / f"{name}.json", chunk_record(task, images, features, labels))
+    record = chunk_record(task, images, features, labels)
+    record.update({what: rows_digest(values) for what, values in extras.items()})
+    atomic.write_json(store / f"{name}.json", record)
     return ChunkDone(task.index, len(images), [s for s in statuses], digests)
 
 
@@ -329,22 +342,118 @@ def chunk_record(
     return record
 
 
-_pipelines: dict[tuple[str, bool, int], Any] = {}
+#: What a chunk of a refined pipeline writes besides its clusters: the last refiner's
+#: probability of each image's cluster, and the clusterer's own clusters (before refining).
+REFINED_EXTRAS = {"probability": np.float64, "clusterer": np.int64}
 
 
-def cached_pipeline(folder: str, trust: bool = False) -> Any:
-    """A saved pipeline loaded once per process (a worker's tasks share it)."""
+def expected_extras(pipeline: Any) -> dict[str, Any]:
+    """The extra arrays (name: dtype) every chunk of this pipeline writes: none without
+    refiners; the refiner's probability where it scores images, the clusterer's clusters where
+    the clusterer assigns new points."""
+    if not pipeline.refiners:
+        return {}
+    extras = {}
+    if callable(getattr(pipeline.refiners[-1].instance, "score_samples", None)):
+        extras["probability"] = REFINED_EXTRAS["probability"]
+    if can_predict(pipeline.clusterer.instance):
+        extras["clusterer"] = REFINED_EXTRAS["clusterer"]
+    return extras
+
+
+def refined_extras(
+    pipeline: Any, features: np.ndarray, scores: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """A refined chunk's extras: the refiner's probability (from the pipeline's own scores) and
+    the clusterer's clusters of the same features, numbered as the run numbered them."""
+    expected = expected_extras(pipeline)
+    extras: dict[str, np.ndarray] = {}
+    if "probability" in expected and "probability" in scores:
+        extras["probability"] = np.asarray(scores["probability"], dtype=np.float64)
+    if "clusterer" in expected:
+        with stage_boundary("clusterer", pipeline.clusterer):
+            found = pipeline.clusterer.instance.predict(features)
+        labels = check_labels(pipeline.clusterer, found, len(features))
+        extras["clusterer"] = renumber(labels, pipeline.cluster_order)
+    return extras
+
+
+_pipelines: dict[tuple[Any, ...], Any] = {}
+
+
+def cached_pipeline(
+    folder: str, trust: bool = False, digests: Mapping[str, str] | None = None
+) -> Any:
+    """A saved pipeline loaded once per process (a worker's tasks share it).
+
+    With ``digests`` (the run's own pipeline, as :func:`pipeline_digests` recorded it when this
+    run saved it) the folder is copied into a private temporary folder, every copied file is
+    checked against its digest, and the copy is loaded with trust: a stage saved only as a
+    pickle (``umap``, ``hdbscan``) is then loaded because it holds exactly the bytes this run
+    wrote, never a file swapped in since.
+    """
 
     root = pipeline_dir(folder)
     try:
         stamp = (root / MANIFEST).stat().st_mtime_ns
     except OSError as exc:
         raise DataError(f"cannot read the pipeline in {folder!r}: {exc.strerror}.") from None
-    key = (str(root), trust, stamp)
+    key = (str(root), trust, stamp, tuple(sorted((digests or {}).items())))
     if key not in _pipelines:
         _pipelines.clear()
-        _pipelines[key] = load_pipeline(root, trust=trust)
+        if digests is None:
+            _pipelines[key] = load_pipeline(root, trust=trust)
+        else:
+            copy = _verified_copy(root, digests)
+            try:
+                _pipelines[key] = load_pipeline(copy, trust=True)
+            finally:
+                shutil.rmtree(copy, ignore_errors=True)
     return _pipelines[key]
+
+
+def pipeline_digests(root: Path) -> dict[str, str]:
+    """The digest of every file of a pipeline folder this run just saved, by relative path."""
+    return {
+        path.relative_to(root).as_posix(): file_digest(path)
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
+
+
+def _verified_copy(root: Path, digests: Mapping[str, str]) -> Path:
+    """A private copy of ``root`` whose files are exactly those ``digests`` names, with those
+    digests; a pipeline changed since the run saved it stops the run in one line."""
+    copy = Path(tempfile.mkdtemp(prefix="imgclust-pipeline-"))
+    try:
+        found = set()
+        for path in sorted(root.rglob("*")):
+            name = path.relative_to(root).as_posix()
+            target = copy / name
+            if path.is_dir() and not path.is_symlink():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            if name not in digests or path.is_symlink():
+                raise _changed(root, name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target, follow_symlinks=False)
+            if file_digest(target) != digests[name]:
+                raise _changed(root, name)
+            found.add(name)
+        missing = sorted(set(digests) - found)
+        if missing:
+            raise _changed(root, missing[0])
+    except BaseException:
+        shutil.rmtree(copy, ignore_errors=True)
+        raise
+    return copy
+
+
+def _changed(root: Path, name: str) -> ImgclustError:
+    return ImgclustError(
+        f"the run's pipeline in {str(root)!r} changed after the run saved it ({name!r}): "
+        "run it again, and let nothing else write into its run folder."
+    )
 
 
 def chunk_bounds(n: int, size: int) -> list[tuple[int, int]]:
@@ -353,9 +462,16 @@ def chunk_bounds(n: int, size: int) -> list[tuple[int, int]]:
 
 
 def make_tasks(
-    source: Any, size: int, pipeline_dir: Path, store: Path, *, keep_features: bool = True
+    source: Any,
+    size: int,
+    pipeline_dir: Path,
+    store: Path,
+    *,
+    keep_features: bool = True,
+    digests: dict[str, str] | None = None,
 ) -> list[ChunkTask]:
-    """One task per chunk; an in-memory source gives each task only its rows."""
+    """One task per chunk; an in-memory source gives each task only its rows. ``digests``: the
+    files of the pipeline this run saved (:func:`pipeline_digests`), which chunks then load."""
     tasks = []
     for index, (start, stop) in enumerate(chunk_bounds(len(source), size)):
         part, first, last = source, start, stop
@@ -372,6 +488,7 @@ def make_tasks(
                 False,
                 keep_features,
                 first_row=start,
+                pipeline_digests=digests,
             )
         )
     return tasks
@@ -393,6 +510,10 @@ class Assigned:
     kept: np.ndarray  # positions in the source of the images that were read (all but skipped)
     skipped: list[str]
     digests: list[str] | None = None  # content digest of each file read (file sources only)
+    #: The last refiner's probability of each image's cluster, where every chunk has one.
+    probability: np.ndarray | None = None
+    #: The clusterer's clusters before refining, where every chunk has them.
+    clusterer_labels: np.ndarray | None = None
 
 
 def collect(
@@ -431,12 +552,32 @@ def collect(
             " the run is not finished; resume it or run it again."
         )
     labels = np.concatenate([_load(store, t.index, "clusters", records) for t in tasks])
+    extras = {what: _gathered(store, tasks, what, records) for what in REFINED_EXTRAS}
     kept, skipped = _kept_rows(tasks, done)
     features = _assemble(store, tasks, target, len(labels), records)
     digests = None
     if tasks and isinstance(tasks[0].source, FilesSource):
         digests = [d for t in tasks for d in done[t.index].digests]
-    return Assigned(features, labels, kept, skipped, digests)
+    return Assigned(
+        features, labels, kept, skipped, digests, extras["probability"], extras["clusterer"]
+    )
+
+
+def _gathered(
+    store: Path, tasks: Sequence[ChunkTask], what: str, records: Mapping[int, Mapping[str, Any]]
+) -> np.ndarray | None:
+    """A refined run's ``what`` of every image, each chunk's checked against its record; None
+    unless every chunk wrote one, one value per image it read."""
+    if not tasks or any(what not in records[t.index] for t in tasks):
+        return None
+    parts = [_load(store, t.index, what, records) for t in tasks]
+    for task, part in zip(tasks, parts, strict=True):
+        if len(part) != records[task.index]["rows"]:
+            raise ImgclustError(
+                f"chunk {task.index}'s {what} do not cover its {records[task.index]['rows']} "
+                "images: run it again."
+            )
+    return np.concatenate(parts)
 
 
 MAX_CHUNK_RECORD_BYTES = 4096
@@ -531,8 +672,9 @@ def fit_and_assign(
     folder: Path,
     registry: Any,
     log: Log,
-) -> tuple[np.ndarray, np.ndarray, ImageSet]:
-    """Fit on a sample, save the pipeline, assign every image in chunks; features, labels, data."""
+) -> tuple[Assigned, ImageSet]:
+    """Fit on a sample (refiners on its images, features and clusters), save the pipeline,
+    assign every image in chunks; what the chunks assigned, and the images they read."""
 
     data, fit_data, validation = splits.data, splits.fit, splits.validation
     assert data is not None and fit_data is not None
@@ -541,16 +683,23 @@ def fit_and_assign(
     _check_can_sample(pipeline, size)
     fit_rows = sample_index(len(fit_data), size, seed)
     log(f"fitting on {len(fit_rows)} of {len(fit_data)} images")
-    fit_images = _take(fit_data.images, fit_rows)
+    fit_images, fit_read = _take_read(fit_data.images, fit_rows)
     features = pipeline.fit_encoders(
         fit_images, None if validation is None else validation.images, log=log
     )
+    sample, read = fit_images, fit_read
     if fit_data is not data:  # the clusterer learns from a sample of the clustered split
-        rows = sample_index(len(data), size, seed)
-        features = pipeline.transform(_take(data.images, rows))
+        sample, read = _take_read(data.images, sample_index(len(data), size, seed))
+        features = pipeline.transform(sample)
     log(f"clustering {len(features)} feature vectors of {features.shape[1]} numbers")
     pipeline.fit_clusterer(features)
-    del features, fit_images
+    if pipeline.refiners:  # as in memory: the sample's images, features and clusters
+        ids = data.ids if data.ids is not None else range(len(data))
+        for stage in pipeline.refiners:
+            if isinstance(stage.instance, UsesImageIds):
+                stage.instance.image_ids = [str(ids[int(i)]) for i in read]
+        pipeline.fit_refiners(sample, features, log=log)
+    del features, fit_images, sample
     pipeline_path = folder / "pipeline"
     save_pipeline(pipeline, folder, config, _described(data), registry=registry)
     store = folder / CHUNKS_DIR
@@ -558,7 +707,8 @@ def fit_and_assign(
         shutil.rmtree(store)
     store.mkdir()
     chunk = int(config.get("chunk_size") or DEFAULT_CHUNK_SIZE)
-    tasks = make_tasks(source_of(data.images), chunk, pipeline_path, store)
+    digests = pipeline_digests(pipeline_path)
+    tasks = make_tasks(source_of(data.images), chunk, pipeline_path, store, digests=digests)
 
     client = current_client()
     if client is None:
@@ -571,12 +721,22 @@ def fit_and_assign(
     data = _kept_data(data, assigned)
     if data.info.get("skipped") and data.info.get("read_on") == "workers":
         atomic.write_text(folder / "skipped.txt", "\n".join(data.info["skipped"]) + "\n")
-    return assigned.features, assigned.labels, data
+    return assigned, data
 
 
 def _check_can_sample(pipeline: Any, size: int | None) -> None:
+    """Chunks are assigned by the last refiner's ``predict``, or the clusterer's without
+    refiners: refuse, in one line, a pipeline whose assigning stage cannot assign new images."""
     clusterer = pipeline.clusterer
-    if not can_predict(clusterer.instance):
+    if pipeline.refiners:
+        refiner = pipeline.refiners[-1]
+        if not callable(getattr(refiner.instance, "predict", None)):
+            raise SettingsError(
+                f"refiner {refiner.name!r} cannot assign images it was not fitted on, which "
+                "fit_sample and --dask need: end the run with a refiner that predicts, or run "
+                "without fit_sample and --dask."
+            )
+    elif not can_predict(clusterer.instance):
         raise SettingsError(
             f"clusterer {clusterer.name!r} cannot assign images it was not fitted on, which "
             f"fit_sample and --dask need; use one that can: {', '.join(predicting_clusterers())}."
@@ -586,14 +746,17 @@ def _check_can_sample(pipeline: Any, size: int | None) -> None:
         raise SettingsError(f"fit_sample ({size}) must be at least clusterer.n_clusters ({k}).")
 
 
-def _take(images: Any, rows: np.ndarray) -> np.ndarray:
-    """Rows of an array, memory map or lazily read image set, as one array in memory."""
+def _take_read(images: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of an array, memory map or lazily read image set, as one array in memory, and the
+    rows it holds (image files of the sample that cannot be decoded are left out)."""
+    rows = np.asarray(rows, dtype=np.int64)
     if isinstance(images, LazyImages) and isinstance(images.source, FilesSource):
-        source = images.source  # unreadable files of the sample are left out of it
-        return source._decode([source.paths[int(i)] for i in rows])[0]
+        source = images.source
+        decoded, statuses = source._decode([source.paths[int(i)] for i in rows])
+        return decoded, rows[[i for i, status in enumerate(statuses) if status == ""]]
     if len(rows) == len(images):
-        return images if isinstance(images, np.ndarray) else np.asarray(images[:])
-    return np.asarray(images[rows])
+        return (images if isinstance(images, np.ndarray) else np.asarray(images[:])), rows
+    return np.asarray(images[rows]), rows
 
 
 def _described(data: ImageSet) -> ImageSet:

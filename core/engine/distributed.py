@@ -227,10 +227,11 @@ def worker_probe(needs: Sequence[Sequence[str]]) -> dict[str, Any]:
 
 
 def stages_of(config: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(kind, name) of every stage a run's workers build: its encoders and clusterer."""
+    """(kind, name) of every stage a run's workers build: its encoders, clusterer and refiners."""
     needs = [("encoders", str(e["name"])) for e in config.get("encoder") or []]
     if config.get("clusterer"):
         needs.append(("clusterers", str(config["clusterer"]["name"])))
+    needs += [("refiners", str(r["name"])) for r in config.get("refiner") or []]
     return needs
 
 

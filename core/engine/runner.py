@@ -24,7 +24,7 @@ from imgclust.engine.distributed import current_client, on_cluster, stages_of
 from imgclust.engine.persist import save_pipeline
 from imgclust.engine.pipeline import Pipeline
 from imgclust.engine.resume import note_kept
-from imgclust.errors import DataError, ImgclustError, SettingsError
+from imgclust.errors import DataError, ImgclustError
 from imgclust.io import atomic
 from imgclust.io.content import write_record
 from imgclust.io.outputs import csv_text
@@ -105,6 +105,10 @@ class RunState:
     issues: ImageIssues | None = None
     review: LabelReview | None = None
     invariances: Invariances | None = None
+    #: A chunked run's last refiner probability and clusterer clusters of every image (its
+    #: chunks wrote them; an in-memory run asks its pipeline).
+    refiner_probability: np.ndarray | None = None
+    clusterer_labels: np.ndarray | None = None
 
     @property
     def seed(self) -> int:
@@ -180,11 +184,6 @@ def prepare(registry: Registry, config: Mapping[str, Any], log: Log) -> RunState
     """Seed, build the unfitted pipeline, load the data and check it can take the clusters."""
     seed_everything(int(config["seed"]))
     started = time.perf_counter()
-    if is_chunked(config) and config.get("refiner"):
-        raise SettingsError(
-            "refiners need every image of the run at once, which fit_sample and --dask avoid: "
-            "drop the refiner or run without them."
-        )
     pipeline = build_pipeline(registry, config)
     clock = time.perf_counter()
     splits = load_for_chunks(registry, config, log, load_data)  # load_data unless chunked
@@ -220,10 +219,12 @@ def learn_invariances(run: RunState) -> None:
     clock = time.perf_counter()
     setting = run.config.get("invariances", "auto")
     images = run.splits.fit.images
-    if setting == "auto" and not isinstance(images, np.ndarray):  # listed files, not decoded
-        run.invariances = Invariances((), mode="not measured")
-    else:
+    try:  # listed files (--dask): only the few the measure samples are decoded here
         run.invariances = decide(images, setting, seed=run.seed)
+    except DataError:
+        if isinstance(images, np.ndarray):
+            raise
+        run.invariances = Invariances((), mode="not measured")  # a sampled file is unreadable
     run.log(invariances_line(run.invariances.as_metrics()))
     for stage in [*run.pipeline.encoders, *run.pipeline.refiners]:
         if isinstance(stage.instance, UsesInvariances):
@@ -236,10 +237,13 @@ def fit_encoders(run: RunState) -> None:
     (``fit_sample``, ``--dask``) fits every stage on a sample and assigns in chunks instead."""
     if is_chunked(run.config):
         clock = time.perf_counter()
-        run.features, run.labels, assigned = fit_and_assign(
+        assigned, data = fit_and_assign(
             run.pipeline, run.config, run.splits, run.folder, run.registry, run.log
         )
-        run.splits = replace(run.splits, data=assigned)
+        run.features, run.labels = assigned.features, assigned.labels
+        run.refiner_probability = assigned.probability
+        run.clusterer_labels = assigned.clusterer_labels
+        run.splits = replace(run.splits, data=data)
         run.timings.update(run.pipeline.timings)
         run.timings["assign"] = time.perf_counter() - clock
         return
@@ -282,10 +286,10 @@ def score_run(run: RunState) -> None:
         run.metrics["invariances"] = run.invariances.as_metrics()
     if "skipped" in run.data.info:
         run.metrics["skipped"] = len(run.data.info["skipped"])
-    if run.pipeline.refiners and run.data.labels is not None:  # what the refiners gained
-        run.metrics["before_refiners"] = external_scores(
-            np.asarray(run.data.labels), run.pipeline.clusterer_labels_
-        )
+    before = run.clusterer_labels if is_chunked(run.config) else run.pipeline.clusterer_labels_
+    if run.pipeline.refiners and run.data.labels is not None and before is not None:
+        # what the refiners gained
+        run.metrics["before_refiners"] = external_scores(np.asarray(run.data.labels), before)
     run.scores = image_scores(run.features, run.labels, _refiner_probability(run))
     flag = outlier_threshold(run.scores.outlier)
     run.metrics["confidence"] = {
@@ -308,7 +312,9 @@ def score_run(run: RunState) -> None:
 
 def _refiner_probability(run: RunState) -> np.ndarray | None:
     """The last refiner's probability of each image's cluster, where it gives one."""
-    if not run.pipeline.refiners or is_chunked(run.config):
+    if is_chunked(run.config):  # its chunks scored the images they assigned
+        return run.refiner_probability
+    if not run.pipeline.refiners:
         return None
     scorer = getattr(run.pipeline.refiners[-1].instance, "score_samples", None)
     if not callable(scorer):
@@ -359,7 +365,8 @@ def write_results(
 
     clock = time.perf_counter()
     write_outputs(result)
-    save_pipeline(run.pipeline, run.folder, run.config, run.data, registry=run.registry)
+    if not is_chunked(run.config):  # a chunked run saved it before its chunks were assigned
+        save_pipeline(run.pipeline, run.folder, run.config, run.data, registry=run.registry)
     if after_fit is not None:
         after_fit(result)
     run.timings["write"] = time.perf_counter() - clock

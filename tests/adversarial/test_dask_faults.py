@@ -107,3 +107,66 @@ def test_a_missing_chunk_stops_the_run(tmp_path):
     with pytest.raises(ImgclustError, match=r"1 of 3 chunks were not written \(first: chunk 1\)"):
         chunks.collect(store, tasks, done, tmp_path / "embeddings.npy")
     assert not (tmp_path / "embeddings.npy").exists()
+
+
+class TouchesWhenUnpickled:
+    """A pickle payload: unpickling it creates a file (what an attacker's code could do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def saved_hdbscan(folder: Path) -> Path:
+    """A fitted pca -> hdbscan pipeline: hdbscan's model is saved only as a pickle."""
+    import imgclust
+
+    images = np.load(digits_arrays(folder / "data", 300)[0])
+    pipeline = imgclust.Pipeline([{"name": "pca", "n_components": 5}], "hdbscan").fit(images)
+    return pipeline.save(folder / "pipeline")
+
+
+def test_chunks_load_the_runs_own_pickled_pipeline_by_its_digests(tmp_path):
+    """The bytes the run saved are loaded with trust (hdbscan's pickle); nothing else is, and
+    the private copy is gone after loading."""
+    import tempfile
+
+    from imgclust.engine import chunks
+
+    saved = saved_hdbscan(tmp_path)
+    with pytest.raises(ImgclustError, match="pickled"):
+        chunks.cached_pipeline(str(saved))
+    before = set(Path(tempfile.gettempdir()).glob("imgclust-pipeline-*"))
+    loaded = chunks.cached_pipeline(str(saved), digests=chunks.pipeline_digests(saved))
+    assert loaded.clusterer.name == "hdbscan"
+    assert set(Path(tempfile.gettempdir()).glob("imgclust-pipeline-*")) == before
+
+
+@pytest.mark.parametrize("change", ["pickle swapped", "file added", "file removed", "link"])
+def test_a_pipeline_changed_after_the_run_saved_it_is_never_loaded(tmp_path, change):
+    """A chunk refuses, in one line, a pipeline folder that no longer holds exactly the bytes
+    the run saved, before any of it is unpickled."""
+    import pickle
+
+    from imgclust.engine import chunks
+
+    saved = saved_hdbscan(tmp_path)
+    digests = chunks.pipeline_digests(saved)
+    model = saved / "clusterer-hdbscan" / "model.pkl"
+    marker = tmp_path / "code-ran"
+    if change == "pickle swapped":
+        model.write_bytes(pickle.dumps(TouchesWhenUnpickled(marker)))
+    elif change == "file added":
+        (saved / "clusterer-hdbscan" / "extra.pkl").write_bytes(b"")
+    elif change == "file removed":
+        (saved / "encoder-0-pca" / "pca.npz").unlink()
+    else:
+        copy = tmp_path / "model.pkl"
+        copy.write_bytes(model.read_bytes())
+        model.unlink()
+        model.symlink_to(copy)
+    with pytest.raises(ImgclustError, match=r"the run's pipeline in .* changed after the run"):
+        chunks.cached_pipeline(str(saved), digests=digests)
+    assert not marker.exists()
