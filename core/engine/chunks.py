@@ -728,15 +728,14 @@ def _check_can_sample(pipeline: Any, size: int | None) -> None:
     """Chunks are assigned by the last refiner's ``predict``, or the clusterer's without
     refiners: refuse, in one line, a pipeline whose assigning stage cannot assign new images."""
     clusterer = pipeline.clusterer
-    if pipeline.refiners:
-        refiner = pipeline.refiners[-1]
-        if not callable(getattr(refiner.instance, "predict", None)):
-            raise SettingsError(
-                f"refiner {refiner.name!r} cannot assign images it was not fitted on, which "
-                "fit_sample and --dask need: end the run with a refiner that predicts, or run "
-                "without fit_sample and --dask."
-            )
-    elif not can_predict(clusterer.instance):
+    assigning = pipeline.assigning_stage  # one rule, as the pipeline's own predict asks it
+    if pipeline.refiners and not can_predict(assigning.instance):
+        raise SettingsError(
+            f"refiner {assigning.name!r} cannot assign images it was not fitted on, which "
+            "fit_sample and --dask need: end the run with a refiner that predicts, or run "
+            "without fit_sample and --dask."
+        )
+    if not pipeline.refiners and not can_predict(clusterer.instance):
         raise SettingsError(
             f"clusterer {clusterer.name!r} cannot assign images it was not fitted on, which "
             f"fit_sample and --dask need; use one that can: {', '.join(predicting_clusterers())}."
