@@ -18,7 +18,7 @@ import typer
 from imgclust.after.finished import open_run, printable, read_run_features, run_sources
 from imgclust.cli.options import AS_JSON, TRUST_RUN
 from imgclust.engine.build import load_split
-from imgclust.engine.chunks import predict_on_cluster
+from imgclust.engine.cluster_predict import predict_on_cluster
 from imgclust.engine.config import apply_sets
 from imgclust.engine.distributed import on_cluster, parse_address, stages_of
 from imgclust.engine.pipeline import load_pipeline
