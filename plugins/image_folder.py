@@ -14,6 +14,7 @@ from typing import Any, Literal
 from imgclust.errors import SettingsError
 from imgclust.kit import (
     DEFAULT_EXTENSIONS,
+    FileListing,
     FolderReading,
     check_fit,
     check_limit,
@@ -118,9 +119,14 @@ class ImageFolderDataset:
         self.cache_max_gib = cache_max_gib
 
     def load(self, split: str = "all") -> Any:
-        return FolderReading(
-            **{f.name: getattr(self, f.name) for f in fields(FolderReading)}
-        ).load()
+        return self._reading().load()
+
+    def list_files(self) -> FileListing:
+        """The files ``load`` would decode, none decoded (a Dask run decodes them on workers)."""
+        return self._reading().list_files()
+
+    def _reading(self) -> FolderReading:
+        return FolderReading(**{f.name: getattr(self, f.name) for f in fields(FolderReading)})
 
 
 @hookimpl

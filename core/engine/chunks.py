@@ -14,7 +14,6 @@ stages and the same clusters either way.
 
 from __future__ import annotations
 
-import mmap
 import os
 import shutil
 import tempfile
@@ -33,21 +32,27 @@ from imgclust.engine.distributed import current_client, run_on_cluster
 from imgclust.engine.manifest import MANIFEST, pipeline_dir
 from imgclust.engine.persist import save_pipeline
 from imgclust.engine.pipeline import load_pipeline
+from imgclust.engine.sources import (
+    FilesSource,
+    LazyImages,
+    MemorySource,
+    for_workers,
+    source_of,
+)
 from imgclust.engine.stage import check_labels, renumber, stage_boundary
 from imgclust.errors import DataError, ImgclustError, SettingsError
 from imgclust.io import atomic
 from imgclust.io.content import file_digest, rows_digest
-from imgclust.io.images import (
-    CHANNELS,
-    Decoding,
-    _decode_into,
-    _first_size,
-    folder_labels,
-    scan_folder,
-)
+from imgclust.io.images import folder_labels
 from imgclust.kit.arrays import sample_index
 from imgclust.kit.sklearn import predicting_clusterers
-from imgclust.stages.interfaces import ImageSet, UsesImageIds, can_predict, requested_clusters
+from imgclust.stages.interfaces import (
+    ImageSet,
+    ListsFiles,
+    UsesImageIds,
+    can_predict,
+    requested_clusters,
+)
 
 CHUNKS_DIR = "chunks"
 _CHUNK_NAME = "chunk-{:06d}"
@@ -58,161 +63,6 @@ def is_chunked(config: Mapping[str, Any]) -> bool:
     return bool(config.get("fit_sample") or config.get("dask"))
 
 
-# Where chunks read their images -----------------------------------------------------------------
-@dataclass(frozen=True)
-class MemmapSource:
-    """Images in a file every worker can map: a ``.npy`` (or stored ``.npz`` member) or a cache."""
-
-    filename: str
-    offset: int
-    shape: tuple[int, ...]
-    dtype: str
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def _array(self) -> np.ndarray:
-        try:
-            return np.memmap(self.filename, self.dtype, "r", self.offset, self.shape)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot map the images in {self.filename!r}: {exc}.") from None
-
-    def read(self, start: int, stop: int) -> tuple[np.ndarray, list[str]]:
-        return np.array(self._array()[start:stop]), [""] * (stop - start)
-
-    def take(self, index: np.ndarray) -> np.ndarray:
-        return np.array(self._array()[np.asarray(index, dtype=np.int64)])
-
-
-@dataclass(frozen=True)
-class MemorySource:
-    """Images held in this process (any other dataset): chunks travel with their tasks."""
-
-    images: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def read(self, start: int, stop: int) -> tuple[np.ndarray, list[str]]:
-        return np.asarray(self.images[start:stop]), [""] * (stop - start)
-
-    def part(self, start: int, stop: int) -> MemorySource:
-        """Only the rows one chunk needs (what a task to a worker carries)."""
-        return MemorySource(np.asarray(self.images[start:stop]))
-
-    def take(self, index: np.ndarray) -> np.ndarray:
-        return np.asarray(self.images[np.asarray(index, dtype=np.int64)])
-
-
-def for_workers(path: str) -> str:
-    """``path`` made absolute here: a worker runs in a working directory of its own."""
-    return os.path.abspath(path)
-
-
-@dataclass(frozen=True)
-class FilesSource:
-    """Image files decoded where they are read, as ``image-folder`` decodes them; their paths
-    are made absolute here, as a worker runs in a working directory of its own."""
-
-    paths: tuple[str, ...]
-    size: tuple[int, int]
-    mode: str
-    max_pixels: int | None
-    fit: str = "stretch"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "paths", tuple(for_workers(p) for p in self.paths))
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self.paths), self.size[0], self.size[1], CHANNELS[self.mode])
-
-    def read(self, start: int, stop: int) -> tuple[np.ndarray, list[str]]:
-        """The decodable images of ``paths[start:stop]`` and one status per file ("" = read)."""
-        return self._decode(self.paths[start:stop])
-
-    def take(self, index: np.ndarray) -> np.ndarray:
-        images, statuses = self._decode([self.paths[int(i)] for i in index])
-        if len(images) != len(statuses):
-            bad = next(s for s in statuses if s)
-            raise DataError(f"an image could not be read a second time: {bad}.")
-        return images
-
-    def _decode(self, paths: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-        from PIL import Image
-
-        limit = self.max_pixels if self.max_pixels is not None else Image.MAX_IMAGE_PIXELS
-        out = np.zeros((len(paths), *self.shape[1:]), dtype=np.uint8)
-        how = Decoding(self.size, self.mode, limit, True, self.fit)
-        statuses = _decode_into(paths, how, out)
-        return out[[i for i, s in enumerate(statuses) if s == ""]], statuses
-
-
-class LazyImages:
-    """Stands for a dataset's images without holding them: rows are read from the source on use.
-
-    Plots take a few hundred images of a run; with a file source only those are decoded.
-    """
-
-    def __init__(self, source: Any, rows: np.ndarray | None = None) -> None:
-        self.source = source
-        self.rows = rows  # source position of each image (files that decoded), None: all
-        n = len(source) if rows is None else len(rows)
-        self.shape = (n, *_source_shape(source)[1:])
-        self.dtype = np.dtype(_source_dtype(source))
-        self.ndim = 4
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, index: Any) -> np.ndarray:
-        positions = np.arange(len(self))[index]
-        if self.rows is not None:
-            positions = self.rows[positions]
-        single = np.ndim(positions) == 0
-        images = self.source.take(np.atleast_1d(positions))
-        return images[0] if single else images
-
-
-def _source_shape(source: Any) -> tuple[int, ...]:
-    if isinstance(source, MemorySource):
-        return tuple(source.images.shape)
-    return tuple(source.shape)
-
-
-def _source_dtype(source: Any) -> str:
-    if isinstance(source, MemorySource):
-        return str(source.images.dtype)
-    return "uint8" if isinstance(source, FilesSource) else source.dtype
-
-
-def memmap_source(images: Any) -> MemmapSource | None:
-    """The file and byte offset of a C-ordered memory-mapped array (a view of one too), or None."""
-    mm = getattr(images, "_mmap", None)
-    filename = getattr(images, "filename", None)
-    if not isinstance(images, np.memmap) or mm is None or not filename:
-        return None
-    if not images.flags.c_contiguous:
-        return None
-    try:
-        base = np.frombuffer(mm, dtype=np.uint8).ctypes.data
-    except (TypeError, ValueError):
-        return None
-    start = images.offset - images.offset % mmap.ALLOCATIONGRANULARITY
-    offset = start + images.ctypes.data - base
-    return MemmapSource(str(filename), int(offset), tuple(images.shape), str(images.dtype))
-
-
-def source_of(images: Any) -> Any:
-    """Where chunks of these images are read from: their file when mapped, else memory."""
-    if isinstance(images, LazyImages):
-        return images.source if images.rows is None else MemorySource(np.asarray(images[:]))
-    return memmap_source(images) or MemorySource(images)
-
-
 def load_for_chunks(
     registry: Any, config: Mapping[str, Any], log: Log, load_data: Callable[..., Any]
 ) -> Any:
@@ -220,31 +70,19 @@ def load_for_chunks(
 
     if is_chunked(config):  # refused before anything is read
         _check_can_sample(build_pipeline(registry, config), config.get("fit_sample"))
-    stage = build_stage(registry, "datasets", config["dataset"])
-    instance = stage.instance
-    if not config.get("dask") or type(instance).__name__ != "ImageFolderDataset":
+    instance = build_stage(registry, "datasets", config["dataset"]).instance
+    if not config.get("dask") or not isinstance(instance, ListsFiles):
         return load_data(registry, config, log)
     if config.get("validation_split"):
         raise SettingsError(
             "validation_split with --dask on an image folder would decode every image here: "
             "leave it unset."
         )
-
-    log(f"listing {stage.name} ({config['split']})")
-    files = scan_folder(instance.path, instance.recursive, instance.extensions)
-    if instance.limit is not None:
-        files = files[: instance.limit]
-    limit = instance.max_pixels
-    size = instance.size or _first_size(files, instance.mode, limit)
-    source = FilesSource(
-        tuple(f.path for f in files), tuple(size), instance.mode, limit, instance.fit
-    )
-    names = [f.name for f in files]
-    labels, class_names = folder_labels(names) if instance.labels == "auto" else (None, None)
-    info = {"source": str(instance.path), "mode": instance.mode, "files": names}
-    info["read_on"] = "workers"
-    info["strict"] = instance.strict
-    data = ImageSet(LazyImages(source), labels, names, class_names, info)  # type: ignore[arg-type]
+    log(f"listing {config['dataset']['name']} ({config['split']})")
+    listing = instance.list_files()
+    info = {**listing.info, "files": list(listing.names), "read_on": "workers"}
+    images = LazyImages(FilesSource.of(listing))
+    data = ImageSet(images, listing.labels, listing.names, listing.class_names, info)  # type: ignore[arg-type]
     return Splits(data, data, None)
 
 

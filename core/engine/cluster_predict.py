@@ -12,17 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from imgclust.engine.chunks import (
+from imgclust.engine.chunks import cached_pipeline, chunk_bounds
+from imgclust.engine.config import DEFAULT_CHUNK_SIZE
+from imgclust.engine.distributed import current_client, import_distributed
+from imgclust.engine.sources import (
     FilesSource,
     MemmapSource,
     MemorySource,
-    cached_pipeline,
-    chunk_bounds,
     for_workers,
     memmap_source,
 )
-from imgclust.engine.config import DEFAULT_CHUNK_SIZE
-from imgclust.engine.distributed import current_client, import_distributed
 from imgclust.errors import DataError, ImgclustError
 from imgclust.io.images import (
     DEFAULT_EXTENSIONS,

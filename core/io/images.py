@@ -26,7 +26,7 @@ from imgclust.io import imagecache
 from imgclust.io.content import PREFIX, bytes_digest, file_digest
 from imgclust.io.imagecache import check_run_decoding
 from imgclust.io.memory import check_bytes, nbytes_of
-from imgclust.stages.interfaces import ImageSet
+from imgclust.stages.interfaces import FileListing, ImageSet
 
 DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 CHANNELS = {"grayscale": 1, "rgb": 3}
@@ -107,6 +107,26 @@ class FolderReading:
             "file_digests": file_digests(files, decoded.names, fingerprints),
         }
         return ImageSet(decoded.images, labels, decoded.names, class_names, info)
+
+    def list_files(self) -> FileListing:
+        """The files ``load`` would decode, in its order and with its labels, none decoded: the
+        size is ``size`` or, without it, the first readable file's."""
+        files = scan_folder(self.path, self.recursive, self.extensions)
+        if self.limit is not None:
+            files = files[: self.limit]
+        names = [f.name for f in files]
+        labels, class_names = folder_labels(names) if self.labels == "auto" else (None, None)
+        return FileListing(
+            paths=tuple(str(f.path) for f in files),
+            size=self.size or _first_size(files, self.mode, self.max_pixels),
+            mode=self.mode,
+            names=names,
+            max_pixels=self.max_pixels,
+            fit=self.fit,
+            labels=labels,
+            class_names=class_names,
+            info={"source": str(self.path), "mode": self.mode, "strict": self.strict},
+        )
 
     def _decode_cached(self, files: list[ImageFile]) -> tuple[Decoded, dict[str, str]]:
         """Decoded images from the cache when the folder is unchanged, else decoded afresh;
@@ -528,7 +548,7 @@ class Decoding(NamedTuple):
     fit: str = "stretch"
 
 
-def _decode_into(
+def decode_into(
     paths: Sequence[str | Path], how: Decoding, out: Any, digests: list[str] | None = None
 ) -> list[str]:
     """Decode ``paths`` into the rows of ``out``; one status per file, and with ``digests``
@@ -577,11 +597,11 @@ def _decode_chunk(task: tuple[Any, ...]) -> tuple[int, list[str], Any, list[str]
     if target is not None:
         array = np.load(target, mmap_mode="r+")
         rows = array[start : start + len(paths)]
-        statuses = _decode_into(paths, how, rows, digests)
+        statuses = decode_into(paths, how, rows, digests)
         del array, rows
         return start, statuses, None, digests
     rows = np.zeros((len(paths), how.size[0], how.size[1], CHANNELS[how.mode]), dtype=np.uint8)
-    return start, _decode_into(paths, how, rows, digests), rows, digests
+    return start, decode_into(paths, how, rows, digests), rows, digests
 
 
 @dataclass
@@ -692,7 +712,7 @@ def _run(
         for start in range(done, len(paths), step):  # serial, or what a broken pool left
             part = paths[start : start + step]
             found: list[str] = []
-            statuses[start : start + len(part)] = _decode_into(
+            statuses[start : start + len(part)] = decode_into(
                 part, how, out[start : start + len(part)], found
             )
             digests[start : start + len(part)] = found

@@ -2,7 +2,8 @@
 builds on. Everything here keeps its name across releases; the rest of ``imgclust`` below the
 top-level API is internal and may move.
 
-- hooks and the image container: ``hookimpl``, ``ImageSet``
+- hooks and the image container: ``hookimpl``, ``ImageSet``, ``FileListing`` (what a
+  ``list_files`` dataset returns)
 - errors a user can act on: ``ImgclustError``, ``SettingsError``, ``DataError``
 - settings: ``check_limit`` (a bounded count from a stage's keyword argument)
 - Keras: ``import_keras`` (on first use), ``KerasAutoencoder`` (the autoencoder base),
@@ -61,7 +62,7 @@ from imgclust.kit.keras import import_keras
 from imgclust.kit.sklearn import PickleFormat, SklearnClusterer, lazy_estimator
 from imgclust.kit.umap import import_umap
 from imgclust.stages.hookspecs import hookimpl
-from imgclust.stages.interfaces import ImageSet
+from imgclust.stages.interfaces import FileListing, ImageSet
 from imgclust.stages.settings import check_limit
 
 __all__ = [
@@ -72,6 +73,7 @@ __all__ = [
     "TRANSFORMS",
     "DataError",
     "Element",
+    "FileListing",
     "FolderReading",
     "ImageSet",
     "ImgclustError",

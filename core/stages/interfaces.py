@@ -228,6 +228,32 @@ class ScoresSamples(Protocol):
         """(N,) scores, or a mapping of score names to (N,) arrays."""
 
 
+@dataclass(frozen=True)
+class FileListing:
+    """A dataset's image files, listed but not decoded: each is decoded where it is read, to
+    ``size`` (H, W) in ``mode`` ("grayscale" or "rgb") as ``fit`` says, refusing images over
+    ``max_pixels``. ``names`` are the images' ids; ``info`` is what ``ImageSet.info`` would hold."""
+
+    paths: tuple[str, ...]
+    size: tuple[int, int]
+    mode: str
+    names: list[str]
+    max_pixels: int | None = None
+    fit: str = "stretch"
+    labels: np.ndarray | None = None
+    class_names: Sequence[str] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ListsFiles(Protocol):
+    """A dataset of image files that can name them without decoding them: on Dask each worker
+    then decodes only the files of its own chunks, and nothing is decoded in the client."""
+
+    def list_files(self) -> FileListing:
+        """The files ``load("all")`` would decode, in the same order, with their labels."""
+
+
 @runtime_checkable
 class HasClusterCount(Protocol):
     """A clusterer told how many clusters to find (None where the method finds the count)."""
@@ -295,6 +321,7 @@ CAPABILITIES = (
     Stateless,
     UsesInvariances,
     UsesImageIds,
+    ListsFiles,
 )
 
 
