@@ -1,17 +1,21 @@
 """Local against ``--dask local:2``: wall and CPU time, client and worker memory, overhead ratio.
 
-Each case is one ``imgclust run`` (pca 50 -> minibatch-kmeans 10, fitted on a 20,000-image
-sample, ``--no-plots``) in a fresh process, on a uint8 ``.npy`` memory map and on a PNG folder of
-digit-like 28x28 images (made as ``benchmarks/scale.py`` makes them). CPU time is the command's
-and every process it started (Dask's workers included); peak RSS is sampled from /proc for the
-client and each worker process. The overhead ratio is distributed CPU / local CPU.
+Each case is one ``imgclust run`` (pca 50 -> minibatch-kmeans 10 fitted on a 20,000-image
+sample, or with ``--recipe NAME`` that recipe fitted on ``--fit-sample`` images; ``--no-plots``)
+in a fresh process, on a uint8 ``.npy`` memory map and on a PNG folder of digit-like 28x28
+images (made as ``benchmarks/scale.py`` makes them). CPU time is the command's and every process
+it started (Dask's workers included); peak RSS is sampled from /proc for the client and each
+worker process. The overhead ratio is distributed CPU / local CPU. The run's own timings give
+the fit (on the sample) and the assignment of every image in chunks, and so the images each
+worker assigns per second. Rows of other pipelines, sizes and sources already in the results
+file are kept.
 
 Then minibatch-kmeans on N x 50 features (ten overlapping Gaussian blobs): scikit-learn's old
 defaults against the plugin's, time and quality (inertia on all points, accuracy against the
 blobs).
 
     nice python benchmarks/distributed.py [--root DIR] [--arrays 100000,1000000]
-        [--folders 20000] [--kmeans 1000000]
+        [--folders 20000] [--kmeans 1000000] [--recipe sym-umap-gmm --fit-sample 70000]
 
 Files go under ``--root`` (default: a temporary folder, removed afterwards); never commit them.
 """
@@ -93,12 +97,23 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def run_case(dataset: list[str], runs: Path, dask: str | None) -> dict[str, Any]:
-    """One ``imgclust run`` in a fresh process: wall, CPU of it and its children, peak memory."""
+def stages(recipe: str | None, fit_sample: int) -> tuple[str, list[str]]:
+    """The pipeline's name in the table and its command-line options."""
+    if recipe:
+        return recipe, ["-r", recipe, "-s", f"fit_sample={fit_sample}"]
+    return "pca-kmeans", [
+        "-e", "pca", "-s", "encoder.n_components=50", "-k", "minibatch-kmeans",
+        "-s", "clusterer.n_clusters=10", "-s", f"fit_sample={fit_sample}",
+    ]  # fmt: skip
+
+
+def run_case(
+    dataset: list[str], runs: Path, dask: str | None, pipeline: list[str]
+) -> dict[str, Any]:
+    """One ``imgclust run`` in a fresh process: wall, CPU of it and its children, peak memory,
+    and the run's own fit and assignment times."""
     command = [
-        sys.executable, "-m", "imgclust", "run", *dataset, "-e", "pca",
-        "-s", "encoder.n_components=50", "-k", "minibatch-kmeans",
-        "-s", "clusterer.n_clusters=10", "-s", f"fit_sample={SAMPLE}",
+        sys.executable, "-m", "imgclust", "run", *dataset, *pipeline,
         "-s", f"chunk_size={CHUNK}", "--no-plots", "--json", "--runs-dir", str(runs),
         *(["--dask", dask] if dask else []),
     ]  # fmt: skip
@@ -117,24 +132,45 @@ def run_case(dataset: list[str], runs: Path, dask: str | None) -> dict[str, Any]
     record = json.loads(out)
     shutil.rmtree(record["run"], ignore_errors=True)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    timings = record["metrics"].get("timings", {})
+    workers = int(dask.split(":")[1]) if dask and dask.startswith("local:") else 1
+    assign = timings.get("assign")
     return {
         "mode": dask or "local",
         "n": record["n_images"],
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
         "acc": record["metrics"].get("acc"),
+        "fit_s": round(sum(v for k, v in timings.items() if k.startswith(("fit ", "cluster "))), 1),
+        "assign_s": assign,
+        "assign_per_worker_s": round(record["n_images"] / assign / workers) if assign else None,
+        "load_average": [round(v, 2) for v in os.getloadavg()],
         **peaks,
     }
 
 
-def compare(name: str, dataset: list[str], runs: Path) -> list[dict[str, Any]]:
+def compare(
+    name: str, dataset: list[str], runs: Path, pipeline: str, options: list[str]
+) -> list[dict[str, Any]]:
     rows = []
     for dask in (None, "local:2"):
-        print(f"{name}: {dask or 'local'} ...", flush=True)
-        rows.append({"source": name, **run_case(dataset, runs, dask)})
+        print(f"{name} {pipeline}: {dask or 'local'} ...", flush=True)
+        rows.append(
+            {"source": name, "pipeline": pipeline, **run_case(dataset, runs, dask, options)}
+        )
         print(f"  {rows[-1]}", flush=True)
     rows[1]["overhead"] = round(rows[1]["cpu_s"] / rows[0]["cpu_s"], 2)
     return rows
+
+
+def merged_runs(earlier: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The new rows, and the earlier ones of other pipelines, sizes, sources or modes."""
+
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        return (row.get("pipeline", "pca-kmeans"), row["source"], row["n"], row["mode"])
+
+    replaced = {key(row) for row in new}
+    return [row for row in earlier if key(row) not in replaced] + new
 
 
 # minibatch-kmeans --------------------------------------------------------------------------
@@ -192,18 +228,26 @@ def kmeans_rows(n: int) -> list[dict[str, Any]]:
 
 def markdown(results: dict[str, Any]) -> str:
     lines = [
-        "`nice python benchmarks/distributed.py` (2 cores shared with other work; pca 50 ->",
-        f"minibatch-kmeans 10 fitted on a {SAMPLE:,}-image sample, chunks of {CHUNK:,}):",
+        "`nice python benchmarks/distributed.py` (2 cores shared with other work; pca-kmeans is",
+        f"pca 50 -> minibatch-kmeans 10 fitted on a {SAMPLE:,}-image sample; a recipe is fitted on",
+        f"the sample its row names; chunks of {CHUNK:,}; assign/s is images assigned per second",
+        "per worker):",
         "",
-        "| images | mode | wall s | CPU s | CPU ratio | client peak MiB | worker peaks MiB | ACC |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| images | pipeline | mode | wall s | CPU s | CPU ratio | fit s | assign/s | client peak "
+        "MiB | worker peaks MiB | load | ACC |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for row in results.get("runs", []):
         workers = ", ".join(f"{w:.0f}" for w in row["worker_peak_mib"]) or "-"
+        pipeline = row.get("pipeline", "pca-kmeans")
+        if row.get("fit_sample"):
+            pipeline += f" (fit on {row['fit_sample']:,})"
+        load = row.get("load_average", ["-"])[0]
         lines.append(
-            f"| {row['n']:,} {row['source']} | {row['mode']} | {row['wall_s']} | {row['cpu_s']} | "
-            f"{row.get('overhead', '')} | {row['client_peak_mib']:.0f} | {workers} | "
-            f"{row['acc'] if row['acc'] is not None else '-'} |"
+            f"| {row['n']:,} {row['source']} | {pipeline} | {row['mode']} | {row['wall_s']} | "
+            f"{row['cpu_s']} | {row.get('overhead', '')} | {row.get('fit_s', '-')} | "
+            f"{row.get('assign_per_worker_s') or '-'} | {row['client_peak_mib']:.0f} | "
+            f"{workers} | {load} | {row['acc'] if row['acc'] is not None else '-'} |"
         )
     if results.get("kmeans"):
         lines += ["", "minibatch-kmeans alone on N x 50 features (ten blobs):", ""]
@@ -226,32 +270,40 @@ def main() -> None:
     parser.add_argument("--arrays", default="100000,1000000")
     parser.add_argument("--folders", default="20000")
     parser.add_argument("--kmeans", default="1000000")
+    parser.add_argument("--recipe", help="a recipe instead of pca 50 -> minibatch-kmeans 10")
+    parser.add_argument("--fit-sample", type=int, default=SAMPLE)
     args = parser.parse_args()
-    sizes = [int(v) for v in args.arrays.split(",") if v]
-    folders = [int(v) for v in args.folders.split(",") if v]
+    sizes = [int(v) for v in args.arrays.split(",") if v and int(v)]
+    folders = [int(v) for v in args.folders.split(",") if v and int(v)]
     kmeans = [int(v) for v in args.kmeans.split(",") if v]
     root = args.root or Path(tempfile.mkdtemp(prefix="imgclust-distributed-"))
     root.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"runs": [], "kmeans": []}
-    if not kmeans:  # keep the figures of an earlier measurement
-        earlier = Path(__file__).parent / "results" / "distributed.json"
-        if earlier.exists():
-            results["kmeans"] = json.loads(earlier.read_text()).get("kmeans", [])
+    earlier_file = Path(__file__).parent / "results" / "distributed.json"
+    earlier = json.loads(earlier_file.read_text()) if earlier_file.exists() else {}
+    results: dict[str, Any] = {"runs": [], "kmeans": [] if kmeans else earlier.get("kmeans", [])}
+    pipeline, options = stages(args.recipe, args.fit_sample)
+
+    def measured(source: str, dataset: list[str]) -> None:
+        rows = compare(source, dataset, root / "runs", pipeline, options)
+        for row in rows:
+            row["fit_sample"] = args.fit_sample
+        results["runs"] += rows
+        save_results("distributed", {**results, "runs": merged_runs(earlier.get("runs", []),
+                                                                     results["runs"])})  # fmt: skip
+
     try:
         for n in kmeans:
             results["kmeans"] += kmeans_rows(n)
         for n in sizes:
-            path = array_file(root, n)
-            results["runs"] += compare("array", ["-d", "arrays", "-s", f"dataset.path={path}"],
-                                       root / "runs")  # fmt: skip
+            measured("array", ["-d", "arrays", "-s", f"dataset.path={array_file(root, n)}"])
         for n in folders:
             folder = png_folder(root, n, os.cpu_count() or 1)
-            dataset = ["-d", "image-folder", "-s", f"dataset.path={folder}",
-                       "-s", "dataset.cache=false"]  # fmt: skip
-            results["runs"] += compare("PNG", dataset, root / "runs")
+            measured("PNG", ["-d", "image-folder", "-s", f"dataset.path={folder}",
+                             "-s", "dataset.cache=false"])  # fmt: skip
     finally:
         if args.root is None:
             shutil.rmtree(root, ignore_errors=True)
+    results["runs"] = merged_runs(earlier.get("runs", []), results["runs"])
     save_results("distributed", results)
     update_doc_section("distributed", markdown(results))
     print(markdown(results))
