@@ -6,7 +6,11 @@ the run's measured invariances, on one of these sets:
 - ``digits``: scikit-learn's 1,797 8x8 digits;
 - ``mnist``: all 70,000 MNIST images (or ``--limit N`` of them, a fixed-seed sample);
 - ``mnist-mirrored``: the same images, each mirrored left to right with probability 1/2;
-- ``mnist-turned``: the same images, each turned by a random multiple of 90 degrees.
+- ``mnist-turned``: the same images, each turned by a random multiple of 90 degrees;
+- ``photo-tiles``: 5,000 28x28 grayscale tiles cut at random places from ten photographs that
+  scikit-image ships (a cat, a cup of coffee, coins, the moon, a rocket, brick, grass, gravel,
+  ...), 500 from each; a tile's class is the photograph it came from. It needs
+  ``pip install scikit-image``.
 
 The transformed sets are made with a fixed seed (0), whatever the run's seed. The table gives
 mean, minimum and maximum of ACC and NMI over the seeds, the seeds, the wall time, and the
@@ -38,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, save_results, update_doc_section  # noqa: E402
 
-SETS = ("digits", "mnist", "mnist-mirrored", "mnist-turned")
+SETS = ("digits", "mnist", "mnist-mirrored", "mnist-turned", "photo-tiles")
 RECIPES = (
     "umap-gmm",
     "sym-umap-gmm",
@@ -49,6 +53,40 @@ RECIPES = (
 )
 #: the seed of the transformed sets and of the MNIST sample (fixed, unlike the runs' seeds)
 SET_SEED = 0
+#: scikit-image's photographs the tiles are cut from (drawings, scans and synthetic images left out)
+PHOTOS = (
+    "astronaut", "brick", "camera", "chelsea", "coffee",
+    "coins", "grass", "gravel", "moon", "rocket",
+)  # fmt: skip
+TILE, TILES_PER_PHOTO, PHOTO_SIDE = 28, 500, 192
+
+
+def photo_tiles() -> tuple[np.ndarray, np.ndarray]:
+    """TILES_PER_PHOTO random TILE x TILE grayscale tiles of each photograph, its shorter side
+    first scaled to PHOTO_SIDE pixels so that a tile shows a part of the scene, not a texture
+    patch; the label is the photograph."""
+    try:
+        from skimage import data
+    except ImportError:
+        raise SystemExit(
+            "the photo-tiles set needs scikit-image: pip install scikit-image"
+        ) from None
+    from PIL import Image
+
+    rng = np.random.default_rng(SET_SEED)
+    images, labels = [], []
+    for label, name in enumerate(PHOTOS):
+        photo = Image.fromarray(getattr(data, name)()).convert("L")
+        scale = PHOTO_SIDE / min(photo.size)
+        photo = photo.resize(
+            (round(photo.width * scale), round(photo.height * scale)), Image.LANCZOS
+        )
+        pixels = np.asarray(photo)
+        rows = rng.integers(0, pixels.shape[0] - TILE + 1, TILES_PER_PHOTO)
+        cols = rng.integers(0, pixels.shape[1] - TILE + 1, TILES_PER_PHOTO)
+        images += [pixels[r : r + TILE, c : c + TILE] for r, c in zip(rows, cols, strict=True)]
+        labels += [label] * TILES_PER_PHOTO
+    return np.stack(images)[..., None], np.asarray(labels, dtype=np.int64)
 
 
 def make_set(name: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -58,6 +96,8 @@ def make_set(name: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
 
         digits = imgclust.get_dataset("digits").load("all")
         return np.asarray(digits.images), np.asarray(digits.labels, dtype=np.int64)
+    if name == "photo-tiles":
+        return photo_tiles()
     folder = os.environ.get("IMGCLUST_MNIST")
     if not folder:
         raise SystemExit("set IMGCLUST_MNIST to a folder holding mnist.npz")
@@ -175,7 +215,11 @@ def main(argv: list[str] | None = None) -> None:
                     shown = {k: result[k] for k in ("acc", "nmi", "wall_s", "invariances")}
                     print(set_name, recipe, seed, shown, flush=True)
     table = merged(path, mine)
-    sizes = {"digits": "digits: all 1,797 images"}
+    sizes = {
+        "digits": "digits: all 1,797 images",
+        "photo-tiles": f"photo-tiles: {len(PHOTOS) * TILES_PER_PHOTO:,} tiles of "
+        f"{len(PHOTOS)} photographs",
+    }
     if any(name.startswith("mnist") for name in table):
         sizes["mnist"] = (
             f"MNIST sets: a fixed sample of {args.limit:,} images"
