@@ -153,7 +153,8 @@ def test_predict_then_score_samples_of_the_same_images_runs_the_network_once():
     images = np.array(digits.images[:300])  # a copy: changed in place below
     refiner = SelfLabel(**SMALL_SELF_LABEL)
     refiner.fit_predict(images, images.reshape(300, -1), digits.labels[:300])
-    model, passes = refiner.model_, []
+    refiner._hidden(images[:1])  # builds the network's view up to its hidden layer
+    model, passes = refiner._hidden_model[1], []
 
     def counted(batch):
         passes.append(len(batch))
