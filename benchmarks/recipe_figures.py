@@ -31,7 +31,13 @@ from imgclust.plugins import recipes as bundled  # noqa: E402
 FIGURES = ROOT / "plugins" / "recipes_measured.json"
 README = ROOT / "README.md"
 #: How many images each benchmark set holds when a run took all of them.
-FULL = {"digits": 1797, "mnist": 70000, "mnist-mirrored": 70000, "mnist-turned": 70000}
+FULL = {
+    "digits": 1797,
+    "mnist": 70000,
+    "mnist-mirrored": 70000,
+    "mnist-turned": 70000,
+    "photo-tiles": 5000,
+}
 #: The benchmarks' own names for configurations that are bundled recipes.
 RECIPE_OF = {"pca-umap-gmm": "umap-gmm", "best": "deskew-umap-gmm"}
 #: Results not taken on a 2-core machine: their quality holds, their times are not comparable
@@ -55,6 +61,7 @@ SET_WORDS = {
     "mnist-test": "MNIST's test split (the encoder fit on its train split)",
     "mnist-mirrored": "MNIST, each image mirrored at random",
     "mnist-turned": "MNIST, each image turned by a random multiple of 90 degrees",
+    "photo-tiles": "28x28 tiles of ten photographs, the photograph as the class",
 }
 
 

@@ -289,7 +289,8 @@ def _register_all(register: Any) -> None:
         "sym-umap-gmm-recluster",
         SYM_UMAP_GMM_RECLUSTER,
         summary="sym-umap-gmm, then umap-gmm-recluster's refiner, its CNN augmented with the "
-        "measured invariances",
+        "measured invariances: the most accurate measured on 28x28 images (MNIST sets, photo "
+        "tiles), below umap-gmm on 8x8 digits",
     )
     register(
         "sym-pca-kmeans-recluster",
