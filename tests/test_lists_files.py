@@ -82,3 +82,33 @@ def test_a_dataset_that_lists_its_files_is_read_on_the_workers(tmp_path):
     assert isinstance(data.images, LazyImages) and len(data) == 12
     assert data.info["read_on"] == "workers" and data.ids[0] == "a/00.png"
     assert data.images[3].shape == (8, 8, 1)  # decoded on use, from the listed file
+
+
+@pytest.mark.parametrize(
+    ("listing", "words"),
+    [
+        ("not a listing", "must return a FileListing, not str"),
+        (FileListing(("a.png", "b.png"), (8, 8), "grayscale", ["a.png"]), "1 names for 2 paths"),
+        (FileListing(("a.png",), (8, 8), "RGB", ["a.png"]), "mode 'RGB'"),
+        (FileListing(("a.png",), (0, 8), "grayscale", ["a.png"]), "image size must be positive"),
+        (FileListing(("a.png",), (8, 8), "rgb", ["a.png"], fit="zoom"), "fit 'zoom'"),
+    ],
+)
+def test_a_listing_that_cannot_be_decoded_is_one_line_naming_the_dataset(tmp_path, listing, words):
+    class BadListing(ListedPngs):
+        def list_files(self):
+            return listing
+
+    @imgclust.hookimpl
+    def register_datasets(register):
+        register("bad-listing", BadListing)
+
+    get_host().register(SimpleNamespace(register_datasets=register_datasets), "test-bad")
+    registry = get_registry()
+    config = resolve_config(
+        registry, dataset="bad-listing", encoders=["flatten"], clusterer="kmeans",
+        sets=[f"dataset.path={tmp_path}", "clusterer.n_clusters=3", "dask=local:2"],
+    )  # fmt: skip
+    with pytest.raises(imgclust.ImgclustError, match="^dataset 'bad-listing'") as caught:
+        load_for_chunks(registry, config, lambda message: None, load_data)
+    assert words in str(caught.value) and "\n" not in str(caught.value)

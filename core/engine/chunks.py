@@ -70,7 +70,8 @@ def load_for_chunks(
 
     if is_chunked(config):  # refused before anything is read
         _check_can_sample(build_pipeline(registry, config), config.get("fit_sample"))
-    instance = build_stage(registry, "datasets", config["dataset"]).instance
+    stage = build_stage(registry, "datasets", config["dataset"])
+    instance = stage.instance
     if not config.get("dask") or not isinstance(instance, ListsFiles):
         return load_data(registry, config, log)
     if config.get("validation_split"):
@@ -78,10 +79,11 @@ def load_for_chunks(
             "validation_split with --dask on an image folder would decode every image here: "
             "leave it unset."
         )
-    log(f"listing {config['dataset']['name']} ({config['split']})")
-    listing = instance.list_files()
-    info = {**listing.info, "files": list(listing.names), "read_on": "workers"}
-    images = LazyImages(FilesSource.of(listing))
+    log(f"listing {stage.name} ({config['split']})")
+    with stage_boundary("dataset", stage):
+        listing = instance.list_files()
+        images = LazyImages(FilesSource.of(listing))
+        info = {**listing.info, "files": list(listing.names), "read_on": "workers"}
     data = ImageSet(images, listing.labels, listing.names, listing.class_names, info)  # type: ignore[arg-type]
     return Splits(data, data, None)
 

@@ -12,8 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from imgclust.errors import DataError
-from imgclust.io.images import CHANNELS, Decoding, decode_into
+from imgclust.errors import DataError, SettingsError
+from imgclust.io.images import (
+    CHANNELS,
+    FITS,
+    Decoding,
+    check_max_pixels,
+    check_size,
+    decode_into,
+)
 from imgclust.stages.interfaces import FileListing
 
 
@@ -83,9 +90,31 @@ class FilesSource:
 
     @classmethod
     def of(cls, listing: FileListing) -> FilesSource:
-        """The files a dataset listed (``ListsFiles``), decoded as it would decode them."""
-        height, width = listing.size
-        return cls(listing.paths, (height, width), listing.mode, listing.max_pixels, listing.fit)
+        """The files a dataset listed (``ListsFiles``), decoded as it would decode them; a
+        listing that could not be decoded as it says is refused here, in one line."""
+        if not isinstance(listing, FileListing):
+            raise DataError(
+                f"list_files() must return a FileListing, not {type(listing).__name__}."
+            )
+        paths = tuple(str(path) for path in listing.paths)
+        wrong = []
+        if len(listing.names) != len(paths):
+            wrong.append(f"{len(listing.names)} names for {len(paths)} paths")
+        if listing.labels is not None and len(listing.labels) != len(paths):
+            wrong.append(f"{len(listing.labels)} labels for {len(paths)} paths")
+        if listing.mode not in CHANNELS:
+            wrong.append(f"mode {listing.mode!r} (grayscale or rgb)")
+        if listing.fit not in FITS:
+            wrong.append(f"fit {listing.fit!r} ({', '.join(FITS)})")
+        try:
+            size = check_size(listing.size, check_max_pixels(listing.max_pixels))
+        except SettingsError as exc:
+            wrong.append(str(exc).rstrip("."))
+            size = None
+        if wrong or size is None:
+            reason = "; ".join(wrong) or "no size"
+            raise DataError(f"list_files() gave a listing that cannot be decoded: {reason}.")
+        return cls(paths, size, listing.mode, listing.max_pixels, listing.fit)
 
     def __len__(self) -> int:
         return len(self.paths)
