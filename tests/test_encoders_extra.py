@@ -77,6 +77,25 @@ def test_umaps_compiled_code_is_cached_whether_or_not_tensorflow_is_loaded(
     assert out.stdout.split()[-1] == "FunctionCache"
 
 
+@pytest.mark.slow
+def test_numbas_cannot_cache_warnings_stay_off_the_terminal(tmp_path):
+    """pynndescent's nn_descent cannot be cached; compiling it must not print a warning."""
+    code = (
+        "import numpy as np\n"
+        "from imgclust.kit.umap import import_umap\n"
+        "import_umap()\n"
+        "from pynndescent import NNDescent\n"
+        "NNDescent(np.random.default_rng(0).random((300, 5)), n_neighbors=5)\n"
+        "print('done')\n"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    env.pop("NUMBA_CACHE_DIR", None)
+    argv = [sys.executable, "-W", "default", "-c", code]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["done"]
+    assert "Cannot cache" not in out.stderr, out.stderr
+
+
 # umap ----------------------------------------------------------------------------------------
 def test_umap_with_a_seed_is_reproducible_and_keeps_its_embedding(digits):
     from imgclust.plugins.umap_encoder import UMAPEncoder

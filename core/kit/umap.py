@@ -41,7 +41,14 @@ def import_umap() -> Any:
     finally:
         if hide and sys.modules.get(hidden, 0) is None:
             del sys.modules[hidden]
+    quiet_uncachable_warnings()
     return umap
+
+
+def quiet_uncachable_warnings() -> None:
+    """Keep numba's "Cannot cache compiled function" warnings (pynndescent's functions that hold
+    global arrays compile anew each process, as designed) off the user's terminal."""
+    warnings.filterwarnings("ignore", message=r"Cannot cache compiled function")
 
 
 def numba_cache_dir() -> Path:
