@@ -26,6 +26,10 @@ def import_umap() -> Any:
     umap.parametric_umap`` still works. The cache applies either way: a run whose autoencoder
     loaded TensorFlow loads UMAP's machine code instead of compiling it again.
     """
+    # pynndescent's functions that hold global arrays compile anew in each process, as designed:
+    # numba's "Cannot cache" warning about them is kept off the terminal, even where umap was
+    # imported before imgclust.
+    warnings.filterwarnings("ignore", message=r"Cannot cache compiled function")
     if "umap" in sys.modules:
         import umap
 
@@ -41,14 +45,7 @@ def import_umap() -> Any:
     finally:
         if hide and sys.modules.get(hidden, 0) is None:
             del sys.modules[hidden]
-    quiet_uncachable_warnings()
     return umap
-
-
-def quiet_uncachable_warnings() -> None:
-    """Keep numba's "Cannot cache compiled function" warnings (pynndescent's functions that hold
-    global arrays compile anew each process, as designed) off the user's terminal."""
-    warnings.filterwarnings("ignore", message=r"Cannot cache compiled function")
 
 
 def numba_cache_dir() -> Path:
