@@ -106,6 +106,9 @@ def test_channel_last_and_explicit_layouts(tmp_path: Path, capsys):
     assert capsys.readouterr().err == ""
     np.save(tmp_path / "gray.npy", images(shape=(6, 5)))
     gray = load(tmp_path / "gray.npy")
+    np.save(tmp_path / "last.npy", images(shape=(8, 7, 1)))
+    assert load(tmp_path / "last.npy").info["channels"] == "last"
+    assert capsys.readouterr().err == ""  # only channel-last is possible: no note
     assert gray.images.shape == (20, 6, 5, 1) and gray.info["channels"].startswith("none")
 
 

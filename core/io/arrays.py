@@ -61,7 +61,7 @@ def load_arrays(
     if labels is not None:
         labels = labels[: len(images)]
     info.update(layout)
-    if layout.get("channels_assumed"):
+    if layout.get("channels_assumed") and not _plainly_channel_last(layout["input_shape"]):
         _note(
             f"{source}: read images of shape {tuple(layout['input_shape'])} as channel-"
             f"{layout['channels']}; set dataset.channels=first or last if that is wrong"
@@ -258,6 +258,12 @@ def _pick(keys: list[str], preferred: tuple[str, ...], only: bool = False) -> st
 def to_nhwc(images: Any, channels: str, source: str) -> Any:
     """(N, H, W), (N, H, W, C) or (N, C, H, W) as (N, H, W, C) uint8 or float32 in [0, 1]."""
     return arrange(images, channels, source)[0]
+
+
+def _plainly_channel_last(shape: list[int]) -> bool:
+    """Whether a 4-d shape can only be channel-last ((N, 28, 28, 1), not (N, 3, 3, 3)): then
+    reading it so needs no note."""
+    return shape[-1] in CHANNEL_SIZES and shape[1] not in CHANNEL_SIZES
 
 
 def arrange(images: Any, channels: str, source: str) -> tuple[Any, dict[str, Any]]:
