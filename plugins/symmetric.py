@@ -29,15 +29,14 @@ from imgclust.kit import (
     atomic,
     decide,
     hookimpl,
+    map_batches,
     read_npz,
-    sample_index,
+    sample_matrix,
     symmetry_group,
-    to_float,
 )
 
 STATE_FILE = "sym_pca.npz"
 META_FILE = "sym_pca.json"
-BATCH = 2048
 #: most components and input numbers a saved state may claim (a bound on what load allocates)
 MAX_COMPONENTS = 4096
 MAX_INPUT = 1 << 24
@@ -83,19 +82,23 @@ class SymmetricPCA:
         self.group_ = symmetry_group([k for k in kept if k in DISCRETE], height == width)
         self.input_shape_ = tuple(int(v) for v in images.shape[1:])
         per_image = max(1, self.max_fit // len(self.group_))
-        chosen = np.sort(sample_index(len(images), per_image, self.seed))
-        sample = to_float(np.asarray(images[chosen]))
-        rows = np.concatenate(
-            [apply_element(sample, e).reshape(len(sample), -1) for e in self.group_]
-        )
-        k = min(self.n_components, rows.shape[0], rows.shape[1])
-        pca = PCA(n_components=k, random_state=self.seed).fit(rows)  # the solver pca uses
+        sample = sample_matrix(images, per_image, self.seed)  # the sample pca draws
+        if len(self.group_) > 1:
+            shaped = sample.reshape(len(sample), *self.input_shape_)
+            sample = np.concatenate(
+                [apply_element(shaped, e).reshape(len(shaped), -1) for e in self.group_]
+            )
+        k = min(self.n_components, sample.shape[0], sample.shape[1])
+        pca = PCA(n_components=k, random_state=self.seed).fit(sample)  # the solver pca uses
         self.mean_ = pca.mean_.astype(np.float32)
         self.components_ = pca.components_.astype(np.float32)
         return self
 
     def transform(self, images: np.ndarray) -> np.ndarray:
-        """(N, D) float32: the symmetrised components, then their spread (D = 2k, or k)."""
+        """(N, D) float32: the symmetrised components, then their spread (D = 2k, or k).
+        Without symmetries the projection is scikit-learn's own (``x @ W.T - mean @ W.T``) in
+        pca's batches, so that the features are pca's to the last bit and recipes built on
+        either agree exactly."""
         if self.components_ is None or self.mean_ is None:
             raise ImgclustError("encoder 'sym-pca' is not fitted: call fit() first.")
         images = _as_images(images)
@@ -104,23 +107,27 @@ class SymmetricPCA:
                 f"encoder 'sym-pca' was fitted on {self.input_shape_} images; got "
                 f"{tuple(images.shape[1:])}."
             )
-        k = len(self.components_)
-        symmetric = len(self.group_) > 1
-        out = np.empty((len(images), 2 * k if symmetric else k), dtype=np.float32)
-        for start in range(0, len(images), BATCH):
-            batch = to_float(np.asarray(images[start : start + BATCH]))
-            projected = np.stack(
+        components, mean = self.components_, self.mean_
+        offset = mean.reshape(1, -1) @ components.T
+        shape = images.shape[1:]
+
+        def features(rows: np.ndarray) -> np.ndarray:
+            if len(self.group_) == 1:  # scikit-learn's own projection, as pca's
+                projected = rows @ components.T
+                projected -= offset
+                return projected
+            shaped = rows.reshape(len(rows), *shape)
+            stacked = np.stack(
                 [
-                    (apply_element(batch, e).reshape(len(batch), -1) - self.mean_)
-                    @ self.components_.T
+                    (apply_element(shaped, e).reshape(len(rows), -1) - mean) @ components.T
                     for e in self.group_
                 ]
             )
-            centre = projected.mean(axis=0)
-            out[start : start + len(batch), :k] = centre
-            if symmetric:
-                out[start : start + len(batch), k:] = np.abs(projected - centre).mean(axis=0)
-        return out
+            centre = stacked.mean(axis=0)
+            return np.concatenate([centre, np.abs(stacked - centre).mean(axis=0)], axis=1)
+
+        k = len(components)
+        return map_batches(images, features, 2 * k if len(self.group_) > 1 else k)
 
     def save(self, directory: Path) -> None:
         """The mean and components as a plain .npz, the group and shape as JSON."""

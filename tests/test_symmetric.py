@@ -39,6 +39,18 @@ def test_without_symmetries_it_is_plain_pca_and_it_measures_them_itself_outside_
     assert measured.group_ == [(0, False), (0, True)]
 
 
+@pytest.mark.parametrize("max_fit", [100_000, 500])
+def test_without_symmetries_its_features_are_pcas_to_the_last_bit(max_fit: int):
+    """So that sym-umap-gmm is umap-gmm, seed for seed, on a set without symmetries."""
+    images = digits_images()
+    symmetric = SymmetricPCA(n_components=12, max_fit=max_fit, seed=3)
+    symmetric.invariances = ["rotation", "shift"]  # kept, but not exact rearrangements
+    plain = imgclust.get_encoder("pca", n_components=12, max_fit=max_fit, seed=3)
+    np.testing.assert_array_equal(
+        symmetric.fit(images).transform(images), plain.fit(images).transform(images)
+    )
+
+
 def test_symmetrised_features_recover_the_clusters_of_digits_mirrored_at_random():
     """k-means on PCA loses digits mirrored at random; the symmetrised features keep them."""
     images = mirrored_at_random(digits_images())
