@@ -1,8 +1,8 @@
 """Write docs/hooks.md, the hook reference, from the code: ``python docs/hooks_reference.py``.
 
-The page is the docstring of ``imgclust.stages.hookspecs``, then every hook specification in it, then
-every public class of ``imgclust.stages.interfaces`` (the image container and each ``Protocol``, the
-optional capabilities included) with its members' signatures and docstrings.
+The page is the docstring of ``imgclust.stages.hookspecs``, then every hook specification in it,
+then every public class of ``imgclust.stages.interfaces`` (the image container and each
+``Protocol``, the optional capabilities included) with its members' signatures and docstrings.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ HEADER = (
 
 def render() -> str:
     """The hook reference as Markdown."""
-    from imgclust.stages import hookspecs
-    from imgclust.stages import interfaces
+    from imgclust.stages import hookspecs, interfaces
 
     parts = [HEADER, "# Hook reference", markdown(hookspecs.__doc__ or "").split("\n", 1)[1]]
     parts.append("## Hooks")
