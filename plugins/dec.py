@@ -30,7 +30,14 @@ import numpy as np
 
 import imgclust
 from imgclust.errors import DataError, ImgclustError, SettingsError
-from imgclust.kit import atomic, hookimpl, import_keras, read_npy
+from imgclust.kit import (
+    atomic,
+    hookimpl,
+    import_keras,
+    neighbour_information,
+    neighbour_pairs,
+    read_npy,
+)
 
 #: Each ``autoencoder`` setting: the encoder stage that builds it and its settings there.
 AUTOENCODERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -55,9 +62,6 @@ AUTOENCODERS: dict[str, tuple[str, dict[str, Any]]] = {
 META_FILE = "dec.json"
 CENTRES_FILE = "centres.npy"
 START_FILE = "start_centres.npy"
-#: Points (a seeded sample) and neighbours of each in the guard's criterion: bounds its cost.
-CRITERION_POINTS = 5000
-CRITERION_NEIGHBOURS = 10
 AUTOENCODER_DIR = "autoencoder"
 #: Fewest pretraining steps: small image sets train for more epochs, not fewer steps.
 MIN_PRETRAIN_STEPS = 1000
@@ -199,8 +203,8 @@ class DEC:
         self.classes_ = classes
         self.start_centres_ = np.stack([features[labels == c].mean(axis=0) for c in classes])
         self.kept_start_ = False
-        neighbours = _neighbour_pairs(features, self.seed)
-        start_score = _neighbour_information(self._nearest_start(features), neighbours)
+        neighbours = neighbour_pairs(features, self.seed)
+        start_score = neighbour_information(self._nearest_start(features), neighbours)
         self.ae_ = self._make_autoencoder()
         steps_per_epoch = math.ceil(len(images) / self.batch_size)
         self.ae_.epochs = max(self.pretrain_epochs, math.ceil(MIN_PRETRAIN_STEPS / steps_per_epoch))
@@ -299,7 +303,7 @@ class DEC:
                 q = self._soft_assignments(images, centres=np.asarray(clustering.centres))
                 target = _target_distribution(q)
                 current = q.argmax(axis=1)
-                score = _neighbour_information(self.classes_[current], neighbours)
+                score = neighbour_information(self.classes_[current], neighbours)
                 self.history_.setdefault("step", []).append(step)
                 self.history_.setdefault("criterion", []).append(score)
                 if best is None or score > best[0]:
@@ -421,35 +425,6 @@ def _target_distribution(q: np.ndarray) -> np.ndarray:
     """DEC's sharpened target: q squared over each cluster's soft frequency, normalised."""
     weight = q**2 / q.sum(axis=0)
     return (weight / weight.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def _neighbour_pairs(features: np.ndarray, seed: int) -> np.ndarray:
-    """(point, neighbour) index pairs: each of a seeded sample of at most ``CRITERION_POINTS``
-    rows and its ``CRITERION_NEIGHBOURS`` nearest other rows of that sample."""
-    from sklearn.neighbors import NearestNeighbors
-
-    rng = np.random.default_rng(seed)
-    n = len(features)
-    sample = (
-        np.sort(rng.choice(n, CRITERION_POINTS, replace=False))
-        if n > CRITERION_POINTS
-        else np.arange(n)
-    )
-    points = np.asarray(features[sample], dtype=np.float32)
-    k = min(CRITERION_NEIGHBOURS, len(sample) - 1)
-    found = (
-        NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points, return_distance=False)
-    )
-    pairs = np.stack([np.repeat(sample, k), sample[found[:, 1:]].ravel()], axis=1)
-    return pairs
-
-
-def _neighbour_information(labels: np.ndarray, pairs: np.ndarray) -> float:
-    """Mutual information (nats) between a point's cluster and its neighbours' clusters: at most
-    the labels' entropy, so merging clusters lowers it, and boundaries through dense regions too."""
-    from sklearn.metrics import mutual_info_score
-
-    return float(mutual_info_score(labels[pairs[:, 0]], labels[pairs[:, 1]]))
 
 
 def _as_features(features: Any, n: int) -> np.ndarray:

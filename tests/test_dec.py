@@ -10,7 +10,7 @@ import pytest
 
 import imgclust
 from imgclust.errors import DataError, SettingsError
-from imgclust.plugins.dec import DEC, _neighbour_information, _neighbour_pairs
+from imgclust.plugins.dec import DEC
 from imgclust.results.metrics import external_scores
 
 #: A few seconds on 8x8 digits: pretraining still takes its 1,000 steps, of 32 images.
@@ -37,30 +37,6 @@ def digits() -> dict[str, np.ndarray]:
 
 def acc(labels: np.ndarray, truth: np.ndarray) -> float:
     return external_scores(truth, labels)["acc"]
-
-
-def test_the_guards_criterion_prefers_the_true_digits_and_punishes_merging(digits):
-    """Neighbour information ranks the true classes above k-means (whose boundaries cut through
-    dense regions) and falls when clusters merge, down to 0 for one cluster."""
-    pairs = _neighbour_pairs(digits["features"], seed=0)
-    truth, kmeans = digits["truth"], digits["kmeans"]
-    score = {
-        "truth": _neighbour_information(truth, pairs),
-        "kmeans": _neighbour_information(kmeans, pairs),
-        "merged": _neighbour_information(np.where(truth == 9, 4, truth), pairs),
-        "halves": _neighbour_information(truth % 5, pairs),
-        "one": _neighbour_information(np.zeros_like(truth), pairs),
-    }
-    assert score["truth"] > score["kmeans"] > score["halves"], score
-    assert score["truth"] > score["merged"] > score["halves"] > score["one"] == 0, score
-
-
-def test_the_criterion_looks_at_a_bounded_sample():
-    features = np.random.default_rng(0).normal(size=(12_000, 3)).astype(np.float32)
-    pairs = _neighbour_pairs(features, seed=1)
-    assert pairs.shape == (5000 * 10, 2)
-    assert np.array_equal(pairs, _neighbour_pairs(features, seed=1))  # the same every time
-    assert not np.any(pairs[:, 0] == pairs[:, 1])
 
 
 @pytest.mark.parametrize(

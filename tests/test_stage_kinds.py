@@ -58,7 +58,8 @@ def test_a_plugin_of_the_previous_release_still_imports_and_hears_where_to_go(tm
     """Old documented paths import the same modules, with a DeprecationWarning naming the new
     import (a fresh process, so that no earlier import hides the warning)."""
     plugin = tmp_path / "old_style_plugin.py"
-    plugin.write_text(textwrap.dedent("""
+    plugin.write_text(
+        textwrap.dedent("""
         import warnings
         warnings.simplefilter("always")
         with warnings.catch_warnings(record=True) as caught:
@@ -76,7 +77,8 @@ def test_a_plugin_of_the_previous_release_still_imports_and_hears_where_to_go(tm
         assert len(moved) == 6, moved
         assert "from imgclust.kit import KerasAutoencoder" in moved[0], moved[0]
         print("ok")
-    """))
+    """)
+    )
     result = subprocess.run(
         [sys.executable, str(plugin)], capture_output=True, text=True, check=False
     )

@@ -261,8 +261,7 @@ def verified_images(
     except ImgclustError as exc:  # the images are gone or are others: changed, too
         if not allow_changed:
             raise ContentChangedError(
-                f"{str(exc).rstrip('.')}; or pass --allow-changed to go on without them "
-                "(reported)."
+                f"{str(exc).rstrip('.')}; or pass --allow-changed to go on without them (reported)."
             ) from None
         gone = ContentCheck(0, [], "image", recorded=False, allowed=True, reason=str(exc))
         return RunImages(gone)

@@ -376,5 +376,3 @@ def save_index(
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     return folder
-
-

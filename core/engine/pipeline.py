@@ -73,8 +73,7 @@ class Pipeline:
             given = [given]
         if not isinstance(given, Iterable):
             raise SettingsError(
-                "a pipeline's encoders are a list of stages or names, "
-                f"not {type(given).__name__}."
+                f"a pipeline's encoders are a list of stages or names, not {type(given).__name__}."
             )
         self.encoders: list[Stage] = [as_stage("encoders", e, registry) for e in given]
         self.clusterer: Stage = as_stage("clusterers", clusterer, registry)

@@ -483,9 +483,7 @@ def _written_to(features: np.ndarray, path: Path) -> bool:
     return Path(name).name == path.name and Path(name).parent.samefile(path.parent)
 
 
-def assignments_csv(
-    data: ImageSet, labels: np.ndarray, scores: ImageScores | None = None
-) -> str:
+def assignments_csv(data: ImageSet, labels: np.ndarray, scores: ImageScores | None = None) -> str:
     """id, cluster, (when known) label, then confidence and outlier score of every image, safe
     to open in a spreadsheet."""
     assert data.ids is not None  # an ImageSet fills in its ids

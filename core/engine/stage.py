@@ -253,5 +253,3 @@ def check_labels(stage: Stage, labels: Any, expected: int, kind: str = "clustere
 
 def _origin_or_author(stage: Stage, kind: str) -> str:
     return stage_origin(f"{kind}s", stage.name, stage.instance) or "its author"
-
-

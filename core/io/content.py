@@ -292,6 +292,4 @@ def check_images(
             f"dataset of run {Path(run).name!r} now gives {len(data)} images, not "
             f"{record.n_images}: it no longer holds the run's images."
         )
-    return compare(
-        run, record.chunks, found, "chunk", None, allow_changed, record.rows_per_chunk
-    )
+    return compare(run, record.chunks, found, "chunk", None, allow_changed, record.rows_per_chunk)

@@ -8,7 +8,8 @@ top-level API is internal and may move.
 - settings: ``check_limit`` (a bounded count from a stage's keyword argument)
 - Keras: ``import_keras`` (on first use), ``KerasAutoencoder`` (the autoencoder base),
   ``CODE_LAYER``, ``predict_in_batches``; UMAP: ``import_umap``
-- scikit-learn: ``SklearnClusterer``, ``lazy_estimator``, ``PickleFormat`` (the adapter)
+- scikit-learn: ``SklearnClusterer``, ``lazy_estimator``, ``PickleFormat`` (the adapter),
+  ``NeighbourSelected`` (the adapter keeping the start with the most neighbour information)
 - arrays and memory: ``as_matrix``, ``map_batches``, ``sample_matrix``, ``sample_index``,
   ``to_float``, ``check_finite``, ``check_inflation``, ``inflation_cap``
 - files a stage writes and reads: ``atomic`` (``write_json``, ``write_npy``, ``write_bytes``,
@@ -18,6 +19,7 @@ top-level API is internal and may move.
 - image files and arrays for datasets: ``FolderReading``, ``DEFAULT_EXTENSIONS``, ``check_fit``,
   ``check_max_pixels``, ``check_mode``, ``check_size``, ``check_workers``,
   ``normalise_extensions``, ``load_arrays``, ``InMemoryImages``, ``IN_MEMORY``
+- comparing clusterings without labels: ``neighbour_pairs``, ``neighbour_information``
 - invariances measured from the images: ``decide``, ``apply_element``, ``symmetry_group``,
   ``Element``, ``TRANSFORMS``, ``DISCRETE``
 """
@@ -50,6 +52,7 @@ from imgclust.kit.arrays import (
     to_float,
 )
 from imgclust.kit.autoencoder import CODE_LAYER, KerasAutoencoder, predict_in_batches
+from imgclust.kit.criteria import neighbour_information, neighbour_pairs
 from imgclust.kit.invariances import (
     DISCRETE,
     TRANSFORMS,
@@ -60,6 +63,7 @@ from imgclust.kit.invariances import (
 )
 from imgclust.kit.keras import import_keras
 from imgclust.kit.sklearn import PickleFormat, SklearnClusterer, lazy_estimator
+from imgclust.kit.starts import NeighbourSelected
 from imgclust.kit.umap import import_umap
 from imgclust.stages.hookspecs import hookimpl
 from imgclust.stages.interfaces import FileListing, ImageSet
@@ -79,6 +83,7 @@ __all__ = [
     "ImgclustError",
     "InMemoryImages",
     "KerasAutoencoder",
+    "NeighbourSelected",
     "PickleFormat",
     "SettingsError",
     "SklearnClusterer",
@@ -103,6 +108,8 @@ __all__ = [
     "lazy_estimator",
     "load_arrays",
     "map_batches",
+    "neighbour_information",
+    "neighbour_pairs",
     "normalise_extensions",
     "predict_in_batches",
     "read_npy",

@@ -164,8 +164,10 @@ class SklearnClusterer:
             self._predicts = callable(getattr(estimator, "predict", None))
         return self._predicts
 
-    def _build(self, n_rows: int | None = None) -> Any:
-        params = dict(self.params)
+    def _build(self, n_rows: int | None = None, **overrides: Any) -> Any:
+        """The estimator, its count-or-fraction settings resolved for ``n_rows`` rows and
+        ``overrides`` in place of the clusterer's own parameters."""
+        params = {**self.params, **overrides}
         if n_rows is not None:
             for key in self.counts:
                 if params.get(key) is not None:

@@ -113,6 +113,4 @@ def pipeline_html(pipeline: Any) -> str:
     shape = pipeline.input_shape
     shown = "x".join(str(v) for v in shape) if shape else ""
     head = f"Pipeline, {state}" + (f", for {html.escape(shown)} images" if shown else "")
-    return (
-        f'{STYLE}<div class="imgclust-view"><p>{head}</p>' + " &rarr; ".join(boxes) + "</div>"
-    )
+    return f'{STYLE}<div class="imgclust-view"><p>{head}</p>' + " &rarr; ".join(boxes) + "</div>"

@@ -36,6 +36,7 @@ from imgclust.stages.settings import resolve
 if TYPE_CHECKING:  # numpy loads with the first command that needs it, not with the CLI
     import numpy as np
 
+
 # Predict -----------------------------------------------------------------------------------
 def predict_rows(
     saved: Any, inputs: list[str], centres: Any = None
@@ -142,7 +143,6 @@ def predict_command(
         with reading_a_run():  # the pipeline's size cannot blow tiny files up without bound
             header, rows = predict_rows(saved, inputs, centres)
     else:  # files decoded and images assigned on the workers, each loading the saved pipeline
-
         needs = stages_of({"encoder": saved.encoders and [{"name": e.name} for e in saved.encoders],
                            "clusterer": {"name": saved.clusterer.name}})  # fmt: skip
         with on_cluster(parse_address(dask), needs):

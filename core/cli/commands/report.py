@@ -55,7 +55,6 @@ def register(app: Any) -> None:
         check_run_files(run)  # damaged files are refused before any plot is drawn
         outcome = None
         if not html_only:
-
             options = options_from_env().with_map(
                 map_method.value if map_method else None, map_sample
             )
