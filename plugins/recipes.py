@@ -147,10 +147,14 @@ PCA_KMEANS_RECLUSTER = {
 
 #: umap-gmm on features made invariant to the image set's own symmetries: ``sym-pca`` averages
 #: the principal components over the mirror, flips or quarter turns that the run measured the
-#: images to be invariant to (plain PCA where there are none, as on digits).
+#: images to be invariant to (plain PCA where there are none, as on digits). Of the mixture's
+#: 10 starts it keeps the likeliest unless another's clusters agree clearly more with each
+#: point's nearest neighbours: UMAP's embedding can make a merge of two kinds of image and a split
+#: of a third the likeliest fit.
 SYM_UMAP_GMM = {
     **UMAP_GMM,
     "encoder": [{"name": "sym-pca", "n_components": 50}, UMAP_GMM["encoder"][1]],
+    "clusterer": {**UMAP_GMM["clusterer"], "n_init": 10, "select": "neighbours"},
 }
 
 #: sym-umap-gmm, then the recluster refiner of umap-gmm-recluster, whose CNN augments with the
@@ -283,7 +287,8 @@ def _register_all(register: Any) -> None:
         "sym-umap-gmm",
         SYM_UMAP_GMM,
         summary="recommended for a new image set: umap-gmm on PCA averaged over the mirror, "
-        "flips or quarter turns measured in the images (umap-gmm where there are none)",
+        "flips or quarter turns measured in the images, the mixture's start checked by "
+        "neighbour agreement",
     )
     register(
         "sym-umap-gmm-recluster",

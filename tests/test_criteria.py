@@ -11,6 +11,7 @@ from sklearn.metrics import adjusted_rand_score
 import imgclust
 from imgclust.errors import SettingsError
 from imgclust.kit import NeighbourSelected, neighbour_information, neighbour_pairs
+from imgclust.kit.starts import MARGIN, kept_start
 from imgclust.plugins.sklearn_clusterers import gmm
 
 
@@ -37,9 +38,9 @@ def blobs_and_arc() -> tuple[np.ndarray, np.ndarray]:
     with the two groups as one component and the arc cut in two than with the true three."""
     rng = np.random.default_rng(0)
     left = rng.normal([0, 0], 0.5, (300, 2))
-    right = rng.normal([2.5, 0], 0.5, (300, 2))
+    right = rng.normal([3.0, 0], 0.5, (300, 2))
     angle = rng.uniform(0, 1.5 * np.pi, 600)
-    arc = np.stack([30 + 4 * np.cos(angle), 4 * np.sin(angle)], axis=1)
+    arc = np.stack([30 + 3 * np.cos(angle), 3 * np.sin(angle)], axis=1)
     arc += rng.normal(0, 0.3, arc.shape)
     return np.vstack([left, right, arc]), np.repeat([0, 1, 2], [300, 300, 600])
 
@@ -74,7 +75,7 @@ def test_the_criterion_of_a_single_point_is_zero():
     assert neighbour_information(np.zeros(1, dtype=np.int64), pairs) == 0.0
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
 def test_neighbours_keep_the_groups_that_likelihood_merges_and_splits(blobs_and_arc, seed):
     points, truth = blobs_and_arc
     settings = dict(n_clusters=3, n_init=10, init="random_from_data", seed=seed)
@@ -84,15 +85,33 @@ def test_neighbours_keep_the_groups_that_likelihood_merges_and_splits(blobs_and_
     assert adjusted_rand_score(truth, by_neighbours) > 0.95
 
 
-def test_the_kept_start_has_the_most_neighbour_information(blobs_and_arc):
+def start(information: float, score: float) -> dict[str, float]:
+    return {"neighbour_information": information, "score": score}
+
+
+def test_the_likeliest_start_stays_unless_another_has_clearly_more_information():
+    likeliest = start(2.0, 16.0)
+    near = start(2.0 * (1 + MARGIN / 2), 15.0)  # a near-equal partition: likelihood decides
+    assert kept_start([near, likeliest]) == 1
+    clear = start(2.0 * (1 + 2 * MARGIN), 15.5)
+    clearer = start(2.0 * (1 + 3 * MARGIN), 14.0)
+    assert kept_start([near, likeliest, clear]) == 2
+    assert kept_start([clearer, near, likeliest, clear]) == 0  # then the most information
+    assert kept_start([start(2.1, 14.0), start(2.1, 15.0), likeliest]) == 1  # a tie: the score
+    assert kept_start([near, likeliest], margin=0) == 0  # no margin: the most information
+
+
+def test_the_kept_start_is_recorded_and_is_a_plain_mixture(blobs_and_arc):
     points, _ = blobs_and_arc
     clusterer = gmm(n_clusters=3, n_init=6, init="random_from_data", select="neighbours", seed=3)
     assert isinstance(clusterer, NeighbourSelected)
     labels = clusterer.fit_predict(points)
     starts = clusterer.starts_
     assert len(starts) == 6 and len({s["seed"] for s in starts}) == 6
-    best = max(s["neighbour_information"] for s in starts)
-    assert neighbour_information(labels, neighbour_pairs(points, seed=3)) == pytest.approx(best)
+    kept = [s for s in starts if s["kept"]]
+    assert len(kept) == 1 and kept[0] is starts[kept_start(starts)]
+    information = neighbour_information(labels, neighbour_pairs(points, seed=3))
+    assert information == pytest.approx(kept[0]["neighbour_information"])
     assert clusterer.estimator_.n_init == 1  # the kept start is a plain one-start mixture
     again = gmm(n_clusters=3, n_init=6, init="random_from_data", select="neighbours", seed=3)
     assert np.array_equal(again.fit_predict(points), labels)  # the seed decides every start

@@ -41,7 +41,7 @@ def test_without_symmetries_it_is_plain_pca_and_it_measures_them_itself_outside_
 
 @pytest.mark.parametrize("max_fit", [100_000, 500])
 def test_without_symmetries_its_features_are_pcas_to_the_last_bit(max_fit: int):
-    """So that sym-umap-gmm is umap-gmm, seed for seed, on a set without symmetries."""
+    """So that sym-umap-gmm and umap-gmm see the same features on a set without symmetries."""
     images = digits_images()
     symmetric = SymmetricPCA(n_components=12, max_fit=max_fit, seed=3)
     symmetric.invariances = ["rotation", "shift"]  # kept, but not exact rearrangements

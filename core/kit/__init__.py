@@ -9,7 +9,7 @@ top-level API is internal and may move.
 - Keras: ``import_keras`` (on first use), ``KerasAutoencoder`` (the autoencoder base),
   ``CODE_LAYER``, ``predict_in_batches``; UMAP: ``import_umap``
 - scikit-learn: ``SklearnClusterer``, ``lazy_estimator``, ``PickleFormat`` (the adapter),
-  ``NeighbourSelected`` (the adapter keeping the start with the most neighbour information)
+  ``NeighbourSelected`` (the adapter whose kept start is checked by neighbour information)
 - arrays and memory: ``as_matrix``, ``map_batches``, ``sample_matrix``, ``sample_index``,
   ``to_float``, ``check_finite``, ``check_inflation``, ``inflation_cap``
 - files a stage writes and reads: ``atomic`` (``write_json``, ``write_npy``, ``write_bytes``,
