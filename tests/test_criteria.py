@@ -4,6 +4,8 @@ third, and the kept start saves, loads and predicts like any mixture."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
@@ -141,5 +143,8 @@ def test_a_run_with_neighbour_selection_reports_like_any_run(tmp_path):
         plots=False,
     )
     assert result.metrics["acc"] > 0.6
+    starts = json.loads((result.path / "metrics.json").read_text())["clusterer_starts"]
+    assert len(starts) == 3 and sum(start["kept"] for start in starts) == 1
+    assert {"seed", "neighbour_information", "score"} <= set(starts[0])
     images = result.data.images[:50]
     assert np.array_equal(imgclust.load(result.path).predict(images), result.labels[:50])

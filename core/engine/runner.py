@@ -65,6 +65,7 @@ from imgclust.stages.interfaces import (
     Checkpoints,
     HasHistory,
     ImageSet,
+    ReportsStarts,
     ReportsStop,
     UsesImageIds,
     UsesInvariances,
@@ -269,6 +270,7 @@ def cluster(run: RunState) -> None:
     features = run.features
     run.log(f"clustering {len(features)} feature vectors of {features.shape[1]} numbers")
     run.labels = run.pipeline.fit_clusterer(features)
+    note_starts(run)
     if run.pipeline.refiners:  # they see the images and the first clustering
         for stage in run.pipeline.refiners:
             if isinstance(stage.instance, UsesImageIds):
@@ -276,6 +278,24 @@ def cluster(run: RunState) -> None:
                 stage.instance.image_ids = [str(image_id) for image_id in ids]
         run.labels = run.pipeline.fit_refiners(run.data.images, features, log=run.log)
     run.timings.update(run.pipeline.timings)
+
+
+def clusterer_starts(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """The clusterer's starts, one record each, where it reports them (else none)."""
+    instance = pipeline.clusterer.instance
+    starts = instance.starts_ if isinstance(instance, ReportsStarts) else None
+    return [dict(start) for start in starts or ()]
+
+
+def note_starts(run: RunState) -> None:
+    """Log which of the clusterer's starts was kept, with its scores."""
+    records = clusterer_starts(run.pipeline)
+    kept = next((i for i, start in enumerate(records) if start.get("kept")), None)
+    if kept is not None:
+        scores = ", ".join(
+            f"{key} {value:.4f}" for key, value in records[kept].items() if isinstance(value, float)
+        )
+        run.log(f"{run.pipeline.clusterer.name} kept start {kept + 1} of {len(records)} ({scores})")
 
 
 def score_run(run: RunState) -> None:
@@ -347,6 +367,9 @@ def describe(run: RunState) -> RunResult:
             for key in ("loss", "val_loss"):
                 if history.get(key):
                     metrics[key] = float(history[key][-1])
+    starts = clusterer_starts(pipeline)
+    if starts:  # which start the clusterer kept, and each start's scores
+        metrics["clusterer_starts"] = starts
     for stage in pipeline.refiners:
         history = stage.instance.history_ if isinstance(stage.instance, HasHistory) else None
         if history:  # rounds or target updates, for the training plot

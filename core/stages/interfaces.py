@@ -192,6 +192,15 @@ class ReportsStop(Protocol):
 
 
 @runtime_checkable
+class ReportsStarts(Protocol):
+    """A clusterer that tried several starts and says which it kept and why (the run's log and
+    ``clusterer_starts`` in ``metrics.json``): one record per start with its ``seed``, its
+    scores (such as ``neighbour_information`` and ``score``) and ``kept``."""
+
+    starts_: Sequence[Mapping[str, Any]]
+
+
+@runtime_checkable
 class Checkpoints(Protocol):
     """An encoder that checkpoints its fit into ``checkpoint_dir`` (set by the run) to resume."""
 
@@ -310,6 +319,7 @@ CAPABILITIES = (
     Reconstructs,
     HasHistory,
     ReportsStop,
+    ReportsStarts,
     Checkpoints,
     Embeds,
     Predicts,
