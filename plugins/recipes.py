@@ -286,9 +286,8 @@ def _register_all(register: Any) -> None:
     register(
         "sym-umap-gmm",
         SYM_UMAP_GMM,
-        summary="recommended for a new image set: umap-gmm on PCA averaged over the mirror, "
-        "flips or quarter turns measured in the images, the mixture's start checked by "
-        "neighbour agreement",
+        summary="recommended for a new image set: umap-gmm on PCA averaged over the "
+        "symmetries measured in the images, its mixture's start checked by neighbours",
     )
     register(
         "sym-umap-gmm-recluster",
