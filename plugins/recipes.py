@@ -190,9 +190,9 @@ PCA_KMEANS_DCEC_ARTICLE = {
 
 #: The recommendation for an image set nobody has tuned for (``imgclust list recipes`` says
 #: so), chosen across image sets by mean rank (docs/benchmarks.md, "General recipes"): the only
-#: candidate at or above ``umap-gmm`` on digits and on plain, mirrored and turned MNIST; the
-#: recluster recipes are more accurate on plain digits and MNIST but fell below ``umap-gmm`` on
-#: turned MNIST.
+#: candidate at or above ``umap-gmm`` on every set of the benchmark (digits, plain, mirrored and
+#: turned MNIST, photo tiles); sym-umap-gmm-recluster is more accurate on the 28x28 sets but
+#: below ``umap-gmm`` on 8x8 digits, and pca-kmeans-recluster below it on turned MNIST.
 RECOMMENDED = "sym-umap-gmm"
 
 
