@@ -34,6 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,12 +121,24 @@ def make_set(name: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(images), labels
 
 
-def run_cell(recipe: str, data: Path, seed: int, runs: Path) -> dict[str, Any]:
-    """One run of a recipe on a set saved as an .npz; its scores, invariances and times."""
+def saved_sets(
+    names: list[str], limit: int | None, folder: Path
+) -> Iterator[tuple[str, Path, np.ndarray]]:
+    """Each named set made and saved as ``folder/NAME.npz`` (``x`` images, ``y`` classes), one at
+    a time: its name, its file and its classes."""
+    for set_name in names:
+        images, labels = make_set(set_name, limit)
+        data = folder / f"{set_name}.npz"
+        np.savez(data, x=images, y=labels)
+        yield set_name, data, labels
+
+
+def run_recipe(recipe: str, data: Path, seed: int, runs: Path) -> Any:
+    """A real run (``imgclust.run``, plots off) of a recipe with its defaults on a set saved as
+    an .npz, clustering all its images; the finished run."""
     import imgclust
 
-    started, cpu = time.perf_counter(), time.process_time()
-    result = imgclust.run(
+    return imgclust.run(
         recipe,
         dataset={"name": "arrays", "path": str(data)},
         settings={"seed": seed},
@@ -133,7 +146,12 @@ def run_cell(recipe: str, data: Path, seed: int, runs: Path) -> dict[str, Any]:
         runs_dir=runs,
         plots=False,
     )
-    metrics = result.metrics
+
+
+def run_cell(recipe: str, data: Path, seed: int, runs: Path) -> dict[str, Any]:
+    """One run of a recipe on a set saved as an .npz; its scores, invariances and times."""
+    started, cpu = time.perf_counter(), time.process_time()
+    metrics = run_recipe(recipe, data, seed, runs).metrics
     return {
         "seed": seed,
         **{k: metrics[k] for k in ("acc", "nmi", "ari")},
@@ -203,10 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     path = RESULTS / f"{name}.json"
     mine: dict[str, dict[str, list[dict[str, Any]]]] = {}  # the cells this call measured
     with tempfile.TemporaryDirectory(prefix="imgclust-general-") as folder:
-        for set_name in [] if args.from_results else args.sets:
-            images, labels = make_set(set_name, args.limit)
-            data = Path(folder) / f"{set_name}.npz"
-            np.savez(data, x=images, y=labels)
+        names = [] if args.from_results else args.sets
+        for set_name, data, _ in saved_sets(names, args.limit, Path(folder)):
             for recipe in args.recipes:
                 for seed in args.seeds:
                     result = run_cell(recipe, data, seed, Path(folder) / "runs")

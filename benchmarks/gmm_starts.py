@@ -29,28 +29,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, save_results, update_doc_section  # noqa: E402
-from general import SETS, make_set  # noqa: E402
+from general import SETS, run_recipe, saved_sets  # noqa: E402
 
 NAME = "gmm-starts"
 RECIPE = "sym-umap-gmm"
 MARGINS: tuple[float | str, ...] = ("likelihood", 0.0, 0.005, 0.01, 0.015, 0.02)
 
 
-def measure(set_name: str, seed: int, data: Path, runs: Path, truth: np.ndarray) -> dict[str, Any]:
+def measure(seed: int, data: Path, runs: Path, truth: np.ndarray) -> dict[str, Any]:
     """One run's starts: each one's seed, neighbour information, likelihood, ACC and NMI."""
     from sklearn.mixture import GaussianMixture
 
-    import imgclust
     from imgclust.results.metrics import external_scores
 
-    result = imgclust.run(
-        RECIPE,
-        dataset={"name": "arrays", "path": str(data)},
-        settings={"seed": seed},
-        split="all",
-        runs_dir=runs,
-        plots=False,
-    )
+    result = run_recipe(RECIPE, data, seed, runs)
     settings = result.config["clusterer"]
     starts = []
     for start in result.metrics["clusterer_starts"]:
@@ -114,12 +106,10 @@ def main(argv: list[str] | None = None) -> None:
     saved = json.loads(path.read_text()) if path.exists() else {}
     table: dict[str, list[dict[str, Any]]] = saved.get("sets", {})
     with tempfile.TemporaryDirectory(prefix="imgclust-starts-") as folder:
-        for set_name in [] if args.from_results else args.sets:
-            images, labels = make_set(set_name, args.limit)
-            data = Path(folder) / f"{set_name}.npz"
-            np.savez(data, x=images, y=labels)
+        names = [] if args.from_results else args.sets
+        for set_name, data, labels in saved_sets(names, args.limit, Path(folder)):
             for seed in args.seeds:
-                run = measure(set_name, seed, data, Path(folder) / "runs", labels)
+                run = measure(seed, data, Path(folder) / "runs", labels)
                 kept = [r for r in table.get(set_name, []) if r["seed"] != seed]
                 table[set_name] = [*kept, run]
                 save_results(NAME, {"recipe": RECIPE, "limit": args.limit, "sets": table})

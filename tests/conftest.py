@@ -71,3 +71,24 @@ def mnist_path() -> Path:
     if not value or not Path(value).exists():
         pytest.skip("IMGCLUST_MNIST is not set to a copy of MNIST")
     return Path(value)
+
+
+@pytest.fixture(scope="session")
+def digits_pca() -> dict:
+    """Digits' images, PCA 30 features, k-means labels (ACC about 0.79) and the true classes."""
+    import numpy as np
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    import imgclust
+
+    data = imgclust.get_dataset("digits").load("all")
+    flat = data.images.reshape(len(data.images), -1).astype(np.float32) / 255
+    features = PCA(30, random_state=0).fit_transform(flat).astype(np.float32)
+    kmeans = KMeans(10, n_init=10, random_state=0).fit_predict(features)
+    return {
+        "images": data.images,
+        "features": features,
+        "kmeans": kmeans.astype(np.int64),
+        "truth": np.asarray(data.labels, dtype=np.int64),
+    }

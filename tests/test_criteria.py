@@ -17,21 +17,10 @@ from imgclust.kit.starts import MARGIN, kept_start
 from imgclust.plugins.sklearn_clusterers import gmm
 
 
-@pytest.fixture(scope="module")
-def digits() -> dict[str, np.ndarray]:
-    """Digits' PCA 30 features, k-means labels (ACC about 0.79) and the true classes."""
-    from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
-
-    data = imgclust.get_dataset("digits").load("all")
-    flat = data.images.reshape(len(data.images), -1).astype(np.float32) / 255
-    features = PCA(30, random_state=0).fit_transform(flat).astype(np.float32)
-    kmeans = KMeans(10, n_init=10, random_state=0).fit_predict(features)
-    return {
-        "features": features,
-        "kmeans": kmeans.astype(np.int64),
-        "truth": np.asarray(data.labels, dtype=np.int64),
-    }
+@pytest.fixture
+def digits(digits_pca: dict) -> dict:
+    """Digits' images, PCA 30 features, k-means labels and true classes (conftest)."""
+    return digits_pca
 
 
 @pytest.fixture(scope="module")
