@@ -179,15 +179,19 @@ class SklearnClusterer:
         check_features(features, self.n_clusters)
         if self.check is not None:
             self.check(features)
-        self.estimator_ = self._build(len(features))
         features = writable(features)
-        if hasattr(self.estimator_, "fit_predict"):
-            labels = self.estimator_.fit_predict(features)
-        else:
-            labels = self.estimator_.fit(features).labels_
+        self.estimator_, labels = self._fit(features)
         self.labels_ = np.asarray(labels, dtype=np.int64)
         self._probe = np.array(features[:PROBE_ROWS])
         return self.labels_
+
+    def _fit(self, features: np.ndarray) -> tuple[Any, np.ndarray]:
+        """A fitted estimator and its label of each row (checked features); subclasses change
+        how the estimator is chosen, not the checks around it."""
+        estimator = self._build(len(features))
+        if hasattr(estimator, "fit_predict"):
+            return estimator, estimator.fit_predict(features)
+        return estimator, estimator.fit(features).labels_
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Assign new points to the fitted clusters (-1 where a method calls them noise)."""

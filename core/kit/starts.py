@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from imgclust.kit.criteria import neighbour_information, neighbour_pairs
-from imgclust.kit.sklearn import PROBE_ROWS, SklearnClusterer, check_features, writable
+from imgclust.kit.sklearn import SklearnClusterer
 
 #: how much more neighbour information (a share of the likeliest start's) another start needs
 #: to be kept instead: differences below 1% were near-equal partitions (digits), while merging
@@ -46,13 +46,8 @@ class NeighbourSelected(SklearnClusterer):
         self.margin = margin
         self.starts_: list[dict[str, Any]] = []
 
-    def fit_predict(self, features: np.ndarray) -> np.ndarray:
-        """Fit each start on (N, D) features, keep one as the class says, and return its label
-        for each row."""
-        check_features(features, self.n_clusters)
-        if self.check is not None:
-            self.check(features)
-        features = writable(features)
+    def _fit(self, features: np.ndarray) -> tuple[Any, np.ndarray]:
+        """Fit each start on the (checked) features and keep one as the class says."""
         seed = self.params.get(self.seed_param)
         starts = max(1, int(self.params.get(self.starts_param) or 1))
         pairs = neighbour_pairs(features, 0 if seed is None else int(seed))
@@ -73,9 +68,7 @@ class NeighbourSelected(SklearnClusterer):
             )
         kept = kept_start(self.starts_, self.margin)
         self.starts_[kept]["kept"] = True
-        self.estimator_, self.labels_ = fitted[kept]
-        self._probe = np.array(features[:PROBE_ROWS])
-        return self.labels_
+        return fitted[kept]
 
 
 def kept_start(starts: list[dict[str, Any]], margin: float = MARGIN) -> int:
