@@ -158,8 +158,12 @@ SYM_UMAP_GMM = {
 }
 
 #: sym-umap-gmm, then the recluster refiner of umap-gmm-recluster, whose CNN augments with the
-#: measured invariances (a random mirror where the set is mirror-symmetric, and so on).
-SYM_UMAP_GMM_RECLUSTER = {**SYM_UMAP_GMM, "refiner": UMAP_GMM_RECLUSTER["refiner"]}
+#: measured invariances (a random mirror where the set is mirror-symmetric, and so on); each
+#: round's mixture keeps, of 10 starts, the one the neighbour check keeps, as the start's does.
+SYM_UMAP_GMM_RECLUSTER = {
+    **SYM_UMAP_GMM,
+    "refiner": [{**UMAP_GMM_RECLUSTER["refiner"][0], "starts": 10, "select": "neighbours"}],
+}
 
 #: pca-kmeans-recluster on sym-pca: k-means on principal components averaged over the measured
 #: symmetries, then three recluster rounds whose CNN augments with the measured invariances. On

@@ -36,12 +36,15 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from imgclust.errors import DataError, ImgclustError, SettingsError
 from imgclust.kit import (
+    SELECT,
+    NeighbourSelected,
+    SklearnClusterer,
     apply_element,
     atomic,
     check_input_file,
@@ -50,6 +53,7 @@ from imgclust.kit import (
     human,
     import_keras,
     import_umap,
+    lazy_estimator,
     read_csv_cell,
     symmetry_group,
 )
@@ -76,6 +80,10 @@ class SelfLabel:
     epochs : int
         Training epochs of the first round (later rounds continue the same network for half);
         small image sets get more, so that every round takes at least 400 steps.
+    max_steps : int or None
+        Most training steps in a round (None: no limit): large image sets then train for fewer
+        epochs, or on a random part of the chosen images where one epoch is already more, so
+        that a round's training time stops growing with the set.
     filters : tuple[int, ...]
         Filters of each convolution block (``convolutions`` 3x3 convolutions, then 2x2 pooling
         while the image is at least 4 pixels wide).
@@ -97,10 +105,18 @@ class SelfLabel:
         Stop when fewer than this share of labels change in a round.
     recluster : bool
         Each round, cluster the images again in the classifier's hidden features (UMAP to 10
-        dimensions, then a full-covariance Gaussian mixture, best of 3 starts by likelihood)
-        instead of taking its most probable class; a last classifier then learns the clusters.
+        dimensions, then a full-covariance Gaussian mixture, ``starts`` starts kept as
+        ``select`` says) instead of taking its most probable class; a last classifier then
+        learns the clusters.
     neighbors : int
         UMAP's ``n_neighbors`` when reclustering.
+    starts : int
+        Gaussian mixture starts when reclustering.
+    select : str
+        Which of them is kept: ``likelihood``, or ``neighbours`` (the likeliest unless another's
+        clusters agree clearly more with each point's nearest neighbours in the embedding, as
+        the ``gmm`` clusterer's ``select``): a likelier fit can merge two kinds of image and
+        split a third.
     seed : int
         Seed of weight initialisation, augmentation and shuffling.
     labels : str
@@ -119,6 +135,7 @@ class SelfLabel:
         keep: float = 0.8,
         rounds: int = 2,
         epochs: int = 4,
+        max_steps: int | None = None,
         filters: tuple[int, ...] = (32, 64),
         convolutions: int = 2,
         dense: int = 128,
@@ -130,12 +147,15 @@ class SelfLabel:
         tolerance: float = 0.001,
         recluster: bool = False,
         neighbors: int = 10,
+        starts: int = 3,
+        select: Literal["likelihood", "neighbours"] = "likelihood",
         seed: int = 0,
         labels: str = "",
     ) -> None:
         self.keep = float(keep)
         self.rounds = int(rounds)
         self.epochs = int(epochs)
+        self.max_steps = None if max_steps is None else int(max_steps)
         self.filters = tuple(int(f) for f in filters)
         self.convolutions = int(convolutions)
         self.dense = int(dense)
@@ -147,6 +167,8 @@ class SelfLabel:
         self.tolerance = float(tolerance)
         self.recluster = bool(recluster)
         self.neighbors = int(neighbors)
+        self.starts = int(starts)
+        self.select = str(select)
         self.seed = int(seed)
         self.labels = str(labels or "")
         self._check_settings()
@@ -169,6 +191,8 @@ class SelfLabel:
             raise bad(f"keep is a share of each cluster, above 0 and at most 1; got {self.keep}.")
         if min(self.rounds, self.epochs, self.batch_size, self.dense, self.convolutions) < 1:
             raise bad("rounds, epochs, batch_size, dense and convolutions must be at least 1.")
+        if self.max_steps is not None and self.max_steps < MIN_STEPS:
+            raise bad(f"max_steps must be at least {MIN_STEPS} (or None: no limit).")
         if not self.filters or any(f < 1 for f in self.filters):
             raise bad(f"filters must be positive widths, e.g. 32,64; got {self.filters}.")
         if not self.learning_rate > 0:
@@ -179,6 +203,10 @@ class SelfLabel:
             raise bad("tolerance is a share of the labels, from 0 to below 1.")
         if self.neighbors < 2:
             raise bad(f"neighbors must be at least 2; got {self.neighbors}.")
+        if self.starts < 1:
+            raise bad(f"starts must be at least 1; got {self.starts}.")
+        if self.select not in SELECT:
+            raise bad(f"select is {' or '.join(SELECT)}; got {self.select!r}.")
 
     # Fitting -----------------------------------------------------------------------------------
     def fit_predict(
@@ -260,10 +288,17 @@ class SelfLabel:
     def _train(
         self, images: np.ndarray, chosen: np.ndarray, labels: np.ndarray, epochs: int
     ) -> float:
-        """Fit the network on the chosen images for ``epochs`` (at least MIN_STEPS steps); return
-        the training loss of the last epoch."""
+        """Fit the network on the chosen images for ``epochs`` (at least MIN_STEPS steps, at most
+        ``max_steps``); return the training loss of the last epoch."""
         steps_per_epoch = math.ceil(len(chosen) / self.batch_size)
         epochs = max(1, epochs, math.ceil(MIN_STEPS / steps_per_epoch))
+        if self.max_steps is not None and epochs * steps_per_epoch > self.max_steps:
+            if steps_per_epoch > self.max_steps:  # one epoch is too many: a random part of it
+                rng = np.random.default_rng([self.seed, len(self.history_["changed"]), 1])
+                kept = self.max_steps * self.batch_size
+                chosen = np.sort(rng.choice(chosen, kept, replace=False))
+                steps_per_epoch = self.max_steps
+            epochs = max(1, self.max_steps // steps_per_epoch)
         targets = np.searchsorted(self._fitted_classes(), labels[chosen])
         if "quarter-turn" not in self.augmentations_:
             fitted = self.model_.fit(
@@ -295,11 +330,25 @@ class SelfLabel:
         features = self._hidden(images)
         try:
             embedding = _embed(features, self.neighbors, self.seed)
-            found = _mixture_labels(embedding, len(self._fitted_classes()), self.seed)
+            found = self._mixture_labels(embedding)
         except ValueError as exc:
             reason = " ".join(str(exc).split())[:200]
             raise DataError(f"refiner 'self-label' could not recluster: {reason}") from None
         return _matched(found, labels, self._fitted_classes()), embedding, features
+
+    def _mixture_labels(self, embedding: np.ndarray) -> np.ndarray:
+        """A full-covariance Gaussian mixture's clusters of the embedding, of ``starts`` starts
+        the one ``select`` keeps."""
+        params = {
+            "n_components": len(self._fitted_classes()),
+            "covariance_type": "full",
+            "n_init": self.starts,
+            "reg_covar": 1e-4,
+            "random_state": self.seed,
+        }
+        adapter = NeighbourSelected if self.select == "neighbours" else SklearnClusterer
+        mixture = adapter(lazy_estimator("sklearn.mixture", "GaussianMixture"), params)
+        return np.asarray(mixture.fit_predict(embedding), dtype=np.int64)
 
     def _fit_head(self, hidden: np.ndarray, labels: np.ndarray) -> None:
         """Retrain only the softmax layer, on the hidden features, to give ``labels``: the
@@ -624,16 +673,6 @@ def _embed(features: np.ndarray, neighbors: int, seed: int) -> np.ndarray:
         warnings.filterwarnings("ignore", message=".*n_jobs value.*")
         warnings.filterwarnings("ignore", category=FutureWarning)
         return np.asarray(model.fit_transform(features), dtype=np.float64)
-
-
-def _mixture_labels(embedding: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """A full-covariance Gaussian mixture's clusters, the most likely of 3 starts."""
-    from sklearn.mixture import GaussianMixture
-
-    mixture = GaussianMixture(
-        k, covariance_type="full", n_init=3, reg_covar=1e-4, random_state=seed
-    )
-    return mixture.fit_predict(embedding)
 
 
 def _matched(found: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> np.ndarray:

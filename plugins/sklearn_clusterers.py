@@ -11,12 +11,10 @@ from functools import partial
 from typing import Any, Literal
 
 from imgclust.errors import DataError, SettingsError
-from imgclust.kit import NeighbourSelected, SklearnClusterer, hookimpl, lazy_estimator
+from imgclust.kit import SELECT, NeighbourSelected, SklearnClusterer, hookimpl, lazy_estimator
 
 # Leave this share of the free memory for everything else when a method needs an N x N matrix.
 MEMORY_SHARE = 0.5
-#: how a Gaussian mixture's kept start is chosen
-SELECT = ("likelihood", "neighbours")
 
 
 def kmeans(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import adjusted_rand_score
 
 import imgclust
 from imgclust.errors import DataError, SettingsError
@@ -31,6 +32,65 @@ def test_reclustered_labels_take_the_numbers_of_the_clusters_they_overlap():
     assert _matched(found, before, classes).tolist() == [3, 3, 9, 5, 5, 9, 9, 9, 5]
 
 
+@pytest.mark.parametrize("seed", [1, 7, 8])
+def test_a_round_keeps_the_mixture_start_its_select_says(seed):
+    """Two round groups side by side and a far arc: the likeliest of 10 mixture starts merges the
+    groups and cuts the arc; with ``select="neighbours"`` the round keeps the three groups (at
+    these seeds one of the 10 k-means-started fits finds them; at most others none does)."""
+    rng = np.random.default_rng(0)
+    angle = rng.uniform(0, 1.5 * np.pi, 600)
+    arc = np.stack([30 + 3 * np.cos(angle), 3 * np.sin(angle)], axis=1)
+    embedding = np.vstack(
+        [
+            rng.normal([0, 0], 0.5, (300, 2)),
+            rng.normal([3, 0], 0.5, (300, 2)),
+            arc + rng.normal(0, 0.3, arc.shape),
+        ]
+    )
+    truth = np.repeat([0, 1, 2], [300, 300, 600])
+
+    def round_labels(select: str) -> np.ndarray:
+        refiner = SelfLabel(recluster=True, starts=10, select=select, seed=seed)
+        refiner.classes_ = np.arange(3)
+        return refiner._mixture_labels(embedding)
+
+    assert adjusted_rand_score(truth, round_labels("likelihood")) < 0.6
+    assert adjusted_rand_score(truth, round_labels("neighbours")) > 0.95
+
+
+class RecordedFits:
+    """Stands in for the network: records the steps each ``fit`` would take."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def fit(self, x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int, **_: object):
+        assert len(x) == len(y)
+        self.steps.append(-(-len(x) // batch_size) * epochs)
+        return type("History", (), {"history": {"loss": [0.5]}})()
+
+
+@pytest.mark.parametrize(
+    ("images", "max_steps", "steps"),
+    [
+        (1000, None, 400),
+        (12800, None, 800),
+        (12800, 500, 500),
+        (12800, 450, 400),
+        (99840, 500, 500),
+    ],
+)
+def test_a_round_trains_at_most_max_steps(images, max_steps, steps):
+    """At least 400 steps, ``epochs`` epochs where that is more, and never over ``max_steps``:
+    fewer epochs, or one epoch on a random part of the images where one epoch is more."""
+    refiner = SelfLabel(epochs=8 if images == 12800 else 1, max_steps=max_steps, batch_size=128)
+    refiner.classes_, refiner.model_ = np.arange(2), RecordedFits()
+    refiner.history_ = {"changed": [], "kept": [], "loss": []}
+    labels = np.arange(images) % 2
+    refiner._train(np.zeros((images, 1, 1, 1), np.uint8), np.arange(images), labels, refiner.epochs)
+    assert refiner.model_.steps == [steps]
+
+
 @pytest.mark.slow
 def test_self_label_keeps_the_refiner_contract(tmp_path):
     check_refiner(SelfLabel, settings=SMALL_SELF_LABEL, fast=True, tmp_path=tmp_path)
@@ -56,6 +116,12 @@ def test_bad_settings_and_inputs_are_one_line():
         SelfLabel(neighbors=1)
     with pytest.raises(SettingsError, match="convolutions must be at least 1"):
         SelfLabel(convolutions=0)
+    with pytest.raises(SettingsError, match="max_steps must be at least 400"):
+        SelfLabel(max_steps=10)
+    with pytest.raises(SettingsError, match="starts must be at least 1"):
+        SelfLabel(starts=0)
+    with pytest.raises(SettingsError, match="select is likelihood or neighbours; got 'best'"):
+        SelfLabel(select="best")
     with pytest.raises(SettingsError, match="autoencoder must be"):
         DEC(autoencoder="pca")
     images = np.zeros((10, 8, 8, 1), np.uint8)

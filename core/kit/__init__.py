@@ -63,7 +63,7 @@ from imgclust.kit.invariances import (
 )
 from imgclust.kit.keras import import_keras
 from imgclust.kit.sklearn import PickleFormat, SklearnClusterer, lazy_estimator
-from imgclust.kit.starts import NeighbourSelected
+from imgclust.kit.starts import SELECT, NeighbourSelected
 from imgclust.kit.umap import import_umap
 from imgclust.stages.hookspecs import hookimpl
 from imgclust.stages.interfaces import FileListing, ImageSet
@@ -74,6 +74,7 @@ __all__ = [
     "DEFAULT_EXTENSIONS",
     "DISCRETE",
     "IN_MEMORY",
+    "SELECT",
     "TRANSFORMS",
     "DataError",
     "Element",

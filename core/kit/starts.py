@@ -18,6 +18,8 @@ from imgclust.kit.sklearn import SklearnClusterer
 #: to be kept instead: differences below 1% were near-equal partitions (digits), while merging
 #: two groups and splitting a third cost 1.3-4% (MNIST, photo tiles; docs/benchmarks.md)
 MARGIN = 0.01
+#: how a clusterer's kept start is chosen: ``likelihood`` (its own score) or ``neighbours``
+SELECT = ("likelihood", "neighbours")
 
 
 class NeighbourSelected(SklearnClusterer):
