@@ -10,7 +10,7 @@ before the refiners. Rows:
 - ``pca-kmeans-recluster``: k-means on PCA 50, then three rounds of reclustering;
 - ``pca-kmeans-dcec``: k-means on PCA 50, then the dec refiner on DCEC's published network;
 - ``pca-kmeans-dcec-article``: the same on the article's network;
-- ``sym-umap-gmm``: the recommended recipe (``pca-umap-gmm`` on symmetrised PCA), timed here;
+- ``sym-umap-gmm``: the fast choice for a new image set (``pca-umap-gmm`` on symmetrised PCA);
 - ``deskew-umap-gmm``, ``n2d``, ``article``: the existing recipes (MNIST only). On all of MNIST
   they are not run by default: their rows are read from ``results/mnist_quality.json``
   (``benchmarks/mnist_quality.py``), marked so; ``--rows`` runs them here instead.
@@ -53,7 +53,7 @@ ROWS: dict[str, dict[str, Any]] = {
     "pca-kmeans-recluster": {"recipe": "pca-kmeans-recluster"},
     "pca-kmeans-dcec": {"recipe": "pca-kmeans-dcec"},
     "pca-kmeans-dcec-article": {"config": PCA_KMEANS_DCEC_ARTICLE},  # withdrawn from the recipes
-    "sym-umap-gmm": {"recipe": "sym-umap-gmm"},  # the recommendation, timed against the above
+    "sym-umap-gmm": {"recipe": "sym-umap-gmm"},  # the fast choice, timed against the above
     "deskew-umap-gmm": {"recipe": "deskew-umap-gmm", "mnist_only": True},
     "n2d": {"recipe": "n2d", "mnist_only": True},
     "article": {"recipe": "article", "mnist_only": True},

@@ -207,4 +207,4 @@ def test_new_recipes_resolve_and_one_is_recommended(registry, cli):
     for name in names:  # the outline shows the refiner too
         assert runs[name].split(" -> ")[-1].startswith(("self-label", "dec")), runs[name]
     recommended = [i["name"] for i in listed if i["summary"].startswith("recommended")]
-    assert recommended == ["sym-umap-gmm"]
+    assert recommended == ["sym-umap-gmm-recluster"]
