@@ -106,18 +106,24 @@ def run_row(
 
 
 def summarise(name: str, results: list[dict[str, Any]]) -> str:
-    """One table row: mean and spread of each score over the seeds."""
+    """One table row: each score's mean (lowest-highest) over the seeds, and the mean times."""
 
-    def stat(key: str, digits: int = 4) -> str:
-        values = [r[key] for r in results if r.get(key) is not None]
-        if not values:
-            return "-"
-        mean = sum(values) / len(values)
-        return f"{mean:.{digits}f} ± {(max(values) - min(values)) / 2:.{digits}f}"
+    def values(key: str) -> list[float]:
+        return [r[key] for r in results if r.get(key) is not None]
+
+    def spread(key: str) -> str:
+        found = values(key)
+        if len(found) < 2:
+            return f"{found[0]:.4f}" if found else "-"
+        return f"{sum(found) / len(found):.4f} ({min(found):.4f}-{max(found):.4f})"
+
+    def mean(key: str) -> str:
+        found = values(key)
+        return f"{sum(found) / len(found):.0f}" if found else "-"
 
     return (
-        f"| {name} | {len(results)} | {stat('acc')} | {stat('nmi')} | {stat('ari')} | "
-        f"{stat('acc_before_refiners')} | {stat('wall_s', 0)} | {stat('cpu_s', 0)} |"
+        f"| {name} | {len(results)} | {spread('acc')} | {spread('nmi')} | {spread('ari')} | "
+        f"{spread('acc_before_refiners')} | {mean('wall_s')} | {mean('cpu_s')} |"
     )
 
 
@@ -211,11 +217,12 @@ def main(argv: list[str] | None = None) -> None:
     shown = {k: ("$IMGCLUST_MNIST" if k == "path" else v) for k, v in dataset.items()}
     save_results(f"deep-{label}", {"dataset": shown, "rows": table})  # no path of this machine
     lines = [
-        f"**{label}** (seeds {', '.join(str(s) for s in args.seeds)}; mean ± half the range"
+        f"**{label}** (seeds {', '.join(str(s) for s in args.seeds)}; mean (lowest-highest)"
         + "".join(f"; {key} = {value}" for key, value in overrides.items())
         + "):",
         "",
-        "| pipeline | runs | ACC | NMI | ARI | ACC before refiners | wall s | CPU s |",
+        "| pipeline | runs | ACC | NMI | ARI | ACC before refiners | wall s (mean) "
+        "| CPU s (mean) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *(summarise(name, results) for name, results in table.items()),
         *(quality_rows([n for n in ROWS if n not in table]) if full_mnist else []),

@@ -217,6 +217,11 @@ def guard_text(runs: list[dict[str, Any]]) -> str:
     )
 
 
+def spread_text(row: dict[str, Any], key: str) -> str:
+    """A score's mean over the row's seeds and, in brackets, its lowest and highest."""
+    return f"{row[key]:.4f} ({row[f'{key}_min']:.4f}-{row[f'{key}_max']:.4f})"
+
+
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """The quality section of docs/benchmarks.md."""
     published = {p[0]: p for p in PUBLISHED}
@@ -237,9 +242,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         stages = row.get("outline") or row["pipeline"].split(" -> ", 1)[-1]
         seeds = len(row["runs"])
         if seeds > 1:
-            acc = f"**{row['acc']:.4f}** ± {row['acc_std']:.4f}"
-            nmi = f"{row['nmi']:.4f} ± {row['nmi_std']:.4f}"
-            ari = f"{row['ari']:.4f} ± {row['ari_std']:.4f}"
+            acc, nmi, ari = (spread_text(row, key) for key in ("acc", "nmi", "ari"))
             wall = (
                 f"{row['wall_s'] / 60:.1f} min (max {row['wall_s_max'] / 60:.1f}); "
                 f"CPU {row['cpu_s'] / 60:.1f} min"
