@@ -54,6 +54,8 @@ RECIPES = (
     "pca-kmeans-recluster",
     "sym-pca-kmeans-recluster",
 )
+#: What a recommended recipe's run may take on all 70,000 MNIST images, on 2 CPU cores.
+BUDGET_S = 600
 #: the seed of the transformed sets and of the MNIST sample (fixed, unlike the runs' seeds)
 SET_SEED = 0
 #: scikit-image's photographs the tiles are cut from (drawings, scans and synthetic images left out)
@@ -208,6 +210,103 @@ def table_lines(table: dict[str, dict[str, list[dict[str, Any]]]], label: str) -
     return lines
 
 
+def columns() -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Every saved cell run at all of ``SEEDS``, by column (an image set, and for the MNIST sets
+    the images per run: "mnist, 10,000") and recipe, over all the results files."""
+    found: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for path in sorted(RESULTS.glob("general*.json")):
+        data = json.loads(path.read_text())
+        for set_name, recipes in data.get("sets", {}).items():
+            column = set_name
+            if set_name.startswith("mnist"):
+                column += f", {data.get('limit') or 70000:,}"
+            for recipe, results in recipes.items():
+                if set(SEEDS) <= {r["seed"] for r in results}:
+                    found.setdefault(column, {})[recipe] = results
+    return found
+
+
+def mean_acc(results: list[dict[str, Any]]) -> float:
+    """A cell's mean ACC over its seeds."""
+    return float(np.mean([r["acc"] for r in results]))
+
+
+def column_order(column: str) -> tuple[int, int]:
+    """Columns in the order of ``SETS``, smaller MNIST samples first."""
+    set_name, _, images = column.partition(", ")
+    return SETS.index(set_name), int(images.replace(",", "") or 0)
+
+
+def ranks(table: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dict[str, float]]:
+    """Each recipe's rank by mean ACC in each column it was measured in (1 the best; ties share
+    the mean of their places)."""
+    ranked: dict[str, dict[str, float]] = {}
+    for column, recipes in table.items():
+        means = {recipe: mean_acc(results) for recipe, results in recipes.items()}
+        for recipe, mean in means.items():
+            better = sum(other > mean for other in means.values())
+            tied = sum(other == mean for other in means.values())
+            ranked.setdefault(recipe, {})[column] = better + (tied + 1) / 2
+    return ranked
+
+
+def below_umap_gmm(table: dict[str, dict[str, list[dict[str, Any]]]], recipe: str) -> list[str]:
+    """The columns where a recipe's mean ACC is below ``umap-gmm``'s."""
+    return [
+        column
+        for column in sorted(table, key=column_order)
+        if recipe in table[column]
+        and "umap-gmm" in table[column]
+        and mean_acc(table[column][recipe]) < mean_acc(table[column]["umap-gmm"])
+    ]
+
+
+def recommended(table: dict[str, dict[str, list[dict[str, Any]]]]) -> str | None:
+    """The rule of the recommendation: of the recipes measured in every column, at or above
+    ``umap-gmm``'s mean ACC in each, whose runs on all 70,000 MNIST images keep to
+    ``BUDGET_S``, the one with the best mean rank."""
+    ranked = ranks(table)
+
+    def eligible(recipe: str) -> bool:
+        full = table.get("mnist, 70,000", {}).get(recipe, [])
+        return (
+            all(recipe in recipes for recipes in table.values())
+            and not below_umap_gmm(table, recipe)
+            and bool(full)
+            and max(r["wall_s"] for r in full) <= BUDGET_S
+        )
+
+    kept = [recipe for recipe in ranked if eligible(recipe)]
+    return min(kept, key=lambda recipe: np.mean(list(ranked[recipe].values())), default=None)
+
+
+def rank_lines(table: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
+    """The ranks as Markdown: a row per recipe, a column per set, and which recipe the rule
+    recommends."""
+    order = sorted(table, key=column_order)
+    ranked = ranks(table)
+    lines = [
+        "| recipe | " + " | ".join(order) + " | mean rank | below `umap-gmm` on |",
+        "| --- |" + " ---: |" * (len(order) + 1) + " --- |",
+    ]
+    for recipe in sorted(ranked, key=lambda r: np.mean(list(ranked[r].values()))):
+        mine = ranked[recipe]
+        below = below_umap_gmm(table, recipe)
+        cells = [f"{mine[c]:g}" if c in mine else "-" for c in order]
+        lines.append(
+            f"| {recipe} | {' | '.join(cells)} | {np.mean(list(mine.values())):.2f} "
+            f"({len(mine)} of {len(order)}) | {', '.join(below) or 'none'} |"
+        )
+    choice = recommended(table)
+    lines += [
+        "",
+        f"By the rule (measured in every column, never below `umap-gmm`, each run on all 70,000 "
+        f"MNIST images within {BUDGET_S} s, then the best mean rank): "
+        + (f"`{choice}`." if choice else "no recipe qualifies."),
+    ]
+    return lines
+
+
 def merged(
     path: Path, mine: dict[str, dict[str, list[dict[str, Any]]]]
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -259,8 +358,11 @@ def main(argv: list[str] | None = None) -> None:
     label = "; ".join(text for key, text in sizes.items() if any(n.startswith(key) for n in table))
     lines = table_lines(table, label)
     print("\n".join(lines))
+    ranked = rank_lines(columns())
+    print("\n".join(["", *ranked]))
     if args.doc:
         update_doc_section(name, "\n".join(lines))
+        update_doc_section("general-ranks", "\n".join(ranked))
 
 
 if __name__ == "__main__":

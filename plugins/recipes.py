@@ -205,8 +205,8 @@ PCA_KMEANS_DCEC_ARTICLE = {
 #: so), chosen across image sets by mean rank (docs/benchmarks.md, "General recipes"): first on
 #: every set of the benchmark but digits (digits, plain, mirrored and turned MNIST, photo tiles),
 #: second there, and at or above ``umap-gmm`` on each; all 70,000 MNIST images in under 10
-#: minutes on 2 CPU cores. ``sym-umap-gmm`` is the fast choice, pca-kmeans-recluster the most
-#: accurate on upright digits but below ``umap-gmm`` on turned MNIST.
+#: minutes on 2 CPU cores. ``benchmarks/general.py`` applies the rule to the saved results, and a
+#: test checks that it picks this name. ``sym-umap-gmm`` is the fast choice.
 RECOMMENDED = "sym-umap-gmm-recluster"
 
 
@@ -295,9 +295,9 @@ def _register_all(register: Any) -> None:
     register(
         "pca-kmeans-recluster",
         PCA_KMEANS_RECLUSTER,
-        summary="the most accurate on upright digits: k-means on PCA 50, then three times a "
-        "small CNN learns the clusters and the images are clustered again in its features; "
-        "below umap-gmm on turned images",
+        summary="k-means on PCA 50, then three times a small CNN learns the clusters and the "
+        "images are clustered again in its features; no symmetry step, so below umap-gmm on "
+        "turned images",
     )
     register(
         "sym-umap-gmm",
