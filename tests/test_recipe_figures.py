@@ -96,7 +96,7 @@ def test_the_listing_prints_a_line_per_image_set_and_says_when_unmeasured(cli, m
     assert "measured: not yet" in text["my-recipe"]
     recluster = text["umap-gmm-recluster"]
     assert "mnist, 70,000 images, 3 seeds: ACC 0.9896 (0.9892-0.9900), NMI" in recluster
-    assert "digits, 1,797 images, 3 seeds: ACC" in recluster and "658 s" in recluster
+    assert "digits, 1,797 images, 5 seeds: ACC" in recluster and "658 s" in recluster
     assert "mnist-turned, 70,000 images, 5 seeds" in text["sym-umap-gmm"]
     assert "not timed on 2 cores" in text["umap-gmm"]  # five seeds on a 16-core machine
 
