@@ -54,3 +54,9 @@ def test_the_rule_skips_a_recipe_below_umap_gmm_or_over_budget_and_then_ranks(ge
     text = "\n".join(general.rank_lines(table))
     assert "| slow | 1 | 1.5 |" in text and "`fast`." in text
 
+
+def test_the_listing_recommends_what_the_rule_picks_from_the_saved_results(general):
+    table = general.columns()
+    assert {"digits", "photo-tiles", "mnist, 70,000", "mnist-mirrored, 70,000"} <= set(table)
+    assert "mnist-turned, 70,000" in table
+    assert general.recommended(table) == bundled.RECOMMENDED
