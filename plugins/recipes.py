@@ -203,9 +203,8 @@ PCA_KMEANS_DCEC_ARTICLE = {
 
 #: The recommendation for an image set nobody has tuned for (``imgclust list recipes`` says
 #: so), chosen across image sets by mean rank (docs/benchmarks.md, "General recipes"): first on
-#: every set of the benchmark but digits (digits, plain, mirrored and turned MNIST, photo tiles),
-#: second there, and at or above ``umap-gmm`` on each; all 70,000 MNIST images in under 10
-#: minutes on 2 CPU cores. ``benchmarks/general.py`` applies the rule to the saved results, and a
+#: every set of the benchmark (digits, plain, mirrored and turned MNIST, photo tiles), so at or
+#: above ``umap-gmm`` on each; all 70,000 MNIST images in under 10 minutes on 2 CPU cores. ``benchmarks/general.py`` applies the rule to the saved results, and a
 #: test checks that it picks this name. ``sym-umap-gmm`` is the fast choice.
 RECOMMENDED = "sym-umap-gmm-recluster"
 
