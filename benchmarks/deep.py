@@ -121,26 +121,35 @@ def summarise(name: str, results: list[dict[str, Any]]) -> str:
         found = values(key)
         return f"{sum(found) / len(found):.0f}" if found else "-"
 
+    seeds = ",".join(str(r["seed"]) for r in results)
     return (
-        f"| {name} | {len(results)} | {spread('acc')} | {spread('nmi')} | {spread('ari')} | "
+        f"| {name} | {seeds} | {spread('acc')} | {spread('nmi')} | {spread('ari')} | "
         f"{spread('acc_before_refiners')} | {mean('wall_s')} | {mean('cpu_s')} |"
     )
 
 
-def earlier_rows(name: str, seeds: list[int]) -> dict[str, list[dict[str, Any]]]:
-    """Rows an earlier run of this script saved for the same set and seeds, so that rows run
-    one at a time (``--rows``) accumulate in one table; rows run now replace them."""
+def earlier_rows(name: str) -> dict[str, list[dict[str, Any]]]:
+    """The runs an earlier call of this script saved for the same set, by row."""
     import json
 
     path = Path(__file__).resolve().parent / "results" / f"{name}.json"
     if not path.exists():
         return {}
     rows = json.loads(path.read_text()).get("rows", {})
-    return {
-        row: results
-        for row, results in rows.items()
-        if row in ROWS and sorted(r["seed"] for r in results) == sorted(seeds)
-    }
+    return {row: results for row, results in rows.items() if row in ROWS}
+
+
+def merged(
+    saved: dict[str, list[dict[str, Any]]], mine: dict[str, list[dict[str, Any]]]
+) -> dict[str, list[dict[str, Any]]]:
+    """The saved rows with this call's runs in place of the saved ones of the same row and seed,
+    so that seeds and rows run one call at a time accumulate in one table."""
+    table = dict(saved)
+    for row, results in mine.items():
+        seeds = {r["seed"] for r in results}
+        kept = [r for r in saved.get(row, []) if r["seed"] not in seeds]
+        table[row] = sorted(kept + results, key=lambda r: r["seed"])
+    return table
 
 
 def stage_line(name: str, results: list[dict[str, Any]]) -> str:
@@ -213,15 +222,15 @@ def main(argv: list[str] | None = None) -> None:
                 print(name, seed, {k: result[k] for k in ("acc", "nmi", "wall_s")}, flush=True)
     label = f"{args.dataset}" + (f"-{args.limit}" if args.limit else "")
     label += "".join(f"-{key.rsplit('.', 1)[-1]}{value}" for key, value in overrides.items())
-    table = {**earlier_rows(f"deep-{label}", args.seeds), **table}
+    table = merged(earlier_rows(f"deep-{label}"), table)
     shown = {k: ("$IMGCLUST_MNIST" if k == "path" else v) for k, v in dataset.items()}
     save_results(f"deep-{label}", {"dataset": shown, "rows": table})  # no path of this machine
     lines = [
-        f"**{label}** (seeds {', '.join(str(s) for s in args.seeds)}; mean (lowest-highest)"
+        f"**{label}** (mean (lowest-highest) over the seeds each row lists"
         + "".join(f"; {key} = {value}" for key, value in overrides.items())
         + "):",
         "",
-        "| pipeline | runs | ACC | NMI | ARI | ACC before refiners | wall s (mean) "
+        "| pipeline | seeds | ACC | NMI | ARI | ACC before refiners | wall s (mean) "
         "| CPU s (mean) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *(summarise(name, results) for name, results in table.items()),
