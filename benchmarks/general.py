@@ -294,7 +294,7 @@ def rank_lines(table: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
         below = below_umap_gmm(table, recipe)
         cells = [f"{mine[c]:g}" if c in mine else "-" for c in order]
         lines.append(
-            f"| {recipe} | {' | '.join(cells)} | {np.mean(list(mine.values())):.2f} "
+            f"| `{recipe}` | {' | '.join(cells)} | {np.mean(list(mine.values())):.2f} "
             f"({len(mine)} of {len(order)}) | {', '.join(below) or 'none'} |"
         )
     choice = recommended(table)

@@ -52,7 +52,7 @@ def test_the_rule_skips_a_recipe_below_umap_gmm_or_over_budget_and_then_ranks(ge
     del table["digits"]["lossy"]  # a recipe not measured on every set is not eligible
     assert general.recommended(table) == "fast"
     text = "\n".join(general.rank_lines(table))
-    assert "| slow | 1 | 1.5 |" in text and "`fast`." in text
+    assert "| `slow` | 1 | 1.5 |" in text and "`fast`." in text
 
 
 def test_the_listing_recommends_what_the_rule_picks_from_the_saved_results(general):
