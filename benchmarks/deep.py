@@ -16,7 +16,7 @@ before the refiners. Rows:
   (``benchmarks/mnist_quality.py``), marked so; ``--rows`` runs them here instead.
 
     IMGCLUST_MNIST=DIR nice python benchmarks/deep.py --dataset digits|mnist [--limit N]
-        [--seeds 0 1 2] [--rows NAME ...] [--set refiner.dec.max_steps=1400 ...] [--no-doc]
+        [--seeds 0 1 2 3 4] [--rows NAME ...] [--set refiner.dec.max_steps=1400 ...] [--no-doc]
 
 Figures go to ``benchmarks/results/deep-<dataset>[-<limit>].json`` and, for the full sets, to
 the deep section of ``docs/benchmarks.md``.
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=("digits", "mnist"), default="digits")
     parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=None)
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides")
     parser.add_argument("--no-doc", action="store_true")

@@ -45,15 +45,12 @@ RECIPE_OF = {"pca-umap-gmm": "umap-gmm", "best": "deskew-umap-gmm"}
 ELSEWHERE = {("general-70000.json", "umap-gmm")}
 #: Rows that do not measure the recipe as it ships, and why; they are left out.
 LEFT_OUT = {
-    ("deep-digits.json", "pca-kmeans-dcec"): "run before the dec refiner's fixes",
     ("mnist_quality.json", "article"): "clustered all 70,000 images, not the recipe's test split",
     ("deep-mnist.json", "sym-umap-gmm"): "run while sym-pca projected in another order than pca "
     "(features 1e-6 apart); without symmetries it is now umap-gmm to the last bit",
 }
 #: Why a bundled recipe has no figures, for the README's table.
 NOT_MEASURED = {
-    "pca-kmeans-dcec": "only with fewer pretraining epochs and fine-tuning steps than it ships "
-    "with (docs/benchmarks.md, DEC, IDEC and DCEC)",
     "photos": "no labelled photo set among the benchmarks",
 }
 #: What each image set is, for the README's table.
