@@ -46,8 +46,6 @@ ELSEWHERE = {("general-70000.json", "umap-gmm")}
 #: Rows that do not measure the recipe as it ships, and why; they are left out.
 LEFT_OUT = {
     ("mnist_quality.json", "article"): "clustered all 70,000 images, not the recipe's test split",
-    ("deep-mnist.json", "sym-umap-gmm"): "run while sym-pca projected in another order than pca "
-    "(features 1e-6 apart); without symmetries it is now umap-gmm to the last bit",
 }
 #: Why a bundled recipe has no figures, for the README's table.
 NOT_MEASURED = {

@@ -204,8 +204,9 @@ PCA_KMEANS_DCEC_ARTICLE = {
 #: The recommendation for an image set nobody has tuned for (``imgclust list recipes`` says
 #: so), chosen across image sets by mean rank (docs/benchmarks.md, "General recipes"): first on
 #: every set of the benchmark (digits, plain, mirrored and turned MNIST, photo tiles), so at or
-#: above ``umap-gmm`` on each; all 70,000 MNIST images in under 10 minutes on 2 CPU cores. ``benchmarks/general.py`` applies the rule to the saved results, and a
-#: test checks that it picks this name. ``sym-umap-gmm`` is the fast choice.
+#: above ``umap-gmm`` on each; all 70,000 MNIST images in under 10 minutes on 2 CPU cores.
+#: ``benchmarks/general.py`` applies the rule to the saved results, and a test checks that it
+#: picks this name. ``sym-umap-gmm`` is the fast choice.
 RECOMMENDED = "sym-umap-gmm-recluster"
 
 
@@ -323,4 +324,4 @@ def _register_all(register: Any) -> None:
         "fine-tuned with a clustering layer (clustering weight 0.1); kept only if it beats them",
     )
     # PCA_KMEANS_DCEC_ARTICLE (the article's 16-2 network in place of DCEC's) is not listed: it
-    # never beat its k-means start (digits and all of MNIST, 3 seeds each; docs/benchmarks.md).
+    # never beat its k-means start (digits, 5 seeds; all of MNIST, 3; docs/benchmarks.md).
