@@ -37,6 +37,13 @@ def save_results(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
+def with_runs(saved: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Saved runs of one cell with ``runs`` in place of those of the same seeds, by seed, so
+    that seeds run one call at a time accumulate."""
+    seeds = {r["seed"] for r in runs}
+    return sorted([r for r in saved if r["seed"] not in seeds] + runs, key=lambda r: r["seed"])
+
+
 def update_doc_section(section: str, markdown: str) -> None:
     """Replace the text between ``<!-- SECTION:start -->`` and ``<!-- SECTION:end -->``."""
     text = DOC.read_text()

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save_results, update_doc_section  # noqa: E402
+from common import save_results, update_doc_section, with_runs  # noqa: E402
 
 from imgclust.plugins.recipes import PCA_KMEANS_DCEC_ARTICLE  # noqa: E402
 
@@ -144,12 +144,7 @@ def merged(
 ) -> dict[str, list[dict[str, Any]]]:
     """The saved rows with this call's runs in place of the saved ones of the same row and seed,
     so that seeds and rows run one call at a time accumulate in one table."""
-    table = dict(saved)
-    for row, results in mine.items():
-        seeds = {r["seed"] for r in results}
-        kept = [r for r in saved.get(row, []) if r["seed"] not in seeds]
-        table[row] = sorted(kept + results, key=lambda r: r["seed"])
-    return table
+    return {**saved, **{row: with_runs(saved.get(row, []), runs) for row, runs in mine.items()}}
 
 
 def stage_line(name: str, results: list[dict[str, Any]]) -> str:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, save_results, update_doc_section  # noqa: E402
+from common import RESULTS, save_results, update_doc_section, with_runs  # noqa: E402
 
 #: The seeds a table row needs; a cell run at fewer is listed below the table instead.
 SEEDS = (0, 1, 2, 3, 4)
@@ -315,9 +315,8 @@ def merged(
     table = json.loads(path.read_text()).get("sets", {}) if path.exists() else {}
     for set_name, recipes in mine.items():
         for recipe, results in recipes.items():
-            seeds = {r["seed"] for r in results}
             saved = table.setdefault(set_name, {}).get(recipe, [])
-            table[set_name][recipe] = [r for r in saved if r["seed"] not in seeds] + results
+            table[set_name][recipe] = with_runs(saved, results)
     return table
 
 
