@@ -112,17 +112,92 @@ def test_umap_with_a_seed_is_reproducible_and_keeps_its_embedding(digits):
     assert new.shape == (20, 3) and new.dtype == np.float32 and np.isfinite(new).all()
 
 
-def test_umap_saves_a_pickle_that_loads_only_with_trust(digits, tmp_path):
+def test_umap_saves_plain_files_that_load_without_trust_and_place_inputs_alike(digits, tmp_path):
+    from imgclust.engine.untrusted import needs_trust
     from imgclust.plugins.umap_encoder import UMAPEncoder
 
     x = digits[0][:300]
     encoder = UMAPEncoder(n_components=2, n_neighbors=8, n_epochs=40).fit(x)
     encoder.save(tmp_path)
-    assert (tmp_path / "umap.pkl").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "umap.json", "umap_state.json", "umap_state.npz",
+    ]  # fmt: skip
+    assert not needs_trust(tmp_path)
+    loaded = UMAPEncoder().load(tmp_path)
+    np.testing.assert_array_equal(loaded.transform(x), encoder.embedding_)  # its own inputs
+    new, again = encoder.transform(digits[0][300:400]), loaded.transform(digits[0][300:400])
+    spread = float(np.ptp(encoder.embedding_))
+    moved = np.abs(new - again).max(axis=1)  # exact neighbours, the same optimisation: a row
+    assert np.mean(moved < 0.02 * spread) >= 0.9  # moves where two neighbours tie (pixels)
+    from sklearn.cluster import KMeans
+
+    clusters = KMeans(10, n_init=3, random_state=0).fit(encoder.embedding_)
+    assert np.mean(clusters.predict(new) == clusters.predict(again)) >= 0.95
+
+
+def test_umap_with_a_metric_scikit_learn_lacks_is_pickled_and_loads_only_with_trust(
+    digits, tmp_path
+):
+    from imgclust.plugins.umap_encoder import UMAPEncoder
+
+    x = digits[0][:300]
+    encoder = UMAPEncoder(n_components=2, n_neighbors=8, n_epochs=40, metric="hellinger").fit(x)
+    encoder.save(tmp_path)
+    assert (tmp_path / "umap.pkl").is_file() and not (tmp_path / "umap_state.json").exists()
     with pytest.raises(ImgclustError, match="refusing to unpickle.*trust"):
         UMAPEncoder().load(tmp_path)
     loaded = UMAPEncoder().load(tmp_path, trust=True)
     np.testing.assert_allclose(loaded.transform(x[:10]), encoder.transform(x[:10]), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"n_epochs": 10**9}, "n_epochs = 1000000000 is outside"),
+        ({"negative_sample_rate": -1}, "negative_sample_rate = -1 is outside"),
+        ({"metric": "os.system"}, "metric 'os.system' is not one of"),
+        ({"a": "1"}, "a is not a number"),
+        ({"n_neighbors": 8.5}, "n_neighbors is not a whole number"),
+        ({"input_hash": ["x"]}, "input_hash is not a digest"),
+        ({"b": None}, "b is not a number"),
+    ],
+)
+def test_umap_numbers_from_a_stranger_are_checked_before_use(digits, tmp_path, change, message):
+    import json
+
+    from imgclust.plugins.umap_encoder import UMAPEncoder
+
+    UMAPEncoder(n_components=2, n_neighbors=8, n_epochs=20).fit(digits[0][:200]).save(tmp_path)
+    state = tmp_path / "umap_state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), **change}))
+    with pytest.raises(
+        DataError, match=f"encoder 'umap': umap_state.json cannot be read: {message}"
+    ):
+        UMAPEncoder().load(tmp_path)
+
+
+def test_umap_arrays_from_a_stranger_must_belong_together(digits, tmp_path):
+    from imgclust.plugins.umap_encoder import UMAPEncoder
+
+    UMAPEncoder(n_components=2, n_neighbors=8, n_epochs=20).fit(digits[0][:200]).save(tmp_path)
+    arrays = dict(np.load(tmp_path / "umap_state.npz"))
+    np.savez(
+        tmp_path / "umap_state.npz", inputs=arrays["inputs"], embedding=arrays["embedding"][:5]
+    )
+    with pytest.raises(DataError, match="200 inputs, 5 embedded.*do not belong together"):
+        UMAPEncoder().load(tmp_path)
+    arrays["inputs"][3, 1] = np.nan
+    np.savez(tmp_path / "umap_state.npz", **arrays)
+    with pytest.raises(DataError, match="inputs holds NaN"):
+        UMAPEncoder().load(tmp_path)
+    np.savez(
+        tmp_path / "umap_state.npz", inputs=np.array([object()]), embedding=arrays["embedding"]
+    )
+    with pytest.raises(DataError, match="umap_state.npz"):
+        UMAPEncoder().load(tmp_path)
+    (tmp_path / "umap_state.json").write_text("[" * 70_000)
+    with pytest.raises(DataError, match="larger than 65536 bytes"):
+        UMAPEncoder().load(tmp_path)
 
 
 def test_umap_needs_more_images_than_dimensions(digits):
