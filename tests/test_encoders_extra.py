@@ -230,6 +230,20 @@ def test_encoders_chain_on_the_cli_each_with_its_settings(cli, runs_dir):
     assert config["encoder"][0]["n_components"] == 20
     assert config["encoder"][1]["n_neighbors"] == 10 and config["encoder"][1]["min_dist"] == 0
     assert np.load(folder / "embeddings.npy").shape == (600, 10)
+    # umap's plain files: the run predicts without --trust, as the run clustered its images
+    manifest = json.loads((folder / "pipeline" / "manifest.json").read_text())
+    assert manifest["needs_trust"] is False
+    from sklearn.datasets import load_digits
+
+    images = np.round(load_digits().images[:600] * (255 / 16)).astype(np.uint8)
+    np.save(folder.parent / "digits.npy", images)
+    predicted = cli("predict", folder, folder.parent / "digits.npy", "--json")
+    assert predicted.exit_code == 0, predicted.stderr
+    clusters = [row["cluster"] for row in json.loads(predicted.stdout)["assignments"]]
+    saved = [
+        int(line.split(",")[1]) for line in (folder / "assignments.csv").read_text().split()[1:]
+    ]
+    assert np.mean(np.equal(clusters, saved)) > 0.98
 
 
 def test_encoders_chain_in_a_config_file_and_the_cli_overrides_one(cli, runs_dir, tmp_path):

@@ -429,7 +429,9 @@ def test_the_pipeline_folder_has_the_same_mode_as_the_rest_of_the_run(pristine_r
 def test_the_threat_model_states_the_limits_the_code_applies():
     from imgclust.engine.manifest import MAX_CHANNELS, MAX_INPUT_PIXELS, MAX_PIXELS_ENV
     from imgclust.io.memory import MAX_RATIO
+    from imgclust.plugins.umap_encoder import STATE_BYTES
 
     text = (Path(__file__).parents[2] / "docs" / "predict.md").read_text()
     assert f"{MAX_INPUT_PIXELS:,}" in text and MAX_PIXELS_ENV in text
     assert f"1 to {MAX_CHANNELS} channels" in text and f"{MAX_RATIO} times" in text
+    assert f"`umap_state.json`, at most {STATE_BYTES // 1024} KiB" in text
