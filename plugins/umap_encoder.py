@@ -9,9 +9,8 @@ umap-learn has no format but pickle for a fitted model. ``save`` therefore keeps
 new inputs needs as plain files instead: the training inputs and their embedding (an ``.npz``)
 and UMAP's fitted numbers (JSON). ``load`` rebuilds the model from them without running code
 from the folder, with an exact nearest-neighbour search (scikit-learn's) in place of UMAP's
-approximate one. A model these files cannot describe (a metric scikit-learn does not measure
-the same way, sparse inputs, densMAP) is saved as ``umap.pkl``, which loads only with
-``trust=True``.
+approximate one. A model these files cannot describe (another metric, sparse inputs, settings
+outside ``RANGES``) is saved as ``umap.pkl``, which loads only with ``trust=True``.
 """
 
 from __future__ import annotations
@@ -40,13 +39,26 @@ from imgclust.kit import (
 #: The fitted model as plain files: UMAP's numbers (JSON), the training inputs and embedding.
 STATE_FILE, ARRAYS_FILE = "umap_state.json", "umap_state.npz"
 STATE_BYTES = 64 * 1024  # the numbers of a model; a larger file is not one
-#: Metrics scikit-learn's neighbour search measures exactly as UMAP does (no extra arguments);
-#: a model fitted with another is saved as a pickle.
-EXACT_METRICS = (
-    "euclidean", "manhattan", "chebyshev", "cosine", "correlation", "canberra", "braycurtis",
-)  # fmt: skip
-#: Bounds on the saved numbers that set how much work placing new inputs takes.
-MAX_EPOCHS, MAX_NEGATIVE_SAMPLES = 100_000, 1_000
+#: Metrics scikit-learn's neighbour search measures exactly as UMAP does, blank inputs included
+#: (no extra arguments); a model fitted with another is saved as a pickle.
+EXACT_METRICS = ("euclidean", "manhattan", "chebyshev")
+#: Ranges of the saved numbers, which set how much work placing a new input takes; a model
+#: fitted outside them (by hand) is saved as a pickle, so what saves plainly always loads.
+RANGES: dict[str, tuple[float, float]] = {
+    "n_neighbors": (2, 1_000),
+    "n_epochs": (3, 5_000),  # placing new inputs runs a third of them, at least one
+    "min_dist": (0, 100),
+    "local_connectivity": (0, 10),
+    "repulsion_strength": (0, 100),
+    "negative_sample_rate": (0, 50),
+    "transform_seed": (0, 2**32 - 1),
+    "random_state": (0, 2**32 - 1),
+    "a": (1e-6, 1e6),
+    "b": (1e-6, 1e6),
+    "initial_alpha": (0, 100),
+}
+WHOLE = ("n_neighbors", "n_epochs", "negative_sample_rate", "transform_seed", "random_state")
+OPTIONAL = ("n_epochs", "random_state")  # None: UMAP's choice, no seed
 
 
 class UMAPEncoder:
@@ -130,6 +142,12 @@ class UMAPEncoder:
         if self.model_ is None:
             raise DataError("encoder 'umap' is not fitted yet: fit it first.")
         x = as_matrix(images)
+        fitted = getattr(self.model_, "_raw_data", None)
+        if fitted is not None and fitted.ndim == 2 and x.shape[1] != fitted.shape[1]:
+            raise DataError(
+                f"encoder 'umap' was fitted on {fitted.shape[1]} numbers per input; got "
+                f"{x.shape[1]}: give it what the stage before it gave at fit."
+            )
         return np.asarray(_quiet(self.model_.transform, x), dtype=np.float32)
 
     def save(self, directory: Path) -> None:
@@ -183,6 +201,7 @@ def plain_state(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]] | No
         and not model.densmap
         and model.transform_mode == "embedding"
         and not getattr(model, "_sparse_data", True)
+        and getattr(model, "_disconnection_distance", None) == math.inf
         and isinstance(raw, np.ndarray)
         and raw.ndim == 2
     )
@@ -190,20 +209,22 @@ def plain_state(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]] | No
         return None
     numbers = {
         "metric": model.metric,
-        "n_neighbors": int(model.n_neighbors),
-        "n_epochs": None if model.n_epochs is None else int(model.n_epochs),
-        "min_dist": float(model.min_dist),
-        "local_connectivity": float(model.local_connectivity),
-        "repulsion_strength": float(model.repulsion_strength),
-        "negative_sample_rate": int(model.negative_sample_rate),
-        "transform_seed": int(model.transform_seed),
-        "random_state": None if model.random_state is None else int(model.random_state),
-        "a": float(model._a),
-        "b": float(model._b),
-        "initial_alpha": float(model._initial_alpha),
-        "disconnection_distance": _finite_or_none(model._disconnection_distance),
-        "input_hash": str(model._input_hash),
+        "n_neighbors": model._n_neighbors,
+        "n_epochs": model.n_epochs,
+        "min_dist": model.min_dist,
+        "local_connectivity": model.local_connectivity,
+        "repulsion_strength": model.repulsion_strength,
+        "negative_sample_rate": model.negative_sample_rate,
+        "transform_seed": model.transform_seed,
+        "random_state": model.random_state,
+        "a": model._a,
+        "b": model._b,
+        "initial_alpha": model._initial_alpha,
     }
+    try:
+        numbers = _checked_numbers(numbers)
+    except (ValueError, TypeError, OverflowError):
+        return None
     arrays = {
         "inputs": np.ascontiguousarray(raw, dtype=np.float32),
         "embedding": np.ascontiguousarray(model.embedding_, dtype=np.float32),
@@ -221,13 +242,15 @@ def model_from_state(directory: Path) -> Any:
         if len(text) > STATE_BYTES:
             raise ValueError(f"it is larger than {STATE_BYTES} bytes")
         numbers = _checked_numbers(json.loads(text))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
         reason = " ".join(str(exc).split())[:200]
         raise DataError(f"{where} cannot be read: {reason}; save the run again.") from None
     arrays = read_npz(
         directory / ARRAYS_FILE, f"encoder 'umap': {ARRAYS_FILE}", ("inputs", "embedding")
     )
     inputs, embedding = _checked_arrays(arrays, numbers["n_neighbors"])
+    import joblib
+
     umap = import_umap()
     model = umap.UMAP(
         n_components=embedding.shape[1],
@@ -242,12 +265,11 @@ def model_from_state(directory: Path) -> Any:
         random_state=numbers["random_state"],
     )
     model._raw_data, model.embedding_ = inputs, embedding
+    model._input_hash = joblib.hash(inputs)  # as fit hashes them: its own inputs map exactly
     model._a, model._b = numbers["a"], numbers["b"]
     model._initial_alpha = numbers["initial_alpha"]
-    distance = numbers["disconnection_distance"]
-    model._disconnection_distance = math.inf if distance is None else distance
-    model._input_hash = numbers["input_hash"]
     model._n_neighbors = numbers["n_neighbors"]
+    model._disconnection_distance = math.inf  # what UMAP uses for these metrics
     model._small_data, model._sparse_data, model._metric_kwds = False, False, {}
     model._supervised = False
     model.tqdm_kwds = {"disable": True}
@@ -272,71 +294,53 @@ class ExactNeighbours:
         return indices.astype(np.int32), distances.astype(np.float32)
 
 
-def _finite_or_none(value: float) -> float | None:
-    """A distance for JSON: None stands for infinity (no limit)."""
-    return float(value) if math.isfinite(value) else None
-
-
 def _checked_numbers(found: Any) -> dict[str, Any]:
-    """The saved numbers, each of its kind and in its range (they set how much work placing
-    new inputs takes, and a stranger may have written them)."""
+    """The numbers of a model, each of its kind and within RANGES (a stranger may have written
+    them, and they set how much work placing new inputs takes)."""
     if not isinstance(found, dict):
         raise ValueError("it is not a JSON object")
-
-    def number(key: str, low: float, high: float, kind: type = float) -> Any:
-        value = found[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key} is not a number")
-        if kind is int and value != int(value):
-            raise ValueError(f"{key} is not a whole number")
-        if not (math.isfinite(value) and low <= value <= high):
-            raise ValueError(f"{key} = {value} is outside {low} to {high}")
-        return kind(value)
-
     metric = found["metric"]
     if metric not in EXACT_METRICS:
         raise ValueError(f"metric {str(metric)[:40]!r} is not one of {', '.join(EXACT_METRICS)}")
-    epochs, seed = found["n_epochs"], found["random_state"]
-    distance = found["disconnection_distance"]
-    input_hash = found["input_hash"]
-    if not isinstance(input_hash, str) or len(input_hash) > 128:
-        raise ValueError("input_hash is not a digest")
-    return {
-        "metric": metric,
-        "n_neighbors": number("n_neighbors", 2, 10_000, int),
-        "n_epochs": None if epochs is None else number("n_epochs", 1, MAX_EPOCHS, int),
-        "min_dist": number("min_dist", 0, 1e6),
-        "local_connectivity": number("local_connectivity", 0, 10_000),
-        "repulsion_strength": number("repulsion_strength", 0, 1e6),
-        "negative_sample_rate": number("negative_sample_rate", 0, MAX_NEGATIVE_SAMPLES, int),
-        "transform_seed": number("transform_seed", 0, 2**32 - 1, int),
-        "random_state": None if seed is None else number("random_state", 0, 2**32 - 1, int),
-        "a": number("a", 1e-6, 1e6),
-        "b": number("b", 1e-6, 1e6),
-        "initial_alpha": number("initial_alpha", 0, 1e6),
-        "disconnection_distance": None
-        if distance is None
-        else number("disconnection_distance", 0, 1e30),
-        "input_hash": input_hash,
-    }
+    numbers: dict[str, Any] = {"metric": metric}
+    for key, (low, high) in RANGES.items():
+        value = found[key]
+        if value is None and key in OPTIONAL:
+            numbers[key] = None
+            continue
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key} is not a number")
+        if not low <= value <= high:  # also refuses NaN, infinities and huge integers
+            raise ValueError(f"{key} = {str(value)[:40]} is outside {low} to {high}")
+        if key in WHOLE and value != int(value):
+            raise ValueError(f"{key} is not a whole number")
+        numbers[key] = int(value) if key in WHOLE else float(value)
+    return numbers
 
 
 def _checked_arrays(arrays: dict[str, np.ndarray], n_neighbors: int) -> tuple[np.ndarray, ...]:
-    """The training inputs and their embedding: 2-D, finite, one row each, enough rows."""
+    """The training inputs and their embedding as float32: 2-D, finite, one row each, more rows
+    than neighbours."""
     where = f"encoder 'umap': {ARRAYS_FILE}"
-    inputs, embedding = arrays.get("inputs"), arrays.get("embedding")
-    for name, array in (("inputs", inputs), ("embedding", embedding)):
-        if array is None or array.ndim != 2 or array.dtype.kind != "f" or 0 in array.shape:
+    checked = []
+    for name in ("inputs", "embedding"):
+        array = arrays[name]
+        if array.ndim != 2 or array.dtype.kind not in "fiu" or 0 in array.shape:
             raise DataError(f"{where}: {name} is not a 2-D array of numbers; save the run again.")
+        with np.errstate(over="ignore"):  # a number too large for float32 is refused below
+            array = np.ascontiguousarray(array, dtype=np.float32)
         if not np.isfinite(array).all():
             raise DataError(f"{where}: {name} holds NaN or infinite values; save the run again.")
-    assert inputs is not None and embedding is not None
+        checked.append(array)
+    inputs, embedding = checked
     if len(inputs) != len(embedding) or len(inputs) <= n_neighbors:
         raise DataError(
             f"{where}: {len(inputs)} inputs, {len(embedding)} embedded, for {n_neighbors} "
             "neighbours: the files do not belong together; save the run again."
         )
-    return inputs.astype(np.float32, copy=False), embedding.astype(np.float32, copy=False)
+    return inputs, embedding
 
 
 class _UMAPPickle(PickleFormat):

@@ -153,13 +153,17 @@ def test_umap_with_a_metric_scikit_learn_lacks_is_pickled_and_loads_only_with_tr
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"n_epochs": 10**9}, "n_epochs = 1000000000 is outside"),
+        ({"n_epochs": 10**9}, "n_epochs = 1000000000 is outside 3 to 5000"),
+        ({"n_epochs": 2}, "n_epochs = 2 is outside 3 to 5000"),  # places nothing: a third is 0
         ({"negative_sample_rate": -1}, "negative_sample_rate = -1 is outside"),
+        ({"n_neighbors": 5000}, "n_neighbors = 5000 is outside 2 to 1000"),
+        ({"local_connectivity": 1e9}, "local_connectivity = 1000000000.0 is outside"),
+        ({"a": 10**400}, "a = 1000000000000000000000000000000000000000 is outside"),
         ({"metric": "os.system"}, "metric 'os.system' is not one of"),
+        ({"metric": "correlation"}, "metric 'correlation' is not one of"),
         ({"a": "1"}, "a is not a number"),
-        ({"n_neighbors": 8.5}, "n_neighbors is not a whole number"),
-        ({"input_hash": ["x"]}, "input_hash is not a digest"),
         ({"b": None}, "b is not a number"),
+        ({"n_neighbors": 8.5}, "n_neighbors is not a whole number"),
     ],
 )
 def test_umap_numbers_from_a_stranger_are_checked_before_use(digits, tmp_path, change, message):
@@ -174,6 +178,25 @@ def test_umap_numbers_from_a_stranger_are_checked_before_use(digits, tmp_path, c
         DataError, match=f"encoder 'umap': umap_state.json cannot be read: {message}"
     ):
         UMAPEncoder().load(tmp_path)
+    state.write_text("[" * 60_000)
+    with pytest.raises(DataError, match="umap_state.json cannot be read"):
+        UMAPEncoder().load(tmp_path)
+
+
+def test_umap_fitted_outside_the_plain_ranges_is_pickled_so_that_it_still_loads(digits, tmp_path):
+    from imgclust.plugins.umap_encoder import UMAPEncoder
+
+    UMAPEncoder(n_components=2, n_neighbors=8, n_epochs=2).fit(digits[0][:200]).save(tmp_path)
+    assert (tmp_path / "umap.pkl").is_file() and not (tmp_path / "umap_state.json").exists()
+
+
+def test_umap_placing_inputs_of_another_width_is_one_line(digits, tmp_path):
+    from imgclust.plugins.umap_encoder import UMAPEncoder
+
+    UMAPEncoder(n_components=2, n_neighbors=8, n_epochs=20).fit(digits[0][:200]).save(tmp_path)
+    loaded = UMAPEncoder().load(tmp_path)
+    with pytest.raises(DataError, match="fitted on 64 numbers per input; got 10"):
+        loaded.transform(np.zeros((3, 10), dtype=np.float32))
 
 
 def test_umap_arrays_from_a_stranger_must_belong_together(digits, tmp_path):
@@ -189,6 +212,11 @@ def test_umap_arrays_from_a_stranger_must_belong_together(digits, tmp_path):
     arrays["inputs"][3, 1] = np.nan
     np.savez(tmp_path / "umap_state.npz", **arrays)
     with pytest.raises(DataError, match="inputs holds NaN"):
+        UMAPEncoder().load(tmp_path)
+    huge = arrays["inputs"].astype(np.float64)
+    huge[0, 0] = 1e300  # finite as float64, infinite as the float32 it is used as
+    np.savez(tmp_path / "umap_state.npz", inputs=huge, embedding=arrays["embedding"])
+    with pytest.raises(DataError, match="inputs holds NaN or infinite"):
         UMAPEncoder().load(tmp_path)
     np.savez(
         tmp_path / "umap_state.npz", inputs=np.array([object()]), embedding=arrays["embedding"]
@@ -244,6 +272,11 @@ def test_encoders_chain_on_the_cli_each_with_its_settings(cli, runs_dir):
         int(line.split(",")[1]) for line in (folder / "assignments.csv").read_text().split()[1:]
     ]
     assert np.mean(np.equal(clusters, saved)) > 0.98
+    held_out = np.round(load_digits().images[600:900] * (255 / 16)).astype(np.uint8)
+    np.save(folder.parent / "held_out.npy", held_out)  # placed through the exact neighbours
+    predicted = cli("predict", folder, folder.parent / "held_out.npy", "--json")
+    assert predicted.exit_code == 0, predicted.stderr
+    assert len(json.loads(predicted.stdout)["assignments"]) == 300
 
 
 def test_encoders_chain_in_a_config_file_and_the_cli_overrides_one(cli, runs_dir, tmp_path):
