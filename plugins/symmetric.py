@@ -11,7 +11,6 @@ set has no such symmetry the encoder is plain PCA.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import zipfile
@@ -142,9 +141,9 @@ class SymmetricPCA:
                 "invariances": list(self.invariances or []),
             },
         )
-        buffer = io.BytesIO()
-        np.savez(buffer, mean=self.mean_, components=self.components_)
-        atomic.write_bytes(directory / STATE_FILE, buffer.getvalue())
+        atomic.write_npz(
+            directory / STATE_FILE, {"mean": self.mean_, "components": self.components_}
+        )
 
     def load(self, directory: Path) -> SymmetricPCA:
         """Read what ``save`` wrote, checking every size before it is used (no pickle)."""

@@ -15,7 +15,6 @@ outside ``RANGES``) is saved as ``umap.pkl``, which loads only with ``trust=True
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import sys
@@ -161,9 +160,7 @@ class UMAPEncoder:
             _UMAP_PICKLE.save(self.model_, directory)
         else:
             numbers, arrays = state
-            buffer = io.BytesIO()
-            np.savez(buffer, inputs=arrays["inputs"], embedding=arrays["embedding"])
-            atomic.write_bytes(directory / ARRAYS_FILE, buffer.getvalue())
+            atomic.write_npz(directory / ARRAYS_FILE, arrays)
             atomic.write_json(directory / STATE_FILE, numbers)
         atomic.write_json(directory / "umap.json", self.settings())
 

@@ -104,6 +104,14 @@ def write_npy(path: Path, array: np.ndarray) -> Path:
     return write_bytes(path, buffer.getvalue())
 
 
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write named arrays as an uncompressed ``.npz`` atomically."""
+    buffer = io.BytesIO()
+    # numpy's stub types the names with its keyword allow_pickle (bool); any name is an array
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    return write_bytes(path, buffer.getvalue())
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()

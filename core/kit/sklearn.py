@@ -257,7 +257,7 @@ class SklearnClusterer:
             meta["format"] = "labels"
         if self.labels_ is not None:
             state["labels_"] = self.labels_
-        _write_npz(directory / STATE_FILE, state)
+        atomic.write_npz(directory / STATE_FILE, state)
         atomic.write_json(directory / META_FILE, meta)
         if meta["format"] == "arrays":
             self._check_saved(directory, meta["left_out"])
@@ -526,15 +526,6 @@ def cannot_predict_message(name: str) -> str:
     """'clusterer NAME cannot assign new images; refit with one that can: kmeans, gmm, ...'."""
     able = ", ".join(predicting_clusterers()) or "none installed"
     return f"clusterer {name!r} cannot assign new images; refit with one that can: {able}"
-
-
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    import io
-
-    buffer = io.BytesIO()
-    # numpy's stub types the names with its keyword allow_pickle (bool); any name is an array
-    np.savez(buffer, **arrays)  # type: ignore[arg-type]
-    atomic.write_bytes(path, buffer.getvalue())
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
