@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import pickle
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ from imgclust.stages.interfaces import (
     ImageSet,
     Reconstructs,
     can_predict,
+    is_stateless,
     requested_clusters,
     splits_of,
 )
@@ -54,8 +56,9 @@ __all__ = [
     "sample_images",
 ]
 
-#: The methods each kind of stage must have, and its protocol (the table of stage kinds).
-REQUIRED = {kind.name: kind.required for kind in STAGE_KINDS}
+#: The methods each kind of stage must have to fit and assign, and its protocol (the table of
+#: stage kinds); ``save``/``load`` are checked where a stage has them (docs/plugins.md).
+REQUIRED = {kind.name: kind.works_with for kind in STAGE_KINDS}
 PROTOCOLS: dict[str, type] = {kind.name: kind.protocol for kind in STAGE_KINDS}
 IMAGES = 300  # default sample sizes: a few hundred keeps every check to seconds
 FAST_IMAGES = 100
@@ -404,9 +407,10 @@ class _Stage:
         missing = [m for m in REQUIRED[self.kind] if not callable(getattr(stage, m, None))]
         if missing:
             needed = ", ".join(REQUIRED[self.kind])
+            article = "an" if self.kind[0] in "aeiou" else "a"
             self.fail(
                 f"the object built ({type(stage).__name__}) has no {', '.join(missing)} "
-                f"method; a {self.kind} needs {needed}"
+                f"method; {article} {self.kind} needs {needed}"
             )
         return stage
 
@@ -605,7 +609,24 @@ def _check_same(
 
 
 def _round_trip(stage: _Stage, fitted: Any, folder: Path, trust: bool) -> Any:
-    """Save into a new folder (as a run does: it exists and is empty), load into a fresh stage."""
+    """Keep and restore the fitted stage as a saved pipeline does: a stateless stage is built
+    again from its settings; one with ``save``/``load`` is saved into a new folder (it exists and
+    is empty) and loaded into a fresh stage; one without is pickled, which needs ``trust``."""
+    if is_stateless(fitted):
+        return stage.build()
+    has = [m for m in ("save", "load") if callable(getattr(fitted, m, None))]
+    if len(has) == 1:
+        stage.fail(f"it has {has[0]} but no {'load' if has[0] == 'save' else 'save'}: give it both")
+    if not has:
+        stage.require(
+            trust,
+            "it has no save/load, so a run pickles it and predicting needs --trust: give it save "
+            "and load, or stateless = True if fit keeps nothing (this check ran with trust=False)",
+        )
+        return stage.call(
+            "pickling it, as a run does for a stage without save",
+            lambda: pickle.loads(pickle.dumps(fitted, protocol=pickle.HIGHEST_PROTOCOL)),
+        )
     folder.mkdir(parents=True)
     stage.call(f"save(directory) of the fitted {stage.kind}", fitted.save, folder)
     fresh = stage.build()

@@ -260,6 +260,49 @@ def test_a_broken_encoder_fails_with_a_message_naming_it_and_the_rule(broken, me
     assert "\n" not in str(failure.value)
 
 
+class Unsaved:
+    """MeanEncoder's fitting without save/load: a run pickles it, as docs/plugins.md says."""
+
+    fit = MeanEncoder.fit
+    transform = MeanEncoder.transform
+
+
+class Rescaled:
+    """Pixels in [0, 1] and nothing fitted: ``stateless = True``, so no save/load is needed."""
+
+    stateless = True
+
+    def fit(self, images, validation=None):
+        return self
+
+    def transform(self, images):
+        return scaled(images)
+
+
+class SavesButCannotLoad(MeanEncoder):
+    load = None
+
+
+def test_a_stage_without_save_is_checked_as_a_run_keeps_it(tmp_path: Path):
+    """What docs/plugins.md allows passes: a stateless stage is rebuilt from its settings, one
+    without save/load is pickled (so it passes only where predicting may trust the run)."""
+    check_encoder(Rescaled, tmp_path=tmp_path / "stateless", trust=False)
+    check_encoder(Unsaved, tmp_path=tmp_path / "pickled")
+    with pytest.raises(AssertionError, match=r"no save/load, so a run pickles it .*--trust"):
+        check_encoder(Unsaved, fast=True, trust=False)
+    with pytest.raises(AssertionError, match=r"^encoder 'SavesButCannotLoad': it has save but no"):
+        check_encoder(SavesButCannotLoad, fast=True)
+
+
+def test_a_missing_method_is_named_in_good_english():
+    class NoTransform:
+        def fit(self, images, validation=None):
+            return self
+
+    with pytest.raises(AssertionError, match=r"no transform method; an encoder needs fit, trans"):
+        check_encoder(NoTransform, fast=True)
+
+
 def test_the_default_name_is_the_class_name():
     with pytest.raises(AssertionError, match=r"^encoder 'WrongRowCount': "):
         check_encoder(WrongRowCount, fast=True)
@@ -331,6 +374,18 @@ def test_the_guide_s_plugin_passes_the_guide_s_test(tmp_path: Path, monkeypatch)
     namespace: dict = {}
     exec(test.split("```")[0], namespace)
     namespace["test_split_by_median_keeps_the_clusterer_contract"](tmp_path)
+
+
+def test_the_hooks_reference_s_encoder_passes(tmp_path: Path):
+    """docs/hooks.md's example encoder keeps the contract it documents, the run's trust
+    boundary included: it is stateless, so checking it needs no trust."""
+    reference = (Path(__file__).parent.parent / "docs" / "hooks.md").read_text()
+    example = reference.split("class RowMeans:")[0].rsplit("```python\n", 1)[1]
+    example += "class RowMeans:" + reference.split("class RowMeans:")[1].split("```")[0]
+    namespace: dict = {}
+    exec(example, namespace)
+    features = check_encoder(namespace["RowMeans"], tmp_path=tmp_path, trust=False)
+    assert features.shape == (300, 8)
 
 
 def test_the_documented_clusterer_passes(tmp_path: Path):

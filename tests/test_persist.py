@@ -249,7 +249,9 @@ def register_test_encoder() -> None:
 
 def test_a_picklable_stage_without_a_format_is_pickled_and_loads_only_when_trusted(cli, runs_dir):
     register_test_encoder()
-    result = cli("run", *SMALL, "--encoder", "no-format", "--no-plots", "--runs-dir", runs_dir)
+    # the warning says why: the stage's own save failed, and with what
+    with pytest.warns(UserWarning, match="its save raised ImgclustError: no file format; its"):
+        result = cli("run", *SMALL, "--encoder", "no-format", "--no-plots", "--runs-dir", runs_dir)
     assert result.exit_code == 0, result.stderr
     [folder] = list(runs_dir.iterdir())
     manifest = read_manifest(folder)
@@ -323,6 +325,29 @@ def test_a_stage_from_a_missing_plugin_is_named(run_copy):
     (run_copy / "pipeline" / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(PluginError, match="encoder 'pixie' from imgclust-pixie 2.0.*not installed"):
         load_pipeline(run_copy)
+
+
+@pytest.mark.parametrize(
+    "package, said",
+    [
+        (
+            "imgclust-pix",
+            r"from the package imgclust-pix 2.0 \(plugin 'pix'\).*pip install "
+            r"imgclust-pix, then",
+        ),
+        ("evil\x1b[2J; rm -rf ~", r"from pix 2.0, which is not installed: install that plugin"),
+    ],
+)
+def test_a_missing_plugin_is_named_by_the_package_to_install(run_copy, package, said):
+    """The manifest records each plugin's package; a name that is not a plain package name (a
+    stranger's manifest) is left out of the message."""
+    manifest = json.loads((run_copy / "pipeline" / MANIFEST).read_text())
+    manifest["encoders"][0].update(name="pixie", plugin="pix", plugin_version="2.0")
+    manifest["plugins"]["pix"] = {"distribution": package, "version": "2.0", "bundled": False}
+    (run_copy / "pipeline" / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(PluginError, match=said) as failure:
+        load_pipeline(run_copy)
+    assert "\x1b" not in str(failure.value)
 
 
 def test_the_manifest_cannot_point_outside_the_pipeline_folder(run_copy):

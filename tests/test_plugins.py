@@ -113,6 +113,25 @@ def test_plugin_failing_to_register_is_reported(third_party):
     assert "boom" in get_host().plugins["imgclust-badreg"].error
 
 
+def test_a_hook_with_a_wrong_signature_is_reported_with_pluggy_s_reason(third_party):
+    source = "from imgclust import hookimpl\n@hookimpl\ndef register_encoders(reg):\n    pass\n"
+    third_party("imgclust-badsig", "tp_badsig", source)
+    with pytest.warns(RuntimeWarning) as caught:
+        get_host()
+    message = " ".join(str(w.message) for w in caught if "imgclust-badsig" in str(w.message))
+    assert "PluginValidationError" in message and "'reg'" in message and "hookspec" in message
+    assert "\n" not in message
+
+
+def test_a_hook_function_without_hookimpl_is_reported(third_party):
+    source = "def register_encoders(register):\n    register('x', object)\n"
+    third_party("imgclust-unmarked", "tp_unmarked", source)
+    with pytest.warns(RuntimeWarning, match="defines register_encoders without @hookimpl"):
+        host = get_host()
+    assert "without @hookimpl" in host.plugins["imgclust-unmarked"].error
+    assert "kmeans" in host.registry.names("clusterers")
+
+
 KMEANS_TWIN = (
     MEDIAN_CLUSTERER.replace("median-split", "kmeans")
     + """

@@ -174,9 +174,9 @@ def _warn_unsaved(stages: list[dict[str, Any]], clusterer: dict[str, Any]) -> No
             )
         elif info["format"] == "pickle":
             message = (
-                f"{info['name']!r} has no file format of its own, so its state was pickled: "
-                "predicting with this pipeline needs --trust (trust=True); give the stage "
-                "save/load, or declare it stateless = True (docs/plugins.md)"
+                f"{info.get('note') or info['name']}: predicting with this pipeline needs "
+                "--trust (trust=True); give the stage a working save/load, or declare it "
+                "stateless = True (docs/plugins.md)"
             )
         else:
             continue
@@ -253,25 +253,25 @@ def _save_stage(registry: Any, kind: str, stage: Stage, root: Path, folder: str)
         info.update(dir=None, format="stateless", saved=True)
         return info
     path = root / folder
-    errors = []
-    try:
-        path.mkdir(parents=True)
-        instance.save(path)
-        info.update(format="native", saved=True, needs_trust=needs_trust(path))
-        return info
-    except Exception as exc:  # the run must not fail because one stage cannot be kept
-        errors.append(one_line(exc))
-        shutil.rmtree(path, ignore_errors=True)
+    if callable(getattr(instance, "save", None)):
+        try:
+            path.mkdir(parents=True)
+            instance.save(path)
+            info.update(format="native", saved=True, needs_trust=needs_trust(path))
+            return info
+        except Exception as exc:  # the run must not fail because one stage cannot be kept
+            why = f"its save raised {one_line(exc, with_type=True)}"
+            shutil.rmtree(path, ignore_errors=True)
+    else:
+        why = "it has no file format of its own (no save method)"
     state, problem = _picklable_state(registry, kind, stage)
     if state is not None:
         path.mkdir(parents=True)
         atomic.write_bytes(path / STATE_PICKLE, state)
         info.update(format="pickle", saved=True, needs_trust=True)
-        info["note"] = (
-            f"{what} has no file format of its own ({errors[0]}); its state is a pickle{problem}"
-        )
+        info["note"] = f"{what}: {why}; its state is a pickle{problem}"
         return info
-    info["reason"] = f"{what} could not be saved: {errors[0]}; {problem}"
+    info["reason"] = f"{what} could not be saved: {why}; {problem}"
     return info
 
 
@@ -400,14 +400,43 @@ def read_stages(run_dir: Path | str, trust: bool = False, *, registry: Any = Non
     refiners_info = check_refiners(manifest)
     if not trust:
         audit(root)
-    encoders = [_load_stage(registry, "encoders", info, root, trust) for info in encoders_info]
-    clusterer = _load_stage(registry, "clusterers", clusterer_info, root, trust)
-    refiners = [_load_stage(registry, "refiners", info, root, trust) for info in refiners_info]
+    packages = _packages(manifest)
+    encoders = [
+        _load_stage(registry, "encoders", info, root, trust, packages) for info in encoders_info
+    ]
+    clusterer = _load_stage(registry, "clusterers", clusterer_info, root, trust, packages)
+    refiners = [
+        _load_stage(registry, "refiners", info, root, trust, packages) for info in refiners_info
+    ]
     return SavedStages(encoders, clusterer, refiners, manifest, root, shape)
 
 
+#: What a package (distribution) name read from a manifest may be before a message shows it.
+PACKAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def _packages(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """Each plugin's package (the name ``pip install`` takes) as the manifest records it; only
+    plain package names are kept, as a message shows them and the manifest may be a stranger's."""
+    recorded = manifest.get("plugins")
+    if not isinstance(recorded, dict):
+        return {}
+    return {
+        str(plugin): entry["distribution"]
+        for plugin, entry in recorded.items()
+        if isinstance(entry, dict)
+        and isinstance(entry.get("distribution"), str)
+        and PACKAGE_NAME.fullmatch(entry["distribution"])
+    }
+
+
 def _load_stage(
-    registry: Any, kind: str, info: Mapping[str, Any], root: Path, trust: bool
+    registry: Any,
+    kind: str,
+    info: Mapping[str, Any],
+    root: Path,
+    trust: bool,
+    packages: Mapping[str, str] | None = None,
 ) -> Stage:
     """Build a stage with its factory and saved settings, then let it load its files."""
 
@@ -420,9 +449,15 @@ def _load_stage(
             raise PluginError(f"cannot load this pipeline's {what}: {exc}") from None
         plugin = info.get("plugin") or "its plugin"
         version = f" {info['plugin_version']}" if info.get("plugin_version") else ""
+        package = (packages or {}).get(str(info.get("plugin")))
+        if package and package != plugin:
+            where = f"the package {package}{version} (plugin {plugin!r})"
+        else:
+            where = f"{plugin}{version}"
+        advice = f"pip install {package}" if package else "install that plugin"
         raise PluginError(
-            f"this pipeline needs {what} from {plugin}{version}, which is not installed: "
-            "install that plugin to load the run."
+            f"this pipeline needs {what} from {where}, which is not installed: "
+            f"{advice}, then load the run again."
         ) from None
     settings = dict(info.get("settings") or {})
     try:

@@ -69,9 +69,23 @@ class PluginHost:
                 self.pm.register(module, name=ep.name)
                 self.pm.check_pending()
             except Exception as exc:  # a broken plugin must not break the others
-                self._fail(info, f"failed to load: {type(exc).__name__}: {exc}")
+                self._fail(info, f"failed to load: {_describe(exc)}")
                 if self.pm.has_plugin(ep.name):
                     self.pm.unregister(name=ep.name)
+                continue
+            self._warn_unmarked(info, module)
+
+    def _warn_unmarked(self, info: PluginInfo, plugin: object) -> None:
+        """Say so when a plugin defines a hook's function without ``@hookimpl``: pluggy skips it
+        silently, and the plugin would load and register nothing."""
+        for hook in sorted(vars(self.pm.hook)):
+            function = getattr(plugin, hook, None)
+            if callable(function) and self.pm.parse_hookimpl_opts(plugin, hook) is None:
+                self._fail(
+                    info,
+                    f"defines {hook} without @hookimpl, so it is never called: decorate it with "
+                    "@imgclust.hookimpl (from imgclust import hookimpl)",
+                )
 
     def register(self, plugin: object, name: str, version: str = "") -> None:
         """Register a plugin object directly (tests, and programs that embed imgclust)."""
@@ -265,10 +279,12 @@ def _hashable(value: Any) -> bool:
     return True
 
 
-def _describe(exc: BaseException) -> str:
-    """``KeyError: 'x'`` on one line."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+def _describe(exc: BaseException, limit: int = 400) -> str:
+    """``KeyError: 'x'`` on one line: every line of the message, joined, so that pluggy's reason
+    (on its third line: which arguments the hookspec lacks) is not cut off."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = f"{type(exc).__name__}: {'; '.join(lines)}" if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def allowed_from_environment() -> set[str] | None:
