@@ -428,6 +428,13 @@ class RepeatedIds(TinyDataset):
         return data
 
 
+class ClassNamesAsDict(TinyDataset):
+    def load(self, split="all"):
+        data = super().load(split)
+        data.class_names = {0: "zero", 1: "one"}
+        return data
+
+
 class LabelsPastClassNames(TinyDataset):
     def load(self, split="all"):
         data = super().load(split)
@@ -456,8 +463,9 @@ def test_a_correct_dataset_passes():
 @pytest.mark.parametrize(
     "broken, message",
     [
-        (RepeatedIds, r"returned 1 repeated ids"),
+        (RepeatedIds, r"the id '\w+' names more than one image; ids must be unique"),
         (LabelsPastClassNames, r"integer labels 0..3 but 2 class_names"),
+        (ClassNamesAsDict, r"class_names must be a list indexed by the integer labels, not a dict"),
         (FloatsOutOfRange, r"float images in .*, not in \[0, 1\]"),
         (WrongLabelLength, r"has 4 images but 2 labels"),
     ],

@@ -497,7 +497,7 @@ def _load_stage(
         raise
     except Exception as exc:
         raise ImgclustError(
-            f"cannot load {what} from {PIPELINE_DIR}/{folder}: {one_line(exc)}"
+            f"cannot load {what} from {PIPELINE_DIR}/{folder}: {one_line(exc, with_type=True)}"
         ) from None
     return stage
 

@@ -6,7 +6,7 @@ methods below. Arrays are NumPy.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -58,6 +58,17 @@ class ImageSet:
             raise DataError(f"{name} has {len(images)} images but {len(self.labels)} labels.")
         if self.ids is not None and len(self.ids) != len(images):
             raise DataError(f"{name} has {len(images)} images but {len(self.ids)} ids.")
+        twice = None if self.ids is None else first_repeated(map(str, self.ids))
+        if twice is not None:
+            raise DataError(
+                f"{name}: the id {twice[:80]!r} names more than one image; ids must be unique "
+                "(they key assignments.csv, predict and export)."
+            )
+        if isinstance(self.class_names, (str, bytes, Mapping)):
+            raise DataError(
+                f"{name}: class_names must be a list indexed by the integer labels, not a "
+                f"{type(self.class_names).__name__}."
+            )
         return self
 
     def subset(self, index: np.ndarray | slice) -> ImageSet:
@@ -65,6 +76,16 @@ class ImageSet:
         ids = np.asarray(self.ids, dtype=object)[index].tolist()
         labels = None if self.labels is None else self.labels[index]
         return ImageSet(self.images[index], labels, ids, self.class_names, dict(self.info))
+
+
+def first_repeated(values: Iterable[str]) -> str | None:
+    """The first value seen a second time, or None when all are distinct."""
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
 
 
 SCALE_CHUNK_BYTES = 64 * 2**20  # read at most this much of a memory map at once to check it
