@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclust.errors import DataError, SettingsError
-from imgclust.kit import as_matrix, hookimpl, map_batches, read_npz, sample_matrix
+from imgclust.kit import as_matrix, hookimpl, map_batches, read_json, read_npz, sample_matrix
 
 PCA_KEYS = ("components_", "mean_", "explained_variance_", "input_shape")
 
@@ -33,7 +33,7 @@ class FlattenEncoder:
         (Path(directory) / "flatten.json").write_text(state)
 
     def load(self, directory: Path) -> FlattenEncoder:
-        state = json.loads((Path(directory) / "flatten.json").read_text())
+        state = read_json(Path(directory) / "flatten.json", "encoder 'flatten': flatten.json")
         self.input_shape_ = tuple(state["input_shape"])
         return self
 

@@ -21,7 +21,6 @@ and the centres. ``stop_reason_`` says when and why it stopped.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +35,7 @@ from imgclust.kit import (
     import_keras,
     neighbour_information,
     neighbour_pairs,
+    read_json,
     read_npy,
 )
 
@@ -394,7 +394,7 @@ class DEC:
         """Rebuild the autoencoder and load it (Keras safe mode), then the centres."""
         directory = Path(directory)
         try:
-            meta = json.loads((directory / META_FILE).read_text())
+            meta = read_json(directory / META_FILE, f"refiner 'dec': {META_FILE}")
             self.classes_ = np.asarray([int(c) for c in meta["classes"]], dtype=np.int64)
             self.history_ = dict(meta.get("history") or {})
             self.stop_reason_ = str(meta.get("stop_reason") or "")[:500]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclust.errors import DataError, SettingsError
-from imgclust.kit import hookimpl
+from imgclust.kit import hookimpl, read_json
 
 BATCH = 2048
 
@@ -55,7 +55,7 @@ class DeskewEncoder:
         (directory / "deskew.json").write_text(json.dumps({"input_shape": self.input_shape_}))
 
     def load(self, directory: Path) -> DeskewEncoder:
-        meta = json.loads((Path(directory) / "deskew.json").read_text())
+        meta = read_json(Path(directory) / "deskew.json", "encoder 'deskew': deskew.json")
         self.input_shape_ = tuple(meta["input_shape"])
         return self
 

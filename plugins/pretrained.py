@@ -10,7 +10,6 @@ Keras is imported only when the encoder is fitted, used or loaded.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from imgclust.errors import DataError, ImgclustError, SettingsError, one_line
-from imgclust.kit import atomic, hookimpl, import_keras
+from imgclust.kit import atomic, hookimpl, import_keras, read_json
 
 STATE_FILE = "pretrained.json"
 WEIGHTS_FILE = "backbone.weights.h5"
@@ -148,7 +147,7 @@ class PretrainedEncoder:
         """Rebuild the backbone untrained and read the saved weights (no download, no code)."""
         directory = Path(directory)
         try:
-            state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+            state = read_json(directory / STATE_FILE, f"encoder 'pretrained': {STATE_FILE}")
             backbone, resolution = str(state["backbone"]), int(state["resolution"])
             shape = tuple(int(v) for v in state["input_shape"])
         except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import math
 import os
 import warnings
@@ -55,6 +54,7 @@ from imgclust.kit import (
     import_umap,
     lazy_estimator,
     read_csv_cell,
+    read_json,
     symmetry_group,
 )
 
@@ -544,7 +544,7 @@ class SelfLabel:
         keras = import_keras()
         directory = Path(directory)
         try:
-            meta = json.loads((directory / META_FILE).read_text())
+            meta = read_json(directory / META_FILE, f"refiner 'self-label': {META_FILE}")
             self.classes_ = np.asarray([int(c) for c in meta["classes"]], dtype=np.int64)
             self.input_shape_ = tuple(int(v) for v in meta["input_shape"])
             self.scale_ = float(meta["scale"])

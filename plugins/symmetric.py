@@ -11,7 +11,6 @@ set has no such symmetry the encoder is plain PCA.
 
 from __future__ import annotations
 
-import json
 import math
 import zipfile
 from pathlib import Path
@@ -29,6 +28,7 @@ from imgclust.kit import (
     decide,
     hookimpl,
     map_batches,
+    read_json,
     read_npz,
     sample_matrix,
     symmetry_group,
@@ -149,7 +149,7 @@ class SymmetricPCA:
         """Read what ``save`` wrote, checking every size before it is used (no pickle)."""
         directory = Path(directory)
         try:
-            meta = json.loads((directory / META_FILE).read_text())
+            meta = read_json(directory / META_FILE, f"encoder 'sym-pca': {META_FILE}")
             group = [(int(t) % 4, bool(m)) for t, m in meta["group"]]
             shape = tuple(int(v) for v in meta["input_shape"])
             invariances = [str(v) for v in meta.get("invariances") or [] if v in TRANSFORMS]

@@ -19,6 +19,7 @@ import numpy as np
 from imgclust.after.rundata import read_features, reload_images
 from imgclust.engine.config import read_toml, validate
 from imgclust.errors import ContentChangedError, DataError, ImgclustError
+from imgclust.io.bounded import read_json
 from imgclust.io.content import (
     ContentCheck,
     check_files,
@@ -202,11 +203,10 @@ def run_images(finished: FinishedRun, registry: Any = None) -> Any:
 
 def recorded_shape(run: Path) -> tuple[int, ...] | None:
     """The image shape (H, W, C) summary.json recorded, when it holds a sound one."""
-    import json
 
     try:
-        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        summary = read_json(run / "summary.json")
+    except (OSError, DataError):
         return None
     shape = summary.get("image_shape") if isinstance(summary, dict) else None
     if isinstance(shape, list) and len(shape) == 3 and all(type(v) is int for v in shape):

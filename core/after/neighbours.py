@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -27,6 +26,7 @@ import numpy as np
 
 from imgclust.errors import DataError
 from imgclust.io import atomic
+from imgclust.io.bounded import read_json
 
 INDEX_DIR = "index"
 MANIFEST = "index.json"
@@ -268,8 +268,8 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     if path.stat().st_size > MAX_MANIFEST_BYTES:
         raise _Unsound(f"{MANIFEST} is too large")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        manifest = read_json(path, MANIFEST, MAX_MANIFEST_BYTES)
+    except DataError:
         raise _Unsound(f"{MANIFEST} is not JSON") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise _Unsound(f"{MANIFEST} is not an imgclust neighbour index")

@@ -51,20 +51,73 @@ CHAINS = ("encoder", "refiner")  # stages that may be listed: [[encoder]] and [[
 DEFAULT_SEED = 0
 
 
+#: A config file larger than this is not one (a run's is a few KiB; an inline list of many
+#: class names stays far below it).
+CONFIG_BYTES = 1 << 20
+#: The most dotted parts a key or table header may have: the TOML parser's time grows with the
+#: square of their number (30,000 parts cost 20 s), and no setting is more than a few deep.
+MAX_KEY_PARTS = 32
+#: The tokens the parts check reads: a bare or quoted key part, a run of blanks, or one other
+#: character (no nested repetition, so scanning is linear in the file's length).
+KEY_TOKEN = re.compile(r"""[\w-]+|"[^"\n]*"|'[^'\n]*'|[ \t]+|.""", re.DOTALL)
+
+
+def longest_dotted(text: str) -> int:
+    """The most parts joined by dots anywhere in ``text``: of a key, a table header or a key in
+    an inline table (a number such as 0.5 counts two; a string value's own dots are not seen)."""
+    longest = parts = 0
+    after_dot = False
+    for match in KEY_TOKEN.finditer(text):
+        token = match.group()
+        if token[0] in " \t":
+            continue
+        if token == ".":
+            after_dot = parts > 0 and not after_dot
+            if not after_dot:
+                parts = 0
+        elif token[0] in "\"'" or token[0].isalnum() or token[0] in "_-":
+            parts = parts + 1 if after_dot else 1
+            after_dot = False
+            longest = max(longest, parts)
+        else:
+            parts, after_dot = 0, False
+    return longest
+
+
 def read_toml(path: Path) -> dict[str, Any]:
-    """Read a config file; a missing or malformed one is a one-line error."""
+    """Read a config file; a missing, malformed or oversized one is a one-line error. The file
+    may be a stranger's: its size, its keys' depth and its nesting are bounded before and while
+    it is parsed, so reading it never costs more than a moment."""
     path = Path(path)
+    name = repr(str(path))
     try:
         with open(path, "rb") as handle:
-            return tomllib.load(handle)
+            data = handle.read(CONFIG_BYTES + 1)
     except FileNotFoundError:
-        raise ImgclustError(f"Config file {str(path)!r} does not exist.") from None
+        raise ImgclustError(f"Config file {name} does not exist.") from None
     except IsADirectoryError:
-        raise ImgclustError(f"Config file {str(path)!r} is a folder; give a .toml file.") from None
+        raise ImgclustError(f"Config file {name} is a folder; give a .toml file.") from None
     except OSError as exc:
-        raise ImgclustError(f"Cannot read config file {str(path)!r}: {exc.strerror}.") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ImgclustError(f"Config file {str(path)!r} is not valid TOML: {exc}.") from None
+        raise ImgclustError(f"Cannot read config file {name}: {exc.strerror}.") from None
+    if len(data) > CONFIG_BYTES:
+        raise ImgclustError(f"Config file {name} is larger than 1 MiB: it is not a config.")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ImgclustError(f"Config file {name} is not valid TOML: {exc}.") from None
+    if longest_dotted(text) > MAX_KEY_PARTS:
+        raise ImgclustError(
+            f"Config file {name} has a key of more than {MAX_KEY_PARTS} dotted parts; no "
+            "setting has so many: it is not an imgclust config."
+        )
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ImgclustError(f"Config file {name} is not valid TOML: {exc}.") from None
+    except RecursionError:
+        raise ImgclustError(
+            f"Config file {name} nests its values too deep: it is not an imgclust config."
+        ) from None
 
 
 def normalise(config: Mapping[str, Any], source: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from imgclust import __version__
 from imgclust.errors import DataError, SettingsError, one_line
+from imgclust.io.bounded import read_json
 
 FORMAT = "imgclust-pipeline"
 FORMAT_VERSION = 1
@@ -46,8 +47,8 @@ def read_manifest(path: Path | str) -> dict[str, Any]:
     """A run's pipeline manifest, checked for a format this version can read."""
     file = pipeline_dir(path) / MANIFEST
     try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        manifest = read_json(file, repr(str(file)))
+    except OSError as exc:
         raise DataError(f"cannot read {str(file)!r}: {one_line(exc)}.") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DataError(f"{str(file)!r} is not an imgclust pipeline manifest.")

@@ -45,6 +45,7 @@ from imgclust.engine.stage import Stage
 from imgclust.engine.untrusted import TRUST_HINT, audit, check_contained, needs_trust
 from imgclust.errors import DataError, ImgclustError, PluginError, one_line
 from imgclust.io import atomic
+from imgclust.io.bounded import read_json
 from imgclust.kit.sklearn import cannot_predict_message
 from imgclust.results.metrics import n_clusters
 from imgclust.stages.host import get_host, get_registry
@@ -199,12 +200,12 @@ def foreign_entry(folder: Path) -> str | None:
     """The first entry of a marked pipeline folder that its manifest does not account for, or
     None when it holds nothing but the pipeline imgclust wrote (manifest, mark, stage folders)."""
     try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        manifest = read_json(folder / MANIFEST)
         stages = [*manifest["encoders"], manifest["clusterer"], *manifest.get("refiners", [])]
         own = {MANIFEST, MARK} | {str(s["dir"]) for s in stages if s.get("dir") and s["saved"]}
         with os.scandir(folder) as listing:
             entries = sorted(listing, key=lambda e: e.name)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, DataError):
         return MANIFEST
     for entry in entries:
         plain_file = entry.is_file(follow_symlinks=False) and entry.name in (MANIFEST, MARK)

@@ -1,5 +1,5 @@
-"""Bounded reads of archives and arrays that may come from a stranger: ``.npz`` files, zip members
-(a ``.keras`` file's ``config.json``) and ``.npy`` files.
+"""Bounded reads of files that may come from a stranger: ``.npz`` files, zip members (a ``.keras``
+file's ``config.json``), ``.npy`` files and the JSON files stages and runs keep.
 
 Every member's declared size is checked before any of its data is read: against the memory
 bound (:func:`imgclust.io.memory.check_bytes`), against its compressed size (a decompression bomb
@@ -10,6 +10,7 @@ declared. This is the one way imgclust reads ``np.load``-style files it did not 
 
 from __future__ import annotations
 
+import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,30 @@ def read_member(path: Path, name: str, where: str, limit: int = TEXT_BYTES) -> b
     if len(data) != info.file_size:
         raise DataError(f"{where} does not hold the {info.file_size:,} bytes it declares.")
     return data
+
+
+def read_json(path: Path, where: str | None = None, limit: int = TEXT_BYTES) -> Any:
+    """A JSON file read with a size bound and parsed without a traceback: larger than ``limit``,
+    not UTF-8, not JSON or nested past what the parser can follow is one :class:`DataError`
+    naming ``where`` (the file by default). A missing file raises ``FileNotFoundError``."""
+    what = where or str(path)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise DataError(f"cannot read {what}: {exc.strerror or one_line(exc)}.") from None
+    if len(data) > limit:
+        raise DataError(f"{what} is larger than {human(limit)}: it is not a file imgclust wrote.")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise DataError(f"{what} is not UTF-8 text: the file is damaged.") from None
+    except RecursionError:
+        raise DataError(f"{what} is nested too deep to be a file imgclust wrote.") from None
+    except ValueError as exc:
+        raise DataError(f"{what} is not valid JSON ({one_line(exc)}).") from None
 
 
 def read_npz(path: Path, where: str, keys: tuple[str, ...] | None = None) -> dict[str, Any]:

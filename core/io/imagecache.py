@@ -36,6 +36,7 @@ import numpy as np
 
 from imgclust.errors import DataError
 from imgclust.io import atomic
+from imgclust.io.bounded import read_json
 
 FOLDER_CACHE = ".imgclust-cache"
 FORMAT = 1
@@ -330,9 +331,11 @@ def lookup(directory: Path, prefix: str, key: str) -> CachedImages | None:
     """The entry for ``key`` if it is there and whole; None otherwise."""
     array_path, meta_path = _paths(directory, prefix, key)
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = read_json(
+            meta_path,
+        )
         images = np.load(array_path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError):
+    except (OSError, ValueError, DataError):
         return None
     whole = isinstance(meta, dict) and meta.get("format") == FORMAT and meta.get("key") == key
     if not whole or len(meta.get("ids", ())) != len(images):

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from imgclust.errors import DataError, ImgclustError
+from imgclust.io.bounded import read_json
 
 INCOMPLETE = ".incomplete"
 MARKER = ".imgclust-run"
@@ -188,8 +189,10 @@ def created_here(folder: Path) -> bool:
     if token is None or (Path(folder) / MARKER).is_symlink():
         return False
     try:
-        marker = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        marker = read_json(
+            Path(folder) / MARKER,
+        )
+    except (OSError, ValueError, DataError):
         return False
     return isinstance(marker, dict) and marker.get("token") == token
 

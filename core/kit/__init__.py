@@ -29,7 +29,7 @@ from __future__ import annotations
 from imgclust.errors import DataError, ImgclustError, SettingsError
 from imgclust.io import atomic
 from imgclust.io.arrays import IN_MEMORY, InMemoryImages, load_arrays
-from imgclust.io.bounded import read_npy, read_npz
+from imgclust.io.bounded import read_json, read_npy, read_npz
 from imgclust.io.images import (
     DEFAULT_EXTENSIONS,
     FolderReading,
@@ -114,6 +114,7 @@ __all__ = [
     "normalise_extensions",
     "predict_in_batches",
     "read_npy",
+    "read_json",
     "read_npz",
     "read_csv_cell",
     "sample_index",

@@ -9,7 +9,6 @@ when a network is built, trained or loaded.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ import numpy as np
 
 from imgclust.errors import DataError, ImgclustError
 from imgclust.io import atomic
+from imgclust.io.bounded import read_json
 from imgclust.kit.keras import import_keras
 
 CODE_LAYER = "code"
@@ -230,7 +230,7 @@ class KerasAutoencoder:
             return None
         name = self.stage_name
         try:
-            state = json.loads(path.read_text())
+            state = read_json(path, f"{name}: checkpoint {str(path)!r}")
             model_file = Path(self.checkpoint_dir) / state["model"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(
@@ -288,7 +288,7 @@ class KerasAutoencoder:
         directory = Path(directory)
         meta_path = directory / self.meta_file
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = read_json(meta_path, f"{self.stage_name}: {str(meta_path)!r}")
             self.input_shape_ = tuple(int(v) for v in meta["input_shape"])
             self.scale_ = float(meta["scale"])
         except (OSError, ValueError, KeyError, TypeError) as exc:

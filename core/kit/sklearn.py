@@ -17,7 +17,6 @@ parameters of that class with plain JSON values, and its fitted attributes must 
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import pickle
 import re
@@ -29,7 +28,7 @@ import numpy as np
 
 from imgclust.errors import DataError, ImgclustError, one_line
 from imgclust.io import atomic
-from imgclust.io.bounded import read_npz
+from imgclust.io.bounded import read_json, read_npz
 from imgclust.kit.arrays import check_finite
 from imgclust.stages.host import get_registry
 from imgclust.stages.interfaces import can_predict
@@ -360,7 +359,7 @@ def read_meta(directory: Path, where: str) -> dict[str, Any]:
     """``estimator.json`` as a mapping of the expected shape, or a one-line error."""
     path = directory / META_FILE
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = read_json(path, f"{where}/{META_FILE}")
     except FileNotFoundError:
         raise ImgclustError(f"{where} holds no saved clusterer ({META_FILE}).") from None
     except (OSError, ValueError) as exc:

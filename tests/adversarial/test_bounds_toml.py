@@ -79,3 +79,44 @@ def test_run_in_a_folder_with_a_carriage_return_reads_back(cli, tmp_path, runs_d
     written = next(runs_dir.glob("*/config.toml"))
     again = cli("run", "--config", written, *args)
     assert again.exit_code == 0, again.stderr
+
+
+# A stranger's config file costs a moment to read, whatever it holds -------------------------
+
+HOSTILE_CONFIGS = {
+    "a key of 30,000 dotted parts": "q" + ".q" * 30000 + " = 1\n",
+    "quoted parts": '"q"' + '."q"' * 30000 + " = 1\n",
+    "a table header": "[" + "a." * 5000 + "b]\n",
+    "a key in an inline table": "x = {" + "q." * 30000 + "q = 1}\n",
+    "arrays nested 5,000 deep": "x = " + "[" * 5000 + "]" * 5000 + "\n",
+    "inline tables nested 3,000 deep": "x = " + "{a = " * 3000 + "1" + "}" * 3000 + "\n",
+    "2 MiB of comment": "seed = 0\n" + "#" * (2 << 20) + "\n",
+}
+
+
+@pytest.mark.parametrize("text", HOSTILE_CONFIGS.values(), ids=HOSTILE_CONFIGS.keys())
+def test_a_hostile_config_is_refused_in_one_line_at_once(text: str, tmp_path, cli):
+    """Without bounds the parser spends time growing with the square of a key's parts (hours
+    for 1 MB) and overflows Python's stack on deep nesting; both are refused before."""
+    import time
+
+    from imgclust.engine.config import read_toml
+    from imgclust.errors import ImgclustError
+
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    started = time.perf_counter()
+    with pytest.raises(ImgclustError) as refused:
+        read_toml(path)
+    assert time.perf_counter() - started < 10  # a bound, not a timing: unbounded takes minutes
+    assert "\n" not in str(refused.value) and "config" in str(refused.value)
+    result = cli("run", "--config", str(path), "--runs-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_dots_in_values_and_numbers_are_not_key_parts():
+    from imgclust.engine.config import longest_dotted
+
+    assert longest_dotted('lr = 0.001\npath = "a.b.c.d.e.png"\n[encoder.pca]\n') == 2
+    assert longest_dotted("a . b . c = 1") == 3

@@ -173,3 +173,52 @@ def test_huge_explorer_data_leaves_the_page_without_an_explorer(
     assert result.exit_code == 0, result.stderr
     page = (run_copy / "report.html").read_text(encoding="utf-8")
     assert "No explorer:" in page and "larger than" in page
+
+
+# JSON a stage or the pipeline keeps: deep or huge is one line, never a RecursionError ----------
+
+JSON_FILES = ["pipeline/manifest.json", "summary.json", "pipeline/*/*.json"]
+
+
+@pytest.mark.parametrize("name", JSON_FILES)
+@pytest.mark.parametrize("content", ["deep", "huge"])
+def test_a_deep_or_huge_json_file_is_one_line_for_every_reader(run_copy, cli, name, content):
+    """predict, similar and the Python API read these files; each reads at most a bounded
+    number of bytes and turns a nesting past Python's stack into one line."""
+    import imgclust
+
+    [path, *_] = sorted(run_copy.glob(name))  # a stage's own JSON: the first there is
+    if content == "deep":
+        path.write_text(DEEP)
+    else:
+        with open(path, "w") as handle:
+            handle.write('{"pad": "')
+            handle.truncate(40 * 2**20)  # a sparse 40 MiB: over every bound, nothing to hold
+    new = run_copy / "embeddings.npy"
+    for argv in (["predict", str(run_copy), str(new)], ["similar", str(run_copy), "0"]):
+        result = cli(*argv)
+        if result.exit_code == 0:  # a file this command does not need
+            continue
+        one_line(result)
+    try:
+        imgclust.load(run_copy)
+    except imgclust.ImgclustError as exc:
+        assert "\n" not in str(exc)
+
+
+def test_the_json_reader_refuses_past_its_bound_before_reading_it_all(tmp_path):
+    from imgclust.errors import DataError
+    from imgclust.kit import read_json
+
+    path = tmp_path / "state.json"
+    with open(path, "w") as handle:
+        handle.write('{"pad": "')
+        handle.truncate(40 * 2**20)
+    with pytest.raises(DataError, match="larger than 16 MiB"):
+        read_json(path, "encoder 'x': state.json")
+    path.write_text(DEEP)
+    with pytest.raises(DataError, match="encoder 'x': state.json is nested too deep"):
+        read_json(path, "encoder 'x': state.json")
+    path.write_bytes(NOT_UTF8)
+    with pytest.raises(DataError, match="not UTF-8"):
+        read_json(path, "encoder 'x': state.json")

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from imgclust.errors import DataError
 from imgclust.io import atomic
+from imgclust.io.bounded import read_json
 from imgclust.kit.arrays import sample_index
 from imgclust.report.plots.figure import SkipPlot
 from imgclust.report.plots.inputs import PlotInputs
@@ -113,8 +115,8 @@ def map_points(inputs: PlotInputs, options: PlotOptions) -> dict[str, object] | 
 def earlier_thumbs(path: Path, n: int) -> object:
     """The thumbnails an earlier drawing of this run recorded (their sheets are kept), if any."""
     try:
-        earlier = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        earlier = read_json(path)
+    except (OSError, DataError):
         return None
     return earlier.get("thumbs") if isinstance(earlier, dict) and earlier.get("n") == n else None
 
