@@ -1,10 +1,18 @@
-"""Progress lines for the CLI: dimmed, on stderr (stdout is for results and ``--json``)."""
+"""Progress lines for the CLI: dimmed, on stderr (stdout is for results and ``--json``); and the
+one rule for text a stranger's file may have chosen before it reaches a terminal."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 Log = Callable[[str], None]  # where a run's progress lines go: log("fitting pca")
+
+
+def printable(text: object) -> str:
+    """``text`` safe to print on a terminal: control and format characters (escape sequences,
+    line breaks, bidirectional overrides) shown as '?', so that a file name, a label or a field
+    of a stranger's run folder can neither drive the terminal nor forge another line."""
+    return "".join(c if c.isprintable() else "?" for c in str(text))
 
 
 def stderr_log() -> Log:
@@ -15,7 +23,7 @@ def stderr_log() -> Log:
     console = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def log(message: str) -> None:
-        console.print(f"[dim]{escape(message)}[/dim]")
+        console.print(f"[dim]{escape(printable(message))}[/dim]")
 
     return log
 

@@ -78,12 +78,6 @@ def nearest_ids(image_id: str, ids: list[str], count: int = SUGGESTIONS) -> list
     return list(dict.fromkeys([*holding, *spelled]))[:count]
 
 
-def printable(text: Any) -> str:
-    """``text`` safe to print on a terminal: control characters (escape sequences, line
-    breaks) shown as '?'."""
-    return "".join(c if c.isprintable() else "?" for c in str(text))
-
-
 def check_finished(run: Path, command: str) -> Path:
     """Refuse what is not a finished run folder, before anything is read or written."""
     run = Path(run)

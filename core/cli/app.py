@@ -16,7 +16,7 @@ import typer
 from imgclust import __version__
 from imgclust.cli.commands import register_all
 from imgclust.cli.listing import describe_kind, print_items
-from imgclust.console import stderr_log
+from imgclust.console import printable, stderr_log
 from imgclust.engine.config import resolve_config
 from imgclust.engine.resume import interrupted_message, resume_config
 from imgclust.engine.runner import execute
@@ -236,7 +236,7 @@ def _add_plugin_commands() -> None:
 def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
     """Warnings a user sees are one line without a source location."""
     text = str(message).strip()
-    return f"warning: {text.splitlines()[0] if text else category.__name__}\n"
+    return f"warning: {printable(text.splitlines()[0]) if text else category.__name__}\n"
 
 
 class Stopped(KeyboardInterrupt):
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     except ImgclustError as exc:
         if Stopped.received:
             _stopped(exc)
-        typer.echo(f"Error: {exc}", err=True)
+        typer.echo(f"Error: {printable(exc)}", err=True)
         sys.exit(exc.exit_code)
     except MemoryError:
         typer.echo(
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("IMGCLUST_DEBUG"):
             raise
 
-        typer.echo(f"Error: {os_error_line(exc)}", err=True)
+        typer.echo(f"Error: {printable(os_error_line(exc))}", err=True)
         sys.exit(1)
     except Exception as exc:
         if Stopped.received:
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("IMGCLUST_DEBUG"):
             raise
         typer.echo(
-            f"Error: unexpected {type(exc).__name__}: {exc} "
+            f"Error: unexpected {type(exc).__name__}: {printable(exc)} "
             "(set IMGCLUST_DEBUG=1 for the traceback).",
             err=True,
         )

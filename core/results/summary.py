@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from imgclust.console import printable
 from imgclust.results.metrics import describe_cluster
 
 LARGEST_SHOWN = 5
@@ -65,7 +66,12 @@ def invariances_line(record: Mapping[str, Any]) -> str:
 
 
 def summary_lines(result: Mapping[str, Any]) -> list[str]:
-    """A short human summary: data, stages and their times, scores, the largest clusters."""
+    """A short human summary: data, stages and their times, scores, the largest clusters; each
+    line printable on a terminal whatever the labels and names in it (they come from files)."""
+    return [printable(line) for line in _summary_lines(result)]
+
+
+def _summary_lines(result: Mapping[str, Any]) -> list[str]:
     metrics = result["metrics"]
     lines = [
         f"dataset   {result['dataset']} ({result['split']}): {result['n_images']} images of "

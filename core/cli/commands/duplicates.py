@@ -9,8 +9,8 @@ from typing import Any
 import typer
 
 from imgclust.after.duplicates import check_threshold, duplicates_csv, search
-from imgclust.after.finished import check_finished, printable, run_sources
-from imgclust.console import stderr_log
+from imgclust.after.finished import check_finished, run_sources
+from imgclust.console import printable, stderr_log
 from imgclust.io.outputs import claim_output, write_output
 
 DEFAULT_OUTPUT = "duplicates.csv"

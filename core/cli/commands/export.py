@@ -33,12 +33,11 @@ from imgclust.after.curation import read_curation
 from imgclust.after.finished import (
     check_finished,
     open_run,
-    printable,
     run_sources,
     verified_images,
 )
 from imgclust.cli.options import AS_JSON
-from imgclust.console import stderr_log
+from imgclust.console import printable, stderr_log
 from imgclust.errors import DataError, ImgclustError
 from imgclust.io import atomic
 from imgclust.io.content import PREFIX, READ_BYTES, file_digest, new_hasher

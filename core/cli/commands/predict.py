@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from imgclust.after.finished import open_run, printable, read_run_features, run_sources
+from imgclust.after.finished import open_run, read_run_features, run_sources
 from imgclust.cli.options import AS_JSON, TRUST_RUN
+from imgclust.console import printable
 from imgclust.engine.build import load_split
 from imgclust.engine.cluster_predict import predict_on_cluster
 from imgclust.engine.config import apply_sets

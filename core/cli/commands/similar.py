@@ -15,14 +15,13 @@ import typer
 from imgclust.after.finished import (
     check_finished,
     open_run,
-    printable,
     read_run_features,
     run_sources,
     verified_images,
 )
 from imgclust.after.neighbours import neighbour_index
 from imgclust.cli.options import AS_JSON, TRUST_RUN
-from imgclust.console import stderr_log
+from imgclust.console import printable, stderr_log
 from imgclust.engine.pipeline import load_pipeline
 from imgclust.errors import DataError
 from imgclust.io.inputs import check_inputs, read_inputs
