@@ -125,6 +125,52 @@ def user_cache_dir() -> Path:
     return Path(base) / "imgclust"
 
 
+SECRET_FILE = "entry-key"
+SECRET_PATTERN = re.compile(r"[0-9a-f]{64}")
+_secrets: dict[Path, str] = {}
+
+
+def entry_secret() -> str:
+    """This user's random key, mixed into every entry's name.
+
+    An image folder may come from a stranger, and so may the ``.imgclust-cache`` inside it:
+    without a key, anyone could compute an entry's name from the files and plant pixels that
+    imgclust would cluster in place of the files. The key lives in the user cache dir, readable
+    by its owner only; where it cannot be kept, a key for this process alone (entries are then
+    not reused across processes, never trusted wrongly).
+    """
+    path = user_cache_dir() / SECRET_FILE
+    if path not in _secrets:
+        _secrets[path] = _read_secret(path) or _new_secret(path)
+    return _secrets[path]
+
+
+def _read_secret(path: Path) -> str | None:
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return None
+        with open(path, "rb") as handle:
+            text = handle.read(128).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if SECRET_PATTERN.fullmatch(text) else None
+
+
+def _new_secret(path: Path) -> str:
+    import secrets
+
+    key = secrets.token_hex(32)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=".entry-key.", dir=path.parent)  # mode 0600
+        with os.fdopen(handle, "w") as out:
+            out.write(key + "\n")
+        os.replace(temporary, path)
+    except OSError:
+        pass
+    return _read_secret(path) or key
+
+
 # Reading a run someone else may have written ---------------------------------------------------
 # While a command reads a finished run (report, evaluate, export, duplicates, predict), the run's
 # config.toml is data: it may not choose where caches go, and what it makes imgclust decode is
@@ -238,7 +284,7 @@ def _adopt(directory: Path, inside: bool) -> bool:
     with os.scandir(directory) as listing:
         names = [entry.name for entry in listing]
     for name in names:
-        if is_imgclust_name(name):
+        if is_imgclust_name(name) or name == SECRET_FILE:  # the key is never cleaned: no pattern
             continue
         if name == ".gitignore" and inside and _reads(directory / name, GITIGNORE_TEXT):
             continue
@@ -273,6 +319,8 @@ def cache_location(
         candidates = [folder / FOLDER_CACHE, user_cache_dir()]
     for directory in candidates:
         inside = _same(directory, folder / FOLDER_CACHE)
+        if directory == folder / FOLDER_CACHE and os.path.islink(directory):
+            continue  # a link planted in the image folder must not send writes elsewhere
         opened = open_cache(directory, inside)
         if opened is not None:
             return opened, "" if inside else str(folder)
@@ -310,7 +358,7 @@ def entry_names(
 ) -> tuple[str, str]:
     """(prefix, key) of an entry: the prefix names the folder and settings, the key its files."""
     described = json.dumps({"format": FORMAT, **settings}, sort_keys=True, default=str)
-    prefix = _digest(scope, described)[:16]
+    prefix = _digest(entry_secret(), scope, described)[:16]
     sha = hashlib.sha256(prefix.encode())
     for stamp in stamps:
         line = f"{stamp.name}\0{stamp.size}\0{stamp.fingerprint}\n"

@@ -10,6 +10,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -52,10 +53,10 @@ def assert_untouched(directory: Path, files: dict[str, bytes]) -> None:
         assert (directory / name).read_bytes() == data, name
 
 
-def load(images: Path, cache_dir: Path, **settings):
-    return ImageFolderDataset(
-        path=str(images), cache_dir=str(cache_dir), workers=1, **settings
-    ).load("all")
+def load(images: Path, cache_dir: Path | None = None, **settings):
+    """The folder's images, cached in ``cache_dir`` (by default inside the image folder)."""
+    where = {} if cache_dir is None else {"cache_dir": str(cache_dir)}
+    return ImageFolderDataset(path=str(images), workers=1, **where, **settings).load("all")
 
 
 def test_prune_leaves_files_it_did_not_name_even_with_a_matching_prefix(tmp_path: Path):
@@ -197,3 +198,31 @@ def test_a_users_folder_named_by_settings_config_or_a_foreign_run_keeps_its_file
     assert not imagecache.is_marked(users)
     leftovers = sorted(p.name for p in users.glob(".*.tmp"))
     assert leftovers == sorted(n for n in USER_FILES if n.endswith(".tmp"))
+
+
+def test_an_entry_planted_in_a_strangers_image_folder_is_never_read(tmp_path: Path, monkeypatch):
+    """A stranger ships the folder with its ``.imgclust-cache``: entries made under another
+    user's key (here, with the pixels changed after) are not this user's, so the images are
+    decoded from the files."""
+    images = make_images(tmp_path / "images")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "stranger"))
+    made = load(images)
+    assert made.info["cache"] == "written"
+    planted = np.load(made.info["cache_path"], mmap_mode="r+")
+    planted[:] = 255 - planted  # the stranger's pixels in place of the files'
+    planted.flush()
+    del planted
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user"))
+    mine = load(images)
+    assert mine.info["cache"] == "written"
+    assert np.array_equal(mine.images, load(images, tmp_path / "fresh").images)
+
+
+def test_a_cache_folder_linked_out_of_the_image_folder_is_not_written(tmp_path: Path):
+    images = make_images(tmp_path / "images")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (images / imagecache.FOLDER_CACHE).symlink_to(victim)
+    data = load(images)
+    assert list(victim.iterdir()) == []
+    assert not Path(data.info["cache_path"]).is_relative_to(victim)
