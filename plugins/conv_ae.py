@@ -35,6 +35,13 @@ OPTIMIZERS = {
 BATCH_BYTES = 128 * 2**20
 
 
+#: Bounds on the network a config may ask for: far past any useful autoencoder of small images,
+#: well before one exhausts memory (a setting may come from a stranger's config file).
+MAX_LAYERS = 8
+MAX_FILTERS = 4096
+MAX_CODE = 65536
+
+
 class ConvAutoencoder(KerasAutoencoder):
     """Convolutional autoencoder; the code after the last pooling (or dense layer) is the feature.
 
@@ -118,6 +125,13 @@ class ConvAutoencoder(KerasAutoencoder):
 
         if not self.filters or any(f < 1 for f in self.filters):
             raise bad(f"filters must be positive widths, e.g. 16,2; got {self.filters}.")
+        if len(self.filters) > MAX_LAYERS or max(self.filters) > MAX_FILTERS:
+            raise bad(
+                f"filters allows at most {MAX_LAYERS} layers of at most {MAX_FILTERS} filters "
+                f"each (the network's memory grows with them); got {self.filters}."
+            )
+        if self.code_size is not None and self.code_size > MAX_CODE:
+            raise bad(f"code_size must be at most {MAX_CODE}; got {self.code_size}.")
         sizes = self.kernel_size if isinstance(self.kernel_size, tuple) else (self.kernel_size,)
         if not sizes or min(sizes) < 1:
             raise bad(f"kernel_size must be at least 1; got {self.kernel_size}.")

@@ -328,3 +328,18 @@ def test_k_range_messages(cli, text, needle):
 
 def test_errors_are_imgclust_errors():
     assert issubclass(DataError, ImgclustError) and issubclass(SettingsError, ImgclustError)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"filters": (100_000_000,)}, {"filters": (8,) * 9}, {"code_size": 10**9}],
+    ids=["a hundred million filters", "nine layers", "a code of a billion numbers"],
+)
+def test_a_config_cannot_ask_conv_ae_for_a_network_past_memory(settings):
+    """Refused when built, before Keras allocates anything (it reached 11 GB before its own
+    out-of-memory error)."""
+    import imgclust
+    from imgclust.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="encoder 'conv-ae': .* at most"):
+        imgclust.get_encoder("conv-ae", **settings)
