@@ -69,6 +69,10 @@ class ImageFolderDataset:
         How an image reaches ``size``: ``stretch`` (aspect ratio lost), ``pad`` (aspect kept,
         padded with the median colour of its edge), ``pad-black`` or ``crop`` (aspect kept,
         centre crop).
+    follow_links : bool
+        Also read files through links that lead out of the folder (off: such links are skipped
+        with a warning, so a folder from someone else cannot pull in files from elsewhere on
+        the machine; links to files inside the folder are always followed).
     """
 
     splits = ("all",)
@@ -90,6 +94,7 @@ class ImageFolderDataset:
         cache_check: Literal["content", "stat"] = "content",
         cache_max_gib: float | None = 256.0,
         fit: Literal["stretch", "pad", "pad-black", "crop"] = "stretch",
+        follow_links: bool = False,
     ) -> None:
         self.path = Path(path).expanduser()
         self.fit = check_fit(fit)
@@ -117,6 +122,7 @@ class ImageFolderDataset:
         if cache_max_gib is not None and not cache_max_gib > 0:
             raise SettingsError("dataset 'image-folder' needs cache_max_gib > 0 (or none).")
         self.cache_max_gib = cache_max_gib
+        self.follow_links = follow_links
 
     def load(self, split: str = "all") -> Any:
         return self._reading().load()

@@ -315,7 +315,7 @@ def test_a_folder_without_a_pipeline_is_a_clear_error(tmp_path, run_copy):
     with pytest.raises(DataError, match="does not exist"):
         load_pipeline(tmp_path / "nope")
     (run_copy / "pipeline" / MANIFEST).write_text("{not json")
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match="manifest.json' is not valid JSON"):
         load_pipeline(run_copy)
 
 

@@ -86,11 +86,12 @@ class FolderReading:
     cache_check: str = "content"
     cache_max_gib: float | None = 256.0
     fit: str = "stretch"
+    follow_links: bool = False
 
     def load(self) -> Any:
         """The folder's images as an ImageSet: ids, sub-folder labels, what was skipped."""
 
-        files = scan_folder(self.path, self.recursive, self.extensions)
+        files = scan_folder(self.path, self.recursive, self.extensions, self.follow_links)
         if self.limit is not None:
             files = files[: self.limit]
         decoded, fingerprints = self._decode_cached(files)
@@ -111,7 +112,7 @@ class FolderReading:
     def list_files(self) -> FileListing:
         """The files ``load`` would decode, in its order and with its labels, none decoded: the
         size is ``size`` or, without it, the first readable file's."""
-        files = scan_folder(self.path, self.recursive, self.extensions)
+        files = scan_folder(self.path, self.recursive, self.extensions, self.follow_links)
         if self.limit is not None:
             files = files[: self.limit]
         names = [f.name for f in files]
@@ -327,12 +328,15 @@ def normalise_extensions(extensions: Sequence[str]) -> tuple[str, ...]:
 
 
 # Finding files -------------------------------------------------------------------------------
-def scan_folder(folder: Path, recursive: bool, extensions: Sequence[str]) -> list[ImageFile]:
+def scan_folder(
+    folder: Path, recursive: bool, extensions: Sequence[str], follow_links: bool = False
+) -> list[ImageFile]:
     """Image files below ``folder`` by extension, sorted by relative path; hidden ones skipped.
 
     Hidden folders (the cache, .git, ...) and hidden files (such as macOS's "._x.jpg"
-    companions) are not part of the collection. Links to files are followed, links to folders
-    are not.
+    companions) are not part of the collection. Links to folders are not followed; links to
+    files are when they lead to a file inside ``folder``, or anywhere with ``follow_links``:
+    a folder may come from someone else, and its links must not reach the user's other files.
     """
     folder = Path(folder)
     if not folder.exists():
@@ -344,6 +348,8 @@ def scan_folder(folder: Path, recursive: bool, extensions: Sequence[str]) -> lis
         )
     endings = tuple(extensions)
     found: list[ImageFile] = []
+    leading_out: list[str] = []
+    inside = os.path.realpath(folder)
     pending = [(os.fspath(folder), "")]
     while pending:
         directory, prefix = pending.pop()
@@ -364,6 +370,9 @@ def scan_folder(folder: Path, recursive: bool, extensions: Sequence[str]) -> lis
                 if not name.lower().endswith(endings):
                     continue
                 stat = entry.stat()
+                if not follow_links and entry.is_symlink() and not _within(entry.path, inside):
+                    leading_out.append(prefix + name)
+                    continue
             except OSError:
                 continue  # vanished, or a broken link
             if _is_regular(stat.st_mode):
@@ -377,13 +386,26 @@ def scan_folder(folder: Path, recursive: bool, extensions: Sequence[str]) -> lis
                         stat.st_ino,
                     )
                 )
+    if leading_out:
+        warnings.warn(
+            f"skipped {len(leading_out)} link(s) that lead out of {str(folder)!r} (first: "
+            f"{min(leading_out)!r}): set dataset.follow_links=true to read them",
+            ImageSkippedWarning,
+            stacklevel=2,
+        )
     if not found:
         where = "in it or its sub-folders" if recursive else "in it"
+        links = f" ({len(leading_out)} links leading out of it were skipped)" if leading_out else ""
         raise DataError(
-            f"no images in {str(folder)!r}: found no {', '.join(endings)} files {where}."
+            f"no images in {str(folder)!r}: found no {', '.join(endings)} files {where}{links}."
         )
     found.sort()
     return found
+
+
+def _within(path: str, root: str) -> bool:
+    """Whether ``path``, links resolved, lies inside the folder whose real path is ``root``."""
+    return os.path.commonpath([os.path.realpath(path), root]) == root
 
 
 def _is_regular(mode: int) -> bool:
