@@ -158,25 +158,20 @@ def register_encoders(register: Register) -> None:
     Example:
 
     ```python
-    import numpy as np
-
     from imgclust import hookimpl
+    from imgclust.kit import to_float
 
 
     class RowMeans:
         \"\"\"The mean brightness of each image row: H numbers per image.\"\"\"
 
+        stateless = True  # nothing learned: a saved pipeline rebuilds it, no save/load needed
+
         def fit(self, images, validation=None):
             return self
 
         def transform(self, images):
-            return np.asarray(images, dtype=np.float32).mean(axis=(2, 3))
-
-        def save(self, directory):
-            pass  # nothing learned, nothing to save
-
-        def load(self, directory):
-            return self
+            return to_float(images).mean(axis=(2, 3))  # uint8 0..255 and float 0..1 alike
 
 
     @hookimpl
