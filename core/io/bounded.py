@@ -11,6 +11,8 @@ declared. This is the one way imgclust reads ``np.load``-style files it did not 
 from __future__ import annotations
 
 import json
+import os
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,14 +56,22 @@ def read_json(path: Path, where: str | None = None, limit: int = TEXT_BYTES) -> 
     not UTF-8, not JSON or nested past what the parser can follow is one :class:`DataError`
     naming ``where`` (the file by default). A missing file raises ``FileNotFoundError``."""
     what = where or str(path)
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(limit + 1)
+    try:  # not blocking on a FIFO; its size known before a byte is read or a buffer allocated
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(descriptor, "rb") as handle:
+            info = os.fstat(descriptor)
+            if not stat.S_ISREG(info.st_mode):
+                raise DataError(f"{what} is not a regular file: it is not a file imgclust wrote.")
+            if info.st_size > limit:
+                raise DataError(
+                    f"{what} is larger than {human(limit)}: it is not a file imgclust wrote."
+                )
+            data = handle.read(info.st_size + 1)
     except FileNotFoundError:
         raise
     except OSError as exc:
         raise DataError(f"cannot read {what}: {exc.strerror or one_line(exc)}.") from None
-    if len(data) > limit:
+    if len(data) > limit:  # it grew while being read
         raise DataError(f"{what} is larger than {human(limit)}: it is not a file imgclust wrote.")
     try:
         return json.loads(data.decode("utf-8"))

@@ -222,3 +222,7 @@ def test_the_json_reader_refuses_past_its_bound_before_reading_it_all(tmp_path):
     path.write_bytes(NOT_UTF8)
     with pytest.raises(DataError, match="not UTF-8"):
         read_json(path, "encoder 'x': state.json")
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)  # no writer: opening it must not wait for one
+    with pytest.raises(DataError, match="not a regular file"):
+        read_json(fifo, "encoder 'x': fifo.json")
