@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from imgclust.errors import ImgclustError, SettingsError
+from imgclust.io.bounded import read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -90,21 +91,12 @@ def read_toml(path: Path) -> dict[str, Any]:
     it is parsed, so reading it never costs more than a moment."""
     path = Path(path)
     name = repr(str(path))
+    if path.is_dir():
+        raise ImgclustError(f"Config file {name} is a folder; give a .toml file.")
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(CONFIG_BYTES + 1)
+        text = read_text(path, f"Config file {name}", CONFIG_BYTES)
     except FileNotFoundError:
         raise ImgclustError(f"Config file {name} does not exist.") from None
-    except IsADirectoryError:
-        raise ImgclustError(f"Config file {name} is a folder; give a .toml file.") from None
-    except OSError as exc:
-        raise ImgclustError(f"Cannot read config file {name}: {exc.strerror}.") from None
-    if len(data) > CONFIG_BYTES:
-        raise ImgclustError(f"Config file {name} is larger than 1 MiB: it is not a config.")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ImgclustError(f"Config file {name} is not valid TOML: {exc}.") from None
     if longest_dotted(text) > MAX_KEY_PARTS:
         raise ImgclustError(
             f"Config file {name} has a key of more than {MAX_KEY_PARTS} dotted parts; no "

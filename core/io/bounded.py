@@ -51,32 +51,38 @@ def read_member(path: Path, name: str, where: str, limit: int = TEXT_BYTES) -> b
     return data
 
 
-def read_json(path: Path, where: str | None = None, limit: int = TEXT_BYTES) -> Any:
-    """A JSON file read with a size bound and parsed without a traceback: larger than ``limit``,
-    not UTF-8, not JSON or nested past what the parser can follow is one :class:`DataError`
-    naming ``where`` (the file by default). A missing file raises ``FileNotFoundError``."""
-    what = where or str(path)
-    try:  # not blocking on a FIFO; its size known before a byte is read or a buffer allocated
+def read_text(path: Path, where: str, limit: int = TEXT_BYTES) -> str:
+    """A UTF-8 text file that may come from a stranger, whole: its kind and size are checked
+    before a byte is read (a FIFO is not waited on, no buffer larger than the file is made), and
+    anything but a regular file of at most ``limit`` bytes of UTF-8 is one :class:`DataError`
+    naming ``where``. A missing file raises ``FileNotFoundError``."""
+    try:
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         with os.fdopen(descriptor, "rb") as handle:
             info = os.fstat(descriptor)
             if not stat.S_ISREG(info.st_mode):
-                raise DataError(f"{what} is not a regular file: it is not a file imgclust wrote.")
-            if info.st_size > limit:
-                raise DataError(
-                    f"{what} is larger than {human(limit)}: it is not a file imgclust wrote."
-                )
-            data = handle.read(info.st_size + 1)
+                raise DataError(f"{where} is not a regular file.")
+            data = handle.read(min(info.st_size, limit) + 1)
     except FileNotFoundError:
         raise
     except OSError as exc:
-        raise DataError(f"cannot read {what}: {exc.strerror or one_line(exc)}.") from None
-    if len(data) > limit:  # it grew while being read
-        raise DataError(f"{what} is larger than {human(limit)}: it is not a file imgclust wrote.")
+        raise DataError(f"cannot read {where}: {exc.strerror or one_line(exc)}.") from None
+    if len(data) > limit:
+        raise DataError(f"{where} is larger than {human(limit)}, more than such a file holds.")
     try:
-        return json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise DataError(f"{what} is not UTF-8 text: the file is damaged.") from None
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{where} is not UTF-8 text (byte {exc.start}).") from None
+
+
+def read_json(path: Path, where: str | None = None, limit: int = TEXT_BYTES) -> Any:
+    """A JSON file read by :func:`read_text` and parsed without a traceback: not JSON, or nested
+    past what the parser can follow, is one :class:`DataError` naming ``where`` (the file by
+    default). A missing file raises ``FileNotFoundError``."""
+    what = where or str(path)
+    text = read_text(path, what, limit)
+    try:
+        return json.loads(text)
     except RecursionError:
         raise DataError(f"{what} is nested too deep to be a file imgclust wrote.") from None
     except ValueError as exc:
