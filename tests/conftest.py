@@ -7,6 +7,17 @@ from pathlib import Path
 
 import pytest
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C works in the tests however they were started: a shell that starts a job in the
+    background without job control (``cmd &`` in a script, as CI may) starts it with SIGINT
+    ignored, which the CLI then keeps ignoring, as it should for a user's ``nohup``; the tests
+    that send Ctrl-C to a run, in process or to a child, need it delivered."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 os.environ["IMGCLUST_LOAD_PLUGINS"] = ""  # bundled plugins only, whatever else is installed
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
