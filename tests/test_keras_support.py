@@ -87,6 +87,9 @@ else:
 #: What TensorFlow and Keras print when nothing keeps them quiet: native start-up notices, the
 #: retracing warning (TensorFlow's logger) and a Keras warning (Python's warnings).
 CHATTER = ("absl::InitializeLog", "oneDNN", "retracing", "input_shape")
+#: Of those, what every TensorFlow build prints: the oneDNN notice depends on the build and the
+#: processor (TensorFlow 2.21 on this CPU does not print it).
+ALWAYS_HEARD = ("absl::InitializeLog", "retracing", "input_shape")
 
 
 @pytest.mark.slow
@@ -109,7 +112,10 @@ def test_a_stage_that_imports_keras_itself_stays_quiet_too(how, debug, tmp_path)
     assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "runs").iterdir())) == 1
     heard = [words for words in CHATTER if words in done.stderr]
-    assert heard == (list(CHATTER) if debug else []), done.stderr
+    if debug:  # IMGCLUST_DEBUG lets the frameworks speak
+        assert set(ALWAYS_HEARD) <= set(heard), done.stderr
+    else:
+        assert heard == [], done.stderr
 
 
 def test_framework_loggers_and_warnings_are_quiet_only_during_a_run(tmp_path, monkeypatch):
